@@ -1,0 +1,180 @@
+//! Validated configuration.
+//!
+//! Loading is two steps: [`file`] parses the TOML into raw types (syntax and
+//! shape errors, with line and column), then [`Config::from_file`] expands
+//! `${VAR}` ([`env`]), parses durations, URLs, addresses and header names,
+//! loads CA files and checks cross-route rules (duplicate names, hosts and
+//! listeners). Every problem is collected, so `sidekey check` lists them all
+//! at once; each names its route and key, never a value.
+
+mod auth;
+pub mod env;
+pub mod file;
+mod problems;
+mod proxy;
+mod route;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use auth::{
+    AuthConfig, ClientAuth, EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig,
+    SignAlgorithm, SignedUrlConfig, TokenBody, TokenConfig, TokenRequestStyle,
+};
+pub use problems::{Ctx, Problem};
+pub use proxy::{Forwarded, ProxySettings, Unmatched};
+pub use route::{HostPattern, RouteConfig, UpstreamUrl};
+
+/// A loaded, fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxySettings,
+    pub routes: Vec<RouteConfig>,
+    /// Things worth telling the operator that do not stop sidekey from
+    /// running (for example an OAuth2 token store that `authorize` has not
+    /// written yet).
+    pub warnings: Vec<Problem>,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config syntax error: {0}")]
+    Syntax(String),
+    #[error("invalid config ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, problems::list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// Every problem, one per line, for `check` and for reload errors.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(problems) => problems.iter().map(|p| p.to_string()).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, expanding variables from the
+    /// process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Config::parse(&text, base, &env::process_env)
+    }
+
+    /// Parses and validates config text. Relative file paths are resolved
+    /// against `base_dir`; variables are looked up with `lookup`.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: file::FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Config::from_file(raw, base_dir, lookup)
+    }
+
+    /// Validates raw config: see the module documentation.
+    pub fn from_file(
+        raw: file::FileConfig,
+        base_dir: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut ctx = Ctx::new(lookup, base_dir);
+        let proxy = ProxySettings::from_file(raw.proxy, &mut ctx);
+        let routes: Vec<RouteConfig> = raw
+            .routes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| RouteConfig::from_file(i, r, &mut ctx))
+            .collect();
+        if let Some(proxy) = &proxy {
+            check_unique(proxy, &routes, &mut ctx);
+        }
+        let (problems, warnings) = ctx.finish();
+        match proxy {
+            Some(proxy) if problems.is_empty() => Ok(Config {
+                proxy,
+                routes,
+                warnings,
+            }),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    /// The route with this name.
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// Every address sidekey binds: the proxy listener, the admin listener and
+    /// each route's dedicated listener.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = vec![self.proxy.listen];
+        addrs.extend(self.proxy.admin);
+        addrs.extend(self.routes.iter().filter_map(|r| r.listen));
+        addrs
+    }
+}
+
+/// Cross-route rules: unique names, unique (host, path_prefix) pairs and
+/// unique listen addresses (port 0, "any free port", never collides).
+fn check_unique(proxy: &ProxySettings, routes: &[RouteConfig], ctx: &mut Ctx) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut hosts: HashMap<(String, Option<&str>), &str> = HashMap::new();
+    let mut listeners: HashMap<SocketAddr, String> = HashMap::new();
+    listeners.insert(proxy.listen, "proxy.listen".to_string());
+    if let Some(admin) = proxy.admin.filter(|a| a.port() != 0) {
+        if let Some(other) = listeners.insert(admin, "proxy.admin".to_string()) {
+            ctx.problem_in("proxy", "admin", format!("address {admin} is also {other}"));
+        }
+    }
+    for route in routes {
+        if names.insert(&route.name, 0).is_some() {
+            ctx.problem_in(
+                &route.scope(),
+                "name",
+                "another route has the same name".to_string(),
+            );
+        }
+        let key = (route.host.to_string(), route.path_prefix.as_deref());
+        if let Some(other) = hosts.insert(key, &route.name) {
+            ctx.problem_in(
+                &route.scope(),
+                "host",
+                format!(
+                    "route \"{other}\" already matches host {} with the same path_prefix",
+                    route.host
+                ),
+            );
+        }
+        if let Some(listen) = route.listen.filter(|a| a.port() != 0) {
+            if let Some(other) =
+                listeners.insert(listen, format!("route \"{}\" listen", route.name))
+            {
+                ctx.problem_in(
+                    &route.scope(),
+                    "listen",
+                    format!("address {listen} is also {other}"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

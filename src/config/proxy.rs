@@ -1,0 +1,283 @@
+//! The `[proxy]` table: listeners, upstream TLS trust, timeouts and limits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use super::file::FileProxy;
+use super::Ctx;
+
+/// What to do with a request for a host that no route names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// 403 with a JSON error (the default: sidekey is never an open proxy).
+    Reject,
+    /// Forward it unchanged, with no credential.
+    Passthrough,
+}
+
+/// Which forwarding headers sidekey adds to upstream requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// None (the default: the upstream sees the request as the app sent it).
+    None,
+    /// `Via: 1.1 sidekey`.
+    Via,
+    /// `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`.
+    XForwarded,
+}
+
+/// Validated `[proxy]` settings.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// Extra roots for upstream TLS, loaded from `ca_file`.
+    pub extra_roots: Arc<Vec<CertificateDer<'static>>>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub unmatched: Unmatched,
+    /// `"host:port"` (lowercase) → address actually dialled.
+    pub connect_to: HashMap<String, String>,
+    pub drain_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub forwarded: Forwarded,
+    /// Request bodies up to this size are kept so that a request whose
+    /// token was rejected (401) can be retried once with a fresh token.
+    pub retry_body_limit: usize,
+    /// `/readyz` fails while a token-based route has no valid token.
+    pub ready_requires_tokens: bool,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl ProxySettings {
+    pub(super) fn from_file(raw: FileProxy, ctx: &mut Ctx) -> Option<ProxySettings> {
+        ctx.set_scope("proxy".to_string());
+        let listen = socket_addr(
+            ctx,
+            "listen",
+            raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        );
+        let admin = match raw.admin.as_deref() {
+            None => Some(None),
+            Some(a) => match ctx.expand("admin", a) {
+                Some(a) if a.is_empty() => Some(None),
+                Some(a) => parse_addr(ctx, "admin", &a).map(Some),
+                None => None,
+            },
+        };
+        let extra_roots = load_roots(ctx, raw.ca_file.as_deref());
+        let connect_timeout = ctx.duration(
+            "connect_timeout",
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let request_timeout = ctx.duration(
+            "request_timeout",
+            raw.request_timeout.as_deref(),
+            Duration::from_secs(60),
+        );
+        let unmatched = match ctx.expand_opt("unmatched", raw.unmatched.as_deref()) {
+            Some(None) => Some(Unmatched::Reject),
+            Some(Some(v)) => match v.as_str() {
+                "reject" => Some(Unmatched::Reject),
+                "passthrough" => Some(Unmatched::Passthrough),
+                _ => {
+                    ctx.problem("unmatched", "must be \"reject\" or \"passthrough\"");
+                    None
+                }
+            },
+            None => None,
+        };
+        let forwarded = match ctx.expand_opt("forwarded", raw.forwarded.as_deref()) {
+            Some(None) => Some(Forwarded::None),
+            Some(Some(v)) => match v.as_str() {
+                "none" => Some(Forwarded::None),
+                "via" => Some(Forwarded::Via),
+                "x-forwarded" => Some(Forwarded::XForwarded),
+                _ => {
+                    ctx.problem("forwarded", "must be \"none\", \"via\" or \"x-forwarded\"");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut connect_to = HashMap::new();
+        for (from, to) in &raw.connect_to {
+            let key = format!("connect_to.\"{from}\"");
+            let (Some(from), Some(to)) = (ctx.expand(&key, from), ctx.expand(&key, to)) else {
+                continue;
+            };
+            if !has_port(&from) {
+                ctx.problem(&key, "the key must be \"host:port\"");
+                continue;
+            }
+            if !has_port(&to) {
+                ctx.problem(&key, "the address must be \"host:port\"");
+                continue;
+            }
+            connect_to.insert(from.to_ascii_lowercase(), to);
+        }
+        let drain_timeout = ctx.duration(
+            "drain_timeout",
+            raw.drain_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let header_read_timeout = ctx.duration(
+            "header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        );
+        let pool_idle_timeout = ctx.duration(
+            "pool_idle_timeout",
+            raw.pool_idle_timeout.as_deref(),
+            Duration::from_secs(90),
+        );
+        if raw.idle_timeout.is_some() {
+            ctx.problem(
+                "idle_timeout",
+                "not supported: header_read_timeout also bounds idle keep-alive connections",
+            );
+        }
+        let retry_body_limit = match raw.retry_body_limit.as_deref() {
+            None => Some(64 * 1024),
+            Some(v) => ctx
+                .expand("retry_body_limit", v)
+                .and_then(|v| match parse_size(&v) {
+                    Some(n) => Some(n),
+                    None => {
+                        ctx.problem(
+                            "retry_body_limit",
+                            "not a size; write e.g. \"64KiB\" or \"1MiB\"",
+                        );
+                        None
+                    }
+                }),
+        };
+        let max_header_bytes = raw.max_header_bytes.unwrap_or(64 * 1024);
+        if max_header_bytes < 8192 {
+            ctx.problem("max_header_bytes", "must be at least 8192");
+        }
+        let max_headers = raw.max_headers.unwrap_or(100);
+        if max_headers == 0 {
+            ctx.problem("max_headers", "must be at least 1");
+        }
+        Some(ProxySettings {
+            listen: listen?,
+            admin: admin?,
+            extra_roots: Arc::new(extra_roots?),
+            connect_timeout: connect_timeout?,
+            request_timeout: request_timeout?,
+            unmatched: unmatched?,
+            connect_to,
+            drain_timeout: drain_timeout?,
+            header_read_timeout: header_read_timeout?,
+            pool_idle_timeout: pool_idle_timeout?,
+            max_header_bytes,
+            max_headers,
+            forwarded: forwarded?,
+            retry_body_limit: retry_body_limit?,
+            ready_requires_tokens: raw.ready_requires_tokens.unwrap_or(false),
+        })
+    }
+}
+
+fn has_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// Expands and parses a listen address.
+pub(super) fn socket_addr(ctx: &mut Ctx, key: &str, raw: &str) -> Option<SocketAddr> {
+    let value = ctx.expand_nonempty(key, raw)?;
+    parse_addr(ctx, key, &value)
+}
+
+fn parse_addr(ctx: &mut Ctx, key: &str, value: &str) -> Option<SocketAddr> {
+    match value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            ctx.problem(
+                key,
+                "not an address; write \"IP:port\", e.g. \"127.0.0.1:8080\"",
+            );
+            None
+        }
+    }
+}
+
+/// Parses "65536", "64KiB", "1MiB", "64kb".
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Loads `ca_file`; "" (the seed default) means none.
+fn load_roots(ctx: &mut Ctx, raw: Option<&str>) -> Option<Vec<CertificateDer<'static>>> {
+    let Some(raw) = raw else {
+        return Some(Vec::new());
+    };
+    let value = ctx.expand("ca_file", raw)?;
+    if value.is_empty() {
+        return Some(Vec::new());
+    }
+    let path = ctx.path("ca_file", &value)?;
+    let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(&path) {
+        Ok(iter) => iter.collect(),
+        Err(e) => {
+            ctx.problem("ca_file", format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    match certs {
+        Ok(certs) if certs.is_empty() => {
+            ctx.problem(
+                "ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            );
+            None
+        }
+        Ok(certs) => Some(certs),
+        Err(e) => {
+            ctx.problem("ca_file", format!("{}: bad PEM: {e}", path.display()));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_size("1x"), None);
+    }
+
+    #[test]
+    fn host_port() {
+        assert!(has_port("api.copilot.cx:443"));
+        assert!(has_port("[::1]:8443"));
+        assert!(!has_port("api.copilot.cx"));
+    }
+}

@@ -1,0 +1,280 @@
+//! Config validation tests: the seed routes, variable expansion, and every
+//! problem reported at once with its route and key.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+const SEED: &str = include_str!("../../config/examples/seed-routes.toml");
+
+fn seed_env() -> HashMap<&'static str, &'static str> {
+    HashMap::from([
+        ("COPILOT_CLIENT_ID", "ABABABABQQIRZ"),
+        ("COPILOT_CLIENT_SECRET", "k9H2Nd3T5j5EW2Fu160l11Hal3x3oa"),
+        (
+            "KOUPON_API_KEY",
+            "6348256714038520009a57d1d2-5188-457b-854b-86aafea65fc5",
+        ),
+        ("KOUPON_SECRET_KEY", "4623B7B8-18A6-4B2C-B2C1-18157F5C4AFE"),
+        ("COPERNICA_CLIENT_KEY", "client-key"),
+        ("COPERNICA_CLIENT_SECRET", "client-secret"),
+        ("INVOCA_NETWORK_ID", "42"),
+        ("INVOCA_ADVERTISER_ID", "354"),
+        ("INVOCA_EMAIL_URLENCODED", "sy%40young.com"),
+        ("INVOCA_USERNAME", "user"),
+        ("INVOCA_PASSWORD", "pass"),
+        ("ALGONOMY_API_HOST", "b2b.algonomy.example"),
+        ("ALGONOMY_TENANT_HASH", "abcd1234efgh5678ijkl9012mnop3456"),
+        ("ALGONOMY_OAUTH_KEY_SECRET", "4faeaf752ee40a0f"),
+    ])
+}
+
+fn parse_with(text: &str, env: &HashMap<&str, &str>) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/nonexistent"), &|name| {
+        env.get(name).map(|v| v.to_string())
+    })
+}
+
+#[test]
+fn the_seed_routes_mean_what_their_comments_say() {
+    let config = parse_with(SEED, &seed_env()).expect("seed routes are valid");
+    assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        config.proxy.admin.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9901")
+    );
+    assert!(
+        config.proxy.extra_roots.is_empty(),
+        "ca_file = \"\" means none"
+    );
+    assert_eq!(config.proxy.unmatched, Unmatched::Reject);
+    let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["copilot", "koupon", "copernica", "invoca", "algonomy"]
+    );
+
+    let copilot = config.route("copilot").unwrap();
+    assert_eq!(
+        copilot.listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:8101")
+    );
+    assert_eq!(
+        copilot.upstream.as_ref().unwrap().to_string(),
+        "https://api.copilot.cx"
+    );
+    assert!(matches!(copilot.auth, AuthConfig::Basic { .. }));
+
+    let koupon = config.route("koupon").unwrap();
+    assert_eq!(
+        koupon.upstream.as_ref().unwrap().to_string(),
+        "http://consumer.kouponmedia.com"
+    );
+    let AuthConfig::SignedUrl(s) = &koupon.auth else {
+        panic!("koupon is signed_url")
+    };
+    assert_eq!(
+        (
+            s.key_param.as_str(),
+            s.timestamp_param.as_str(),
+            s.signature_param.as_str(),
+            s.algorithm
+        ),
+        (
+            "identifier",
+            "timestamp",
+            "authSignature",
+            SignAlgorithm::HmacSha1
+        )
+    );
+
+    let copernica = config.route("copernica").unwrap();
+    assert_eq!(
+        copernica.upstream.as_ref().unwrap().to_string(),
+        "https://api.copernica.com"
+    );
+    let Some(TokenConfig::OAuth2Code(code)) = copernica.auth.token() else {
+        panic!("oauth2_code")
+    };
+    assert_eq!(code.token_request, TokenRequestStyle::GetQuery);
+    assert_eq!(
+        code.redirect_uri.to_string(),
+        "http://127.0.0.1:8765/callback"
+    );
+    assert!(code.store.ends_with("copernica.token"));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.scope == "route \"copernica\"" && w.key == "auth.token.store"),
+        "a store authorize has not written yet is a warning: {:?}",
+        config.warnings
+    );
+
+    let invoca = config.route("invoca").unwrap();
+    let Some(TokenConfig::Endpoint(e)) = invoca.auth.token() else {
+        panic!("endpoint")
+    };
+    assert!(e.one_time);
+    assert_eq!(e.method, http::Method::POST);
+    assert_eq!(
+        e.url.to_string(),
+        "https://invoca.net/api/2014-01-01/42/advertisers/354/sy%40young.com/create_access_token.json"
+    );
+    assert_eq!(e.token_pointer, "/token");
+
+    let algonomy = config.route("algonomy").unwrap();
+    assert_eq!(
+        algonomy.host,
+        HostPattern::Exact("b2b.algonomy.example".into())
+    );
+    let Some(TokenConfig::Endpoint(e)) = algonomy.auth.token() else {
+        panic!("endpoint")
+    };
+    assert_eq!(e.ttl, Some(std::time::Duration::from_secs(15 * 60)));
+    assert_eq!(e.refresh_before, std::time::Duration::from_secs(60));
+    let Some(TokenBody::Json(json)) = &e.body else {
+        panic!("json body")
+    };
+    assert_eq!(
+        json.0,
+        serde_json::json!({"resource": ["basic", "segments"], "validity": 15})
+    );
+    let headers: Vec<&str> = e.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(headers, ["oauth_key_secret", "tenant_hash"]);
+}
+
+#[test]
+fn every_unset_variable_is_reported_with_its_route() {
+    let mut env = seed_env();
+    env.remove("COPILOT_CLIENT_SECRET");
+    env.remove("ALGONOMY_API_HOST");
+    let err = parse_with(SEED, &env).unwrap_err();
+    let problems = err.problems();
+    assert!(problems.contains(
+        &"route \"copilot\": auth.password: environment variable COPILOT_CLIENT_SECRET is not set".to_string()
+    ), "{problems:?}");
+    assert!(problems
+        .iter()
+        .any(|p| p.starts_with("route \"algonomy\": host:") && p.contains("ALGONOMY_API_HOST")));
+    assert!(problems
+        .iter()
+        .any(|p| p.starts_with("route \"algonomy\": auth.token.url:")));
+}
+
+#[test]
+fn problems_never_print_values() {
+    let text = r#"
+[[route]]
+name = "a"
+host = "api.example.com"
+upstream = "https://user:hunter2@api.example.com"
+[route.auth]
+kind = "basic"
+username = "me"
+password = ""
+"#;
+    let err = parse_with(text, &HashMap::new()).unwrap_err().to_string();
+    assert!(err.contains("route \"a\": upstream:"), "{err}");
+    assert!(
+        err.contains("route \"a\": auth.password: must not be empty"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn duplicates_are_errors() {
+    let text = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+admin = "127.0.0.1:8080"
+[[route]]
+name = "a"
+host = "api.example.com"
+listen = "127.0.0.1:9000"
+[[route]]
+name = "a"
+host = "API.example.com"
+listen = "127.0.0.1:9000"
+[[route]]
+name = "c"
+host = "api.example.com"
+path_prefix = "/v2"
+"#;
+    let problems = parse_with(text, &HashMap::new()).unwrap_err().problems();
+    let expect = [
+        "proxy: admin: address 127.0.0.1:8080 is also proxy.listen",
+        "route \"a\": name: another route has the same name",
+        "route \"a\": host: route \"a\" already matches host api.example.com with the same path_prefix",
+        "route \"a\": listen: address 127.0.0.1:9000 is also route \"a\" listen",
+    ];
+    for e in expect {
+        assert!(
+            problems.iter().any(|p| p == e),
+            "missing {e:?} in {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), expect.len(), "{problems:?}");
+}
+
+#[test]
+fn bad_values_name_their_keys() {
+    let text = r#"
+[proxy]
+listen = "localhost"
+connect_timeout = "5 parsecs"
+unmatched = "allow"
+[[route]]
+name = "bad name"
+host = "https://api.example.com"
+path_prefix = "v1"
+[route.headers]
+"Connection" = "close"
+[route.auth]
+kind = "signed_url"
+key = "k"
+secret = "s"
+algorithm = "md5"
+"#;
+    let problems = parse_with(text, &HashMap::new()).unwrap_err().problems();
+    for key in [
+        "proxy: listen:",
+        "proxy: connect_timeout:",
+        "proxy: unmatched:",
+        "route \"bad name\": name:",
+        "route \"bad name\": host:",
+        "route \"bad name\": path_prefix:",
+        "route \"bad name\": headers.\"Connection\":",
+        "route \"bad name\": auth.algorithm:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "missing {key} in {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let err = parse_with("[proxy\nlisten = 1", &HashMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn wildcard_hosts_default_to_the_request_host() {
+    let text = "[[route]]\nname = \"w\"\nhost = \"*.Example.com\"\n";
+    let config = parse_with(text, &HashMap::new()).unwrap();
+    assert_eq!(
+        config.routes[0].host,
+        HostPattern::Wildcard(".example.com".into())
+    );
+    assert!(config.routes[0].upstream.is_none());
+    assert_eq!(
+        config.routes[0].upstream_for("a.example.com").to_string(),
+        "https://a.example.com"
+    );
+}

@@ -1,0 +1,64 @@
+//! `kind = "basic"`: `Authorization: Basic base64(username:password)`.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::token::BuildError;
+
+/// The header value, computed once at load and marked sensitive.
+#[derive(Debug)]
+pub struct Basic {
+    value: HeaderValue,
+}
+
+impl Basic {
+    pub fn new(username: &SecretString, password: &SecretString) -> Result<Basic, BuildError> {
+        let encoded = STANDARD.encode(format!(
+            "{}:{}",
+            username.expose_secret(),
+            password.expose_secret()
+        ));
+        let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+            .map_err(|_| BuildError::Invalid("basic credentials do not form a header".into()))?;
+        value.set_sensitive(true);
+        Ok(Basic { value })
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(AUTHORIZATION, self.value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copilot_document_example() {
+        // Copilot.cx Server API, "Example".
+        let basic = Basic::new(
+            &SecretString::from("ABABABABQQIRZ"),
+            &SecretString::from("k9H2Nd3T5j5EW2Fu160l11Hal3x3oa"),
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic Y2xpZW50OmNvcHk="),
+        );
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer other"));
+        basic.apply(&mut headers);
+        let values: Vec<_> = headers.get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(
+            values,
+            ["Basic QUJBQkFCQUJRUUlSWjprOUgyTmQzVDVqNUVXMkZ1MTYwbDExSGFsM3gzb2E="]
+        );
+        assert!(values[0].is_sensitive());
+        assert!(
+            !format!("{basic:?}").contains("QUJB"),
+            "Debug must not print the value"
+        );
+    }
+}

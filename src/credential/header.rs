@@ -1,0 +1,95 @@
+//! `kind = "header"`: a header set to a template with `{token}` replaced.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use secrecy::ExposeSecret;
+
+use super::{Applied, CredentialError};
+use crate::token::{BuildError, TokenSource};
+
+#[derive(Debug)]
+pub struct HeaderInjector {
+    name: HeaderName,
+    prefix: String,
+    suffix: String,
+    source: TokenSource,
+    /// For a static token: the whole value, computed at load.
+    fixed: Option<HeaderValue>,
+}
+
+impl HeaderInjector {
+    pub fn new(
+        name: HeaderName,
+        template: Option<&str>,
+        source: TokenSource,
+    ) -> Result<HeaderInjector, BuildError> {
+        let (prefix, suffix) = template
+            .and_then(|t| t.split_once("{token}"))
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .unwrap_or_default();
+        let mut injector = HeaderInjector {
+            name,
+            prefix,
+            suffix,
+            source,
+            fixed: None,
+        };
+        if let TokenSource::Static(token) = &injector.source {
+            let value = injector
+                .value(token.value.expose_secret())
+                .map_err(|_| BuildError::Invalid("the token cannot be sent in a header".into()))?;
+            injector.fixed = Some(value);
+        }
+        Ok(injector)
+    }
+
+    fn value(&self, token: &str) -> Result<HeaderValue, CredentialError> {
+        let mut value = HeaderValue::try_from(format!("{}{}{}", self.prefix, token, self.suffix))
+            .map_err(|_| CredentialError::InvalidToken)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    pub fn source(&self) -> &TokenSource {
+        &self.source
+    }
+
+    pub async fn apply(&self, headers: &mut HeaderMap) -> Result<Applied, CredentialError> {
+        if let Some(fixed) = &self.fixed {
+            headers.insert(self.name.clone(), fixed.clone());
+            return Ok(Applied::default());
+        }
+        let token = self.source.token().await?;
+        headers.insert(self.name.clone(), self.value(token.value.expose_secret())?);
+        Ok(Applied { token: Some(token) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    #[tokio::test]
+    async fn replaces_the_clients_header_with_the_template() {
+        let source = TokenSource::fixed(SecretString::from("tok"));
+        let injector = HeaderInjector::new(
+            HeaderName::from_static("authorization"),
+            Some("Bearer {token}"),
+            source,
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("authorization", HeaderValue::from_static("Bearer client"));
+        headers.append("authorization", HeaderValue::from_static("Bearer client2"));
+        injector.apply(&mut headers).await.unwrap();
+        let values: Vec<_> = headers.get_all("authorization").iter().collect();
+        assert_eq!(values, ["Bearer tok"]);
+        assert!(values[0].is_sensitive());
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_value_is_a_load_error() {
+        let source = TokenSource::fixed(SecretString::from("a\nb"));
+        assert!(HeaderInjector::new(HeaderName::from_static("x-key"), None, source).is_err());
+    }
+}

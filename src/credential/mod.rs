@@ -1,0 +1,131 @@
+//! Credential injectors: what a route does to each forwarded request.
+//!
+//! A route's [`Credential`] is built once from its validated config (keys
+//! decoded, header values precomputed) and then applied per request to the
+//! upstream [`Target`] and headers. Applying first removes any copy of the
+//! injected header or parameters that the client sent, so a client value is
+//! replaced, never duplicated or forwarded.
+
+mod basic;
+mod header;
+mod query;
+mod signed_url;
+
+use http::HeaderMap;
+use thiserror::Error;
+
+pub use basic::Basic;
+pub use header::HeaderInjector;
+pub use query::QueryInjector;
+pub use signed_url::{sign_url, SignError, SignedUrl};
+
+use crate::config::AuthConfig;
+use crate::target::Target;
+use crate::token::{BuildError, Token, TokenContext, TokenError, TokenSource};
+
+/// Why a credential could not be applied to a request.
+#[derive(Debug, Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the token source returned a value that cannot be sent in a header")]
+    InvalidToken,
+}
+
+/// What applying a credential used, for 401 handling.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The token injected, when it came from a token source.
+    pub token: Option<Token>,
+}
+
+/// A route's ready-to-apply credential.
+#[derive(Debug)]
+pub enum Credential {
+    None,
+    Basic(Basic),
+    Header(HeaderInjector),
+    Query(QueryInjector),
+    SignedUrl(SignedUrl),
+}
+
+impl Credential {
+    /// Builds the credential of a route from its config.
+    pub fn build(auth: &AuthConfig, ctx: &TokenContext) -> Result<Credential, BuildError> {
+        Ok(match auth {
+            AuthConfig::None => Credential::None,
+            AuthConfig::Basic { username, password } => {
+                Credential::Basic(Basic::new(username, password)?)
+            }
+            AuthConfig::Header {
+                name,
+                template,
+                token,
+            } => Credential::Header(HeaderInjector::new(
+                name.clone(),
+                template.as_deref(),
+                TokenSource::build(token, ctx)?,
+            )?),
+            AuthConfig::Query { param, token } => Credential::Query(QueryInjector::new(
+                param.clone(),
+                TokenSource::build(token, ctx)?,
+            )),
+            AuthConfig::SignedUrl(config) => Credential::SignedUrl(SignedUrl::new(config)),
+        })
+    }
+
+    /// Injects the credential into the request about to be forwarded.
+    pub async fn apply(
+        &self,
+        target: &mut Target,
+        headers: &mut HeaderMap,
+    ) -> Result<Applied, CredentialError> {
+        match self {
+            Credential::None => Ok(Applied::default()),
+            Credential::Basic(b) => {
+                b.apply(headers);
+                Ok(Applied::default())
+            }
+            Credential::Header(h) => h.apply(headers).await,
+            Credential::Query(q) => q.apply(target).await,
+            Credential::SignedUrl(s) => {
+                s.apply(target, signed_url::unix_now());
+                Ok(Applied::default())
+            }
+        }
+    }
+
+    /// The query parameters this credential injects: they are removed from
+    /// `Location`, `Content-Location` and `Link` response headers.
+    pub fn injected_params(&self) -> Vec<&str> {
+        match self {
+            Credential::Query(q) => vec![q.param()],
+            Credential::SignedUrl(s) => s.params().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The token source, for kinds that have one.
+    pub fn token_source(&self) -> Option<&TokenSource> {
+        match self {
+            Credential::Header(h) => Some(h.source()),
+            Credential::Query(q) => Some(q.source()),
+            _ => None,
+        }
+    }
+
+    /// Whether a 401 answer may be retried once with a fresh token, so the
+    /// request body is worth keeping.
+    pub fn retries_on_401(&self) -> bool {
+        self.token_source().is_some_and(TokenSource::retries)
+    }
+
+    /// Tells the token source that the upstream rejected `applied`'s token;
+    /// returns whether to retry.
+    pub fn reject(&self, applied: &Applied) -> bool {
+        match (self.token_source(), &applied.token) {
+            (Some(source), Some(token)) => source.reject(token),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! [`ProxyError`]: every way a proxied request can fail, and the one place
+//! that maps each to a status code and a JSON body.
+//!
+//! Bodies name the route and the cause, never a credential: causes are
+//! built from error kinds and config names, not from request or token
+//! values.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use thiserror::Error;
+
+use crate::credential::CredentialError;
+use crate::proxy::ProxyBody;
+use crate::token::TokenError;
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("no route for host {host:?}; sidekey only forwards to configured hosts")]
+    NoRoute { host: String },
+    #[error("the request names no host (send an absolute http:// URL or a Host header)")]
+    NoHost,
+    #[error(
+        "CONNECT tunnels are not supported: send plain http:// URLs to sidekey, which adds the credentials and upgrades to TLS itself"
+    )]
+    Connect,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no credential available: {0}")]
+    Credential(#[source] CredentialError),
+    #[error("cannot connect to the upstream: {0}")]
+    UpstreamConnect(String),
+    #[error("the upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("the upstream request failed: {0}")]
+    Upstream(String),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    /// The status code the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::FORBIDDEN,
+            ProxyError::NoHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Connect => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Credential(CredentialError::Token(TokenError::Unavailable { .. }))
+            | ProxyError::Credential(CredentialError::Token(TokenError::NotConfigured(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Credential(CredentialError::InvalidToken) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short machine-readable code for the JSON body and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::NoHost => "no_host",
+            ProxyError::Connect => "connect_not_supported",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Credential(_) => "credential_unavailable",
+            ProxyError::UpstreamConnect(_) => "upstream_unreachable",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::Credential(CredentialError::Token(TokenError::Unavailable {
+                retry_after,
+                ..
+            })) => Some(*retry_after),
+            ProxyError::Credential(CredentialError::Token(TokenError::NotConfigured(_))) => {
+                Some(60)
+            }
+            _ => None,
+        }
+    }
+
+    /// The response sent to the client for this error on `route`.
+    pub fn to_response(&self, route: Option<&str>) -> Response<ProxyBody> {
+        let mut body = serde_json::json!({
+            "error": self.code(),
+            "route": route,
+            "message": self.to_string(),
+        });
+        if let ProxyError::NoRoute { host } = self {
+            body["host"] = serde_json::Value::String(host.clone());
+        }
+        let mut response = Response::new(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("x-sidekey-error", HeaderValue::from_static(self.code()));
+        if let Some(secs) = self.retry_after() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_mapping_from_error_to_status_and_body() {
+        let cases: Vec<(ProxyError, u16, &str)> = vec![
+            (
+                ProxyError::NoRoute {
+                    host: "evil.example".into(),
+                },
+                403,
+                "no_route",
+            ),
+            (ProxyError::NoHost, 400, "no_host"),
+            (ProxyError::Connect, 501, "connect_not_supported"),
+            (
+                ProxyError::BadRequest("duplicate Host header"),
+                400,
+                "bad_request",
+            ),
+            (
+                ProxyError::Credential(CredentialError::Token(TokenError::Unavailable {
+                    cause: "token endpoint answered 500".into(),
+                    retry_after: 5,
+                })),
+                503,
+                "credential_unavailable",
+            ),
+            (
+                ProxyError::UpstreamConnect("connection refused".into()),
+                502,
+                "upstream_unreachable",
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(60)),
+                504,
+                "upstream_timeout",
+            ),
+            (ProxyError::Upstream("reset".into()), 502, "upstream_error"),
+        ];
+        for (err, status, code) in cases {
+            let response = err.to_response(Some("copilot"));
+            assert_eq!(response.status().as_u16(), status, "{err}");
+            let retry = response.headers().get(RETRY_AFTER).cloned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], code);
+            assert_eq!(json["route"], "copilot");
+            assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+            if status == 503 {
+                assert_eq!(retry.unwrap(), "5");
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The `sidekey` command line: `run`, `check`, `sign`, `authorize`.
+//!
+//! Exit codes: 0 success; 1 invalid config or a failed command; 2 bad
+//! command-line usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sidekey::config::Config;
+use sidekey::RunningProxy;
+
+#[derive(Parser)]
+#[command(name = "sidekey", version, about = "A local authenticating proxy")]
+struct Cli {
+    /// Config file [default: $SIDEKEY_CONFIG, then ./sidekey.toml]
+    #[arg(
+        long,
+        global = true,
+        env = "SIDEKEY_CONFIG",
+        default_value = "sidekey.toml"
+    )]
+    config: PathBuf,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until SIGINT/SIGTERM; SIGHUP reloads the config.
+    Run,
+    /// Validate the config and print each route, secrets redacted.
+    Check,
+    /// Print URL as the signed_url route ROUTE would send it.
+    Sign { route: String, url: String },
+    /// Run the OAuth2 authorization-code flow for ROUTE once and store the token.
+    Authorize { route: String },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match &cli.command {
+        Command::Check => return check(&cli.config),
+        Command::Run => run(&cli.config),
+        Command::Sign { route, url } => sign(&cli.config, route, url),
+        Command::Authorize { route } => authorize(&cli.config, route),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sidekey: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("{}: invalid", path.display());
+            for problem in e.problems() {
+                println!("  error: {problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = std::sync::Arc::new(sidekey::metrics::Metrics::new());
+    let runtime = sidekey::proxy::Runtime::build(&config, &metrics);
+    println!(
+        "{}: {} route{}, listening on {}{}",
+        path.display(),
+        config.routes.len(),
+        if config.routes.len() == 1 { "" } else { "s" },
+        config.proxy.listen,
+        config
+            .proxy
+            .admin
+            .map_or(String::new(), |a| format!(", admin on {a}"))
+    );
+    for route in &config.routes {
+        println!(
+            "  {}",
+            sidekey::redact::describe_route(route).replace('\n', "\n  ")
+        );
+    }
+    for warning in &config.warnings {
+        println!("  warning: {warning}");
+    }
+    match runtime {
+        Ok(_) => {
+            println!("valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("  error: {e}");
+            println!("invalid");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "config warning");
+    }
+    tokio_runtime()?.block_on(async {
+        let proxy = RunningProxy::start(config).await?;
+        wait_for_signals(&proxy, path).await?;
+        tracing::info!("shutting down: draining in-flight requests");
+        proxy.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(proxy: &RunningProxy, path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => reload(proxy, path),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_proxy: &RunningProxy, _path: &Path) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")
+}
+
+/// Re-reads the config; an invalid one is logged and the old one stays.
+fn reload(proxy: &RunningProxy, path: &Path) {
+    let outcome = match Config::load(path) {
+        Err(e) => {
+            tracing::error!(problems = ?e.problems(), "config reload failed; keeping the running config");
+            "invalid"
+        }
+        Ok(config) => match proxy.reload(config) {
+            Ok(()) => {
+                tracing::info!("config reloaded");
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running config");
+                "rejected"
+            }
+        },
+    };
+    proxy
+        .metrics()
+        .reloads
+        .get_or_create(&sidekey::metrics::OutcomeLabels {
+            route: "-".to_string(),
+            outcome,
+        })
+        .inc();
+}
+
+fn sign(path: &Path, route: &str, url: &str) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let signed = sidekey::credential::sign_url(&config, route, url)?;
+    println!("{signed}");
+    Ok(())
+}
+
+fn authorize(_path: &Path, _route: &str) -> anyhow::Result<()> {
+    anyhow::bail!("`authorize` is not supported yet")
+}

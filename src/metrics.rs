@@ -1,0 +1,180 @@
+//! Prometheus metrics, served on the admin listener's `/metrics`.
+//!
+//! Labels are route names, status codes and outcomes only: never a host
+//! from a request (unbounded) and never a credential.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+    pub class: &'static str,
+}
+
+/// "1xx" .. "5xx".
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        0..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub route: String,
+    pub outcome: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~52 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// Every metric sidekey exports. Created once per process; survives reloads.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub active_connections: Gauge,
+    pub token_fetches: Family<OutcomeLabels, Counter>,
+    pub token_cache_hits: Family<RouteLabels, Counter>,
+    pub token_wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub reloads: Family<OutcomeLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sidekey");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route (\"-\" when none matched) and status",
+            requests.clone(),
+        );
+        let upstream_latency =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response headers",
+            upstream_latency.clone(),
+        );
+        let active_connections = Gauge::default();
+        registry.register(
+            "active_connections",
+            "Client connections open on the proxy listeners",
+            active_connections.clone(),
+        );
+        let token_fetches = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "token_fetches",
+            "Token fetches by route and outcome (ok, error)",
+            token_fetches.clone(),
+        );
+        let token_cache_hits = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "token_cache_hits",
+            "Requests served with a cached token",
+            token_cache_hits.clone(),
+        );
+        let token_wait = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "token_wait_seconds",
+            "Time requests spent waiting for a token",
+            token_wait.clone(),
+        );
+        let token_expiry_seconds = Family::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the cached token of a route expires, as of its last fetch",
+            token_expiry_seconds.clone(),
+        );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by outcome",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            active_connections,
+            token_fetches,
+            token_cache_hits,
+            token_wait,
+            token_expiry_seconds,
+            reloads,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+                class: status_class(status),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_requests_by_route_and_status() {
+        let m = Metrics::new();
+        m.request("copilot", 200);
+        m.request("copilot", 200);
+        m.request("-", 403);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "sidekey_requests_total{route=\"copilot\",status=\"200\",class=\"2xx\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("sidekey_requests_total{route=\"-\",status=\"403\",class=\"4xx\"} 1"));
+    }
+}

@@ -1,0 +1,336 @@
+//! One proxied request: find the route, rewrite the request for the
+//! upstream, inject the credential, forward, and clean the response.
+//!
+//! [`handle`] is the outer function: it times the request, maps any
+//! [`ProxyError`] to its response, counts it and writes the one access log
+//! line. [`forward`] is the inner function that uses `?`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::headers::strip_hop_by_hop;
+use super::{ProxyBody, Runtime, Shared};
+use crate::config::{Forwarded, Unmatched};
+use crate::error::ProxyError;
+use crate::route::Route;
+use crate::target::{scrub_link_header, scrub_url, Target};
+
+/// Where a connection came in.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// Set on a route's dedicated listener: every request goes to it.
+    pub route: Option<Arc<str>>,
+}
+
+/// Handles one request; never fails (errors become JSON responses).
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let start = Instant::now();
+    let runtime = shared.runtime.load_full();
+    let method = req.method().clone();
+    // Logged: the path only, never the query (it may carry credentials).
+    let path = req.uri().path().to_string();
+    let mut route_name: Option<Arc<Route>> = None;
+    let response = match forward(&runtime, &shared, &conn, req, &mut route_name).await {
+        Ok(response) => response,
+        Err(err) => {
+            let name = route_name.as_ref().map(|r| r.name());
+            tracing::warn!(route = name.unwrap_or("-"), error = err.code(), cause = %err, "request failed");
+            err.to_response(name)
+        }
+    };
+    let status = response.status().as_u16();
+    let route = route_name.as_ref().map_or("-", |r| r.name());
+    shared.metrics.request(route, status);
+    tracing::info!(
+        route,
+        method = %method,
+        path = %path,
+        status,
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}
+
+/// The host a request is for: the absolute-form URI's, else `Host`'s.
+fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
+    if let Some(host) = req.uri().host() {
+        return Ok(host.to_string());
+    }
+    let value = req.headers().get(header::HOST).ok_or(ProxyError::NoHost)?;
+    let authority: http::uri::Authority =
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(ProxyError::BadRequest(
+                "the Host header is not a valid host[:port]",
+            ))?;
+    Ok(authority.host().to_string())
+}
+
+async fn forward(
+    runtime: &Runtime,
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    matched: &mut Option<Arc<Route>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::Connect);
+    }
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if req.uri().path() == "*" || !req.uri().path().starts_with('/') {
+        return Err(ProxyError::BadRequest("the request target must be a path"));
+    }
+    let host = request_host(&req);
+    let route = match &conn.route {
+        Some(name) => runtime.table.by_name(name),
+        None => runtime
+            .table
+            .find(host.as_deref().unwrap_or(""), req.uri().path()),
+    };
+    let Some(route) = route.cloned() else {
+        let host = host?;
+        return match runtime.settings.unmatched {
+            Unmatched::Reject => Err(ProxyError::NoRoute { host }),
+            Unmatched::Passthrough => passthrough(runtime, req, &host).await,
+        };
+    };
+    *matched = Some(route.clone());
+    let host = match host {
+        Ok(h) => h,
+        // On a dedicated listener the route names the host.
+        Err(_) if conn.route.is_some() => String::new(),
+        Err(e) => return Err(e),
+    };
+    let upstream = match (&route.config.upstream, host.is_empty()) {
+        (Some(u), _) => u.clone(),
+        (None, false) => route.config.upstream_for(&host),
+        (None, true) => return Err(ProxyError::NoHost),
+    };
+
+    let (parts, body) = req.into_parts();
+    let target = Target {
+        path: format!("{}{}", upstream.base_path, parts.uri.path()),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        scheme: upstream.scheme,
+        authority: upstream.authority,
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+    for (name, value) in &route.config.headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    add_forwarded(&mut headers, runtime.settings.forwarded, conn, &host);
+
+    // Keep small bodies when a 401 could be retried with a fresh token.
+    let keep = route.credential.retries_on_401()
+        && body_len(&headers).is_some_and(|n| n <= runtime.settings.retry_body_limit as u64);
+    let (replay, mut body) = if keep {
+        let bytes = Limited::new(body, runtime.settings.retry_body_limit)
+            .collect()
+            .await
+            .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?
+            .to_bytes();
+        (Some(bytes.clone()), Some(full(bytes)))
+    } else {
+        (None, Some(body.boxed()))
+    };
+
+    let mut retried = false;
+    loop {
+        let mut target = target.clone();
+        let mut headers = headers.clone();
+        let applied = route
+            .credential
+            .apply(&mut target, &mut headers)
+            .await
+            .map_err(ProxyError::Credential)?;
+        let uri = target
+            .to_uri()
+            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
+        let mut upstream_req = Request::new(body.take().unwrap_or_else(|| full(Bytes::new())));
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.headers_mut() = headers;
+
+        let sent = Instant::now();
+        let response = send(runtime, upstream_req).await?;
+        shared
+            .metrics
+            .upstream_latency
+            .get_or_create(&crate::metrics::RouteLabels {
+                route: route.name().to_string(),
+            })
+            .observe(sent.elapsed().as_secs_f64());
+
+        if response.status() == StatusCode::UNAUTHORIZED
+            && !retried
+            && route.credential.reject(&applied)
+        {
+            if let Some(bytes) = &replay {
+                tracing::info!(
+                    route = route.name(),
+                    "upstream answered 401; retrying once with a fresh token"
+                );
+                retried = true;
+                body = Some(full(bytes.clone()));
+                continue;
+            }
+        }
+        let injected = route.credential.injected_params();
+        return Ok(clean_response(response, &injected));
+    }
+}
+
+/// Forwards a request for an unconfigured host unchanged (opt-in).
+async fn passthrough(
+    runtime: &Runtime,
+    req: Request<Incoming>,
+    host: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let authority = match parts.uri.authority() {
+        Some(a) => a.to_string(),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(host)
+            .to_string(),
+    };
+    let scheme = parts
+        .uri
+        .scheme()
+        .cloned()
+        .unwrap_or(http::uri::Scheme::HTTP);
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_string(), |pq| pq.to_string());
+    parts.uri = format!("{scheme}://{authority}{pq}")
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("the request URI cannot be forwarded"))?;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    let response = send(runtime, Request::from_parts(parts, body.boxed())).await?;
+    Ok(clean_response(response, &[]))
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// The body length when it is known and small enough to matter: `Some(0)`
+/// for a request with no body, `Some(n)` for `Content-Length: n`, `None`
+/// for a chunked body.
+fn body_len(headers: &HeaderMap) -> Option<u64> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Some(0),
+        Some(v) => v.to_str().ok()?.parse().ok(),
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, mode: Forwarded, conn: &ConnInfo, host: &str) {
+    match mode {
+        Forwarded::None => {}
+        Forwarded::Via => {
+            headers.append(header::VIA, HeaderValue::from_static("1.1 sidekey"));
+        }
+        Forwarded::XForwarded => {
+            let peer = conn.peer.ip().to_string();
+            let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {peer}"),
+                None => peer,
+            };
+            if let Ok(v) = HeaderValue::try_from(xff) {
+                headers.insert("x-forwarded-for", v);
+            }
+            if let Ok(v) = HeaderValue::try_from(host) {
+                headers.insert("x-forwarded-host", v);
+            }
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+    }
+}
+
+/// Sends with the request timeout, mapping failures to [`ProxyError`].
+async fn send(
+    runtime: &Runtime,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let timeout = runtime.settings.request_timeout;
+    match tokio::time::timeout(timeout, runtime.client.request(req)).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(upstream_error(&e)),
+    }
+}
+
+/// Describes a client error by its innermost cause (an I/O or TLS error,
+/// which holds no request data).
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let cause = cause.to_string();
+    if e.is_connect() {
+        ProxyError::UpstreamConnect(cause)
+    } else {
+        ProxyError::Upstream(cause)
+    }
+}
+
+/// Strips hop-by-hop headers and removes injected query parameters from
+/// URLs the upstream sends back.
+fn clean_response(response: Response<Incoming>, injected: &[&str]) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if !injected.is_empty() {
+        for name in [header::LOCATION, header::CONTENT_LOCATION, header::LINK] {
+            let values: Vec<HeaderValue> = parts.headers.get_all(&name).iter().cloned().collect();
+            if values.is_empty() {
+                continue;
+            }
+            parts.headers.remove(&name);
+            for value in values {
+                let Ok(text) = value.to_str() else {
+                    // Not text: cannot be checked, so not forwarded.
+                    continue;
+                };
+                let scrubbed = if name == header::LINK {
+                    scrub_link_header(text, injected)
+                } else {
+                    scrub_url(text, injected)
+                };
+                if let Ok(v) = HeaderValue::try_from(scrubbed) {
+                    parts.headers.append(&name, v);
+                }
+            }
+        }
+    }
+    Response::from_parts(parts, body.boxed())
+}

@@ -1,0 +1,95 @@
+//! The proxy itself: accepting connections ([`server`]), handling one
+//! request ([`handler`]), the upstream client ([`upstream`]) and header
+//! hygiene ([`headers`]).
+
+pub mod handler;
+pub mod headers;
+pub mod server;
+pub mod upstream;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use thiserror::Error;
+
+use crate::config::{Config, ProxySettings};
+use crate::credential::Credential;
+use crate::metrics::Metrics;
+use crate::route::{Route, RouteTable};
+use crate::token::{BuildError, TokenContext};
+use upstream::UpstreamClient;
+
+/// The body type of forwarded requests and responses: streamed, never
+/// buffered whole.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Why a config could not be turned into a running proxy.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("route \"{route}\": {source}")]
+    Credential {
+        route: String,
+        #[source]
+        source: BuildError,
+    },
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+}
+
+/// Everything a request needs, built from one config. Swapped as a whole on
+/// reload; requests in flight keep the one they started with.
+pub struct Runtime {
+    pub settings: ProxySettings,
+    pub table: RouteTable,
+    pub client: UpstreamClient,
+}
+
+impl Runtime {
+    /// Builds credentials, token sources and the upstream client.
+    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, RuntimeError> {
+        let client = upstream::client(&config.proxy)?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let ctx = TokenContext {
+                route: route.name.clone(),
+                client: client.clone(),
+                metrics: metrics.clone(),
+            };
+            let credential = Credential::build(&route.auth, &ctx).map_err(|source| {
+                RuntimeError::Credential {
+                    route: route.name.clone(),
+                    source,
+                }
+            })?;
+            routes.push(Route {
+                config: route.clone(),
+                credential,
+            });
+        }
+        Ok(Runtime {
+            settings: config.proxy.clone(),
+            table: RouteTable::new(routes),
+            client,
+        })
+    }
+
+    /// True when every route that uses a token source has a valid token.
+    pub fn tokens_ready(&self) -> bool {
+        self.table.routes().iter().all(|r| {
+            r.credential
+                .token_source()
+                .is_none_or(|s| s.has_valid_token())
+        })
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+    /// Set once every listener is bound.
+    pub listening: AtomicBool,
+}

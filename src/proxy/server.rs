@@ -1,0 +1,277 @@
+//! Listeners and their lifecycle: bind, accept, reload, graceful shutdown.
+//!
+//! [`RunningProxy::start`] binds every listener of a config (port 0 picks
+//! a free port, which is how tests run many proxies at once) and returns a
+//! handle with the bound addresses, [`RunningProxy::reload`] and
+//! [`RunningProxy::shutdown`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::handler::{handle, ConnInfo};
+use super::{ProxyBody, Runtime, RuntimeError, Shared};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    #[error("listen addresses changed (restart sidekey to apply): {0}")]
+    ListenersChanged(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A running proxy: its bound addresses and its controls.
+pub struct RunningProxy {
+    shared: Arc<Shared>,
+    config: ArcSwap<Config>,
+    proxy_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    route_addrs: HashMap<String, SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, what, source })
+}
+
+fn local_addr(l: &TcpListener, addr: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(addr)
+}
+
+impl RunningProxy {
+    /// Builds the runtime and binds every listener.
+    pub async fn start(config: Config) -> Result<RunningProxy, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::build(&config, &metrics)?;
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            listening: AtomicBool::new(false),
+        });
+        let (shutdown, _) = watch::channel(false);
+        let drain = config.proxy.drain_timeout;
+
+        let proxy_listener = bind(config.proxy.listen, "proxy.listen".into()).await?;
+        let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
+        let mut route_listeners = Vec::new();
+        let mut route_addrs = HashMap::new();
+        for route in &config.routes {
+            if let Some(addr) = route.listen {
+                let l = bind(addr, format!("route \"{}\" listen", route.name)).await?;
+                route_addrs.insert(route.name.clone(), local_addr(&l, addr));
+                route_listeners.push((l, Arc::<str>::from(route.name.as_str())));
+            }
+        }
+        let admin = match config.proxy.admin {
+            Some(addr) => Some(bind(addr, "proxy.admin".into()).await?),
+            None => None,
+        };
+        let admin_addr = admin
+            .as_ref()
+            .zip(config.proxy.admin)
+            .map(|(l, a)| local_addr(l, a));
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(proxy_accept_loop(
+            proxy_listener,
+            shared.clone(),
+            None,
+            shutdown.subscribe(),
+            drain,
+        )));
+        for (listener, name) in route_listeners {
+            tasks.push(tokio::spawn(proxy_accept_loop(
+                listener,
+                shared.clone(),
+                Some(name),
+                shutdown.subscribe(),
+                drain,
+            )));
+        }
+        if let Some(listener) = admin {
+            tasks.push(tokio::spawn(crate::admin::accept_loop(
+                listener,
+                shared.clone(),
+                shutdown.subscribe(),
+            )));
+        }
+        shared.listening.store(true, Ordering::Release);
+        tracing::info!(%proxy_addr, admin = ?admin_addr, routes = config.routes.len(), "sidekey listening");
+        Ok(RunningProxy {
+            shared,
+            config: ArcSwap::from_pointee(config),
+            proxy_addr,
+            admin_addr,
+            route_addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The forward-proxy / Host-routed listener.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The dedicated listener of a route.
+    pub fn route_addr(&self, route: &str) -> Option<SocketAddr> {
+        self.route_addrs.get(route).copied()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Applies a new, already validated config to new requests; requests in
+    /// flight finish with the old one. Listener addresses cannot change.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let old = self.config.load();
+        if old.listen_addrs() != config.listen_addrs() {
+            return Err(ReloadError::ListenersChanged(format!(
+                "{:?} -> {:?}",
+                old.listen_addrs(),
+                config.listen_addrs()
+            )));
+        }
+        let runtime = Runtime::build(&config, &self.shared.metrics)?;
+        self.shared.runtime.store(Arc::new(runtime));
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by
+    /// `proxy.drain_timeout`), then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Applies the connection settings of the current runtime.
+fn http1(runtime: &Runtime) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(runtime.settings.header_read_timeout)
+        .max_buf_size(runtime.settings.max_header_bytes)
+        .max_headers(runtime.settings.max_headers)
+        .keep_alive(true);
+    builder
+}
+
+async fn proxy_accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    route: Option<Arc<str>>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let metrics = shared.metrics.clone();
+    accept_loop(listener, shutdown, drain, &metrics, move |peer| {
+        let shared = shared.clone();
+        let conn = ConnInfo {
+            peer,
+            route: route.clone(),
+        };
+        let builder = http1(&shared.runtime.load());
+        let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+        (builder, service)
+    })
+    .await;
+}
+
+/// Accepts connections until `shutdown`, then drains them for at most
+/// `drain`. `make` gives each connection its HTTP/1 settings and service.
+pub(crate) async fn accept_loop<F, S, Fut>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    metrics: &Metrics,
+    make: F,
+) where
+    F: Fn(SocketAddr) -> (hyper::server::conn::http1::Builder, S),
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+            Future = Fut,
+        > + Send
+        + 'static,
+    Fut: std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off briefly
+                        // instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (builder, service) = make(peer);
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                let gauge = metrics.active_connections.clone();
+                gauge.inc();
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    gauge.dec();
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, "drain timeout reached; closing the remaining connections");
+        }
+    }
+}

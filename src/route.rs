@@ -1,0 +1,199 @@
+//! The route matcher: which route a request belongs to.
+//!
+//! Exact hosts are found in a hash map (O(1) in the number of routes);
+//! wildcard routes (`*.example.com`) by looking up each suffix of the host
+//! (O(labels)). Among routes of one host, the longest matching
+//! `path_prefix` wins; a prefix matches on segment boundaries (`/v1`
+//! matches `/v1` and `/v1/x`, not `/v1x`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{HostPattern, RouteConfig};
+use crate::credential::Credential;
+
+/// A route ready to serve: its config and its built credential.
+#[derive(Debug)]
+pub struct Route {
+    pub config: RouteConfig,
+    pub credential: Credential,
+}
+
+impl Route {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// All routes, indexed for lookup.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    /// host → route indices, longest `path_prefix` first.
+    exact: HashMap<String, Vec<usize>>,
+    /// ".suffix" → route indices, longest `path_prefix` first.
+    wildcard: HashMap<String, Vec<usize>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (i, route) in routes.into_iter().enumerate() {
+            let map = match &route.config.host {
+                HostPattern::Exact(h) => table.exact.entry(h.clone()),
+                HostPattern::Wildcard(s) => table.wildcard.entry(s.clone()),
+            };
+            map.or_default().push(i);
+            table.by_name.insert(route.config.name.clone(), i);
+            table.routes.push(Arc::new(route));
+        }
+        let routes = &table.routes;
+        let prefix_len = |i: &usize| {
+            std::cmp::Reverse(routes[*i].config.path_prefix.as_deref().map_or(0, str::len))
+        };
+        for list in table.exact.values_mut().chain(table.wildcard.values_mut()) {
+            list.sort_by_key(prefix_len);
+        }
+        table
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.by_name.get(name).map(|i| &self.routes[*i])
+    }
+
+    /// The route for `host` (any case, no port) and request `path`.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            &lowered
+        } else {
+            host
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if let Some(found) = self
+            .exact
+            .get(host)
+            .and_then(|l| self.first_prefix(l, path))
+        {
+            return Some(found);
+        }
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        // Longest suffix first: "a.b.example.com" tries ".b.example.com",
+        // then ".example.com", then ".com".
+        host.match_indices('.').find_map(|(i, _)| {
+            self.wildcard
+                .get(&host[i..])
+                .and_then(|l| self.first_prefix(l, path))
+        })
+    }
+
+    fn first_prefix(&self, candidates: &[usize], path: &str) -> Option<&Arc<Route>> {
+        candidates
+            .iter()
+            .map(|i| &self.routes[*i])
+            .find(|r| prefix_matches(r.config.path_prefix.as_deref(), path))
+    }
+}
+
+fn prefix_matches(prefix: Option<&str>, path: &str) -> bool {
+    let Some(prefix) = prefix else {
+        return true;
+    };
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthConfig, UpstreamUrl};
+
+    fn route(name: &str, host: HostPattern, prefix: Option<&str>) -> Route {
+        Route {
+            config: RouteConfig {
+                name: name.into(),
+                upstream: Some(UpstreamUrl::https("x")),
+                host,
+                listen: None,
+                path_prefix: prefix.map(Into::into),
+                headers: vec![],
+                auth: AuthConfig::None,
+            },
+            credential: Credential::None,
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            route("api", HostPattern::Exact("api.example.com".into()), None),
+            route(
+                "v1",
+                HostPattern::Exact("api.example.com".into()),
+                Some("/v1"),
+            ),
+            route(
+                "v1-users",
+                HostPattern::Exact("api.example.com".into()),
+                Some("/v1/users"),
+            ),
+            route("wild", HostPattern::Wildcard(".example.com".into()), None),
+            route(
+                "deep",
+                HostPattern::Wildcard(".eu.example.com".into()),
+                None,
+            ),
+        ])
+    }
+
+    fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
+        t.find(host, path).map(|r| r.name())
+    }
+
+    #[test]
+    fn exact_host_longest_prefix_wins() {
+        let t = table();
+        assert_eq!(find(&t, "api.example.com", "/v1/users/7"), Some("v1-users"));
+        assert_eq!(find(&t, "API.Example.COM", "/v1/x"), Some("v1"));
+        assert_eq!(find(&t, "api.example.com", "/v1"), Some("v1"));
+        assert_eq!(
+            find(&t, "api.example.com", "/v1x"),
+            Some("api"),
+            "segment boundary"
+        );
+        assert_eq!(
+            find(&t, "api.example.com.", "/"),
+            Some("api"),
+            "trailing dot"
+        );
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_most_specific_first() {
+        let t = table();
+        assert_eq!(find(&t, "other.example.com", "/"), Some("wild"));
+        assert_eq!(find(&t, "a.b.example.com", "/"), Some("wild"));
+        assert_eq!(find(&t, "x.eu.example.com", "/"), Some("deep"));
+        assert_eq!(
+            find(&t, "example.com", "/"),
+            None,
+            "the apex is not a subdomain"
+        );
+        assert_eq!(find(&t, "example.org", "/"), None);
+        assert_eq!(find(&t, "evil-example.com", "/"), None);
+    }
+
+    #[test]
+    fn by_name() {
+        assert_eq!(table().by_name("deep").map(|r| r.name()), Some("deep"));
+    }
+}

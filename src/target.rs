@@ -1,0 +1,206 @@
+//! The upstream request line being built: scheme, authority, path and raw
+//! query, plus the query-string edits that credentials make.
+//!
+//! The query is kept as the client sent it (bytes unchanged) so that a
+//! signature computed over [`Target::url`] is over exactly what is sent.
+
+use http::uri::{Scheme, Uri};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Characters kept as they are in a query value: RFC 3986 unreserved.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a query parameter name or value.
+pub fn encode_query_component(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+/// The URL a request is forwarded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub scheme: Scheme,
+    /// `host` or `host:port`, default port omitted.
+    pub authority: String,
+    /// Starts with '/'.
+    pub path: String,
+    /// Raw query without '?'; empty when there is none.
+    pub query: String,
+}
+
+impl Target {
+    /// `scheme://authority/path?query`, exactly as it will be sent.
+    pub fn url(&self) -> String {
+        let mut url = format!("{}://{}{}", self.scheme, self.authority, self.path);
+        if !self.query.is_empty() {
+            url.push('?');
+            url.push_str(&self.query);
+        }
+        url
+    }
+
+    /// The request URI for the upstream client.
+    pub fn to_uri(&self) -> Result<Uri, http::Error> {
+        let mut pq = self.path.clone();
+        if !self.query.is_empty() {
+            pq.push('?');
+            pq.push_str(&self.query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.as_str())
+            .path_and_query(pq)
+            .build()
+    }
+
+    /// Appends `name=value` (the value percent-encoded) after the client's
+    /// own parameters.
+    pub fn append_param(&mut self, name: &str, value: &str) {
+        if !self.query.is_empty() {
+            self.query.push('&');
+        }
+        self.query.push_str(&encode_query_component(name));
+        self.query.push('=');
+        self.query.push_str(&encode_query_component(value));
+    }
+
+    /// Removes every parameter whose (decoded) name is in `names`, keeping
+    /// the others byte for byte.
+    pub fn remove_params(&mut self, names: &[&str]) {
+        self.query = remove_params(&self.query, names);
+    }
+}
+
+/// True when the decoded name of the `key[=value]` pair is one of `names`.
+fn pair_named(pair: &str, names: &[&str]) -> bool {
+    let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+    let key = key.replace('+', " ");
+    let decoded = percent_decode_str(&key).decode_utf8_lossy();
+    names.iter().any(|n| *n == decoded)
+}
+
+/// `query` without the parameters named in `names` (and without empty
+/// pairs left by `&&`).
+pub fn remove_params(query: &str, names: &[&str]) -> String {
+    if names.is_empty() || query.is_empty() {
+        return query.to_string();
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair_named(pair, names))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Removes the parameters named in `names` from the query of a URL
+/// (absolute or relative), keeping its fragment. Used on `Location`-like
+/// response headers so that injected credentials never reach the client.
+pub fn scrub_url(url: &str, names: &[&str]) -> String {
+    let (without_fragment, fragment) = match url.split_once('#') {
+        Some((u, f)) => (u, Some(f)),
+        None => (url, None),
+    };
+    let Some((base, query)) = without_fragment.split_once('?') else {
+        return url.to_string();
+    };
+    let query = remove_params(query, names);
+    let mut out = base.to_string();
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(&query);
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// Applies [`scrub_url`] to every `<...>` reference of a `Link` header.
+pub fn scrub_link_header(value: &str, names: &[&str]) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        out.push_str(&rest[..=open]);
+        out.push_str(&scrub_url(&rest[open + 1..open + close], names));
+        out.push('>');
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(query: &str) -> Target {
+        Target {
+            scheme: Scheme::HTTPS,
+            authority: "api.example.com:8443".into(),
+            path: "/base/v1/x".into(),
+            query: query.into(),
+        }
+    }
+
+    #[test]
+    fn appends_after_the_clients_parameters() {
+        let mut t = target("a=1&b=%2F");
+        t.append_param("access_token", "x y/z&");
+        assert_eq!(t.query, "a=1&b=%2F&access_token=x%20y%2Fz%26");
+        assert_eq!(
+            t.url(),
+            "https://api.example.com:8443/base/v1/x?a=1&b=%2F&access_token=x%20y%2Fz%26"
+        );
+        let mut t = target("");
+        t.append_param("k", "v");
+        assert_eq!(t.url(), "https://api.example.com:8443/base/v1/x?k=v");
+    }
+
+    #[test]
+    fn removes_every_copy_of_a_parameter_even_encoded() {
+        let mut t = target("access_token=evil&a=1&access%5Ftoken=x&access_token&b=2&&");
+        t.remove_params(&["access_token"]);
+        assert_eq!(t.query, "a=1&b=2");
+        let mut t = target("a=1&a=2");
+        t.remove_params(&["b"]);
+        assert_eq!(t.query, "a=1&a=2", "repeated parameters are kept as sent");
+    }
+
+    #[test]
+    fn scrubs_location_and_link() {
+        assert_eq!(
+            scrub_url(
+                "https://other.example/p?x=1&access_token=SECRET#frag",
+                &["access_token"]
+            ),
+            "https://other.example/p?x=1#frag"
+        );
+        assert_eq!(
+            scrub_url("/next?access_token=SECRET", &["access_token"]),
+            "/next"
+        );
+        assert_eq!(
+            scrub_link_header(
+                "<https://a/p?page=2&access_token=S>; rel=\"next\", <https://a/p?access_token=S>; rel=\"first\"",
+                &["access_token"]
+            ),
+            "<https://a/p?page=2>; rel=\"next\", <https://a/p>; rel=\"first\""
+        );
+    }
+
+    #[test]
+    fn uri_round_trip() {
+        let t = target("a=1");
+        assert_eq!(
+            t.to_uri().unwrap().to_string(),
+            "https://api.example.com:8443/base/v1/x?a=1"
+        );
+    }
+}
