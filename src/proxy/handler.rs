@@ -41,26 +41,34 @@ pub async fn handle(
     let method = req.method().clone();
     // Logged: the path only, never the query (it may carry credentials).
     let path = req.uri().path().to_string();
-    let mut route_name: Option<Arc<Route>> = None;
-    let response = match forward(&runtime, &shared, &conn, req, &mut route_name).await {
-        Ok(response) => response,
+    let mut route: Option<Arc<Route>> = None;
+    let result = forward(&runtime, &shared, &conn, req, &mut route).await;
+    let name = route.as_ref().map_or("-", |r| r.name());
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    // One access log line per request.
+    let response = match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            tracing::info!(route = name, method = %method, path = %path, status, latency_ms, "request");
+            response
+        }
         Err(err) => {
-            let name = route_name.as_ref().map(|r| r.name());
-            tracing::warn!(route = name.unwrap_or("-"), error = err.code(), cause = %err, "request failed");
-            err.to_response(name)
+            let response = err.to_response(route.as_ref().map(|r| r.name()));
+            let status = response.status().as_u16();
+            tracing::warn!(
+                route = name,
+                method = %method,
+                path = %path,
+                status,
+                latency_ms,
+                error = err.code(),
+                cause = %err,
+                "request"
+            );
+            response
         }
     };
-    let status = response.status().as_u16();
-    let route = route_name.as_ref().map_or("-", |r| r.name());
-    shared.metrics.request(route, status);
-    tracing::info!(
-        route,
-        method = %method,
-        path = %path,
-        status,
-        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    shared.metrics.request(name, response.status().as_u16());
     Ok(response)
 }
 
