@@ -14,12 +14,8 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-# Benches and examples are not needed for the binary; stub their targets
-# out of the manifest so cargo does not look for them.
-RUN sed -i '/^\[\[bench\]\]/,/^$/d' Cargo.toml \
- && cargo build --release --locked --bin sidekey \
+COPY . .
+RUN cargo build --release --locked --bin sidekey \
  && cp target/release/sidekey /sidekey
 
 FROM gcr.io/distroless/cc-debian12:nonroot
