@@ -2,17 +2,42 @@
 //!
 //! A route holds a [`TokenSource`]. A static token is just a value; every
 //! other source is a [`TokenProvider`] behind an `Arc`, which may fetch,
-//! cache and refresh tokens (see the submodules).
+//! cache and refresh tokens:
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`endpoint`] | [`endpoint::TokenFetcher`], the one trait at the I/O edge, and the HTTP fetcher of `endpoint` sources |
+//! | [`cache`] | a cached token: single flight, refresh-ahead, backoff |
+//! | [`timing`] | when to refresh and how long to back off (pure functions) |
+//! | [`one_time`] | `one_time = true`: a fresh token per request, optionally minted ahead into a pool |
+//! | [`file`] | `source = "file"`, re-read when the file changes |
+//! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
+//! | [`store`] | the token store file: atomic 0600 writes, reads |
+//!
+//! Building a source does no I/O and spawns nothing (`sidekey check` builds
+//! them outside any runtime); [`TokenSource::warm_up`], called once the
+//! proxy runs, starts the first fetches.
+
+pub mod cache;
+pub mod endpoint;
+pub mod file;
+pub mod oauth2;
+pub mod one_time;
+pub mod store;
+#[cfg(test)]
+mod testing;
+pub mod timing;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use thiserror::Error;
 
 use crate::config::TokenConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use crate::proxy::upstream::UpstreamClient;
 
 /// What a token source needs from the rest of sidekey.
@@ -52,8 +77,6 @@ pub enum TokenError {
 /// Why a token source could not be built from its config.
 #[derive(Debug, Error)]
 pub enum BuildError {
-    #[error("token source `{0}` is not supported yet")]
-    NotSupported(&'static str),
     #[error("{0}")]
     Invalid(String),
 }
@@ -70,6 +93,10 @@ pub trait TokenProvider: Send + Sync + 'static {
     fn retry_on_reject(&self) -> bool;
     /// Whether a valid token is at hand (for `/readyz`).
     fn has_valid_token(&self) -> bool;
+    /// Called once the proxy runs (inside the Tokio runtime): start the
+    /// first fetch, fill a pool, read a file, so the first request does
+    /// not wait.
+    fn warm_up(&self) {}
 }
 
 /// The token source of one route.
@@ -97,11 +124,49 @@ impl TokenSource {
         })
     }
 
-    /// Builds the source for `config`.
-    pub fn build(config: &TokenConfig, _ctx: &TokenContext) -> Result<TokenSource, BuildError> {
-        match config {
-            TokenConfig::Static(value) => Ok(TokenSource::fixed(value.clone())),
-            other => Err(BuildError::NotSupported(other.source())),
+    /// Builds the source for `config`. Does no I/O and spawns nothing.
+    pub fn build(config: &TokenConfig, ctx: &TokenContext) -> Result<TokenSource, BuildError> {
+        let stats = TokenStats::new(&ctx.route, ctx.metrics.clone());
+        let provider: Arc<dyn TokenProvider> = match config {
+            TokenConfig::Static(value) => return Ok(TokenSource::fixed(value.clone())),
+            TokenConfig::File(path) => Arc::new(file::FileSource::new(path.clone())),
+            TokenConfig::Endpoint(endpoint) => {
+                let fetcher = Box::new(endpoint::HttpFetcher::endpoint(
+                    ctx.client.clone(),
+                    endpoint,
+                )?);
+                if endpoint.one_time {
+                    Arc::new(one_time::OneTimeSource::new(
+                        fetcher,
+                        endpoint.pool_size,
+                        endpoint.pool_max_age,
+                        stats,
+                    ))
+                } else {
+                    Arc::new(cache::TokenCache::new(
+                        fetcher,
+                        endpoint.refresh_before,
+                        stats,
+                    ))
+                }
+            }
+            TokenConfig::OAuth2Code(code) => Arc::new(oauth2::CodeSource::new(&ctx.route, code)),
+            TokenConfig::OAuth2ClientCredentials(cc) => {
+                let fetcher = oauth2::client_credentials_fetcher(ctx.client.clone(), cc)?;
+                Arc::new(cache::TokenCache::new(
+                    Box::new(fetcher),
+                    cc.refresh_before,
+                    stats,
+                ))
+            }
+        };
+        Ok(TokenSource::Provider(provider))
+    }
+
+    /// See [`TokenProvider::warm_up`].
+    pub fn warm_up(&self) {
+        if let TokenSource::Provider(p) = self {
+            p.warm_up();
         }
     }
 
@@ -137,5 +202,156 @@ impl TokenSource {
             TokenSource::Static(_) => true,
             TokenSource::Provider(p) => p.has_valid_token(),
         }
+    }
+}
+
+// === impl TokenProvider ===
+
+impl TokenProvider for cache::TokenCache {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(cache::TokenCache::token(self))
+    }
+    fn reject(&self, token: &Token) {
+        cache::TokenCache::reject(self, token)
+    }
+    fn retry_on_reject(&self) -> bool {
+        true
+    }
+    fn has_valid_token(&self) -> bool {
+        cache::TokenCache::has_valid_token(self)
+    }
+    fn warm_up(&self) {
+        cache::TokenCache::warm_up(self)
+    }
+}
+
+impl TokenProvider for one_time::OneTimeSource {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(one_time::OneTimeSource::token(self))
+    }
+    fn reject(&self, token: &Token) {
+        one_time::OneTimeSource::reject(self, token)
+    }
+    fn retry_on_reject(&self) -> bool {
+        true
+    }
+    fn has_valid_token(&self) -> bool {
+        one_time::OneTimeSource::has_valid_token(self)
+    }
+    fn warm_up(&self) {
+        one_time::OneTimeSource::warm_up(self)
+    }
+}
+
+/// A file gives the same token again until it changes: a 401 is not
+/// retried, but makes the next request look at the file.
+impl TokenProvider for file::FileSource {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(file::FileSource::token(self))
+    }
+    fn reject(&self, _token: &Token) {
+        file::FileSource::reject(self)
+    }
+    fn retry_on_reject(&self) -> bool {
+        false
+    }
+    fn has_valid_token(&self) -> bool {
+        file::FileSource::has_valid_token(self)
+    }
+    fn warm_up(&self) {
+        file::FileSource::warm_up(self)
+    }
+}
+
+/// Like a file: the stored token is all there is until `authorize` runs
+/// again.
+impl TokenProvider for oauth2::CodeSource {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(oauth2::CodeSource::token(self))
+    }
+    fn reject(&self, token: &Token) {
+        oauth2::CodeSource::reject(self, token)
+    }
+    fn retry_on_reject(&self) -> bool {
+        false
+    }
+    fn has_valid_token(&self) -> bool {
+        oauth2::CodeSource::has_valid_token(self)
+    }
+    fn warm_up(&self) {
+        oauth2::CodeSource::warm_up(self)
+    }
+}
+
+// === impl TokenStats ===
+
+/// The token metrics of one route.
+#[derive(Clone)]
+pub struct TokenStats {
+    route: String,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenStats {
+    pub fn new(route: &str, metrics: Arc<Metrics>) -> TokenStats {
+        TokenStats {
+            route: route.to_string(),
+            metrics,
+        }
+    }
+
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    fn labels(&self) -> RouteLabels {
+        RouteLabels {
+            route: self.route.clone(),
+        }
+    }
+
+    /// One fetch or mint ended.
+    pub fn fetched(&self, ok: bool) {
+        self.metrics
+            .token_fetches
+            .get_or_create(&OutcomeLabels {
+                route: self.route.clone(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// A request was served without waiting (a cached or pooled token).
+    pub fn hit(&self) {
+        self.metrics
+            .token_cache_hits
+            .get_or_create(&self.labels())
+            .inc();
+    }
+
+    /// A request waited `d` for a token.
+    pub fn waited(&self, d: Duration) {
+        self.metrics
+            .token_wait
+            .get_or_create(&self.labels())
+            .observe(d.as_secs_f64());
+    }
+
+    /// Seconds until the cached token expires, as of now.
+    pub fn expiry(&self, secs: f64) {
+        self.metrics
+            .token_expiry_seconds
+            .get_or_create(&self.labels())
+            .set(secs);
+    }
+
+    #[cfg(test)]
+    pub fn test() -> TokenStats {
+        TokenStats::new("test", Arc::new(Metrics::new()))
+    }
+
+    #[cfg(test)]
+    pub fn encode(&self) -> String {
+        self.metrics.encode()
     }
 }

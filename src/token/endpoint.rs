@@ -1,0 +1,494 @@
+//! One token HTTP request → a token and its lifetime.
+//!
+//! [`TokenFetcher`] is the one trait at the I/O edge: the cache
+//! ([`super::cache`]) and the one-time pool ([`super::one_time`]) only call
+//! `fetch()`, so they are unit-tested with a fake fetcher and paused time.
+//! [`HttpFetcher`] is the real one: a request prepared once at load
+//! ([`PreparedRequest`], header values and body already encoded) sent through
+//! the upstream client (same TLS roots and `connect_to` as proxied requests),
+//! and a response read by JSON pointers ([`ResponseSpec`]).
+//!
+//! Errors ([`FetchError`]) name the endpoint's host and what failed (status
+//! code, "connection refused", "no token at /token"); never the URL's path
+//! or query, a request value, or the response body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use secrecy::{ExposeSecret, SecretString};
+use thiserror::Error;
+
+use super::BuildError;
+use crate::config::{EndpointConfig, TokenBody};
+use crate::proxy::upstream::UpstreamClient;
+use crate::proxy::ProxyBody;
+use crate::target::encode_query_component;
+
+/// Token responses larger than this are refused (a token is a few hundred
+/// bytes; a large body is not a token response).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A token as one request to a token endpoint returned it.
+pub struct Fetched {
+    pub value: SecretString,
+    /// How long it is valid from now; `None` = until the upstream rejects it.
+    pub lifetime: Option<Duration>,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("value", &"[REDACTED]")
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+/// Why one token request failed. Every message is safe to log and to show
+/// to a client: host names, status codes and error kinds only.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    #[error("cannot connect to the token endpoint {host}: {cause}")]
+    Connect { host: String, cause: String },
+    #[error("the token endpoint {host} did not answer within {}", humantime::format_duration(*.timeout))]
+    Timeout { host: String, timeout: Duration },
+    #[error("the token request to {host} failed: {cause}")]
+    Request { host: String, cause: String },
+    #[error("the token endpoint {host} answered HTTP {status}{}", .oauth_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Status {
+        host: String,
+        status: u16,
+        /// An RFC 6749 `error` code from the body (`invalid_grant`), when
+        /// it is one: a short lowercase word, never free text.
+        oauth_error: Option<String>,
+    },
+    #[error("the token endpoint {host} answered with a body that is not JSON")]
+    NotJson { host: String },
+    #[error("no token at {pointer} in the response of {host}")]
+    NoToken { host: String, pointer: String },
+    #[error("the token at {pointer} in the response of {host} cannot be sent (empty or control characters)")]
+    BadToken { host: String, pointer: String },
+    #[error("the token endpoint {host} returned a token that has already expired")]
+    Expired { host: String },
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched, FetchError>> + Send + 'a>>;
+
+/// Gets one token: one HTTP request in production, a script in tests.
+pub trait TokenFetcher: Send + Sync + 'static {
+    fn fetch(&self) -> FetchFuture<'_>;
+}
+
+/// A token request, encoded once at load.
+#[derive(Clone)]
+pub struct PreparedRequest {
+    pub method: Method,
+    pub uri: Uri,
+    /// Credential-bearing values are marked sensitive.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl std::fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("method", &self.method)
+            .field("url", &crate::redact::url_without_query(&self.uri))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedRequest {
+    pub fn new(method: Method, uri: Uri) -> PreparedRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        PreparedRequest {
+            method,
+            uri,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    /// The host named in errors and logs.
+    pub fn host(&self) -> String {
+        self.uri.host().unwrap_or("?").to_string()
+    }
+
+    /// Sets `Authorization: Basic base64(user:password)` (sensitive).
+    pub fn basic(&mut self, user: &str, password: &str) -> Result<(), BuildError> {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let value = sensitive(&format!("Basic {encoded}"))?;
+        self.headers.insert(AUTHORIZATION, value);
+        Ok(())
+    }
+
+    /// Sets a header whose value may be a secret (always marked sensitive).
+    pub fn header(&mut self, name: HeaderName, value: &SecretString) -> Result<(), BuildError> {
+        let value = sensitive(value.expose_secret()).map_err(|_| {
+            BuildError::Invalid(format!(
+                "auth.token.headers.\"{name}\": not a valid header value"
+            ))
+        })?;
+        self.headers.insert(name, value);
+        Ok(())
+    }
+
+    /// An `application/x-www-form-urlencoded` body.
+    pub fn form<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        self.body = Bytes::from(form_encode(pairs));
+    }
+
+    /// An `application/json` body.
+    pub fn json(&mut self, value: &serde_json::Value) {
+        self.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.body = Bytes::from(value.to_string());
+    }
+
+    fn to_request(&self) -> Request<ProxyBody> {
+        let mut req = Request::new(
+            Full::new(self.body.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// `k=v&k=v`, each part percent-encoded.
+pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                encode_query_component(k),
+                encode_query_component(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, BuildError> {
+    let mut value = HeaderValue::try_from(value)
+        .map_err(|_| BuildError::Invalid("a token request header value is not valid".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Where the token and its lifetime are in a JSON response.
+#[derive(Debug, Clone)]
+pub struct ResponseSpec {
+    /// JSON pointer to the token (`/token`, `/access_token`).
+    pub token_pointer: String,
+    /// JSON pointer to a lifetime in seconds (`/expires_in`).
+    pub expires_in_pointer: Option<String>,
+    /// Lifetime when the response carries none; `None` = until rejected.
+    pub ttl: Option<Duration>,
+}
+
+/// Reads a token response. Pure: unit-tested without a server.
+pub fn parse_response(
+    host: &str,
+    status: u16,
+    body: &[u8],
+    spec: &ResponseSpec,
+) -> Result<Fetched, FetchError> {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if !(200..300).contains(&status) {
+        let oauth_error = json
+            .as_ref()
+            .and_then(|j| j.get("error"))
+            .and_then(|e| e.as_str())
+            .filter(|e| {
+                !e.is_empty()
+                    && e.len() <= 40
+                    && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .map(str::to_string);
+        return Err(FetchError::Status {
+            host: host.to_string(),
+            status,
+            oauth_error,
+        });
+    }
+    let json = json.ok_or_else(|| FetchError::NotJson {
+        host: host.to_string(),
+    })?;
+    let token = json
+        .pointer(&spec.token_pointer)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| FetchError::NoToken {
+            host: host.to_string(),
+            pointer: spec.token_pointer.clone(),
+        })?;
+    if token.is_empty() || token.chars().any(char::is_control) {
+        return Err(FetchError::BadToken {
+            host: host.to_string(),
+            pointer: spec.token_pointer.clone(),
+        });
+    }
+    let expires_in = spec
+        .expires_in_pointer
+        .as_deref()
+        .and_then(|p| json.pointer(p))
+        .and_then(seconds);
+    let lifetime = expires_in.or(spec.ttl);
+    if lifetime.is_some_and(|l| l.is_zero()) {
+        return Err(FetchError::Expired {
+            host: host.to_string(),
+        });
+    }
+    Ok(Fetched {
+        value: SecretString::from(token.to_string()),
+        lifetime,
+    })
+}
+
+/// A lifetime in seconds: a JSON number or a numeric string.
+fn seconds(value: &serde_json::Value) -> Option<Duration> {
+    let secs = match value {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (0.0..1e10).contains(&secs).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Sends `req` and reads the whole (bounded) response. Connection, timeout
+/// and read failures become [`FetchError`]s that name only the host.
+pub async fn send(
+    client: &UpstreamClient,
+    req: &PreparedRequest,
+    timeout: Duration,
+) -> Result<(u16, Bytes), FetchError> {
+    let host = req.host();
+    let exchange = async {
+        let response = client
+            .request(req.to_request())
+            .await
+            .map_err(|e| client_error(&host, &e))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Request {
+                host: host.clone(),
+                cause: if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the response is larger than {MAX_RESPONSE_BYTES} bytes")
+                } else {
+                    "the response body could not be read".to_string()
+                },
+            })?
+            .to_bytes();
+        Ok((status, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout { host, timeout }),
+    }
+}
+
+/// Names a client error by its innermost cause (an I/O or TLS error, which
+/// holds no request data).
+fn client_error(host: &str, e: &hyper_util::client::legacy::Error) -> FetchError {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+        Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_string(),
+        Some(std::io::ErrorKind::TimedOut) => "connect timed out".to_string(),
+        _ => cause.to_string(),
+    };
+    if e.is_connect() {
+        FetchError::Connect {
+            host: host.to_string(),
+            cause: text,
+        }
+    } else {
+        FetchError::Request {
+            host: host.to_string(),
+            cause: text,
+        }
+    }
+}
+
+/// A token endpoint reached over HTTP(S).
+pub struct HttpFetcher {
+    client: UpstreamClient,
+    request: PreparedRequest,
+    spec: ResponseSpec,
+    timeout: Duration,
+}
+
+impl HttpFetcher {
+    pub fn new(
+        client: UpstreamClient,
+        request: PreparedRequest,
+        spec: ResponseSpec,
+        timeout: Duration,
+    ) -> HttpFetcher {
+        HttpFetcher {
+            client,
+            request,
+            spec,
+            timeout,
+        }
+    }
+
+    /// The fetcher of an `endpoint` token source.
+    pub fn endpoint(client: UpstreamClient, config: &EndpointConfig) -> Result<Self, BuildError> {
+        let mut request = PreparedRequest::new(config.method.clone(), config.url.clone());
+        if let Some((user, password)) = &config.basic {
+            request.basic(user.expose_secret(), password.expose_secret())?;
+        }
+        match &config.body {
+            None => {}
+            Some(TokenBody::Json(json)) => request.json(&json.0),
+            Some(TokenBody::Form(pairs)) => {
+                request.form(pairs.iter().map(|(k, v)| (k.as_str(), v.expose_secret())))
+            }
+        }
+        // Configured headers last: they may override Accept or Content-Type.
+        for (name, value) in &config.headers {
+            request.header(name.clone(), value)?;
+        }
+        let spec = ResponseSpec {
+            token_pointer: config.token_pointer.clone(),
+            expires_in_pointer: config.expires_in_pointer.clone(),
+            ttl: config.ttl,
+        };
+        Ok(HttpFetcher::new(client, request, spec, config.timeout))
+    }
+}
+
+impl TokenFetcher for HttpFetcher {
+    fn fetch(&self) -> FetchFuture<'_> {
+        Box::pin(async move {
+            let (status, body) = send(&self.client, &self.request, self.timeout).await?;
+            parse_response(&self.request.host(), status, &body, &self.spec)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ttl: Option<u64>) -> ResponseSpec {
+        ResponseSpec {
+            token_pointer: "/token".into(),
+            expires_in_pointer: Some("/expires_in".into()),
+            ttl: ttl.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn reads_the_token_at_the_pointer_and_the_lifetime() {
+        let f =
+            parse_response("h", 200, br#"{"token":"abc","expires_in":30}"#, &spec(None)).unwrap();
+        assert_eq!(f.value.expose_secret(), "abc");
+        assert_eq!(f.lifetime, Some(Duration::from_secs(30)));
+        let f = parse_response(
+            "h",
+            200,
+            br#"{"token":"abc","expires_in":"7"}"#,
+            &spec(None),
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn falls_back_to_ttl_then_to_until_rejected() {
+        let f = parse_response("h", 200, br#"{"token":"abc"}"#, &spec(Some(900))).unwrap();
+        assert_eq!(f.lifetime, Some(Duration::from_secs(900)));
+        let f = parse_response("h", 200, br#"{"token":"abc"}"#, &spec(None)).unwrap();
+        assert_eq!(f.lifetime, None);
+    }
+
+    #[test]
+    fn the_invoca_response() {
+        let body = br#"{"token": "bpD8HmLcCxzSiOX01v4XbZr4_s", "id": 1}"#;
+        let f = parse_response("invoca.net", 200, body, &spec(None)).unwrap();
+        assert_eq!(f.value.expose_secret(), "bpD8HmLcCxzSiOX01v4XbZr4_s");
+    }
+
+    #[test]
+    fn errors_name_the_cause_never_the_body() {
+        let secret_body = br#"{"error":"invalid_client","error_description":"secret s3cr3t wrong","token":"t0k"}"#;
+        let e = parse_response("auth.example", 401, secret_body, &spec(None)).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(
+            msg,
+            "the token endpoint auth.example answered HTTP 401 (invalid_client)"
+        );
+        let e = parse_response("h", 500, b"<html>s3cr3t</html>", &spec(None)).unwrap_err();
+        assert_eq!(e.to_string(), "the token endpoint h answered HTTP 500");
+        let e = parse_response("h", 200, b"s3cr3t", &spec(None)).unwrap_err();
+        assert!(matches!(e, FetchError::NotJson { .. }));
+        assert!(!e.to_string().contains("s3cr3t"));
+        let e = parse_response("h", 200, br#"{"tok":"s3cr3t"}"#, &spec(None)).unwrap_err();
+        assert_eq!(e.to_string(), "no token at /token in the response of h");
+        let e = parse_response("h", 200, br#"{"token":"a\nb"}"#, &spec(None)).unwrap_err();
+        assert!(matches!(e, FetchError::BadToken { .. }));
+        assert!(!e.to_string().contains("a\nb"));
+        let e =
+            parse_response("h", 200, br#"{"token":"x","expires_in":0}"#, &spec(None)).unwrap_err();
+        assert!(matches!(e, FetchError::Expired { .. }));
+    }
+
+    #[test]
+    fn free_text_in_the_error_field_is_not_repeated() {
+        let e = parse_response("h", 400, br#"{"error":"Bad secret: hunter2"}"#, &spec(None))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the token endpoint h answered HTTP 400");
+    }
+
+    #[test]
+    fn form_bodies_are_percent_encoded() {
+        assert_eq!(
+            form_encode([("grant_type", "client_credentials"), ("scope", "a b&c")]),
+            "grant_type=client_credentials&scope=a%20b%26c"
+        );
+    }
+
+    #[test]
+    fn basic_and_headers_are_sensitive() {
+        let mut req = PreparedRequest::new(Method::POST, "https://x.example/t".parse().unwrap());
+        req.basic("u", "p").unwrap();
+        req.header(
+            HeaderName::from_static("oauth_key_secret"),
+            &SecretString::from("4faeaf752ee40a0f"),
+        )
+        .unwrap();
+        assert_eq!(req.headers[AUTHORIZATION], "Basic dTpw");
+        assert!(req.headers[AUTHORIZATION].is_sensitive());
+        assert!(req.headers["oauth_key_secret"].is_sensitive());
+        let debug = format!("{req:?}");
+        assert!(
+            !debug.contains("dTpw") && !debug.contains("4faeaf"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! OAuth2 token sources.
+//!
+//! - `oauth2_code` ([`CodeSource`]): the token `sidekey authorize` obtained
+//!   once (see [`crate::authorize`]) and wrote to `store`; the proxy reads
+//!   the store and notices when it changes. Until it exists, requests get
+//!   503 telling the operator to run `sidekey authorize ROUTE`.
+//! - `oauth2_client_credentials` (RFC 6749 4.4): a token request built
+//!   here ([`client_credentials_fetcher`]) and cached like any fetched
+//!   token, its lifetime taken from `expires_in`.
+//!
+//! [`code_exchange`] builds the authorization-code exchange (RFC 6749
+//! 4.1.3, or Copernica's GET variant) that `authorize` sends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::{Method, Uri};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::endpoint::{form_encode, HttpFetcher, PreparedRequest, ResponseSpec};
+use super::file::{self, FileError, WatchedFile};
+use super::{store, BuildError, Token, TokenError};
+use crate::config::{
+    ClientAuth, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenRequestStyle,
+};
+use crate::proxy::upstream::UpstreamClient;
+use crate::target::encode_query_component;
+
+/// `source = "oauth2_code"`: the token in `store`.
+pub struct CodeSource {
+    route: String,
+    file: Arc<WatchedFile>,
+    /// The generation last reported as rejected (one warning per token).
+    warned: AtomicU64,
+}
+
+impl CodeSource {
+    /// Does no I/O: the store is read on first use.
+    pub fn new(route: &str, config: &OAuth2CodeConfig) -> CodeSource {
+        CodeSource {
+            route: route.to_string(),
+            file: Arc::new(WatchedFile::new(config.store.clone(), store::parse)),
+            warned: AtomicU64::new(0),
+        }
+    }
+
+    pub async fn token(&self) -> Result<Token, TokenError> {
+        self.file.token().await.map_err(|e| match e {
+            FileError::Missing(path) | FileError::Empty(path) => TokenError::NotConfigured(format!(
+                "route \"{}\" has no OAuth2 token yet ({} is missing or empty): run `sidekey authorize {}` first",
+                self.route,
+                path.display(),
+                self.route
+            )),
+            other => TokenError::Unavailable {
+                cause: other.to_string(),
+                retry_after: file::RECHECK.as_secs().max(1),
+            },
+        })
+    }
+
+    /// A 401 with the stored token: it may have been revoked (only a new
+    /// `authorize` helps), or the store may have been rewritten since the
+    /// last check.
+    pub fn reject(&self, token: &Token) {
+        self.file.recheck();
+        if self.warned.swap(token.generation, Ordering::Relaxed) != token.generation {
+            tracing::warn!(
+                route = %self.route,
+                "the upstream rejected the stored OAuth2 token; if access was revoked, run `sidekey authorize {}` again",
+                self.route
+            );
+        }
+    }
+
+    pub fn has_valid_token(&self) -> bool {
+        self.file.has_token()
+    }
+
+    pub fn warm_up(&self) {
+        file::warm_up(&self.file);
+    }
+}
+
+/// `Authorization: Basic` for an OAuth2 client (RFC 6749 2.3.1: id and
+/// secret form-encoded first).
+fn client_basic(
+    req: &mut PreparedRequest,
+    client_id: &str,
+    secret: &SecretString,
+) -> Result<(), BuildError> {
+    req.basic(
+        &encode_query_component(client_id),
+        &encode_query_component(secret.expose_secret()),
+    )
+}
+
+/// The fetcher of an `oauth2_client_credentials` source: `POST token_url`
+/// with `grant_type=client_credentials` (and `scope`), the client
+/// authenticated by Basic or in the form; `access_token` and `expires_in`
+/// read from the JSON answer.
+pub fn client_credentials_fetcher(
+    client: UpstreamClient,
+    config: &OAuth2ClientCredentialsConfig,
+) -> Result<HttpFetcher, BuildError> {
+    let mut req = PreparedRequest::new(Method::POST, config.token_url.clone());
+    let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if let Some(scope) = &config.scope {
+        form.push(("scope", scope));
+    }
+    match config.client_auth {
+        ClientAuth::Basic => client_basic(&mut req, &config.client_id, &config.client_secret)?,
+        ClientAuth::Form => {
+            form.push(("client_id", &config.client_id));
+            form.push(("client_secret", config.client_secret.expose_secret()));
+        }
+    }
+    req.form(form);
+    let spec = ResponseSpec {
+        token_pointer: "/access_token".into(),
+        expires_in_pointer: Some("/expires_in".into()),
+        ttl: None,
+    };
+    Ok(HttpFetcher::new(client, req, spec, config.timeout))
+}
+
+/// What reads the answer to a code exchange.
+pub fn code_exchange_spec() -> ResponseSpec {
+    ResponseSpec {
+        token_pointer: "/access_token".into(),
+        expires_in_pointer: None,
+        ttl: None,
+    }
+}
+
+/// The request that trades an authorization `code` for a token:
+/// - `get_query` (Copernica): `GET token_url?client_id&client_secret&redirect_uri&code`;
+/// - `post_form` (RFC 6749 4.1.3): `POST token_url` with the form
+///   `grant_type=authorization_code&code&redirect_uri&client_id&client_secret`.
+pub fn code_exchange(
+    config: &OAuth2CodeConfig,
+    code: &SecretString,
+) -> Result<PreparedRequest, BuildError> {
+    let redirect_uri = config.redirect_uri.to_string();
+    match config.token_request {
+        TokenRequestStyle::GetQuery => {
+            let params = form_encode([
+                ("client_id", config.client_id.as_str()),
+                ("client_secret", config.client_secret.expose_secret()),
+                ("redirect_uri", redirect_uri.as_str()),
+                ("code", code.expose_secret()),
+            ]);
+            let uri = with_query(&config.token_url, &params)?;
+            Ok(PreparedRequest::new(Method::GET, uri))
+        }
+        TokenRequestStyle::PostForm => {
+            let mut req = PreparedRequest::new(Method::POST, config.token_url.clone());
+            req.form([
+                ("grant_type", "authorization_code"),
+                ("code", code.expose_secret()),
+                ("redirect_uri", redirect_uri.as_str()),
+                ("client_id", config.client_id.as_str()),
+                ("client_secret", config.client_secret.expose_secret()),
+            ]);
+            Ok(req)
+        }
+    }
+}
+
+/// `uri` with `params` appended to its query.
+pub fn with_query(uri: &Uri, params: &str) -> Result<Uri, BuildError> {
+    let mut text = uri.to_string();
+    text.push(if uri.query().is_some() { '&' } else { '?' });
+    text.push_str(params);
+    text.parse()
+        .map_err(|_| BuildError::Invalid("cannot add parameters to the URL".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn copernica(store: PathBuf) -> OAuth2CodeConfig {
+        OAuth2CodeConfig {
+            authorize_url: "https://www.copernica.com/en/authorize".parse().unwrap(),
+            token_url: "https://api.copernica.com/v1/token".parse().unwrap(),
+            token_request: TokenRequestStyle::GetQuery,
+            client_id: "client key".into(),
+            client_secret: SecretString::from("s3cr&t"),
+            redirect_uri: "http://127.0.0.1:8765/callback".parse().unwrap(),
+            store,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn copernica_exchanges_the_code_with_a_get_query() {
+        let cfg = copernica(PathBuf::from("x"));
+        let req = code_exchange(&cfg, &SecretString::from("c0de")).unwrap();
+        assert_eq!(req.method, Method::GET);
+        assert_eq!(
+            req.uri.to_string(),
+            "https://api.copernica.com/v1/token?client_id=client%20key&client_secret=s3cr%26t&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&code=c0de"
+        );
+        assert!(req.body.is_empty());
+        let debug = format!("{req:?}");
+        assert!(
+            !debug.contains("s3cr") && !debug.contains("c0de"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn rfc6749_exchanges_the_code_with_a_post_form() {
+        let mut cfg = copernica(PathBuf::from("x"));
+        cfg.token_request = TokenRequestStyle::PostForm;
+        let req = code_exchange(&cfg, &SecretString::from("c0de")).unwrap();
+        assert_eq!(req.method, Method::POST);
+        assert_eq!(req.uri.query(), None);
+        assert_eq!(
+            req.headers[http::header::CONTENT_TYPE],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(
+            std::str::from_utf8(&req.body).unwrap(),
+            "grant_type=authorization_code&code=c0de&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&client_id=client%20key&client_secret=s3cr%26t"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_store_tells_the_operator_to_run_authorize() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = CodeSource::new("copernica", &copernica(dir.path().join("c.token")));
+        match source.token().await.unwrap_err() {
+            TokenError::NotConfigured(msg) => {
+                assert!(
+                    msg.contains("run `sidekey authorize copernica` first"),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        store::write(&dir.path().join("c.token"), &SecretString::from("tok")).unwrap();
+        source.file.recheck();
+        let t = source.token().await.unwrap();
+        assert_eq!(t.value.expose_secret(), "tok");
+    }
+}

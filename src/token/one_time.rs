@@ -1,0 +1,416 @@
+//! One-time tokens (`one_time = true`): a fresh token for every forwarded
+//! request, never reused.
+//!
+//! Each request takes a token out of the pool (or, when the pool is empty,
+//! mints one itself); a token leaves the pool under its lock, so no two
+//! requests can ever get the same one. With `pool_size > 0` the pool is
+//! filled ahead in the background (at warm-up and after every request), so
+//! minting is off the request path. Pooled tokens older than
+//! `pool_max_age` (or past their own lifetime) are discarded when a request
+//! looks for one; an idle route does not mint.
+//!
+//! Failures back off like the cache does: while the endpoint is failing,
+//! requests get [`TokenError::Unavailable`] at once instead of each
+//! trying to mint.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::endpoint::{FetchError, Fetched, TokenFetcher};
+use super::timing;
+use super::{Token, TokenError, TokenStats};
+
+pub struct OneTimeSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fetcher: Box<dyn TokenFetcher>,
+    pool_size: usize,
+    pool_max_age: Duration,
+    stats: TokenStats,
+    state: Mutex<State>,
+}
+
+struct Pooled {
+    token: Token,
+    /// When it stops being handed out: minted + `pool_max_age`, or its own
+    /// expiry if sooner.
+    stale_at: Instant,
+}
+
+struct State {
+    pool: VecDeque<Pooled>,
+    /// Background mints in flight.
+    minting: usize,
+    generation: u64,
+    failures: u32,
+    /// No minting before this, after a failure.
+    backoff_until: Option<Instant>,
+    last_error: Option<FetchError>,
+}
+
+impl OneTimeSource {
+    pub fn new(
+        fetcher: Box<dyn TokenFetcher>,
+        pool_size: usize,
+        pool_max_age: Duration,
+        stats: TokenStats,
+    ) -> OneTimeSource {
+        OneTimeSource {
+            inner: Arc::new(Inner {
+                fetcher,
+                pool_size,
+                pool_max_age,
+                stats,
+                state: Mutex::new(State {
+                    pool: VecDeque::new(),
+                    minting: 0,
+                    generation: 0,
+                    failures: 0,
+                    backoff_until: None,
+                    last_error: None,
+                }),
+            }),
+        }
+    }
+
+    /// A token no other request has had or will have.
+    pub async fn token(&self) -> Result<Token, TokenError> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        {
+            let mut st = inner.lock();
+            while let Some(pooled) = st.pool.pop_front() {
+                if now < pooled.stale_at {
+                    inner.top_up(&mut st, now);
+                    drop(st);
+                    inner.stats.hit();
+                    return Ok(pooled.token);
+                }
+            }
+            if let Some(until) = st.backoff_until.filter(|u| now < *u) {
+                return Err(inner.unavailable(&st, now, until));
+            }
+        }
+        // Nothing pooled: mint on the request path.
+        let result = inner.fetcher.fetch().await;
+        inner.stats.waited(now.elapsed());
+        let now = Instant::now();
+        let mut st = inner.lock();
+        let outcome = match result {
+            Ok(fetched) => Ok(inner.accept(&mut st, fetched, now).token),
+            Err(err) => {
+                let until = inner.failed(&mut st, err, now);
+                Err(inner.unavailable(&st, now, until))
+            }
+        };
+        inner.top_up(&mut st, now);
+        outcome
+    }
+
+    /// The upstream rejected `token` (401). It is spent anyway; pooled
+    /// tokens minted before it are likely as stale, so they go too.
+    pub fn reject(&self, token: &Token) {
+        let mut st = self.inner.lock();
+        let before = st.pool.len();
+        st.pool.retain(|p| p.token.generation > token.generation);
+        let dropped = before - st.pool.len();
+        tracing::info!(
+            route = self.inner.stats.route(),
+            dropped_pooled = dropped,
+            "the upstream rejected a one-time token"
+        );
+    }
+
+    /// Whether the endpoint is minting (no failure since the last success).
+    pub fn has_valid_token(&self) -> bool {
+        self.inner.lock().failures == 0
+    }
+
+    /// Fills the pool (when there is one). Does nothing outside a Tokio
+    /// runtime.
+    pub fn warm_up(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let mut st = self.inner.lock();
+        self.inner.top_up(&mut st, Instant::now());
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unavailable(&self, st: &State, now: Instant, until: Instant) -> TokenError {
+        TokenError::Unavailable {
+            cause: st
+                .last_error
+                .as_ref()
+                .map_or_else(|| "minting a token failed".to_string(), |e| e.to_string()),
+            retry_after: timing::retry_after(now, until),
+        }
+    }
+
+    /// Records a minted token as a success and numbers it.
+    fn accept(&self, st: &mut State, fetched: Fetched, now: Instant) -> Pooled {
+        st.failures = 0;
+        st.backoff_until = None;
+        st.last_error = None;
+        st.generation += 1;
+        self.stats.fetched(true);
+        let max_age = fetched
+            .lifetime
+            .map_or(self.pool_max_age, |l| l.min(self.pool_max_age));
+        Pooled {
+            token: Token {
+                value: Arc::new(fetched.value),
+                generation: st.generation,
+            },
+            stale_at: now + max_age,
+        }
+    }
+
+    /// Records a failure; returns the end of the backoff.
+    fn failed(&self, st: &mut State, err: FetchError, now: Instant) -> Instant {
+        st.failures += 1;
+        let delay = timing::backoff(st.failures, timing::jitter());
+        let until = now + delay;
+        st.backoff_until = Some(until);
+        self.stats.fetched(false);
+        tracing::warn!(
+            route = self.stats.route(),
+            cause = %err,
+            failures = st.failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "minting a one-time token failed"
+        );
+        st.last_error = Some(err);
+        until
+    }
+
+    /// Starts background mints until the pool (with mints in flight) is
+    /// full, unless backing off.
+    fn top_up(self: &Arc<Self>, st: &mut State, now: Instant) {
+        if st.backoff_until.is_some_and(|u| now < u) {
+            return;
+        }
+        while st.pool.len() + st.minting < self.pool_size {
+            st.minting += 1;
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let result = inner.fetcher.fetch().await;
+                let now = Instant::now();
+                let mut st = inner.lock();
+                st.minting -= 1;
+                match result {
+                    Ok(fetched) => {
+                        let pooled = inner.accept(&mut st, fetched, now);
+                        st.pool.push_back(pooled);
+                    }
+                    Err(err) => {
+                        let until = inner.failed(&mut st, err, now);
+                        if st.minting == 0 {
+                            inner.retry_at(until);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Refills the pool at `until` (after a failed background mint).
+    fn retry_at(self: &Arc<Self>, until: Instant) {
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            if let Some(inner) = weak.upgrade() {
+                let now = Instant::now();
+                let mut st = inner.lock();
+                inner.top_up(&mut st, now);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::testing::{FakeFetcher, Step};
+    use secrecy::ExposeSecret;
+    use std::collections::HashSet;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn source(fetcher: &FakeFetcher, pool: usize, max_age: Duration) -> Arc<OneTimeSource> {
+        Arc::new(OneTimeSource::new(
+            Box::new(fetcher.clone()),
+            pool,
+            max_age,
+            TokenStats::test(),
+        ))
+    }
+
+    fn value(t: &Token) -> String {
+        t.value.expose_secret().to_string()
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_request_gets_its_own_token_even_concurrently() {
+        let fetcher = FakeFetcher::new();
+        let source = source(&fetcher, 0, S(60));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let s = source.clone();
+            tasks.push(tokio::spawn(async move { s.token().await }));
+        }
+        let mut seen = HashSet::new();
+        for t in tasks {
+            assert!(seen.insert(value(&t.await.unwrap().unwrap())));
+        }
+        assert_eq!(seen.len(), 50);
+        assert_eq!(fetcher.calls(), 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pool_is_minted_ahead_and_never_hands_a_token_out_twice() {
+        let fetcher = FakeFetcher::new();
+        let source = source(&fetcher, 4, S(60));
+        source.warm_up();
+        settle().await;
+        assert_eq!(fetcher.calls(), 4);
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let s = source.clone();
+            tasks.push(tokio::spawn(async move { s.token().await }));
+        }
+        let mut seen = HashSet::new();
+        for t in tasks {
+            assert!(seen.insert(value(&t.await.unwrap().unwrap())), "reused");
+        }
+        settle().await;
+        // 40 handed out, and the pool is full again.
+        assert_eq!(fetcher.calls(), 44);
+        assert_eq!(source.inner.lock().pool.len(), 4);
+        for p in source.inner.lock().pool.iter() {
+            assert!(!seen.contains(&value(&p.token)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pooled_tokens_older_than_max_age_are_discarded() {
+        let fetcher = FakeFetcher::new();
+        let source = source(&fetcher, 2, S(30));
+        source.warm_up();
+        settle().await;
+        let pooled: Vec<String> = source
+            .inner
+            .lock()
+            .pool
+            .iter()
+            .map(|p| value(&p.token))
+            .collect();
+        assert_eq!(pooled.len(), 2);
+        tokio::time::advance(S(31)).await;
+        let t = source.token().await.unwrap();
+        assert!(
+            !pooled.contains(&value(&t)),
+            "a stale pooled token was used"
+        );
+        assert_eq!(fetcher.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_token_lifetime_shortens_its_time_in_the_pool() {
+        let fetcher = FakeFetcher::new();
+        fetcher.push(Step::ok("short", Some(S(5))));
+        let source = source(&fetcher, 1, S(60));
+        source.warm_up();
+        settle().await;
+        tokio::time::advance(S(6)).await;
+        let t = source.token().await.unwrap();
+        assert_ne!(value(&t), "short");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_instead_of_minting_per_request() {
+        let fetcher = FakeFetcher::new();
+        for _ in 0..3 {
+            fetcher.push(Step::err(FetchError::Status {
+                host: "invoca.net".into(),
+                status: 503,
+                oauth_error: None,
+            }));
+        }
+        let source = source(&fetcher, 0, S(60));
+        let err = source.token().await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 503"), "{err}");
+        assert!(!source.has_valid_token());
+        for _ in 0..20 {
+            match source.token().await.unwrap_err() {
+                TokenError::Unavailable { retry_after, .. } => assert!(retry_after >= 1),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(fetcher.calls(), 1);
+        tokio::time::advance(S(1)).await;
+        assert!(source.token().await.is_err());
+        assert_eq!(fetcher.calls(), 2);
+        tokio::time::advance(S(2)).await;
+        assert!(source.token().await.is_err());
+        tokio::time::advance(S(4)).await;
+        assert!(source.token().await.is_ok());
+        assert!(source.has_valid_token());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_pool_refills_after_the_backoff() {
+        let fetcher = FakeFetcher::new();
+        fetcher.push(Step::err(FetchError::Connect {
+            host: "h".into(),
+            cause: "connection refused".into(),
+        }));
+        let source = source(&fetcher, 1, S(60));
+        source.warm_up();
+        settle().await;
+        assert_eq!(source.inner.lock().pool.len(), 0);
+        tokio::time::advance(S(1)).await;
+        settle().await;
+        assert_eq!(source.inner.lock().pool.len(), 1);
+        assert_eq!(fetcher.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_drops_older_pooled_tokens() {
+        let fetcher = FakeFetcher::new();
+        let source = source(&fetcher, 3, S(60));
+        source.warm_up();
+        settle().await;
+        let t = source.token().await.unwrap();
+        settle().await;
+        // t was the oldest; the two older-than-refill ones are older than
+        // the refill but newer than t: only tokens minted before t go.
+        source.reject(&t);
+        assert_eq!(source.inner.lock().pool.len(), 3);
+        let newest = source
+            .inner
+            .lock()
+            .pool
+            .back()
+            .map(|p| p.token.clone())
+            .unwrap();
+        source.reject(&newest);
+        assert_eq!(source.inner.lock().pool.len(), 0);
+    }
+}

@@ -1,0 +1,97 @@
+//! A scripted [`TokenFetcher`] for the unit tests of the cache and the pool.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::sync::watch;
+
+use super::endpoint::{FetchError, FetchFuture, Fetched, TokenFetcher};
+
+/// What one fetch returns.
+pub enum Step {
+    Ok(String, Option<Duration>),
+    Err(FetchError),
+}
+
+impl Step {
+    pub fn ok(value: &str, lifetime: Option<Duration>) -> Step {
+        Step::Ok(value.to_string(), lifetime)
+    }
+
+    pub fn err(e: FetchError) -> Step {
+        Step::Err(e)
+    }
+}
+
+/// Holds fetches until opened.
+#[derive(Clone)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+/// Returns the pushed steps in call order; when none is left, a new
+/// token `auto-N` valid until rejected.
+#[derive(Clone, Default)]
+pub struct FakeFetcher {
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    calls: Arc<AtomicUsize>,
+    gate: Arc<Mutex<Option<Gate>>>,
+}
+
+impl FakeFetcher {
+    pub fn new() -> FakeFetcher {
+        FakeFetcher::default()
+    }
+
+    pub fn push(&self, step: Step) {
+        self.steps.lock().unwrap().push_back(step);
+    }
+
+    /// Fetches started from now on wait until the returned gate opens.
+    pub fn gate(&self) -> Gate {
+        let gate = Gate(Arc::new(watch::channel(false).0));
+        *self.gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    /// Fetches started so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenFetcher for FakeFetcher {
+    fn fetch(&self) -> FetchFuture<'_> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let step = self.steps.lock().unwrap().pop_front();
+        let gate = self.gate.lock().unwrap().clone();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.wait().await;
+            }
+            match step {
+                Some(Step::Ok(value, lifetime)) => Ok(Fetched {
+                    value: SecretString::from(value),
+                    lifetime,
+                }),
+                Some(Step::Err(e)) => Err(e),
+                None => Ok(Fetched {
+                    value: SecretString::from(format!("auto-{n}")),
+                    lifetime: None,
+                }),
+            }
+        })
+    }
+}
