@@ -76,6 +76,18 @@ impl Runtime {
         })
     }
 
+    /// Starts fetching tokens (and filling one-time pools, reading token
+    /// files) for every route, so the first request does not wait. Call
+    /// inside the Tokio runtime, once the runtime is about to serve;
+    /// [`Runtime::build`] itself does no I/O.
+    pub fn warm_up(&self) {
+        for route in self.table.routes() {
+            if let Some(source) = route.credential.token_source() {
+                source.warm_up();
+            }
+        }
+    }
+
     /// True when every route that uses a token source has a valid token.
     pub fn tokens_ready(&self) -> bool {
         self.table.routes().iter().all(|r| {

@@ -75,6 +75,7 @@ impl RunningProxy {
     pub async fn start(config: Config) -> Result<RunningProxy, StartError> {
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::build(&config, &metrics)?;
+        runtime.warm_up();
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -160,6 +161,7 @@ impl RunningProxy {
 
     /// Applies a new, already validated config to new requests; requests in
     /// flight finish with the old one. Listener addresses cannot change.
+    /// Token sources are built anew and start fetching before the swap.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let old = self.config.load();
         if old.listen_addrs() != config.listen_addrs() {
@@ -170,6 +172,7 @@ impl RunningProxy {
             )));
         }
         let runtime = Runtime::build(&config, &self.shared.metrics)?;
+        runtime.warm_up();
         self.shared.runtime.store(Arc::new(runtime));
         self.config.store(Arc::new(config));
         Ok(())
