@@ -13,16 +13,18 @@
 //! | [`proxy::handler`] | one request: route, rewrite, inject, forward, clean the response |
 //! | [`route`] | the route matcher ([`route::RouteTable::find`]) |
 //! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url` |
-//! | [`token`] | token sources for `header` and `query` credentials |
+//! | [`token`] | token sources for `header` and `query` credentials: fetched, cached, one-time, from files |
 //! | [`target`] | the upstream URL being built and its query-string edits |
 //! | [`proxy::upstream`] | the pooled TLS client and `connect_to` |
 //! | [`proxy::headers`] | hop-by-hop header hygiene |
 //! | [`error`] | every request error → status + JSON body, in one place |
 //! | [`admin`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`redact`] | what `check` and logs may print of a config |
+//! | [`authorize`] | `sidekey authorize`: the OAuth2 authorization-code flow for `oauth2_code` routes |
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authorize;
 pub mod config;
 pub mod credential;
 pub mod error;

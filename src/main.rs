@@ -44,7 +44,16 @@ enum Command {
     /// Print URL as the signed_url route ROUTE would send it.
     Sign { route: String, url: String },
     /// Run the OAuth2 authorization-code flow for ROUTE once and store the token.
-    Authorize { route: String },
+    ///
+    /// Prints the authorization URL (one line on stdout), listens on the
+    /// route's redirect_uri, checks the callback's state, exchanges the code
+    /// at token_url and writes the token to the route's store (mode 0600).
+    Authorize {
+        route: String,
+        /// How long to wait for the browser to come back.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -67,7 +76,7 @@ fn main() -> ExitCode {
         Command::Check => return check(&cli.config),
         Command::Run => run(&cli.config),
         Command::Sign { route, url } => sign(&cli.config, route, url),
-        Command::Authorize { route } => authorize(&cli.config, route),
+        Command::Authorize { route, timeout } => authorize(&cli.config, route, *timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,6 +212,23 @@ fn sign(path: &Path, route: &str, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn authorize(_path: &Path, _route: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`authorize` is not supported yet")
+fn authorize(path: &Path, route: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::Write;
+    let config = Config::load(path)?;
+    let stored =
+        tokio_runtime()?.block_on(sidekey::authorize::run(&config, route, timeout, |url| {
+            // The URL alone on stdout (for scripts); the instructions on stderr.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{url}");
+            let _ = out.flush();
+            eprintln!(
+                "sidekey: open the URL above in a browser and grant access; waiting up to {}",
+                humantime::format_duration(timeout)
+            );
+        }))?;
+    eprintln!(
+        "sidekey: route \"{route}\" is authorized; token stored in {}",
+        stored.display()
+    );
+    Ok(())
 }

@@ -270,7 +270,9 @@ fn seconds(value: &serde_json::Value) -> Option<Duration> {
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (0.0..1e10).contains(&secs).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e10)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// Sends `req` and reads the whole (bounded) response. Connection, timeout
