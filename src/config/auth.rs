@@ -476,7 +476,7 @@ fn endpoint(e: FileEndpointToken, ctx: &mut Ctx) -> Option<EndpointConfig> {
         } else if before >= ttl {
             ctx.warning(
                 "auth.token.refresh_before",
-                "is not shorter than ttl: every request will refresh the token in the background",
+                "is not shorter than ttl: the token will be refreshed at half its lifetime instead",
             );
         }
     }
