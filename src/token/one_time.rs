@@ -112,13 +112,16 @@ impl OneTimeSource {
         outcome
     }
 
-    /// The upstream rejected `token` (401). It is spent anyway; pooled
-    /// tokens minted before it are likely as stale, so they go too.
-    pub fn reject(&self, token: &Token) {
+    /// The upstream rejected a one-time token (401). It is spent anyway;
+    /// the pooled tokens were minted before the rejection and are likely
+    /// as stale (the upstream may have revoked them together), so the pool
+    /// is emptied and refilled, and the retry mints a fresh token.
+    pub fn reject(&self, _token: &Token) {
+        let now = Instant::now();
         let mut st = self.inner.lock();
-        let before = st.pool.len();
-        st.pool.retain(|p| p.token.generation > token.generation);
-        let dropped = before - st.pool.len();
+        let dropped = st.pool.len();
+        st.pool.clear();
+        self.inner.top_up(&mut st, now);
         tracing::info!(
             route = self.inner.stats.route(),
             dropped_pooled = dropped,
@@ -392,25 +395,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rejection_drops_older_pooled_tokens() {
+    async fn a_rejection_empties_the_pool_and_refills_it() {
         let fetcher = FakeFetcher::new();
         let source = source(&fetcher, 3, S(60));
         source.warm_up();
         settle().await;
         let t = source.token().await.unwrap();
         settle().await;
-        // t was the oldest; the two older-than-refill ones are older than
-        // the refill but newer than t: only tokens minted before t go.
-        source.reject(&t);
-        assert_eq!(source.inner.lock().pool.len(), 3);
-        let newest = source
+        let stale: Vec<String> = source
             .inner
             .lock()
             .pool
-            .back()
-            .map(|p| p.token.clone())
-            .unwrap();
-        source.reject(&newest);
-        assert_eq!(source.inner.lock().pool.len(), 0);
+            .iter()
+            .map(|p| value(&p.token))
+            .collect();
+        assert_eq!(stale.len(), 3);
+        source.reject(&t);
+        // The retry does not get one of the tokens pooled before the 401.
+        let retry = source.token().await.unwrap();
+        assert!(!stale.contains(&value(&retry)));
+        settle().await;
+        assert_eq!(source.inner.lock().pool.len(), 3);
     }
 }

@@ -1,21 +1,33 @@
 //! Integration-test support for sidekey: a throw-away CA, recording stand-in
-//! servers, verifying stand-ins of the seed APIs, and a small proxy client.
+//! servers, verifying stand-ins of the seed APIs (token endpoints included:
+//! Algonomy, Invoca, Copernica, a generic OAuth2 server), and a small proxy
+//! client.
 //!
 //! Use from a test file as `mod support; use support::*;` (inside a Tokio runtime).
 #![allow(dead_code, unused_imports)]
 
+pub mod algonomy;
 pub mod blackhole;
 pub mod ca;
 pub mod client;
+pub mod copernica;
 pub mod copilot;
+pub mod invoca;
 pub mod koupon;
+pub mod oauth2;
 pub mod server;
 pub mod test_env;
+pub mod tokens;
 
+pub use algonomy::AlgonomyApi;
 pub use blackhole::Blackhole;
 pub use ca::TestCa;
 pub use client::*;
+pub use copernica::CopernicaApi;
 pub use copilot::CopilotApi;
+pub use invoca::InvocaApi;
 pub use koupon::KouponApi;
+pub use oauth2::OAuth2Server;
 pub use server::*;
 pub use test_env::*;
+pub use tokens::{random_token, wait_until};
