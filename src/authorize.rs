@@ -53,11 +53,10 @@ pub enum AuthorizeError {
     NotOAuth2Code(String),
     #[error("redirect_uri {0} is not a loopback http:// address with a port")]
     RedirectUri(String),
-    #[error("cannot listen on {addr} (the redirect_uri): {source}")]
+    #[error("cannot listen on {addr} (the redirect_uri): {cause}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Client(#[from] UpstreamError),
@@ -71,8 +70,10 @@ pub enum AuthorizeError {
     WrongState,
     #[error("the callback carried no code; nothing was written")]
     MissingCode,
+    // The cause is in the message (the browser page shows it), so it is
+    // not also a `source`, which would print it twice.
     #[error("exchanging the code for a token failed: {0}")]
-    Exchange(#[source] FetchError),
+    Exchange(FetchError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -160,7 +161,7 @@ pub async fn run(
     let addr = listen_addr(&code_config.redirect_uri)?;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| AuthorizeError::Bind { addr, source })?;
+        .map_err(|cause| AuthorizeError::Bind { addr, cause })?;
     let state = new_state();
     show_url(&authorization_url(&code_config, &state));
     tracing::info!(

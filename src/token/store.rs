@@ -16,19 +16,18 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("cannot write the token store {path}: {source}")]
+    #[error("cannot write the token store {path}: {cause}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 /// Writes `token` to `path` atomically with mode 0600.
 pub fn write(path: &Path, token: &SecretString) -> Result<(), StoreError> {
-    let err = |source| StoreError::Write {
+    let err = |cause| StoreError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

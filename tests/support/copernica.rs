@@ -110,6 +110,12 @@ impl CopernicaApi {
         self.lock().exchanges
     }
 
+    /// A token from the dashboard's "access token generator" (the
+    /// document's other way to get one), valid until revoked.
+    pub fn generate_token(&self) -> String {
+        self.lock().book.issue(None)
+    }
+
     /// Access tokens issued.
     pub fn issued(&self) -> Vec<String> {
         self.lock().book.issued()
