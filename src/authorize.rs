@@ -202,6 +202,8 @@ struct Flow {
 async fn accept_loop(listener: TcpListener, flow: Arc<Flow>, done: mpsc::Sender<Outcome>) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
+            // E.g. out of file descriptors: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let flow = flow.clone();

@@ -240,6 +240,7 @@ impl Inner {
         st.phase = Phase::Fetching;
         let guard = FetchGuard {
             inner: Some(self.clone()),
+            started: Instant::now(),
         };
         tokio::spawn(async move {
             let result = match &guard.inner {
@@ -250,7 +251,13 @@ impl Inner {
         });
     }
 
-    fn finish(self: &Arc<Self>, result: Result<Fetched, FetchError>, schedule: bool) {
+    /// Records the end of a fetch that started at `started`.
+    fn finish(
+        self: &Arc<Self>,
+        result: Result<Fetched, FetchError>,
+        started: Instant,
+        schedule: bool,
+    ) {
         let now = Instant::now();
         let mut st = self.lock();
         let next = match result {
@@ -260,24 +267,27 @@ impl Inner {
                     value: Arc::new(fetched.value),
                     generation: st.generation,
                 };
-                let refresh = fetched
-                    .lifetime
-                    .map(|l| timing::refresh_at(now, l, self.refresh_before));
+                // The lifetime counts from when the endpoint issued the
+                // token, some time after `started`: counting from
+                // `started` errs on the early side.
+                let lifetime = fetched.lifetime.map(timing::clamp_lifetime);
+                let refresh = lifetime.map(|l| timing::refresh_at(started, l, self.refresh_before));
                 st.current = Some(Cached {
                     token,
-                    expires: fetched.lifetime.map(|l| now + l),
+                    expires: lifetime.map(|l| started + l),
                     refresh,
                 });
                 st.phase = Phase::Idle;
                 st.failures = 0;
                 st.last_error = None;
                 self.stats.fetched(true);
-                if let Some(lifetime) = fetched.lifetime {
-                    self.stats.expiry(lifetime.as_secs_f64());
+                if let Some(expires) = st.current.as_ref().and_then(|c| c.expires) {
+                    self.stats
+                        .expiry(expires.saturating_duration_since(now).as_secs_f64());
                 }
                 tracing::debug!(
                     route = self.stats.route(),
-                    lifetime_s = fetched.lifetime.map(|l| l.as_secs()),
+                    lifetime_s = lifetime.map(|l| l.as_secs()),
                     "token fetched"
                 );
                 refresh
@@ -331,12 +341,13 @@ impl Inner {
 /// cancelled or panicked, as a failure, so that waiters never hang.
 struct FetchGuard {
     inner: Option<Arc<Inner>>,
+    started: Instant,
 }
 
 impl FetchGuard {
     fn finish(mut self, result: Result<Fetched, FetchError>) {
         if let Some(inner) = self.inner.take() {
-            inner.finish(result, true);
+            inner.finish(result, self.started, true);
         }
     }
 }
@@ -346,6 +357,7 @@ impl Drop for FetchGuard {
         if let Some(inner) = self.inner.take() {
             inner.finish(
                 Err(FetchError::Internal("the token fetch was cancelled")),
+                self.started,
                 false,
             );
         }

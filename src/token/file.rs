@@ -128,7 +128,9 @@ impl WatchedFile {
         };
         {
             let mut st = self.lock();
-            if stamp.is_some() && stamp == st.stamp {
+            // Unchanged and read fine last time: nothing to do. (A file that
+            // could not be read is retried: a chmod does not change its stamp.)
+            if stamp.is_some() && stamp == st.stamp && st.current.is_ok() {
                 st.checked = Some(Instant::now());
                 return;
             }

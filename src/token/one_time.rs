@@ -167,9 +167,11 @@ impl Inner {
         st.last_error = None;
         st.generation += 1;
         self.stats.fetched(true);
-        let max_age = fetched
-            .lifetime
-            .map_or(self.pool_max_age, |l| l.min(self.pool_max_age));
+        let max_age = timing::clamp_lifetime(
+            fetched
+                .lifetime
+                .map_or(self.pool_max_age, |l| l.min(self.pool_max_age)),
+        );
         Pooled {
             token: Token {
                 value: Arc::new(fetched.value),

@@ -11,6 +11,15 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest delay between retries (before jitter).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// Lifetimes are capped at this (ten years), so that adding one to an
+/// instant can never overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `lifetime`, at most [`MAX_LIFETIME`].
+pub fn clamp_lifetime(lifetime: Duration) -> Duration {
+    lifetime.min(MAX_LIFETIME)
+}
+
 /// When to start refreshing a token fetched at `fetched` that is valid for
 /// `lifetime`: `refresh_before` ahead of its expiry, but never earlier than
 /// half its lifetime, so a short-lived token (an `expires_in` smaller than
@@ -64,6 +73,14 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(refresh_at(t0, S(30), S(60)), t0 + S(15));
         assert_eq!(refresh_at(t0, S(60), S(60)), t0 + S(30));
+    }
+
+    #[test]
+    fn huge_lifetimes_are_capped() {
+        let t0 = Instant::now();
+        let huge = clamp_lifetime(Duration::from_secs(u64::MAX));
+        assert_eq!(huge, MAX_LIFETIME);
+        assert!(refresh_at(t0, huge, S(60)) > t0);
     }
 
     #[test]
