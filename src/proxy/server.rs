@@ -128,7 +128,12 @@ impl RunningProxy {
             )));
         }
         shared.listening.store(true, Ordering::Release);
-        tracing::info!(%proxy_addr, admin = ?admin_addr, routes = config.routes.len(), "sidekey listening");
+        tracing::info!(
+            %proxy_addr,
+            admin_addr = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
+            routes = config.routes.len(),
+            "sidekey listening"
+        );
         Ok(RunningProxy {
             shared,
             config: ArcSwap::from_pointee(config),

@@ -9,6 +9,9 @@ pub mod ca;
 pub mod client;
 pub mod copilot;
 pub mod koupon;
+/// Only integration tests know where cargo put the binary.
+#[cfg(test)]
+pub mod process;
 pub mod server;
 pub mod test_env;
 
@@ -17,5 +20,7 @@ pub use ca::TestCa;
 pub use client::*;
 pub use copilot::CopilotApi;
 pub use koupon::KouponApi;
+#[cfg(test)]
+pub use process::*;
 pub use server::*;
 pub use test_env::*;
