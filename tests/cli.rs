@@ -11,7 +11,7 @@ use support::*;
 const ID: &str = "ABABABABQQIRZ";
 const SECRET: &str = "k9H2Nd3T5j5EW2Fu160l11Hal3x3oa";
 
-fn seed_env<'a>(dir: &'a str) -> Vec<(&'a str, &'a str)> {
+fn seed_env(dir: &str) -> Vec<(&str, &str)> {
     vec![
         ("COPILOT_CLIENT_ID", ID),
         ("COPILOT_CLIENT_SECRET", SECRET),
