@@ -116,6 +116,13 @@ fn check(path: &Path) -> ExitCode {
             println!("valid");
             ExitCode::SUCCESS
         }
+        Err(sidekey::proxy::RuntimeError::Credentials(errors)) => {
+            for (route, e) in errors {
+                println!("  error: route \"{route}\": {e}");
+            }
+            println!("invalid");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             println!("  error: {e}");
             println!("invalid");
