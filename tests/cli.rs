@@ -191,3 +191,27 @@ async fn sighup_reloads_and_an_invalid_config_keeps_the_old_one() {
     assert!(output.contains("stopped"), "{output}");
     assert!(!output.contains(SECRET), "a secret was logged:\n{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_when_the_file_changes() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, ID, SECRET);
+    let vars = [
+        ("COPILOT_CLIENT_ID", ID),
+        ("WRONG_SECRET", "not-the-secret"),
+        ("COPILOT_CLIENT_SECRET", SECRET),
+    ];
+    let path = env.write_config(&copilot_config(&env, &copilot, "WRONG_SECRET"));
+    let mut sidekey = SidekeyProcess::spawn(&path, &vars, &["--watch"]);
+    let url = "http://api.copilot.cx/v1/users";
+    assert_eq!(
+        get(sidekey.proxy_addr, url).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A different length guarantees a different stamp even within one
+    // mtime tick.
+    let fixed = copilot_config(&env, &copilot, "COPILOT_CLIENT_SECRET") + "\n# fixed\n";
+    env.write_config(&fixed);
+    sidekey.wait_for_line("config reloaded");
+    assert_eq!(get(sidekey.proxy_addr, url).await.status(), StatusCode::OK);
+}

@@ -8,6 +8,8 @@ pub mod blackhole;
 pub mod ca;
 pub mod client;
 pub mod copilot;
+/// sidekey in-process: config around the stand-ins, start, admin requests.
+pub mod harness;
 pub mod koupon;
 /// Only integration tests know where cargo put the binary.
 #[cfg(test)]
