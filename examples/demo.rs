@@ -96,7 +96,9 @@ secret = "${{KOUPON_SECRET_KEY}}"
     let config = Config::parse(&toml, Path::new("."), &lookup)?;
     let proxy = RunningProxy::start(config).await?;
     let addr = proxy.proxy_addr();
-    println!("sidekey is listening on http://{addr} (stand-ins on 127.0.0.1, TLS from a test CA)\n");
+    println!(
+        "sidekey is listening on http://{addr} (stand-ins on 127.0.0.1, TLS from a test CA)\n"
+    );
 
     // Copilot.cx: HTTP Basic.
     println!("== Copilot.cx Server API (basic) ==");
@@ -104,7 +106,10 @@ secret = "${{KOUPON_SECRET_KEY}}"
     println!("app sent:      POST {url}   (no credentials)");
     let req = Request::post(url).body(full_body(r#"{"event":"thing_created"}"#))?;
     let resp = send(addr, req).await;
-    let seen = copilot.server().last_request().expect("copilot saw the request");
+    let seen = copilot
+        .server()
+        .last_request()
+        .expect("copilot saw the request");
     println!(
         "sidekey added: Authorization: {}",
         mask(seen.header("authorization").unwrap_or("(none)"))
@@ -113,7 +118,10 @@ secret = "${{KOUPON_SECRET_KEY}}"
         "               Content-Type: {}",
         seen.header("content-type").unwrap_or("(none)")
     );
-    println!("               over TLS to https://api.copilot.cx{}", seen.path());
+    println!(
+        "               over TLS to https://api.copilot.cx{}",
+        seen.path()
+    );
     println!("API answered:  {} {}\n", resp.status(), body_text(&resp));
 
     // Koupon Media: signed URL.
@@ -121,7 +129,10 @@ secret = "${{KOUPON_SECRET_KEY}}"
     let url = "http://consumer.kouponmedia.com/v2/offers?zip=10001";
     println!("app sent:      GET {url}   (no credentials)");
     let resp = get(addr, url).await;
-    let seen = koupon.server().last_request().expect("koupon saw the request");
+    let seen = koupon
+        .server()
+        .last_request()
+        .expect("koupon saw the request");
     println!(
         "sidekey sent:  GET http://consumer.kouponmedia.com{}?{}",
         seen.path(),
