@@ -106,11 +106,20 @@ impl ProxyError {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert("x-sidekey-error", HeaderValue::from_static(self.code()));
+        if response_status_closes(self.status()) {
+            // The request could not be framed or trusted: do not read
+            // another one from the same connection.
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = self.retry_after() {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
+}
+
+fn response_status_closes(status: StatusCode) -> bool {
+    status == StatusCode::BAD_REQUEST
 }
 
 #[cfg(test)]
@@ -158,6 +167,10 @@ mod tests {
             let response = err.to_response(Some("copilot"));
             assert_eq!(response.status().as_u16(), status, "{err}");
             let retry = response.headers().get(RETRY_AFTER).cloned();
+            let closes = response
+                .headers()
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v == "close");
             let body = response.into_body().collect().await.unwrap().to_bytes();
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(json["error"], code);
@@ -166,6 +179,11 @@ mod tests {
             if status == 503 {
                 assert_eq!(retry.unwrap(), "5");
             }
+            assert_eq!(
+                closes,
+                status == 400,
+                "{code}: Connection: close only on 400"
+            );
         }
     }
 }

@@ -38,7 +38,11 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy until SIGINT/SIGTERM; SIGHUP reloads the config.
-    Run,
+    Run {
+        /// Also reload when the config file changes (checked every second).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Validate the config and print each route, secrets redacted.
     Check,
     /// Print URL as the signed_url route ROUTE would send it.
@@ -74,7 +78,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let result = match &cli.command {
         Command::Check => return check(&cli.config),
-        Command::Run => run(&cli.config),
+        Command::Run { watch } => run(&cli.config, *watch),
         Command::Sign { route, url } => sign(&cli.config, route, url),
         Command::Authorize { route, timeout } => authorize(&cli.config, route, *timeout),
     };
@@ -125,6 +129,13 @@ fn check(path: &Path) -> ExitCode {
             println!("valid");
             ExitCode::SUCCESS
         }
+        Err(sidekey::proxy::RuntimeError::Credentials(errors)) => {
+            for (route, e) in errors {
+                println!("  error: route \"{route}\": {e}");
+            }
+            println!("invalid");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             println!("  error: {e}");
             println!("invalid");
@@ -140,14 +151,16 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(path: &Path) -> anyhow::Result<()> {
+fn run(path: &Path, watch: bool) -> anyhow::Result<()> {
+    // Stamped before reading, so a change made while starting is noticed.
+    let stamp = file_stamp(path);
     let config = Config::load(path)?;
     for warning in &config.warnings {
         tracing::warn!(%warning, "config warning");
     }
     tokio_runtime()?.block_on(async {
         let proxy = RunningProxy::start(config).await?;
-        wait_for_signals(&proxy, path).await?;
+        wait_for_signals(&proxy, path, watch.then_some(stamp)).await?;
         tracing::info!("shutting down: draining in-flight requests");
         proxy.shutdown().await;
         tracing::info!("stopped");
@@ -155,23 +168,56 @@ fn run(path: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// What identifies a version of the config file: modification time and
+/// length.
+type FileStamp = (std::time::SystemTime, u64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 #[cfg(unix)]
-async fn wait_for_signals(proxy: &RunningProxy, path: &Path) -> anyhow::Result<()> {
+/// Waits for SIGTERM/SIGINT, reloading on SIGHUP and, when `watch` holds
+/// the file's stamp at load, whenever the file changes.
+async fn wait_for_signals(
+    proxy: &RunningProxy,
+    path: &Path,
+    watch: Option<Option<FileStamp>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let watching = watch.is_some();
+    let mut stamp = watch.flatten();
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(proxy, path),
+            _ = hup.recv() => {
+                stamp = file_stamp(path);
+                reload(proxy, path);
+            }
+            _ = tick.tick(), if watching => {
+                let now = file_stamp(path);
+                if now != stamp {
+                    stamp = now;
+                    tracing::info!("config file changed");
+                    reload(proxy, path);
+                }
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_proxy: &RunningProxy, _path: &Path) -> anyhow::Result<()> {
+async fn wait_for_signals(
+    _proxy: &RunningProxy,
+    _path: &Path,
+    _watch: Option<Option<FileStamp>>,
+) -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")

@@ -69,22 +69,22 @@ impl Target {
 
     /// Removes every parameter whose (decoded) name is in `names`, keeping
     /// the others byte for byte.
-    pub fn remove_params(&mut self, names: &[&str]) {
+    pub fn remove_params<S: AsRef<str>>(&mut self, names: &[S]) {
         self.query = remove_params(&self.query, names);
     }
 }
 
 /// True when the decoded name of the `key[=value]` pair is one of `names`.
-fn pair_named(pair: &str, names: &[&str]) -> bool {
+fn pair_named<S: AsRef<str>>(pair: &str, names: &[S]) -> bool {
     let key = pair.split_once('=').map_or(pair, |(k, _)| k);
     let key = key.replace('+', " ");
     let decoded = percent_decode_str(&key).decode_utf8_lossy();
-    names.iter().any(|n| *n == decoded)
+    names.iter().any(|n| n.as_ref() == decoded)
 }
 
 /// `query` without the parameters named in `names` (and without empty
 /// pairs left by `&&`).
-pub fn remove_params(query: &str, names: &[&str]) -> String {
+pub fn remove_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
     if names.is_empty() || query.is_empty() {
         return query.to_string();
     }
@@ -98,7 +98,7 @@ pub fn remove_params(query: &str, names: &[&str]) -> String {
 /// Removes the parameters named in `names` from the query of a URL
 /// (absolute or relative), keeping its fragment. Used on `Location`-like
 /// response headers so that injected credentials never reach the client.
-pub fn scrub_url(url: &str, names: &[&str]) -> String {
+pub fn scrub_url<S: AsRef<str>>(url: &str, names: &[S]) -> String {
     let (without_fragment, fragment) = match url.split_once('#') {
         Some((u, f)) => (u, Some(f)),
         None => (url, None),
@@ -120,7 +120,7 @@ pub fn scrub_url(url: &str, names: &[&str]) -> String {
 }
 
 /// Applies [`scrub_url`] to every `<...>` reference of a `Link` header.
-pub fn scrub_link_header(value: &str, names: &[&str]) -> String {
+pub fn scrub_link_header<S: AsRef<str>>(value: &str, names: &[S]) -> String {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(open) = rest.find('<') {

@@ -90,7 +90,7 @@ impl Setup {
     }
 
     /// Runs the sidekey binary with `args` (after `--config FILE`).
-    fn sidekey(&self, args: &[&str]) -> Sidekey {
+    fn sidekey(&self, args: &[&str]) -> SidekeyCommand {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidekey"));
         cmd.arg("--config")
             .arg(&self.config)
@@ -103,7 +103,7 @@ impl Setup {
         for (k, v) in self.vars() {
             cmd.env(k, v);
         }
-        Sidekey::spawn(cmd)
+        SidekeyCommand::spawn(cmd)
     }
 }
 

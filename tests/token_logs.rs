@@ -2,16 +2,12 @@
 //! config (`config/examples/seed-routes.toml`, only its listen addresses
 //! and `connect_to` changed) with `RUST_LOG=trace`, in front of the
 //! Algonomy, Invoca and Copernica stand-ins; after real traffic its whole
-//! stderr is searched for every credential and every token issued.
+//! output is searched for every credential and every token issued.
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use base64::Engine as _;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use support::*;
 
 const ALGONOMY_KEY_SECRET: &str = "4faeaf752ee40a0f";
@@ -23,15 +19,7 @@ const COPERNICA_SECRET: &str = "copernica-client-s3cret";
 const COPILOT_SECRET: &str = "k9H2Nd3T5j5EW2Fu160l11Hal3x3oa";
 const KOUPON_SECRET: &str = "4623B7B8-18A6-4B2C-B2C1-18157F5C4AFE";
 
-async fn healthy(admin: SocketAddr) -> bool {
-    let req = Request::get("/healthz")
-        .header("host", "admin")
-        .body(empty_body())
-        .expect("request");
-    matches!(try_send(admin, req).await, Ok(r) if r.status() == StatusCode::OK)
-}
-
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn no_secret_or_token_reaches_the_log_at_trace_level() {
     let env = TestEnv::new();
     let algonomy = AlgonomyApi::spawn(&env.ca, ALGONOMY_KEY_SECRET, ALGONOMY_TENANT_HASH);
@@ -45,7 +33,6 @@ async fn no_secret_or_token_reaches_the_log_at_trace_level() {
     )
     .expect("write the store");
 
-    let (listen, admin) = (unused_local_addr(), unused_local_addr());
     let seed = include_str!("../config/examples/seed-routes.toml");
     let connect_to = [
         algonomy.connect_to_toml(),
@@ -53,14 +40,8 @@ async fn no_secret_or_token_reaches_the_log_at_trace_level() {
         copernica.connect_to_toml(),
     ];
     let toml = seed
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"{listen}\""),
-        )
-        .replace(
-            "admin = \"127.0.0.1:9901\"",
-            &format!("admin = \"{admin}\""),
-        )
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("admin = \"127.0.0.1:9901\"", "admin = \"127.0.0.1:0\"")
         .replace("listen = \"127.0.0.1:8101\"", "listen = \"127.0.0.1:0\"");
     // The stand-ins' addresses go right under the `[proxy.connect_to]` header.
     let toml: String = toml
@@ -75,33 +56,27 @@ async fn no_secret_or_token_reaches_the_log_at_trace_level() {
         .map(|line| line + "\n")
         .collect();
     let config = env.write_config(&toml);
-
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidekey"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env_remove("SIDEKEY_CONFIG")
-        .env("RUST_LOG", "trace")
-        .env("SIDEKEY_CA_FILE", env.ca_file())
-        .env("ALGONOMY_API_HOST", algonomy::ALGONOMY_HOST)
-        .env("ALGONOMY_TENANT_HASH", ALGONOMY_TENANT_HASH)
-        .env("ALGONOMY_OAUTH_KEY_SECRET", ALGONOMY_KEY_SECRET)
-        .env("INVOCA_NETWORK_ID", invoca::NETWORK_ID)
-        .env("INVOCA_ADVERTISER_ID", invoca::ADVERTISER_ID)
-        .env("INVOCA_EMAIL_URLENCODED", invoca::EMAIL_URLENCODED)
-        .env("INVOCA_USERNAME", INVOCA_USERNAME)
-        .env("INVOCA_PASSWORD", INVOCA_PASSWORD)
-        .env("COPERNICA_CLIENT_KEY", COPERNICA_KEY)
-        .env("COPERNICA_CLIENT_SECRET", COPERNICA_SECRET)
-        .env("COPILOT_CLIENT_ID", "ABABABABQQIRZ")
-        .env("COPILOT_CLIENT_SECRET", COPILOT_SECRET)
-        .env("KOUPON_API_KEY", "6348256714038520009a57d1d2")
-        .env("KOUPON_SECRET_KEY", KOUPON_SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let sidekey = Sidekey::spawn(cmd);
-    wait_until("sidekey is up", Duration::from_secs(30), || healthy(admin)).await;
+    let ca_file = env.ca_file().display().to_string();
+    let envs = [
+        ("RUST_LOG", "trace"),
+        ("SIDEKEY_CA_FILE", ca_file.as_str()),
+        ("ALGONOMY_API_HOST", algonomy::ALGONOMY_HOST),
+        ("ALGONOMY_TENANT_HASH", ALGONOMY_TENANT_HASH),
+        ("ALGONOMY_OAUTH_KEY_SECRET", ALGONOMY_KEY_SECRET),
+        ("INVOCA_NETWORK_ID", invoca::NETWORK_ID),
+        ("INVOCA_ADVERTISER_ID", invoca::ADVERTISER_ID),
+        ("INVOCA_EMAIL_URLENCODED", invoca::EMAIL_URLENCODED),
+        ("INVOCA_USERNAME", INVOCA_USERNAME),
+        ("INVOCA_PASSWORD", INVOCA_PASSWORD),
+        ("COPERNICA_CLIENT_KEY", COPERNICA_KEY),
+        ("COPERNICA_CLIENT_SECRET", COPERNICA_SECRET),
+        ("COPILOT_CLIENT_ID", "ABABABABQQIRZ"),
+        ("COPILOT_CLIENT_SECRET", COPILOT_SECRET),
+        ("KOUPON_API_KEY", "6348256714038520009a57d1d2"),
+        ("KOUPON_SECRET_KEY", KOUPON_SECRET),
+    ];
+    let sidekey = SidekeyProcess::spawn(&config, &envs, &[]);
+    let listen = sidekey.proxy_addr;
 
     for i in 0..3 {
         for url in [
@@ -122,7 +97,7 @@ async fn no_secret_or_token_reaches_the_log_at_trace_level() {
     let resp = get(listen, &algonomy_url).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    let (_, _, stderr) = sidekey.kill().await;
+    let (_, stderr) = sidekey.stop();
     assert!(
         stderr.contains("route=\"algonomy\"") && stderr.contains("route=\"invoca\""),
         "the log holds the requests:\n{stderr}"

@@ -84,7 +84,7 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let raw: file::FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(syntax_error(text, &e)))?;
         Config::from_file(raw, base_dir, lookup)
     }
 
@@ -129,6 +129,48 @@ impl Config {
         addrs.extend(self.routes.iter().filter_map(|r| r.listen));
         addrs
     }
+}
+
+/// A TOML error as "line L, column C: message". Not `toml`'s own
+/// rendering, which quotes the offending source line (an unterminated
+/// `password = "...` would be printed whole), and with the string values
+/// that serde quotes in its messages (`invalid type: string "..."`) hidden.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = redact_quoted_strings(e.message());
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return format!("TOML parse error: {message}");
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
+}
+
+/// Replaces each `string "..."` (serde's rendering of an unexpected string
+/// value, `Debug`-escaped) with `string "[REDACTED]"`.
+fn redact_quoted_strings(message: &str) -> String {
+    const MARK: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(MARK) {
+        out.push_str(&rest[..i + MARK.len()]);
+        out.push_str("[REDACTED]\"");
+        let value = &rest[i + MARK.len()..];
+        let mut escaped = false;
+        let end = value.char_indices().find_map(|(j, c)| match c {
+            '\\' if !escaped => {
+                escaped = true;
+                None
+            }
+            '"' if !escaped => Some(j),
+            _ => {
+                escaped = false;
+                None
+            }
+        });
+        rest = end.map_or("", |j| &value[j + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Cross-route rules: unique names, unique (host, path_prefix) pairs and

@@ -97,11 +97,11 @@ impl Credential {
 
     /// The query parameters this credential injects: they are removed from
     /// `Location`, `Content-Location` and `Link` response headers.
-    pub fn injected_params(&self) -> Vec<&str> {
+    pub fn injected_params(&self) -> &[String] {
         match self {
-            Credential::Query(q) => vec![q.param()],
-            Credential::SignedUrl(s) => s.params().to_vec(),
-            _ => Vec::new(),
+            Credential::Query(q) => std::slice::from_ref(q.param()),
+            Credential::SignedUrl(s) => s.params(),
+            _ => &[],
         }
     }
 

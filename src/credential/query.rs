@@ -17,7 +17,7 @@ impl QueryInjector {
         QueryInjector { param, source }
     }
 
-    pub fn param(&self) -> &str {
+    pub fn param(&self) -> &String {
         &self.param
     }
 
@@ -27,7 +27,7 @@ impl QueryInjector {
 
     pub async fn apply(&self, target: &mut Target) -> Result<Applied, CredentialError> {
         let token = self.source.token().await?;
-        target.remove_params(&[&self.param]);
+        target.remove_params(std::slice::from_ref(&self.param));
         target.append_param(&self.param, token.value.expose_secret());
         let token = match &self.source {
             TokenSource::Static(_) => None,

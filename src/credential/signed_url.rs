@@ -96,13 +96,13 @@ impl SignedUrl {
     }
 
     /// The names of the three parameters this route injects.
-    pub fn params(&self) -> [&str; 3] {
-        [&self.params[0], &self.params[1], &self.params[2]]
+    pub fn params(&self) -> &[String] {
+        &self.params
     }
 
     /// Signs `target` as of `timestamp` (epoch seconds).
     pub fn apply(&self, target: &mut Target, timestamp: u64) {
-        target.remove_params(&self.params());
+        target.remove_params(&self.params);
         target.append_param(&self.params[0], self.key.expose_secret());
         target.append_param(&self.params[1], &timestamp.to_string());
         let signature = self.sign(&target.url());

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use super::headers::strip_hop_by_hop;
 use super::{ProxyBody, Runtime, Shared};
 use crate::config::{Forwarded, Unmatched};
+use crate::credential::Applied;
 use crate::error::ProxyError;
 use crate::route::Route;
 use crate::target::{scrub_link_header, scrub_url, Target};
@@ -153,61 +154,100 @@ async fn forward(
     // Keep small bodies when a 401 could be retried with a fresh token.
     let keep = route.credential.retries_on_401()
         && body_len(&headers).is_some_and(|n| n <= runtime.settings.retry_body_limit as u64);
-    let (replay, mut body) = if keep {
+    let replay = if keep {
         let bytes = Limited::new(body, runtime.settings.retry_body_limit)
             .collect()
             .await
             .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?
             .to_bytes();
-        (Some(bytes.clone()), Some(full(bytes)))
+        Ok(bytes)
     } else {
-        (None, Some(body.boxed()))
+        Err(body.boxed())
     };
 
-    let mut retried = false;
-    loop {
-        let mut target = target.clone();
-        let mut headers = headers.clone();
-        let applied = route
-            .credential
-            .apply(&mut target, &mut headers)
-            .await
-            .map_err(ProxyError::Credential)?;
-        let uri = target
-            .to_uri()
-            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
-        let mut upstream_req = Request::new(body.take().unwrap_or_else(|| full(Bytes::new())));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.headers_mut() = headers;
-
-        let sent = Instant::now();
-        let response = send(runtime, upstream_req).await?;
-        shared
-            .metrics
-            .upstream_latency
-            .get_or_create(&crate::metrics::RouteLabels {
-                route: route.name().to_string(),
-            })
-            .observe(sent.elapsed().as_secs_f64());
-
-        if response.status() == StatusCode::UNAUTHORIZED
-            && !retried
-            && route.credential.reject(&applied)
-        {
-            if let Some(bytes) = &replay {
-                tracing::info!(
-                    route = route.name(),
-                    "upstream answered 401; retrying once with a fresh token"
-                );
-                retried = true;
-                body = Some(full(bytes.clone()));
-                continue;
+    let injected = route.credential.injected_params();
+    let bytes = match replay {
+        Ok(bytes) => bytes,
+        Err(body) => {
+            // Streamed body: no retry, but a 401 still invalidates the token.
+            let (response, applied) = attempt(
+                runtime,
+                shared,
+                &route,
+                &parts.method,
+                target,
+                headers,
+                body,
+            )
+            .await?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                route.credential.reject(&applied);
             }
+            return Ok(clean_response(response, injected));
         }
-        let injected = route.credential.injected_params();
-        return Ok(clean_response(response, &injected));
+    };
+    let (response, applied) = attempt(
+        runtime,
+        shared,
+        &route,
+        &parts.method,
+        target.clone(),
+        headers.clone(),
+        full(bytes.clone()),
+    )
+    .await?;
+    if response.status() == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
+        tracing::info!(
+            route = route.name(),
+            "upstream answered 401; retrying once with a fresh token"
+        );
+        let (response, _) = attempt(
+            runtime,
+            shared,
+            &route,
+            &parts.method,
+            target,
+            headers,
+            full(bytes),
+        )
+        .await?;
+        return Ok(clean_response(response, injected));
     }
+    Ok(clean_response(response, injected))
+}
+
+/// Applies the credential and sends one request upstream.
+async fn attempt(
+    runtime: &Runtime,
+    shared: &Shared,
+    route: &Route,
+    method: &Method,
+    mut target: Target,
+    mut headers: HeaderMap,
+    body: ProxyBody,
+) -> Result<(Response<Incoming>, Applied), ProxyError> {
+    let applied = route
+        .credential
+        .apply(&mut target, &mut headers)
+        .await
+        .map_err(ProxyError::Credential)?;
+    let uri = target
+        .to_uri()
+        .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let sent = Instant::now();
+    let response = send(runtime, request).await?;
+    shared
+        .metrics
+        .upstream_latency
+        .get_or_create(&crate::metrics::RouteLabels {
+            route: route.name().to_string(),
+        })
+        .observe(sent.elapsed().as_secs_f64());
+    Ok((response, applied))
 }
 
 /// Forwards a request for an unconfigured host unchanged (opt-in).
@@ -314,7 +354,7 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
 
 /// Strips hop-by-hop headers and removes injected query parameters from
 /// URLs the upstream sends back.
-fn clean_response(response: Response<Incoming>, injected: &[&str]) -> Response<ProxyBody> {
+fn clean_response(response: Response<Incoming>, injected: &[String]) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if !injected.is_empty() {

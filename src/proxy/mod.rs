@@ -29,12 +29,8 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 /// Why a config could not be turned into a running proxy.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("route \"{route}\": {source}")]
-    Credential {
-        route: String,
-        #[source]
-        source: BuildError,
-    },
+    #[error("{}", .0.iter().map(|(route, e)| format!("route \"{route}\": {e}")).collect::<Vec<_>>().join("; "))]
+    Credentials(Vec<(String, BuildError)>),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
 }
@@ -52,22 +48,23 @@ impl Runtime {
     pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, RuntimeError> {
         let client = upstream::client(&config.proxy)?;
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut errors = Vec::new();
         for route in &config.routes {
             let ctx = TokenContext {
                 route: route.name.clone(),
                 client: client.clone(),
                 metrics: metrics.clone(),
             };
-            let credential = Credential::build(&route.auth, &ctx).map_err(|source| {
-                RuntimeError::Credential {
-                    route: route.name.clone(),
-                    source,
-                }
-            })?;
-            routes.push(Route {
-                config: route.clone(),
-                credential,
-            });
+            match Credential::build(&route.auth, &ctx) {
+                Ok(credential) => routes.push(Route {
+                    config: route.clone(),
+                    credential,
+                }),
+                Err(e) => errors.push((route.name.clone(), e)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RuntimeError::Credentials(errors));
         }
         Ok(Runtime {
             settings: config.proxy.clone(),

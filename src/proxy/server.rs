@@ -129,7 +129,12 @@ impl RunningProxy {
             )));
         }
         shared.listening.store(true, Ordering::Release);
-        tracing::info!(%proxy_addr, admin = ?admin_addr, routes = config.routes.len(), "sidekey listening");
+        tracing::info!(
+            %proxy_addr,
+            admin_addr = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
+            routes = config.routes.len(),
+            "sidekey listening"
+        );
         Ok(RunningProxy {
             shared,
             config: ArcSwap::from_pointee(config),
@@ -241,6 +246,9 @@ pub(crate) async fn accept_loop<F, S, Fut>(
     Fut: std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    // Connection tasks, so that those still open when the drain timeout
+    // ends can be closed.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -258,14 +266,14 @@ pub(crate) async fn accept_loop<F, S, Fut>(
                 let (builder, service) = make(peer);
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
-                let gauge = metrics.active_connections.clone();
-                gauge.inc();
-                tokio::spawn(async move {
+                let active = ActiveConnection::new(&metrics.active_connections);
+                connections.spawn(async move {
+                    let _active = active;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                    gauge.dec();
                 });
+                while connections.try_join_next().is_some() {}
             }
             _ = shutdown.changed() => break,
         }
@@ -275,6 +283,25 @@ pub(crate) async fn accept_loop<F, S, Fut>(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(drain) => {
             tracing::warn!(?drain, "drain timeout reached; closing the remaining connections");
+            connections.abort_all();
         }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Counts one open client connection in `active_connections` while alive
+/// (also when its task is aborted).
+struct ActiveConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl ActiveConnection {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> ActiveConnection {
+        gauge.inc();
+        ActiveConnection(gauge.clone())
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -10,11 +10,17 @@ pub mod algonomy;
 pub mod blackhole;
 pub mod ca;
 pub mod client;
+/// One-shot sidekey commands (`authorize`, `check`) as child processes.
+pub mod command;
 pub mod copernica;
 pub mod copilot;
+/// sidekey in-process: config around the stand-ins, start, admin requests.
+pub mod harness;
 pub mod invoca;
 pub mod koupon;
 pub mod oauth2;
+/// Only integration tests know where cargo put the binary.
+#[cfg(test)]
 pub mod process;
 pub mod server;
 pub mod test_env;
@@ -24,12 +30,14 @@ pub use algonomy::AlgonomyApi;
 pub use blackhole::Blackhole;
 pub use ca::TestCa;
 pub use client::*;
+pub use command::SidekeyCommand;
 pub use copernica::CopernicaApi;
 pub use copilot::CopilotApi;
 pub use invoca::InvocaApi;
 pub use koupon::KouponApi;
 pub use oauth2::OAuth2Server;
-pub use process::Sidekey;
+#[cfg(test)]
+pub use process::*;
 pub use server::*;
 pub use test_env::*;
 pub use tokens::{random_token, wait_until};

@@ -1,78 +1,163 @@
-//! The sidekey binary as a child process: stdout line by line as it comes,
-//! stderr collected whole (tests run it with `RUST_LOG=trace` and search
-//! the log for secrets).
+//! The built `sidekey` binary as a child process: start it, read its log
+//! lines as they come, signal it, stop it.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus};
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+/// How long to wait for an expected log line.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A running sidekey process: stdout line by line as it comes, stderr
-/// collected whole.
-pub struct Sidekey {
-    child: Child,
-    stdout: mpsc::UnboundedReceiver<String>,
-    stderr: std::thread::JoinHandle<String>,
+/// The path of the binary cargo built for these tests.
+pub fn sidekey_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sidekey")
 }
 
-impl Sidekey {
-    /// Spawns `cmd` (its stdout and stderr must be piped).
-    pub fn spawn(mut cmd: Command) -> Sidekey {
-        let mut child = cmd.spawn().expect("run the sidekey binary");
-        let out = child.stdout.take().expect("stdout piped");
-        let mut err = child.stderr.take().expect("stderr piped");
-        let (tx, stdout) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+/// Runs `sidekey ARGS...` to completion: (exit status, stdout, stderr).
+pub fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let out = Command::new(sidekey_bin())
+        .args(args)
+        .env_clear()
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run the sidekey binary");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `sidekey run`.
+pub struct SidekeyProcess {
+    child: Child,
+    lines: Receiver<String>,
+    all: Arc<Mutex<Vec<String>>>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// The address following `key=` (text logs) or `"key":"` (JSON logs).
+fn field_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line
+        .find(&format!("{key}="))
+        .map(|i| i + key.len() + 1)
+        .or_else(|| {
+            line.find(&format!("\"{key}\":\""))
+                .map(|i| i + key.len() + 4)
+        })?;
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| {
+            !(c.is_ascii_alphanumeric() || c == '.' || c == ':' || c == '[' || c == ']')
+        })
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+impl SidekeyProcess {
+    /// Starts `sidekey run --config CONFIG EXTRA...` with exactly `envs`
+    /// as its environment and waits until it logs that it is listening.
+    pub fn spawn(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> SidekeyProcess {
+        let mut child = Command::new(sidekey_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env_clear()
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the sidekey binary");
+        let (tx, lines) = mpsc::channel();
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let tx = tx.clone();
+            let all = all.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    all.lock().expect("log lock").push(line.clone());
+                    let _ = tx.send(line);
                 }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Sidekey {
+            });
+        }
+        let mut process = SidekeyProcess {
             child,
-            stdout,
-            stderr,
+            lines,
+            all,
+            proxy_addr: "0.0.0.0:0".parse().expect("literal address"),
+            admin_addr: None,
+        };
+        let line = process.wait_for_line("sidekey listening");
+        process.proxy_addr =
+            field_addr(&line, "proxy_addr").unwrap_or_else(|| panic!("no proxy_addr in {line:?}"));
+        process.admin_addr = field_addr(&line, "admin_addr");
+        process
+    }
+
+    /// Waits for the next log line containing `needle` (earlier lines
+    /// are skipped) and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "sidekey did not log {needle:?} within {LINE_TIMEOUT:?}; it printed:\n{}",
+                    self.output()
+                ),
+            }
         }
     }
 
-    /// The next line on stdout (panics after 30 s).
-    pub async fn next_line(&mut self) -> String {
-        tokio::time::timeout(Duration::from_secs(30), self.stdout.recv())
-            .await
-            .expect("a line on stdout within 30 s")
-            .expect("sidekey closed stdout without printing a line")
+    /// Sends a signal (`"HUP"`, `"TERM"`, `"INT"`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
-    /// Kills the process (SIGKILL) and returns like [`Sidekey::finish`].
-    pub async fn kill(mut self) -> (ExitStatus, Vec<String>, String) {
+    /// Everything printed so far, stdout and stderr interleaved by line.
+    pub fn output(&self) -> String {
+        self.all.lock().expect("log lock").join("\n")
+    }
+
+    /// Sends SIGTERM, waits for the process to exit and returns its status
+    /// and everything it printed.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        let status = self.child.wait().expect("wait for sidekey");
+        // The reader threads end at EOF; collect what they read.
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        while self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
+        (status, self.output())
+    }
+}
+
+impl Drop for SidekeyProcess {
+    fn drop(&mut self) {
         let _ = self.child.kill();
-        self.finish().await
-    }
-
-    /// Waits for the exit; returns the status, the rest of stdout and stderr.
-    pub async fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
-        let mut child = self.child;
-        let status = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::task::spawn_blocking(move || child.wait()),
-        )
-        .await
-        .expect("sidekey exits within 60 s")
-        .expect("wait task")
-        .expect("wait for sidekey");
-        let mut rest = Vec::new();
-        while let Some(line) = self.stdout.recv().await {
-            rest.push(line);
-        }
-        let stderr = self.stderr.join().expect("stderr reader");
-        (status, rest, stderr)
+        let _ = self.child.wait();
     }
 }

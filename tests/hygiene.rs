@@ -1,0 +1,322 @@
+//! Header hygiene: what crosses the proxy in each direction, and what
+//! never does (hop-by-hop headers, proxy credentials, injected parameters
+//! in redirects).
+
+mod support;
+
+use http::{Request, StatusCode};
+use serde_json::json;
+use support::harness::*;
+use support::*;
+
+/// A plain-HTTP route `echo` for `echo.example.test` with a header credential.
+fn echo_config(env: &TestEnv, server: &StandIn, extra: &str) -> String {
+    proxy_toml(
+        env,
+        extra,
+        &[connect_to("echo.example.test:80", server.addr())],
+    ) + r#"
+[[route]]
+name = "echo"
+host = "echo.example.test"
+upstream = "http://echo.example.test"
+[route.auth]
+kind = "header"
+name = "X-Api-Key"
+token = "echo-key"
+"#
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_and_proxy_credentials_never_reach_the_upstream() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = start_sidekey(&env, &echo_config(&env, &server, "")).await;
+
+    let request = concat!(
+        "GET http://echo.example.test/h?x=1 HTTP/1.1\r\n",
+        "Host: echo.example.test\r\n",
+        "Connection: keep-alive, X-Hop-Secret\r\n",
+        "X-Hop-Secret: listed-in-connection\r\n",
+        "Keep-Alive: timeout=5\r\n",
+        "TE: trailers\r\n",
+        "Upgrade: websocket\r\n",
+        "Proxy-Connection: keep-alive\r\n",
+        "Proxy-Authorization: Basic cHJveHl1c2VyOnByb3h5LXBhc3M=\r\n",
+        "X-Kept: end-to-end\r\n",
+        "\r\n",
+    );
+    let resp = parse_response(&raw(proxy.proxy_addr(), request.as_bytes()).await);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+
+    let rec = server.last_request().expect("request forwarded");
+    for name in [
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !rec.has_header(name),
+            "{name} was forwarded: {:?}",
+            rec.headers
+        );
+    }
+    let all = format!("{:?}", rec.headers);
+    assert!(!all.contains("cHJveHl1c2Vy"), "{all}");
+    assert_eq!(rec.header_values("x-kept"), ["end-to-end"]);
+    assert_eq!(rec.header_values("x-api-key"), ["echo-key"]);
+}
+
+#[tokio::test]
+async fn the_upstream_sees_its_own_host_and_sni() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(Some(env.ca.server_config(&["real-upstream.test"])));
+    let config = proxy_toml(
+        &env,
+        "",
+        &[connect_to("real-upstream.test:8443", server.addr())],
+    ) + r#"
+[[route]]
+name = "aliased"
+host = "app.example.test"
+upstream = "https://real-upstream.test:8443"
+"#;
+    let proxy = start_sidekey(&env, &config).await;
+
+    let req = Request::get("/v1/x")
+        .header("host", "app.example.test")
+        .body(empty_body())
+        .expect("request");
+    let resp = send(proxy.proxy_addr(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    let resp = get(proxy.proxy_addr(), "http://app.example.test:8080/v1/y").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+
+    for rec in server.wait_for_responses(2).await {
+        assert_eq!(rec.authority().as_deref(), Some("real-upstream.test:8443"));
+        // HTTP/2 carries :authority instead; HTTP/1.1 exactly one Host.
+        let hosts = rec.header_values("host");
+        assert!(
+            hosts.is_empty() || hosts == ["real-upstream.test:8443"],
+            "{hosts:?}"
+        );
+        assert_eq!(
+            rec.tls.as_ref().and_then(|t| t.sni.as_deref()),
+            Some("real-upstream.test")
+        );
+    }
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_added_only_when_configured() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("", &[]),
+        ("forwarded = \"none\"", &[]),
+        ("forwarded = \"via\"", &[("via", "1.1 sidekey")]),
+        (
+            "forwarded = \"x-forwarded\"",
+            &[
+                ("x-forwarded-for", "127.0.0.1"),
+                ("x-forwarded-host", "echo.example.test"),
+                ("x-forwarded-proto", "http"),
+            ],
+        ),
+    ];
+    for (i, (setting, want)) in cases.iter().enumerate() {
+        let proxy = start_sidekey(&env, &echo_config(&env, &server, setting)).await;
+        let resp = get(proxy.proxy_addr(), "http://echo.example.test/f").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let rec = &server.wait_for_responses(i + 1).await[i];
+        for name in [
+            "via",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+        ] {
+            let expected: Vec<String> = want
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .collect();
+            assert_eq!(rec.header_values(name), expected, "{name} with {setting:?}");
+        }
+        proxy.shutdown().await;
+    }
+}
+
+/// A query route whose upstream answers 302 with URLs that carry the token
+/// it received, as a real API building links from the request URL would.
+#[tokio::test]
+async fn redirects_are_not_followed_and_injected_parameters_are_scrubbed() {
+    const TOKEN: &str = "query-token-SECRET";
+    let env = TestEnv::new();
+    let hole = Blackhole::spawn_for(&env.ca, &["other.example"]);
+    let server = StandIn::spawn_fn(None, |rec| {
+        let token = rec
+            .query_values("access_token")
+            .pop()
+            .unwrap_or_else(|| "missing".to_string());
+        http::Response::builder()
+            .status(StatusCode::FOUND)
+            .header(
+                "location",
+                format!("https://other.example/next?x=1&access_token={token}"),
+            )
+            .header(
+                "content-location",
+                format!("/content?access_token={token}&y=2#part"),
+            )
+            .header(
+                "link",
+                format!(
+                    "<https://other.example/p?page=2&access_token={token}>; rel=\"next\", </p?access_token={token}>; rel=\"first\""
+                ),
+            )
+            .header("x-echo", token)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"moved",
+            )))
+            .expect("valid reply")
+    });
+    let config = proxy_toml(
+        &env,
+        "",
+        &[
+            connect_to("query.example.test:80", server.addr()),
+            connect_to("other.example:443", hole.tls.addr()),
+            connect_to("other.example:80", hole.plain.addr()),
+        ],
+    ) + &format!(
+        r#"
+[[route]]
+name = "query"
+host = "query.example.test"
+upstream = "http://query.example.test"
+[route.auth]
+kind = "query"
+param = "access_token"
+token = "{TOKEN}"
+"#
+    );
+    let proxy = start_sidekey(&env, &config).await;
+
+    let resp = get(proxy.proxy_addr(), "http://query.example.test/start").await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "not followed");
+    let header = |name: &str| {
+        resp.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(header("location"), ["https://other.example/next?x=1"]);
+    assert_eq!(header("content-location"), ["/content?y=2#part"]);
+    assert_eq!(
+        header("link"),
+        ["<https://other.example/p?page=2>; rel=\"next\", </p>; rel=\"first\""]
+    );
+    assert_eq!(body_text(&resp), "moved");
+    assert_eq!(server.request_count(), 1);
+    assert_eq!(
+        server
+            .last_request()
+            .map(|r| r.query_values("access_token")),
+        Some(vec![TOKEN.to_string()]),
+        "the upstream did get the token"
+    );
+    hole.assert_untouched();
+    // Only the three URL headers are scrubbed: an upstream that echoes a
+    // token in some other header is beyond what sidekey can know.
+    assert_eq!(header("x-echo"), [TOKEN]);
+}
+
+#[tokio::test]
+async fn signed_url_parameters_are_scrubbed_from_redirects_too() {
+    let env = TestEnv::new();
+    // Redirects to the very URL it was called with, signature and all.
+    let server = StandIn::spawn_fn(None, |rec| {
+        http::Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(
+                "location",
+                format!("http://consumer.kouponmedia.com{}", rec.target()),
+            )
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("valid reply")
+    });
+    let config = proxy_toml(
+        &env,
+        "",
+        &[connect_to("consumer.kouponmedia.com:80", server.addr())],
+    ) + &koupon_route();
+    let proxy = start_sidekey(&env, &config).await;
+
+    let resp = get(
+        proxy.proxy_addr(),
+        "http://consumer.kouponmedia.com/v2/offers?zip=10001&page=2",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("http://consumer.kouponmedia.com/v2/offers?zip=10001&page=2")
+    );
+    let rec = server.last_request().expect("request forwarded");
+    assert_eq!(
+        rec.query_values("identifier"),
+        [KOUPON_KEY],
+        "it was signed"
+    );
+}
+
+#[tokio::test]
+async fn response_hop_by_hop_headers_are_stripped() {
+    let env = TestEnv::new();
+    let server = StandIn::spawn_fn(None, |_| {
+        http::Response::builder()
+            .status(StatusCode::OK)
+            .header("connection", "x-resp-hop")
+            .header("x-resp-hop", "connection-scoped")
+            .header("keep-alive", "timeout=99")
+            .header("proxy-authenticate", "Basic realm=\"upstream\"")
+            .header("upgrade", "h2c")
+            .header("x-kept", "end-to-end")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                json!({ "ok": true }).to_string(),
+            )))
+            .expect("valid reply")
+    });
+    let proxy = start_sidekey(&env, &echo_config(&env, &server, "")).await;
+
+    let bytes = raw(
+        proxy.proxy_addr(),
+        b"GET http://echo.example.test/r HTTP/1.1\r\nHost: echo.example.test\r\n\r\n",
+    )
+    .await;
+    let resp = parse_response(&bytes);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&bytes));
+    for name in ["x-resp-hop", "keep-alive", "proxy-authenticate", "upgrade"] {
+        assert!(
+            resp.header(name).is_none(),
+            "{name} reached the client: {:?}",
+            resp.headers
+        );
+    }
+    // sidekey may speak for its own connection, but not name the upstream's.
+    if let Some(connection) = resp.header("connection") {
+        assert!(
+            !connection.to_ascii_lowercase().contains("x-resp-hop"),
+            "{connection}"
+        );
+    }
+    assert_eq!(resp.header("x-kept"), Some("end-to-end"));
+    assert_eq!(resp.body_text(), r#"{"ok":true}"#);
+}
