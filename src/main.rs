@@ -245,7 +245,7 @@ fn reload(proxy: &RunningProxy, path: &Path) {
         .metrics()
         .reloads
         .get_or_create(&sidekey::metrics::OutcomeLabels {
-            route: "-".to_string(),
+            route: sidekey::metrics::RouteName::new("-"),
             outcome,
         })
         .inc();

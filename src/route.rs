@@ -11,15 +11,34 @@ use std::sync::Arc;
 
 use crate::config::{HostPattern, RouteConfig};
 use crate::credential::Credential;
+use crate::metrics::{RouteLabels, RouteName};
 
-/// A route ready to serve: its config and its built credential.
+/// A route ready to serve: its config, its built credential and its
+/// metric label.
 #[derive(Debug)]
 pub struct Route {
     pub config: RouteConfig,
     pub credential: Credential,
+    pub label: RouteName,
 }
 
 impl Route {
+    pub fn new(config: RouteConfig, credential: Credential) -> Route {
+        let label = RouteName::new(&config.name);
+        Route {
+            config,
+            credential,
+            label,
+        }
+    }
+
+    /// `{route="name"}`, for per-route metrics.
+    pub fn labels(&self) -> RouteLabels {
+        RouteLabels {
+            route: self.label.clone(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -119,8 +138,8 @@ mod tests {
     use crate::config::{AuthConfig, UpstreamUrl};
 
     fn route(name: &str, host: HostPattern, prefix: Option<&str>) -> Route {
-        Route {
-            config: RouteConfig {
+        Route::new(
+            RouteConfig {
                 name: name.into(),
                 upstream: Some(UpstreamUrl::https("x")),
                 host,
@@ -129,8 +148,8 @@ mod tests {
                 headers: vec![],
                 auth: AuthConfig::None,
             },
-            credential: Credential::None,
-        }
+            Credential::None,
+        )
     }
 
     fn table() -> RouteTable {

@@ -5,6 +5,7 @@
 //! [`ProxyError`] to its response, counts it and writes the one access log
 //! line. [`forward`] is the inner function that uses `?`.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +42,8 @@ pub async fn handle(
     let runtime = shared.runtime.load_full();
     let method = req.method().clone();
     // Logged: the path only, never the query (it may carry credentials).
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
+    let path = uri.path();
     let mut route: Option<Arc<Route>> = None;
     let result = forward(&runtime, &shared, &conn, req, &mut route).await;
     let name = route.as_ref().map_or("-", |r| r.name());
@@ -69,7 +71,8 @@ pub async fn handle(
             response
         }
     };
-    shared.metrics.request(name, response.status().as_u16());
+    let label = route.as_ref().map_or(&shared.unmatched, |r| &r.label);
+    shared.metrics.request(label, response.status().as_u16());
     Ok(response)
 }
 
@@ -128,8 +131,8 @@ async fn forward(
         Err(e) => return Err(e),
     };
     let upstream = match (&route.config.upstream, host.is_empty()) {
-        (Some(u), _) => u.clone(),
-        (None, false) => route.config.upstream_for(&host),
+        (Some(u), _) => Cow::Borrowed(u),
+        (None, false) => Cow::Owned(route.config.upstream_for(&host)),
         (None, true) => return Err(ProxyError::NoHost),
     };
 
@@ -137,8 +140,8 @@ async fn forward(
     let target = Target {
         path: format!("{}{}", upstream.base_path, parts.uri.path()),
         query: parts.uri.query().unwrap_or("").to_string(),
-        scheme: upstream.scheme,
-        authority: upstream.authority,
+        scheme: upstream.scheme.clone(),
+        authority: upstream.authority.clone(),
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -243,9 +246,7 @@ async fn attempt(
     shared
         .metrics
         .upstream_latency
-        .get_or_create(&crate::metrics::RouteLabels {
-            route: route.name().to_string(),
-        })
+        .get_or_create(&route.labels())
         .observe(sent.elapsed().as_secs_f64());
     Ok((response, applied))
 }

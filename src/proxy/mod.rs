@@ -56,10 +56,7 @@ impl Runtime {
                 metrics: metrics.clone(),
             };
             match Credential::build(&route.auth, &ctx) {
-                Ok(credential) => routes.push(Route {
-                    config: route.clone(),
-                    credential,
-                }),
+                Ok(credential) => routes.push(Route::new(route.clone(), credential)),
                 Err(e) => errors.push((route.name.clone(), e)),
             }
         }
@@ -97,6 +94,8 @@ impl Runtime {
 
 /// State shared by every connection.
 pub struct Shared {
+    /// The metric label of requests that matched no route.
+    pub unmatched: crate::metrics::RouteName,
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     /// Set once every listener is bound.

@@ -77,6 +77,7 @@ impl RunningProxy {
         let runtime = Runtime::build(&config, &metrics)?;
         runtime.warm_up();
         let shared = Arc::new(Shared {
+            unmatched: crate::metrics::RouteName::new("-"),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             listening: AtomicBool::new(false),

@@ -37,7 +37,7 @@ use secrecy::SecretString;
 use thiserror::Error;
 
 use crate::config::TokenConfig;
-use crate::metrics::{Metrics, OutcomeLabels, RouteLabels};
+use crate::metrics::{Metrics, OutcomeLabels, RouteLabels, RouteName};
 use crate::proxy::upstream::UpstreamClient;
 
 /// What a token source needs from the rest of sidekey.
@@ -288,20 +288,20 @@ impl TokenProvider for oauth2::CodeSource {
 /// The token metrics of one route.
 #[derive(Clone)]
 pub struct TokenStats {
-    route: String,
+    route: RouteName,
     metrics: Arc<Metrics>,
 }
 
 impl TokenStats {
     pub fn new(route: &str, metrics: Arc<Metrics>) -> TokenStats {
         TokenStats {
-            route: route.to_string(),
+            route: RouteName::new(route),
             metrics,
         }
     }
 
     pub fn route(&self) -> &str {
-        &self.route
+        self.route.as_str()
     }
 
     fn labels(&self) -> RouteLabels {
