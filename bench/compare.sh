@@ -515,24 +515,29 @@ upload_scenario() {
     rm -f "$WORK/upload.bin"
 }
 
+# idle_scenario [used]: IDLE_CONNS connections that never send anything, or
+# (used) that each made one request and now idle between requests.
 idle_scenario() {
-    local t pid rss0 line port
+    local mode=${1:-fresh} t pid rss0 line port rss
+    local -a req=()
     [[ $IDLE_CONNS -gt 0 ]] || return 0
+    [[ $mode == used ]] && req=(--request plain.bench.test)
     for t in nginx sidekey; do
         case $t in nginx) start_nginx; port=$PEER ;; sidekey) start_sidekey; port=$SIDEKEY_PORT ;; esac
         pid=$NGINX_PID
         [[ $t == sidekey ]] && pid=$SIDEKEY_PID
+        probe plain "$t" >/dev/null
         rss0=$(mem_kib VmRSS "$pid")
         # shellcheck disable=SC2046
-        line=$(timeout 120 python3 "$BENCH/idle_conns.py" "$port" "$IDLE_CONNS" 3 $(tree_pids "$pid") || true)
-        local rss=${line##*rss_kib=}
+        line=$(timeout 180 python3 "$BENCH/idle_conns.py" "$port" "$IDLE_CONNS" 3 "${req[@]}" $(tree_pids "$pid") || true)
+        rss=${line##*rss_kib=}
         if [[ -n $line ]]; then
-            IDLE_CONN[$t]="$(mib "$rss") MiB ($(awk -v a="$rss" -v b="$rss0" -v n="$IDLE_CONNS" \
+            IDLE_CONN[$mode.$t]="$(mib "$rss") MiB ($(awk -v a="$rss" -v b="$rss0" -v n="$IDLE_CONNS" \
                 'BEGIN { printf "%.1f", (a - b) / n }') KiB/conn; ${line%% rss_kib*})"
         else
-            IDLE_CONN[$t]="failed"
+            IDLE_CONN[$mode.$t]="failed"
         fi
-        log "$IDLE_CONNS idle connections to $t: ${IDLE_CONN[$t]}"
+        log "$IDLE_CONNS idle ($mode) connections to $t: ${IDLE_CONN[$mode.$t]}"
         case $t in nginx) stop_nginx ;; sidekey) stop_sidekey ;; esac
     done
 }
@@ -574,7 +579,8 @@ stop_sidekey
 
 [[ $CALLGRIND == 1 ]] && measure_ir
 upload_scenario
-idle_scenario
+idle_scenario fresh
+idle_scenario used
 token_scenarios
 
 # --- the report ----------------------------------------------------------------------
@@ -623,7 +629,8 @@ print_tables() {
     echo "| idle RSS (started, one request served) | $(mib "${IDLE_RSS[nginx]}") MiB | $(mib "${IDLE_RSS[sidekey]}") MiB |"
     echo "| peak RSS over the loads | $(mib "${PEAK_RSS[nginx]}") MiB | $(mib "${PEAK_RSS[sidekey]}") MiB |"
     echo "| ${UPLOAD_MB} MB upload: peak RSS minus RSS before | ${UPLOAD[nginx]:-skipped} | ${UPLOAD[sidekey]:-skipped} |"
-    echo "| $IDLE_CONNS idle client connections: RSS | ${IDLE_CONN[nginx]:-skipped} | ${IDLE_CONN[sidekey]:-skipped} |"
+    echo "| $IDLE_CONNS idle client connections (never sent a byte): RSS | ${IDLE_CONN[fresh.nginx]:-skipped} | ${IDLE_CONN[fresh.sidekey]:-skipped} |"
+    echo "| $IDLE_CONNS keep-alive connections idle after one request: RSS | ${IDLE_CONN[used.nginx]:-skipped} | ${IDLE_CONN[used.sidekey]:-skipped} |"
     echo
     echo "nginx figures are the sum over its master and $PROXY_WORKERS worker processes."
     [[ $SCENARIOS == *signed* ]] && echo "signed: nginx has no equivalent (HMAC URL signing needs extra modules): sidekey vs direct only."
