@@ -628,9 +628,12 @@ print_tables() {
     echo "| --- | ---: | ---: |"
     echo "| idle RSS (started, one request served) | $(mib "${IDLE_RSS[nginx]}") MiB | $(mib "${IDLE_RSS[sidekey]}") MiB |"
     echo "| peak RSS over the loads | $(mib "${PEAK_RSS[nginx]}") MiB | $(mib "${PEAK_RSS[sidekey]}") MiB |"
-    echo "| ${UPLOAD_MB} MB upload: peak RSS minus RSS before | ${UPLOAD[nginx]:-skipped} | ${UPLOAD[sidekey]:-skipped} |"
-    echo "| $IDLE_CONNS idle client connections (never sent a byte): RSS | ${IDLE_CONN[fresh.nginx]:-skipped} | ${IDLE_CONN[fresh.sidekey]:-skipped} |"
-    echo "| $IDLE_CONNS keep-alive connections idle after one request: RSS | ${IDLE_CONN[used.nginx]:-skipped} | ${IDLE_CONN[used.sidekey]:-skipped} |"
+    [[ $UPLOAD_MB -gt 0 ]] &&
+        echo "| ${UPLOAD_MB} MB upload: peak RSS minus RSS before | ${UPLOAD[nginx]:-skipped} | ${UPLOAD[sidekey]:-skipped} |"
+    if [[ $IDLE_CONNS -gt 0 ]]; then
+        echo "| $IDLE_CONNS idle client connections (never sent a byte): RSS | ${IDLE_CONN[fresh.nginx]:-skipped} | ${IDLE_CONN[fresh.sidekey]:-skipped} |"
+        echo "| $IDLE_CONNS keep-alive connections idle after one request: RSS | ${IDLE_CONN[used.nginx]:-skipped} | ${IDLE_CONN[used.sidekey]:-skipped} |"
+    fi
     echo
     echo "nginx figures are the sum over its master and $PROXY_WORKERS worker processes."
     [[ $SCENARIOS == *signed* ]] && echo "signed: nginx has no equivalent (HMAC URL signing needs extra modules): sidekey vs direct only."
