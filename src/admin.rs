@@ -36,7 +36,8 @@ pub(crate) async fn accept_loop(
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10));
-            (builder, service_fn(move |req| answer(shared.clone(), req)))
+            let service = service_fn(move |req| answer(shared.clone(), req));
+            (builder, service, Duration::from_secs(10))
         },
     )
     .await;

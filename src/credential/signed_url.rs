@@ -59,10 +59,32 @@ pub fn sign_url(config: &Config, route: &str, url: &str) -> Result<String, SignE
 
 pub struct SignedUrl {
     key: SecretString,
-    secret: SecretString,
+    /// HMAC already keyed with the secret (done once at load); each
+    /// signature clones it instead of deriving the key pads again.
+    keyed: KeyedMac,
     /// key, timestamp and signature parameter names, in that order.
     params: [String; 3],
     algorithm: SignAlgorithm,
+}
+
+#[derive(Clone)]
+enum KeyedMac {
+    Sha1(Hmac<Sha1>),
+    Sha256(Hmac<Sha256>),
+}
+
+impl KeyedMac {
+    fn new(algorithm: SignAlgorithm, secret: &[u8]) -> KeyedMac {
+        match algorithm {
+            SignAlgorithm::HmacSha1 => KeyedMac::Sha1(keyed(secret)),
+            SignAlgorithm::HmacSha256 => KeyedMac::Sha256(keyed(secret)),
+        }
+    }
+}
+
+fn keyed<M: hmac::digest::KeyInit>(secret: &[u8]) -> M {
+    // HMAC accepts keys of any length, so this cannot fail.
+    M::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
 }
 
 impl std::fmt::Debug for SignedUrl {
@@ -85,7 +107,7 @@ impl SignedUrl {
     pub fn new(config: &SignedUrlConfig) -> SignedUrl {
         SignedUrl {
             key: config.key.clone(),
-            secret: config.secret.clone(),
+            keyed: KeyedMac::new(config.algorithm, config.secret.expose_secret().as_bytes()),
             params: [
                 config.key_param.clone(),
                 config.timestamp_param.clone(),
@@ -111,18 +133,14 @@ impl SignedUrl {
 
     /// hex(HMAC(secret, message)).
     pub fn sign(&self, message: &str) -> String {
-        let secret = self.secret.expose_secret().as_bytes();
-        match self.algorithm {
-            SignAlgorithm::HmacSha1 => hmac_hex::<Hmac<Sha1>>(secret, message),
-            SignAlgorithm::HmacSha256 => hmac_hex::<Hmac<Sha256>>(secret, message),
+        match &self.keyed {
+            KeyedMac::Sha1(mac) => hmac_hex(mac.clone(), message),
+            KeyedMac::Sha256(mac) => hmac_hex(mac.clone(), message),
         }
     }
 }
 
-fn hmac_hex<M: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &str) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+fn hmac_hex<M: Mac>(mut mac: M, message: &str) -> String {
     mac.update(message.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }

@@ -220,15 +220,28 @@ async fn proxy_accept_loop(
             peer,
             route: route.clone(),
         };
-        let builder = http1(&shared.runtime.load());
-        let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
-        (builder, service)
+        let runtime = shared.runtime.load();
+        let builder = http1(&runtime);
+        let first_byte_timeout = runtime.settings.header_read_timeout;
+        drop(runtime);
+        // Boxed: hyper keeps a slot for the request future in every
+        // connection, idle or not, and `handle`'s future is ~3 KiB; boxed,
+        // it is allocated only while a request is in flight.
+        let service = service_fn(move |req| Box::pin(handle(shared.clone(), conn.clone(), req)));
+        (builder, service, first_byte_timeout)
     })
     .await;
 }
 
 /// Accepts connections until `shutdown`, then drains them for at most
-/// `drain`. `make` gives each connection its HTTP/1 settings and service.
+/// `drain`. `make` gives each connection its HTTP/1 settings, service and
+/// how long it may stay silent before its first byte (the header read
+/// timeout).
+///
+/// The HTTP connection (hyper's read and write buffers, ~16 KiB) is set up
+/// only once the client has sent something, so an open but silent
+/// connection costs a socket and a small task. One that stays silent past
+/// the timeout, or until shutdown, is closed.
 pub(crate) async fn accept_loop<F, S, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
@@ -236,7 +249,7 @@ pub(crate) async fn accept_loop<F, S, Fut>(
     metrics: &Metrics,
     make: F,
 ) where
-    F: Fn(SocketAddr) -> (hyper::server::conn::http1::Builder, S),
+    F: Fn(SocketAddr) -> (hyper::server::conn::http1::Builder, S, Duration),
     S: hyper::service::Service<
             Request<Incoming>,
             Response = Response<ProxyBody>,
@@ -264,14 +277,27 @@ pub(crate) async fn accept_loop<F, S, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (builder, service) = make(peer);
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let (builder, service, first_byte_timeout) = make(peer);
+                let watcher = graceful.watcher();
+                let mut stop = shutdown.clone();
                 let active = ActiveConnection::new(&metrics.active_connections);
                 connections.spawn(async move {
                     let _active = active;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    // `peek`, not `readable`: tokio takes an accepted socket
+                    // to be readable before any event, so only a peek that
+                    // finds a byte tells (0 is the client closing).
+                    let mut byte = [0u8; 1];
+                    let spoke = tokio::select! {
+                        peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut byte)) => {
+                            matches!(peeked, Ok(Ok(n)) if n > 0)
+                        }
+                        _ = stop.changed() => false,
+                    };
+                    if spoke {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
                     }
                 });
                 while connections.try_join_next().is_some() {}
@@ -304,5 +330,84 @@ impl ActiveConnection {
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    async fn proxy(header_read_timeout: &str) -> RunningProxy {
+        let text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"{header_read_timeout}\"\n"
+        );
+        let config = Config::parse(&text, Path::new("."), &|_| None).expect("valid config");
+        RunningProxy::start(config).await.expect("proxy starts")
+    }
+
+    async fn read_some(stream: &mut TcpStream) -> Vec<u8> {
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an answer or a close within 5 s")
+            .expect("read");
+        buf.truncate(n);
+        buf
+    }
+
+    /// Waits until the proxy has accepted `n` connections.
+    async fn accepted(proxy: &RunningProxy, n: i64) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while proxy.metrics().active_connections.get() < n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the connection is accepted within 5 s");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_speaks_late_is_served() {
+        let proxy = proxy("10s").await;
+        let mut s = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
+        // Speak only once the proxy is waiting for the first byte.
+        accepted(&proxy, 1).await;
+        s.write_all(b"GET http://nowhere.example/ HTTP/1.1\r\nHost: nowhere.example\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_some(&mut s).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 403"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
+        let proxy = proxy("200ms").await;
+        let mut s = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
+        assert!(
+            read_some(&mut s).await.is_empty(),
+            "closed without an answer"
+        );
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_silent_connections() {
+        let proxy = proxy("60s").await;
+        let mut s = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
+        accepted(&proxy, 1).await;
+        tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
+            .await
+            .expect("shutdown is not held up by a connection that never spoke");
+        assert!(read_some(&mut s).await.is_empty());
     }
 }

@@ -1,0 +1,643 @@
+#!/usr/bin/env bash
+# sidekey vs nginx: the same authenticating-proxy job on one machine.
+#
+#   bench/compare.sh            # full run (about 8-10 minutes on 2 cores)
+#   QUICK=1 bench/compare.sh    # smoke run (about 2 minutes)
+#
+# Everything runs on loopback (127.0.0.1) and every load is bounded in time.
+# The script starts a local upstream (nginx: 200 only with the expected Basic
+# credential, 401 otherwise; plain and TLS listeners), nginx as the peer
+# proxy, and sidekey, proves that each proxy's credential is accepted, then
+# runs the same wrk loads against direct / nginx / sidekey, alternating the
+# targets rep by rep, and prints Markdown tables (see bench/README.md).
+# It only ever stops the processes it started itself.
+#
+# Knobs (environment):
+#   REPS=3            reps per target and load (targets alternate within a rep)
+#   DURATION=6        seconds per wrk run
+#   WARMUP=1          seconds of unrecorded warm-up per target and load
+#   CONNS=64          connections of the throughput load (wrk -t2)
+#   IR_N=1000 IR_M=200  requests of the two callgrind runs (instructions/request)
+#   IDLE_CONNS=10000  idle client connections of the RSS scenario (0 = skip)
+#   UPLOAD_MB=50      size of the upload scenario (0 = skip)
+#   SCENARIOS="plain tls signed"  scenarios to run
+#   LOADS="c64 c1"    loads to run ("" = none: only callgrind and resources)
+#   CALLGRIND=1       0 skips the instructions/request measurement
+#   PROXY_WORKERS=<nproc>  nginx peer worker processes (sidekey uses one
+#                     tokio worker per core, the same number by default)
+#   UPSTREAM_WORKERS=1
+#   ACCESS_LOG=0      1 turns on both proxies' access logs (to files)
+#   SIDEKEY_BIN=...   use this binary instead of building one
+#   KEEP=1            keep the temp dir (configs, logs, callgrind files)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+
+if [[ "${QUICK:-0}" == 1 ]]; then
+    : "${REPS:=1}" "${DURATION:=3}" "${WARMUP:=1}" "${IR_N:=300}" "${IR_M:=100}"
+    : "${IDLE_CONNS:=2000}" "${UPLOAD_MB:=50}"
+fi
+REPS=${REPS:-3}
+DURATION=${DURATION:-6}
+WARMUP=${WARMUP:-1}
+CONNS=${CONNS:-64}
+IR_N=${IR_N:-1000}
+IR_M=${IR_M:-200}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+UPLOAD_MB=${UPLOAD_MB:-50}
+SCENARIOS=${SCENARIOS:-"plain tls signed"}
+LOADS=${LOADS-"c$CONNS c1"}
+CALLGRIND=${CALLGRIND:-1}
+PROXY_WORKERS=${PROXY_WORKERS:-$(nproc)}
+UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
+ACCESS_LOG=${ACCESS_LOG:-0}
+
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- dependencies ----------------------------------------------------------
+
+install_missing() {
+    local -a pkgs=()
+    command -v nginx >/dev/null || pkgs+=(nginx)
+    command -v wrk >/dev/null || pkgs+=(wrk)
+    { command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; } || pkgs+=(valgrind)
+    command -v openssl >/dev/null || pkgs+=(openssl)
+    command -v curl >/dev/null || pkgs+=(curl)
+    command -v python3 >/dev/null || pkgs+=(python3)
+    command -v pgrep >/dev/null || pkgs+=(procps)
+    [[ ${#pkgs[@]} -eq 0 ]] && return
+    log "installing ${pkgs[*]} (apt-get)"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get: install them by hand"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+install_missing
+# nginx lives in /usr/sbin, which a non-root PATH may lack.
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# --- processes: every one we start is tracked and stopped on exit ------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sidekey-bench.XXXXXX")
+mkdir -p "$WORK/tmp"
+declare -a PIDS=()
+
+stop_pid() {
+    local pid=$1 sig=${2:-TERM} i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [[ "${KEEP:-0}" == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Forgets a stopped PID.
+untrack() {
+    local pid=$1 p
+    local -a keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+port_listening() {
+    local hex
+    hex=$(printf ':%04X' "$1")
+    awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+        /proc/net/tcp
+}
+
+# Waits (without connecting) until PORT listens, or PID dies.
+wait_listen() {
+    local port=$1 pid=$2 secs=${3:-60} i
+    for ((i = 0; i < secs * 10; i++)); do
+        port_listening "$port" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 10000))
+        port_listening "$p" || { echo "$p"; return; }
+    done
+}
+
+# The PIDs of a process and its children (nginx master + workers).
+tree_pids() {
+    echo "$1"
+    pgrep -P "$1" 2>/dev/null || true
+}
+
+# Sum of a /proc status field (VmRSS, VmHWM) over a process tree, in KiB.
+mem_kib() {
+    local field=$1 root=$2 pid total=0 v
+    for pid in $(tree_pids "$root"); do
+        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# user+system CPU time of a process tree, in clock ticks.
+cpu_ticks() {
+    local pid total=0 v
+    for pid in $(tree_pids "$1"); do
+        v=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# --- build and material ----------------------------------------------------
+
+if [[ -n "${SIDEKEY_BIN:-}" ]]; then
+    SIDEKEY=$SIDEKEY_BIN
+else
+    log "building sidekey (cargo build --release --locked)"
+    (cd "$ROOT" && cargo build --release --locked --quiet)
+    SIDEKEY="${CARGO_TARGET_DIR:-$ROOT/target}/release/sidekey"
+fi
+[[ -x "$SIDEKEY" ]] || die "no sidekey binary at $SIDEKEY"
+
+log "generating a throwaway CA and server certificate in $WORK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=sidekey bench CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=tls.bench.test" -keyout "$WORK/server.key" -out "$WORK/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:tls.bench.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$WORK/server.ext"
+openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/server.ext" -out "$WORK/server.pem" 2>/dev/null
+
+USERNAME="bench-$(openssl rand -hex 4)"
+PASSWORD=$(openssl rand -hex 16)
+BASIC="Basic $(printf '%s:%s' "$USERNAME" "$PASSWORD" | base64 -w0)"
+SIGN_KEY="key-$(openssl rand -hex 8)"
+SIGN_SECRET=$(openssl rand -hex 16)
+
+UP_PLAIN=$(free_port)
+UP_TLS=$(free_port)
+PEER=$(free_port)
+SIDEKEY_PORT=$(free_port)
+while [[ $UP_TLS == "$UP_PLAIN" ]]; do UP_TLS=$(free_port); done
+while [[ $PEER == "$UP_PLAIN" || $PEER == "$UP_TLS" ]]; do PEER=$(free_port); done
+while [[ $SIDEKEY_PORT == "$UP_PLAIN" || $SIDEKEY_PORT == "$UP_TLS" || $SIDEKEY_PORT == "$PEER" ]]; do
+    SIDEKEY_PORT=$(free_port)
+done
+
+USER_LINE=""
+[[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
+ACCESS_LINE="access_log off;"
+SIDEKEY_LOG=warn
+if [[ "$ACCESS_LOG" == 1 ]]; then
+    ACCESS_LINE="access_log $WORK/peer-access.log;"
+    SIDEKEY_LOG=info
+fi
+
+fill() {
+    sed -e "s|@WORK@|$WORK|g" -e "s|@UP_PLAIN@|$UP_PLAIN|g" -e "s|@UP_TLS@|$UP_TLS|g" \
+        -e "s|@PEER@|$PEER|g" -e "s|@SIDEKEY@|$SIDEKEY_PORT|g" -e "s|@BASIC@|$BASIC|g" \
+        -e "s|@USERNAME@|$USERNAME|g" -e "s|@PASSWORD@|$PASSWORD|g" \
+        -e "s|@SIGN_KEY@|$SIGN_KEY|g" -e "s|@SIGN_SECRET@|$SIGN_SECRET|g" \
+        -e "s|@USER@|$USER_LINE|g" -e "s|@ACCESS_LOG@|$ACCESS_LINE|g" \
+        -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
+        "$1" >"$2"
+}
+fill "$BENCH/upstream-nginx.conf.in" "$WORK/upstream.conf"
+fill "$BENCH/peer-nginx.conf.in" "$WORK/peer.conf"
+fill "$BENCH/sidekey.toml.in" "$WORK/sidekey.toml"
+
+# The most file descriptors we may have (idle-connection scenario).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# --- starting and stopping the three servers -------------------------------
+
+UPSTREAM_PID=""
+NGINX_PID=""
+SIDEKEY_PID=""
+
+start_upstream() {
+    "$NGINX" -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -g 'daemon off;' \
+        >>"$WORK/upstream.out" 2>&1 &
+    UPSTREAM_PID=$!
+    PIDS+=("$UPSTREAM_PID")
+    wait_listen "$UP_PLAIN" "$UPSTREAM_PID" && wait_listen "$UP_TLS" "$UPSTREAM_PID" ||
+        die "the upstream nginx did not start: $(tail -n5 "$WORK/upstream-error.log")"
+}
+
+# start_nginx [wrapper...]: the peer proxy, optionally under valgrind (then
+# in one process, so that every instruction is counted).
+start_nginx() {
+    local -a extra=('daemon off;')
+    [[ $# -gt 0 ]] && extra=('daemon off; master_process off;')
+    "$@" "$NGINX" -p "$WORK" -e "$WORK/peer-error.log" -c "$WORK/peer.conf" -g "${extra[0]}" \
+        >>"$WORK/peer.out" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_listen "$PEER" "$NGINX_PID" 120 ||
+        die "nginx (peer) did not start: $(tail -n5 "$WORK/peer-error.log")"
+}
+
+start_sidekey() {
+    RUST_LOG=$SIDEKEY_LOG "$@" "$SIDEKEY" run --config "$WORK/sidekey.toml" \
+        >>"$WORK/sidekey.out" 2>>"$WORK/sidekey.log" &
+    SIDEKEY_PID=$!
+    PIDS+=("$SIDEKEY_PID")
+    wait_listen "$SIDEKEY_PORT" "$SIDEKEY_PID" 120 ||
+        die "sidekey did not start: $(tail -n5 "$WORK/sidekey.log")"
+}
+
+stop_nginx() { [[ -n $NGINX_PID ]] && { stop_pid "$NGINX_PID" QUIT; untrack "$NGINX_PID"; NGINX_PID=""; }; return 0; }
+stop_sidekey() { [[ -n $SIDEKEY_PID ]] && { stop_pid "$SIDEKEY_PID" TERM; untrack "$SIDEKEY_PID"; SIDEKEY_PID=""; }; return 0; }
+
+# --- what each target and scenario means -------------------------------------
+
+# The request path each scenario sends (through a proxy).
+path_of() {
+    case $1 in
+    signed) echo "/signed/v1/items?id=42" ;;
+    *) echo "/v1/items?id=42" ;;
+    esac
+}
+
+host_of() {
+    case $1 in
+    plain) echo plain.bench.test ;;
+    tls) echo tls.bench.test ;;
+    signed) echo signed.bench.test ;;
+    esac
+}
+
+# url_of SCENARIO TARGET: what a client sends to TARGET.
+url_of() {
+    local s=$1 t=$2
+    case $t in
+    direct)
+        case $s in
+        tls) echo "https://127.0.0.1:$UP_TLS$(path_of "$s")" ;;
+        # The client signs itself: same shape, a dummy signature.
+        signed) echo "http://127.0.0.1:$UP_PLAIN$(path_of "$s")&identifier=$SIGN_KEY&timestamp=1700000000&authSignature=0123456789abcdef0123456789abcdef01234567" ;;
+        *) echo "http://127.0.0.1:$UP_PLAIN$(path_of "$s")" ;;
+        esac
+        ;;
+    nginx) echo "http://127.0.0.1:$PEER$(path_of "$s")" ;;
+    sidekey) echo "http://127.0.0.1:$SIDEKEY_PORT$(path_of "$s")" ;;
+    esac
+}
+
+# Headers (one per line) a client sends to TARGET.
+headers_of() {
+    local s=$1 t=$2
+    echo "Host: $(host_of "$s")"
+    [[ $t == direct && $s != signed ]] && echo "Authorization: $BASIC"
+    return 0
+}
+
+targets_of() {
+    case $1 in
+    signed) echo "direct sidekey" ;; # nginx has no HMAC URL signing without extra modules
+    *) echo "direct nginx sidekey" ;;
+    esac
+}
+
+curl_args() {
+    local s=$1 t=$2 h
+    local -a args=(-s -k --max-time 10)
+    while IFS= read -r h; do args+=(-H "$h"); done < <(headers_of "$s" "$t")
+    printf '%s\n' "${args[@]}"
+}
+
+# HTTP status of one request to TARGET (extra curl args may follow).
+probe() {
+    local s=$1 t=$2
+    shift 2
+    local -a args
+    mapfile -t args < <(curl_args "$s" "$t")
+    curl "${args[@]}" -o /dev/null -w '%{http_code}' "$@" "$(url_of "$s" "$t")" || echo 000
+}
+
+declare -A AUTH_OK=()
+
+check_auth() {
+    local s t code
+    # The upstream must refuse a request without the credential, or the
+    # check below proves nothing.
+    code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PLAIN/v1/items" || echo 000)
+    [[ $code == 401 ]] || die "the upstream answered $code without a credential (want 401)"
+    code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PLAIN/signed/x" || echo 000)
+    [[ $code == 401 ]] || die "the upstream answered $code to an unsigned URL (want 401)"
+    for s in $SCENARIOS; do
+        for t in $(targets_of "$s"); do
+            code=$(probe "$s" "$t")
+            if [[ $code == 200 ]]; then
+                AUTH_OK[$s.$t]=1
+                log "auth ok: $s via $t (200)"
+            else
+                AUTH_OK[$s.$t]=0
+                log "AUTH FAILED: $s via $t answered $code; it is flagged, not ranked"
+            fi
+        done
+    done
+}
+
+# --- loads -----------------------------------------------------------------
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+# The process whose CPU time a target's requests cost.
+pid_of() {
+    case $1 in
+    nginx) echo "$NGINX_PID" ;;
+    sidekey) echo "$SIDEKEY_PID" ;;
+    *) echo "" ;;
+    esac
+}
+
+# run_wrk SCENARIO TARGET LOAD SECONDS
+#   -> "rps p50 p90 p99 non2xx errors cpu_us_per_request"
+run_wrk() {
+    local s=$1 t=$2 load=$3 secs=$4 h out pid c0=0 c1=0
+    local -a args=(--latency -s "$BENCH/report.lua" -d "${secs}s" --timeout 5s)
+    case $load in
+    c1) args+=(-t1 -c1) ;;
+    *) args+=(-t2 "-c$CONNS") ;;
+    esac
+    while IFS= read -r h; do args+=(-H "$h"); done < <(headers_of "$s" "$t")
+    pid=$(pid_of "$t")
+    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    out=$(timeout $((secs + 30)) wrk "${args[@]}" "$(url_of "$s" "$t")" 2>&1) || true
+    [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+    awk -v cpu=$((c1 - c0)) -v hz="$CLK_TCK" -v has_pid="${pid:+1}" '/^BENCH/ {
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        cpu_us = (has_pid && v["requests"] > 0) ? sprintf("%.1f", cpu * 1e6 / hz / v["requests"]) : "-"
+        printf "%.0f %s %s %s %s %s %s\n", v["requests"] / (v["duration_us"] / 1e6),
+            v["p50"], v["p90"], v["p99"], v["non2xx"], v["errors"], cpu_us
+    }' <<<"$out"
+}
+
+run_loads() {
+    local rep s load t i n r
+    local -a targets order
+    for s in $SCENARIOS; do
+        read -r -a targets <<<"$(targets_of "$s")"
+        for load in $LOADS; do
+            for t in "${targets[@]}"; do
+                [[ ${AUTH_OK[$s.$t]} == 1 ]] && run_wrk "$s" "$t" "$load" "$WARMUP" >/dev/null
+            done
+            for ((rep = 1; rep <= REPS; rep++)); do
+                # Rotate the order so that no target always runs first.
+                n=${#targets[@]}
+                order=()
+                for ((i = 0; i < n; i++)); do order+=("${targets[$(((i + rep - 1) % n))]}"); done
+                for t in "${order[@]}"; do
+                    [[ ${AUTH_OK[$s.$t]} == 1 ]] || continue
+                    r=$(run_wrk "$s" "$t" "$load" "$DURATION")
+                    [[ -n $r ]] || r="0 0 0 0 0 1 -"
+                    log "$s $load rep $rep $t: $r"
+                    printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$load" "$t" "$rep" "${r// /$'\t'}" >>"$RESULTS"
+                done
+            done
+        done
+    done
+}
+
+# median SCENARIO LOAD TARGET COLUMN (5=rps 6=p50 7=p90 8=p99 11=CPU µs/req;
+# 9 non-2xx and 10 socket errors are summed by `failures`)
+median() {
+    awk -F'\t' -v s="$1" -v l="$2" -v t="$3" -v c="$4" \
+        '$1 == s && $2 == l && $3 == t && $c != "-" { print $c }' "$RESULTS" | sort -g |
+        awk '{ a[NR] = $1 } END {
+            if (NR == 0) print "";
+            else if (NR % 2) print a[(NR + 1) / 2];
+            else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+failures() {
+    awk -F'\t' -v s="$1" -v l="$2" -v t="$3" \
+        '$1 == s && $2 == l && $3 == t { n += $9 + $10 } END { print n + 0 }' "$RESULTS"
+}
+
+# --- instructions per request (callgrind) -------------------------------------
+
+declare -A IR=()
+
+# callgrind_total FILE: total Ir of a callgrind output.
+callgrind_total() {
+    awk '/^(summary|totals):/ { print $2; exit }' "$1"
+}
+
+# ir_run TARGET SCENARIO COUNT -> total Ir of a proxy process that started,
+# served COUNT requests on one keep-alive connection, and stopped.
+ir_run() {
+    local t=$1 s=$2 count=$3 out="$WORK/callgrind.$1.$2.$3.out" codes ok
+    local -a vg=(valgrind --tool=callgrind --callgrind-out-file="$out") args
+    case $t in
+    nginx) start_nginx "${vg[@]}" ;;
+    sidekey) start_sidekey "${vg[@]}" ;;
+    esac
+    mapfile -t args < <(curl_args "$s" "$t")
+    # One curl, COUNT URLs (a glob): one keep-alive connection.
+    codes=$(curl "${args[@]}" --max-time 300 -o /dev/null -w '%{http_code}\n' \
+        "$(url_of "$s" "$t")&n=[100001-$((100000 + count))]" || true)
+    ok=$(grep -c '^200$' <<<"$codes" || true)
+    case $t in
+    nginx) stop_nginx ;;
+    sidekey) stop_sidekey ;;
+    esac
+    [[ $ok == "$count" ]] || { log "callgrind $t $s: only $ok of $count requests got 200"; echo ""; return; }
+    callgrind_total "$out"
+}
+
+measure_ir() {
+    local s t n m
+    for s in $SCENARIOS; do
+        for t in $(targets_of "$s"); do
+            [[ $t == direct || ${AUTH_OK[$s.$t]} != 1 ]] && continue
+            log "callgrind: $t $s ($IR_M and $IR_N requests)"
+            m=$(ir_run "$t" "$s" "$IR_M")
+            n=$(ir_run "$t" "$s" "$IR_N")
+            if [[ -n $m && -n $n ]]; then
+                IR[$s.$t]=$(((n - m) / (IR_N - IR_M)))
+                log "callgrind: $t $s: ${IR[$s.$t]} instructions/request"
+            fi
+        done
+    done
+}
+
+# --- resource scenarios --------------------------------------------------------
+
+declare -A IDLE_RSS=() PEAK_RSS=() UPLOAD=() IDLE_CONN=()
+
+upload_scenario() {
+    local t rss0 hwm code secs
+    [[ $UPLOAD_MB -gt 0 ]] || return 0
+    head -c "$((UPLOAD_MB * 1024 * 1024))" /dev/urandom >"$WORK/upload.bin"
+    for t in nginx sidekey; do
+        [[ ${AUTH_OK[plain.$t]:-0} == 1 ]] || { UPLOAD[$t]="skipped (auth)"; continue; }
+        case $t in nginx) start_nginx ;; sidekey) start_sidekey ;; esac
+        local pid=$NGINX_PID
+        [[ $t == sidekey ]] && pid=$SIDEKEY_PID
+        probe plain "$t" >/dev/null # connect the upstream pool first
+        rss0=$(mem_kib VmRSS "$pid")
+        read -r code secs < <(probe plain "$t" --max-time 120 -H 'Expect:' \
+            -H 'Content-Type: application/octet-stream' --data-binary "@$WORK/upload.bin" \
+            -w '%{http_code} %{time_total}\n') || true
+        hwm=$(mem_kib VmHWM "$pid")
+        UPLOAD[$t]="+$(mib $((hwm - rss0))) MiB (HTTP $code, ${secs}s)"
+        log "upload ${UPLOAD_MB} MB via $t: RSS $(mib "$rss0") MiB -> peak $(mib "$hwm") MiB, HTTP $code in ${secs}s"
+        case $t in nginx) stop_nginx ;; sidekey) stop_sidekey ;; esac
+    done
+    rm -f "$WORK/upload.bin"
+}
+
+# idle_scenario [used]: IDLE_CONNS connections that never send anything, or
+# (used) that each made one request and now idle between requests.
+idle_scenario() {
+    local mode=${1:-fresh} t pid rss0 line port rss
+    local -a req=()
+    [[ $IDLE_CONNS -gt 0 ]] || return 0
+    [[ $mode == used ]] && req=(--request plain.bench.test)
+    for t in nginx sidekey; do
+        case $t in nginx) start_nginx; port=$PEER ;; sidekey) start_sidekey; port=$SIDEKEY_PORT ;; esac
+        pid=$NGINX_PID
+        [[ $t == sidekey ]] && pid=$SIDEKEY_PID
+        probe plain "$t" >/dev/null
+        rss0=$(mem_kib VmRSS "$pid")
+        # shellcheck disable=SC2046
+        line=$(timeout 180 python3 "$BENCH/idle_conns.py" "$port" "$IDLE_CONNS" 3 "${req[@]}" $(tree_pids "$pid") || true)
+        rss=${line##*rss_kib=}
+        if [[ -n $line ]]; then
+            IDLE_CONN[$mode.$t]="$(mib "$rss") MiB ($(awk -v a="$rss" -v b="$rss0" -v n="$IDLE_CONNS" \
+                'BEGIN { printf "%.1f", (a - b) / n }') KiB/conn; ${line%% rss_kib*})"
+        else
+            IDLE_CONN[$mode.$t]="failed"
+        fi
+        log "$IDLE_CONNS idle ($mode) connections to $t: ${IDLE_CONN[$mode.$t]}"
+        case $t in nginx) stop_nginx ;; sidekey) stop_sidekey ;; esac
+    done
+}
+
+# TODO(tokens): token-based scenarios, once the token feature (branch
+# `tokens`) lands:
+#   - cached token: a `header` route whose `endpoint` token source points at
+#     the upstream (e.g. `location /token { return 200 '{"token":"t1"}'; }`,
+#     upstream requiring `Authorization: Bearer t1`); the load shows the cost
+#     of a cache hit per request.
+#   - one-time token with a 20 ms mint: a `query` route with `one_time = true`
+#     against a mint endpoint that answers after 20 ms (nginx cannot delay an
+#     answer without extra modules: a small python3 http.server with a sleep
+#     would do); the 1-connection load shows whether minting stays off the
+#     request path (p50 well under 20 ms) and the 64-connection load whether
+#     the pool keeps up.
+#   Add them to SCENARIOS/targets_of/url_of/headers_of like "signed" (nginx
+#   has no equivalent: sidekey vs direct only).
+token_scenarios() {
+    log "token scenarios: skipped (they need the token feature from branch 'tokens'; see TODO in bench/compare.sh)"
+}
+
+# --- the run ---------------------------------------------------------------------
+
+log "work dir $WORK; ports: upstream $UP_PLAIN (http) $UP_TLS (https), nginx $PEER, sidekey $SIDEKEY_PORT"
+log "reps=$REPS duration=${DURATION}s conns=$CONNS callgrind=$CALLGRIND (N=$IR_N M=$IR_M) idle=$IDLE_CONNS upload=${UPLOAD_MB}MB"
+start_upstream
+start_nginx
+start_sidekey
+check_auth
+IDLE_RSS[nginx]=$(mem_kib VmRSS "$NGINX_PID")
+IDLE_RSS[sidekey]=$(mem_kib VmRSS "$SIDEKEY_PID")
+
+run_loads
+PEAK_RSS[nginx]=$(mem_kib VmHWM "$NGINX_PID")
+PEAK_RSS[sidekey]=$(mem_kib VmHWM "$SIDEKEY_PID")
+stop_nginx
+stop_sidekey
+
+[[ $CALLGRIND == 1 ]] && measure_ir
+upload_scenario
+idle_scenario fresh
+idle_scenario used
+token_scenarios
+
+# --- the report ----------------------------------------------------------------------
+
+us() { [[ -n $1 ]] && echo "$1" || echo "-"; }
+
+print_tables() {
+    local s load t rps p50 p90 p99 base added ratio nrps ir peak flag cpu
+    echo
+    echo "sidekey vs nginx, $(date -u +%Y-%m-%d), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores;"
+    echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1."
+    echo
+    echo "| scenario | load | target | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | sidekey/nginx req/s | instr/req | CPU µs/req | peak RSS MiB |"
+    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for s in $SCENARIOS; do
+        for load in $LOADS; do
+            base=$(median "$s" "$load" direct 6)
+            nrps=$(median "$s" "$load" nginx 5)
+            for t in $(targets_of "$s"); do
+                if [[ ${AUTH_OK[$s.$t]} != 1 ]]; then
+                    echo "| $s | $load | $t | FAILED: credential not accepted (not ranked) | | | | | | | | |"
+                    continue
+                fi
+                rps=$(median "$s" "$load" "$t" 5)
+                p50=$(median "$s" "$load" "$t" 6)
+                p90=$(median "$s" "$load" "$t" 7)
+                p99=$(median "$s" "$load" "$t" 8)
+                flag=""
+                [[ $(failures "$s" "$load" "$t") -gt 0 ]] && flag=" (errors/non-2xx!)"
+                added="-"
+                [[ $t != direct && -n $base && -n $p50 ]] && added=$((p50 - base))
+                ratio="-"
+                [[ $t == sidekey && -n $nrps && ${AUTH_OK[$s.nginx]:-0} == 1 ]] &&
+                    ratio=$(awk -v a="$rps" -v b="$nrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+                ir=$(us "${IR[$s.$t]:-}")
+                cpu=$(us "$(median "$s" "$load" "$t" 11)")
+                peak="-"
+                [[ $t != direct ]] && peak=$(mib "${PEAK_RSS[$t]}")
+                echo "| $s | $load | $t | $(us "$rps")$flag | $(us "$p50") | $(us "$p90") | $(us "$p99") | $added | $ratio | $ir | $cpu | $peak |"
+            done
+        done
+    done
+    echo
+    echo "| resources | nginx | sidekey |"
+    echo "| --- | ---: | ---: |"
+    echo "| idle RSS (started, one request served) | $(mib "${IDLE_RSS[nginx]}") MiB | $(mib "${IDLE_RSS[sidekey]}") MiB |"
+    echo "| peak RSS over the loads | $(mib "${PEAK_RSS[nginx]}") MiB | $(mib "${PEAK_RSS[sidekey]}") MiB |"
+    [[ $UPLOAD_MB -gt 0 ]] &&
+        echo "| ${UPLOAD_MB} MB upload: peak RSS minus RSS before | ${UPLOAD[nginx]:-skipped} | ${UPLOAD[sidekey]:-skipped} |"
+    if [[ $IDLE_CONNS -gt 0 ]]; then
+        echo "| $IDLE_CONNS idle client connections (never sent a byte): RSS | ${IDLE_CONN[fresh.nginx]:-skipped} | ${IDLE_CONN[fresh.sidekey]:-skipped} |"
+        echo "| $IDLE_CONNS keep-alive connections idle after one request: RSS | ${IDLE_CONN[used.nginx]:-skipped} | ${IDLE_CONN[used.sidekey]:-skipped} |"
+    fi
+    echo
+    echo "nginx figures are the sum over its master and $PROXY_WORKERS worker processes."
+    [[ $SCENARIOS == *signed* ]] && echo "signed: nginx has no equivalent (HMAC URL signing needs extra modules): sidekey vs direct only."
+    echo "Not measured yet: token scenarios (cached token, one-time token with a 20 ms mint): need branch 'tokens'."
+}
+
+print_tables | tee "$WORK/report.md"
