@@ -300,20 +300,15 @@ impl AuthConfig {
                     s.signature_param.as_deref(),
                     "authSignature",
                 );
-                let algorithm = match ctx.expand_opt("auth.algorithm", s.algorithm.as_deref())? {
-                    None => Some(SignAlgorithm::HmacSha1),
-                    Some(a) => match a.to_ascii_lowercase().as_str() {
-                        "hmac-sha1" => Some(SignAlgorithm::HmacSha1),
-                        "hmac-sha256" => Some(SignAlgorithm::HmacSha256),
-                        _ => {
-                            ctx.problem(
-                                "auth.algorithm",
-                                "must be \"hmac-sha1\" or \"hmac-sha256\"",
-                            );
-                            None
-                        }
-                    },
-                };
+                let algorithm = ctx.choice(
+                    "auth.algorithm",
+                    s.algorithm.as_deref(),
+                    SignAlgorithm::HmacSha1,
+                    &[
+                        ("hmac-sha1", SignAlgorithm::HmacSha1),
+                        ("hmac-sha256", SignAlgorithm::HmacSha256),
+                    ],
+                );
                 let (key_param, timestamp_param, signature_param) =
                     (key_param?, timestamp_param?, signature_param?);
                 if key_param == timestamp_param
@@ -527,21 +522,15 @@ fn toml_to_json(ctx: &mut Ctx, key: &str, value: toml::Value) -> Option<serde_js
 fn oauth2_code(c: FileOAuth2Code, ctx: &mut Ctx) -> Option<OAuth2CodeConfig> {
     let authorize_url = http_url(ctx, "auth.token.authorize_url", &c.authorize_url);
     let token_url = http_url(ctx, "auth.token.token_url", &c.token_url);
-    let token_request =
-        match ctx.expand_opt("auth.token.token_request", c.token_request.as_deref())? {
-            None => Some(TokenRequestStyle::PostForm),
-            Some(s) => match s.as_str() {
-                "get_query" => Some(TokenRequestStyle::GetQuery),
-                "post_form" => Some(TokenRequestStyle::PostForm),
-                _ => {
-                    ctx.problem(
-                        "auth.token.token_request",
-                        "must be \"get_query\" or \"post_form\"",
-                    );
-                    None
-                }
-            },
-        };
+    let token_request = ctx.choice(
+        "auth.token.token_request",
+        c.token_request.as_deref(),
+        TokenRequestStyle::PostForm,
+        &[
+            ("get_query", TokenRequestStyle::GetQuery),
+            ("post_form", TokenRequestStyle::PostForm),
+        ],
+    );
     let client_id = ctx.expand_nonempty("auth.token.client_id", &c.client_id);
     let client_secret = secret(ctx, "auth.token.client_secret", &c.client_secret);
     let redirect_uri = http_url(ctx, "auth.token.redirect_uri", &c.redirect_uri);
@@ -587,17 +576,12 @@ fn client_credentials(
     let client_id = ctx.expand_nonempty("auth.token.client_id", &c.client_id);
     let client_secret = secret(ctx, "auth.token.client_secret", &c.client_secret);
     let scope = ctx.expand_opt("auth.token.scope", c.scope.as_deref())?;
-    let client_auth = match ctx.expand_opt("auth.token.client_auth", c.client_auth.as_deref())? {
-        None => Some(ClientAuth::Basic),
-        Some(s) => match s.as_str() {
-            "basic" => Some(ClientAuth::Basic),
-            "form" => Some(ClientAuth::Form),
-            _ => {
-                ctx.problem("auth.token.client_auth", "must be \"basic\" or \"form\"");
-                None
-            }
-        },
-    };
+    let client_auth = ctx.choice(
+        "auth.token.client_auth",
+        c.client_auth.as_deref(),
+        ClientAuth::Basic,
+        &[("basic", ClientAuth::Basic), ("form", ClientAuth::Form)],
+    );
     let refresh_before = ctx.duration(
         "auth.token.refresh_before",
         c.refresh_before.as_deref(),

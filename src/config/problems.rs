@@ -115,6 +115,33 @@ impl<'a> Ctx<'a> {
         Some(value)
     }
 
+    /// Expands a keyword and maps it to its value (case-insensitive), or
+    /// returns `default` when the key is absent. An unknown keyword is a
+    /// problem listing the accepted ones.
+    pub fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        raw: Option<&str>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(raw) = raw else {
+            return Some(default);
+        };
+        let value = self.expand(key, raw)?.to_ascii_lowercase();
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == value) {
+            return Some(*v);
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        let list = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.problem(key, format!("must be {list}"));
+        None
+    }
+
     /// Expands and parses a humantime duration ("500ms", "15m"), or returns
     /// `default` when the key is absent.
     pub fn duration(

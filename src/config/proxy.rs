@@ -85,31 +85,25 @@ impl ProxySettings {
             raw.request_timeout.as_deref(),
             Duration::from_secs(60),
         );
-        let unmatched = match ctx.expand_opt("unmatched", raw.unmatched.as_deref()) {
-            Some(None) => Some(Unmatched::Reject),
-            Some(Some(v)) => match v.as_str() {
-                "reject" => Some(Unmatched::Reject),
-                "passthrough" => Some(Unmatched::Passthrough),
-                _ => {
-                    ctx.problem("unmatched", "must be \"reject\" or \"passthrough\"");
-                    None
-                }
-            },
-            None => None,
-        };
-        let forwarded = match ctx.expand_opt("forwarded", raw.forwarded.as_deref()) {
-            Some(None) => Some(Forwarded::None),
-            Some(Some(v)) => match v.as_str() {
-                "none" => Some(Forwarded::None),
-                "via" => Some(Forwarded::Via),
-                "x-forwarded" => Some(Forwarded::XForwarded),
-                _ => {
-                    ctx.problem("forwarded", "must be \"none\", \"via\" or \"x-forwarded\"");
-                    None
-                }
-            },
-            None => None,
-        };
+        let unmatched = ctx.choice(
+            "unmatched",
+            raw.unmatched.as_deref(),
+            Unmatched::Reject,
+            &[
+                ("reject", Unmatched::Reject),
+                ("passthrough", Unmatched::Passthrough),
+            ],
+        );
+        let forwarded = ctx.choice(
+            "forwarded",
+            raw.forwarded.as_deref(),
+            Forwarded::None,
+            &[
+                ("none", Forwarded::None),
+                ("via", Forwarded::Via),
+                ("x-forwarded", Forwarded::XForwarded),
+            ],
+        );
         let mut connect_to = HashMap::new();
         for (from, to) in &raw.connect_to {
             let key = format!("connect_to.\"{from}\"");
