@@ -25,7 +25,9 @@
 #                     onetime_pool = the same with POOL_SIZE tokens minted ahead)
 #   POOL_SIZE=32      pool_size of the onetime_pool route
 #   MINT_MS=20        how long bench/mint_server.py takes per mint
-#   LOADS="c64 c1"    loads to run ("" = none: only callgrind and resources)
+#   LOADS="c64 c1 c1p"  loads to run ("" = none: only callgrind and resources);
+#                     c1p = one connection paced: PACE_MS between requests
+#   PACE_MS=1         pause before each request of the c1p load (wrk delay())
 #   CALLGRIND=1       0 skips the instructions/request measurement
 #   PROXY_WORKERS=<nproc>  nginx peer worker processes (sidekey uses one
 #                     tokio worker per core, the same number by default)
@@ -53,7 +55,8 @@ UPLOAD_MB=${UPLOAD_MB:-50}
 SCENARIOS=${SCENARIOS:-"plain tls signed cached onetime onetime_pool"}
 POOL_SIZE=${POOL_SIZE:-32}
 MINT_MS=${MINT_MS:-20}
-LOADS=${LOADS-"c$CONNS c1"}
+LOADS=${LOADS-"c$CONNS c1 c1p"}
+PACE_MS=${PACE_MS:-1}
 CALLGRIND=${CALLGRIND:-1}
 PROXY_WORKERS=${PROXY_WORKERS:-$(nproc)}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
@@ -437,12 +440,15 @@ run_wrk() {
     local -a args=(--latency -s "$BENCH/report.lua" -d "${secs}s" --timeout 5s)
     case $load in
     c1) args+=(-t1 -c1) ;;
+    c1p) args+=(-t1 -c1) ;;
     *) args+=(-t2 "-c$CONNS") ;;
     esac
+    local pace=0
+    [[ $load == c1p ]] && pace=$PACE_MS
     while IFS= read -r h; do args+=(-H "$h"); done < <(headers_of "$s" "$t")
     pid=$(pid_of "$t")
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
-    out=$(timeout $((secs + 30)) wrk "${args[@]}" "$(url_of "$s" "$t")" 2>&1) || true
+    out=$(BENCH_PACE_MS=$pace timeout $((secs + 30)) wrk "${args[@]}" "$(url_of "$s" "$t")" 2>&1) || true
     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
     awk -v cpu=$((c1 - c0)) -v hz="$CLK_TCK" -v has_pid="${pid:+1}" '/^BENCH/ {
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -643,7 +649,8 @@ print_tables() {
     local s load t rps p50 p90 p99 base added ratio nrps ir peak flag cpu
     echo
     echo "sidekey vs nginx, $(date -u +%Y-%m-%d), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores;"
-    echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1."
+    echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1,"
+    echo "c1p = wrk -t1 -c1 with ${PACE_MS} ms before each request (latency counted from the request's write)."
     echo
     echo "| scenario | load | target | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | sidekey/nginx req/s | instr/req | CPU µs/req | peak RSS MiB |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
