@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sidekey vs nginx: the same authenticating-proxy job on one machine.
 #
-#   bench/compare.sh            # full run (about 8-10 minutes on 2 cores)
-#   QUICK=1 bench/compare.sh    # smoke run (about 2 minutes)
+#   bench/compare.sh            # full run (about 15-20 minutes on 2 cores)
+#   QUICK=1 bench/compare.sh    # smoke run (about 5 minutes)
 #
 # Everything runs on loopback (127.0.0.1) and every load is bounded in time.
 # The script starts a local upstream (nginx: 200 only with the expected Basic
