@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sidekey vs nginx: the same authenticating-proxy job on one machine.
 #
-#   bench/compare.sh            # full run (about 8-10 minutes on 2 cores)
-#   QUICK=1 bench/compare.sh    # smoke run (about 2 minutes)
+#   bench/compare.sh            # full run (about 15-20 minutes on 2 cores)
+#   QUICK=1 bench/compare.sh    # smoke run (about 5 minutes)
 #
 # Everything runs on loopback (127.0.0.1) and every load is bounded in time.
 # The script starts a local upstream (nginx: 200 only with the expected Basic
@@ -20,8 +20,14 @@
 #   IR_N=1000 IR_M=200  requests of the two callgrind runs (instructions/request)
 #   IDLE_CONNS=10000  idle client connections of the RSS scenario (0 = skip)
 #   UPLOAD_MB=50      size of the upload scenario (0 = skip)
-#   SCENARIOS="plain tls signed"  scenarios to run
-#   LOADS="c64 c1"    loads to run ("" = none: only callgrind and resources)
+#   SCENARIOS="plain tls signed cached onetime onetime_pool"  scenarios to run
+#                     (onetime = one-time token minted per request, no pool;
+#                     onetime_pool = the same with POOL_SIZE tokens minted ahead)
+#   POOL_SIZE=32      pool_size of the onetime_pool route
+#   MINT_MS=20        how long bench/mint_server.py takes per mint
+#   LOADS="c64 c1 c1p"  loads to run ("" = none: only callgrind and resources);
+#                     c1p = one connection paced: PACE_MS between requests
+#   PACE_MS=1         pause before each request of the c1p load (wrk delay())
 #   CALLGRIND=1       0 skips the instructions/request measurement
 #   PROXY_WORKERS=<nproc>  nginx peer worker processes (sidekey uses one
 #                     tokio worker per core, the same number by default)
@@ -46,8 +52,11 @@ IR_N=${IR_N:-1000}
 IR_M=${IR_M:-200}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 UPLOAD_MB=${UPLOAD_MB:-50}
-SCENARIOS=${SCENARIOS:-"plain tls signed"}
-LOADS=${LOADS-"c$CONNS c1"}
+SCENARIOS=${SCENARIOS:-"plain tls signed cached onetime onetime_pool"}
+POOL_SIZE=${POOL_SIZE:-32}
+MINT_MS=${MINT_MS:-20}
+LOADS=${LOADS-"c$CONNS c1 c1p"}
+PACE_MS=${PACE_MS:-1}
 CALLGRIND=${CALLGRIND:-1}
 PROXY_WORKERS=${PROXY_WORKERS:-$(nproc)}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
@@ -198,16 +207,25 @@ PASSWORD=$(openssl rand -hex 16)
 BASIC="Basic $(printf '%s:%s' "$USERNAME" "$PASSWORD" | base64 -w0)"
 SIGN_KEY="key-$(openssl rand -hex 8)"
 SIGN_SECRET=$(openssl rand -hex 16)
+BEARER_TOKEN="tok-$(openssl rand -hex 16)"
 
-UP_PLAIN=$(free_port)
-UP_TLS=$(free_port)
-PEER=$(free_port)
-SIDEKEY_PORT=$(free_port)
-while [[ $UP_TLS == "$UP_PLAIN" ]]; do UP_TLS=$(free_port); done
-while [[ $PEER == "$UP_PLAIN" || $PEER == "$UP_TLS" ]]; do PEER=$(free_port); done
-while [[ $SIDEKEY_PORT == "$UP_PLAIN" || $SIDEKEY_PORT == "$UP_TLS" || $SIDEKEY_PORT == "$PEER" ]]; do
-    SIDEKEY_PORT=$(free_port)
-done
+# Distinct free ports: free_port only looks at listeners, so two picks in a
+# row could coincide.
+declare -a TAKEN=()
+distinct_port() {
+    local p
+    while :; do
+        p=$(free_port)
+        [[ " ${TAKEN[*]} " == *" $p "* ]] || break
+    done
+    echo "$p"
+}
+UP_PLAIN=$(distinct_port); TAKEN+=("$UP_PLAIN")
+UP_TLS=$(distinct_port); TAKEN+=("$UP_TLS")
+PEER=$(distinct_port); TAKEN+=("$PEER")
+SIDEKEY_PORT=$(distinct_port); TAKEN+=("$SIDEKEY_PORT")
+TOKEN_PORT=$(distinct_port); TAKEN+=("$TOKEN_PORT") # the cached route's token endpoint (upstream nginx)
+MINT_PORT=$(distinct_port); TAKEN+=("$MINT_PORT")   # bench/mint_server.py
 
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
@@ -225,6 +243,8 @@ fill() {
         -e "s|@SIGN_KEY@|$SIGN_KEY|g" -e "s|@SIGN_SECRET@|$SIGN_SECRET|g" \
         -e "s|@USER@|$USER_LINE|g" -e "s|@ACCESS_LOG@|$ACCESS_LINE|g" \
         -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
+        -e "s|@TOKEN_PORT@|$TOKEN_PORT|g" -e "s|@MINT_PORT@|$MINT_PORT|g" \
+        -e "s|@BEARER_TOKEN@|$BEARER_TOKEN|g" -e "s|@POOL_SIZE@|$POOL_SIZE|g" \
         "$1" >"$2"
 }
 fill "$BENCH/upstream-nginx.conf.in" "$WORK/upstream.conf"
@@ -237,6 +257,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # --- starting and stopping the three servers -------------------------------
 
 UPSTREAM_PID=""
+MINT_PID=""
 NGINX_PID=""
 SIDEKEY_PID=""
 
@@ -245,8 +266,23 @@ start_upstream() {
         >>"$WORK/upstream.out" 2>&1 &
     UPSTREAM_PID=$!
     PIDS+=("$UPSTREAM_PID")
-    wait_listen "$UP_PLAIN" "$UPSTREAM_PID" && wait_listen "$UP_TLS" "$UPSTREAM_PID" ||
+    wait_listen "$UP_PLAIN" "$UPSTREAM_PID" && wait_listen "$UP_TLS" "$UPSTREAM_PID" &&
+        wait_listen "$TOKEN_PORT" "$UPSTREAM_PID" ||
         die "the upstream nginx did not start: $(tail -n5 "$WORK/upstream-error.log")"
+}
+
+# The one-time token endpoint: MINT_MS per mint, counts its mints.
+start_mint() {
+    python3 "$BENCH/mint_server.py" "$MINT_PORT" "$MINT_MS" >>"$WORK/mint.out" 2>&1 &
+    MINT_PID=$!
+    PIDS+=("$MINT_PID")
+    wait_listen "$MINT_PORT" "$MINT_PID" ||
+        die "bench/mint_server.py did not start: $(tail -n5 "$WORK/mint.out")"
+}
+
+# Mints so far (or "" if the mint server does not answer).
+mint_count() {
+    curl -s --max-time 5 "http://127.0.0.1:$MINT_PORT/count" | sed -n 's/.*"mints":\([0-9]*\).*/\1/p' || true
 }
 
 # start_nginx [wrapper...]: the peer proxy, optionally under valgrind (then
@@ -280,6 +316,8 @@ stop_sidekey() { [[ -n $SIDEKEY_PID ]] && { stop_pid "$SIDEKEY_PID" TERM; untrac
 path_of() {
     case $1 in
     signed) echo "/signed/v1/items?id=42" ;;
+    cached) echo "/bearer/v1/items?id=42" ;;
+    onetime | onetime_pool) echo "/onetime/v1/items?id=42" ;;
     *) echo "/v1/items?id=42" ;;
     esac
 }
@@ -289,6 +327,9 @@ host_of() {
     plain) echo plain.bench.test ;;
     tls) echo tls.bench.test ;;
     signed) echo signed.bench.test ;;
+    cached) echo cached.bench.test ;;
+    onetime) echo onetime.bench.test ;;
+    onetime_pool) echo onetime-pool.bench.test ;;
     esac
 }
 
@@ -301,6 +342,8 @@ url_of() {
         tls) echo "https://127.0.0.1:$UP_TLS$(path_of "$s")" ;;
         # The client signs itself: same shape, a dummy signature.
         signed) echo "http://127.0.0.1:$UP_PLAIN$(path_of "$s")&identifier=$SIGN_KEY&timestamp=1700000000&authSignature=0123456789abcdef0123456789abcdef01234567" ;;
+        # A token of the same shape as the mint server's.
+        onetime | onetime_pool) echo "http://127.0.0.1:$UP_PLAIN$(path_of "$s")&access_token=0123456789abcdef0123456789abcdef" ;;
         *) echo "http://127.0.0.1:$UP_PLAIN$(path_of "$s")" ;;
         esac
         ;;
@@ -313,13 +356,20 @@ url_of() {
 headers_of() {
     local s=$1 t=$2
     echo "Host: $(host_of "$s")"
-    [[ $t == direct && $s != signed ]] && echo "Authorization: $BASIC"
+    if [[ $t == direct ]]; then
+        case $s in
+        plain | tls) echo "Authorization: $BASIC" ;;
+        cached) echo "Authorization: Bearer $BEARER_TOKEN" ;;
+        esac
+    fi
     return 0
 }
 
 targets_of() {
     case $1 in
-    signed) echo "direct sidekey" ;; # nginx has no HMAC URL signing without extra modules
+    # nginx has no HMAC URL signing, token fetching or minting without
+    # extra modules.
+    signed | cached | onetime | onetime_pool) echo "direct sidekey" ;;
     *) echo "direct nginx sidekey" ;;
     esac
 }
@@ -350,6 +400,11 @@ check_auth() {
     [[ $code == 401 ]] || die "the upstream answered $code without a credential (want 401)"
     code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PLAIN/signed/x" || echo 000)
     [[ $code == 401 ]] || die "the upstream answered $code to an unsigned URL (want 401)"
+    code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: $BASIC" \
+        "http://127.0.0.1:$UP_PLAIN/bearer/x" || echo 000)
+    [[ $code == 401 ]] || die "the upstream answered $code to a wrong Bearer token (want 401)"
+    code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PLAIN/onetime/x?id=1" || echo 000)
+    [[ $code == 401 ]] || die "the upstream answered $code without an access_token (want 401)"
     for s in $SCENARIOS; do
         for t in $(targets_of "$s"); do
             code=$(probe "$s" "$t")
@@ -379,35 +434,46 @@ pid_of() {
 }
 
 # run_wrk SCENARIO TARGET LOAD SECONDS
-#   -> "rps p50 p90 p99 non2xx errors cpu_us_per_request"
+#   -> "rps p50 p90 p99 non2xx errors cpu_us_per_request requests"
 run_wrk() {
     local s=$1 t=$2 load=$3 secs=$4 h out pid c0=0 c1=0
     local -a args=(--latency -s "$BENCH/report.lua" -d "${secs}s" --timeout 5s)
     case $load in
     c1) args+=(-t1 -c1) ;;
+    c1p) args+=(-t1 -c1) ;;
     *) args+=(-t2 "-c$CONNS") ;;
     esac
+    local pace=0
+    [[ $load == c1p ]] && pace=$PACE_MS
     while IFS= read -r h; do args+=(-H "$h"); done < <(headers_of "$s" "$t")
     pid=$(pid_of "$t")
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
-    out=$(timeout $((secs + 30)) wrk "${args[@]}" "$(url_of "$s" "$t")" 2>&1) || true
+    out=$(BENCH_PACE_MS=$pace timeout $((secs + 30)) wrk "${args[@]}" "$(url_of "$s" "$t")" 2>&1) || true
     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
     awk -v cpu=$((c1 - c0)) -v hz="$CLK_TCK" -v has_pid="${pid:+1}" '/^BENCH/ {
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         cpu_us = (has_pid && v["requests"] > 0) ? sprintf("%.1f", cpu * 1e6 / hz / v["requests"]) : "-"
-        printf "%.0f %s %s %s %s %s %s\n", v["requests"] / (v["duration_us"] / 1e6),
-            v["p50"], v["p90"], v["p99"], v["non2xx"], v["errors"], cpu_us
+        printf "%.0f %s %s %s %s %s %s %d\n", v["requests"] / (v["duration_us"] / 1e6),
+            v["p50"], v["p90"], v["p99"], v["non2xx"], v["errors"], cpu_us, v["requests"]
     }' <<<"$out"
 }
 
+# One-time scenarios: mints during the scenario's loads, and requests
+# sidekey served (warm-ups included), per scenario.
+declare -A MINTS=() SERVED=()
+
 run_loads() {
-    local rep s load t i n r
+    local rep s load t i n r m0 m1
     local -a targets order
     for s in $SCENARIOS; do
         read -r -a targets <<<"$(targets_of "$s")"
+        SERVED[$s]=0
+        m0=$(mint_count)
         for load in $LOADS; do
             for t in "${targets[@]}"; do
-                [[ ${AUTH_OK[$s.$t]} == 1 ]] && run_wrk "$s" "$t" "$load" "$WARMUP" >/dev/null
+                [[ ${AUTH_OK[$s.$t]} == 1 ]] || continue
+                r=$(run_wrk "$s" "$t" "$load" "$WARMUP")
+                if [[ $t == sidekey && -n $r ]]; then SERVED[$s]=$((SERVED[$s] + ${r##* })); fi
             done
             for ((rep = 1; rep <= REPS; rep++)); do
                 # Rotate the order so that no target always runs first.
@@ -417,12 +483,15 @@ run_loads() {
                 for t in "${order[@]}"; do
                     [[ ${AUTH_OK[$s.$t]} == 1 ]] || continue
                     r=$(run_wrk "$s" "$t" "$load" "$DURATION")
-                    [[ -n $r ]] || r="0 0 0 0 0 1 -"
+                    [[ -n $r ]] || r="0 0 0 0 0 1 - 0"
+                    if [[ $t == sidekey ]]; then SERVED[$s]=$((SERVED[$s] + ${r##* })); fi
                     log "$s $load rep $rep $t: $r"
                     printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$load" "$t" "$rep" "${r// /$'\t'}" >>"$RESULTS"
                 done
             done
         done
+        m1=$(mint_count)
+        if [[ -n $m0 && -n $m1 ]]; then MINTS[$s]=$((m1 - m0)); fi
     done
 }
 
@@ -440,6 +509,10 @@ median() {
 failures() {
     awk -F'\t' -v s="$1" -v l="$2" -v t="$3" \
         '$1 == s && $2 == l && $3 == t { n += $9 + $10 } END { print n + 0 }' "$RESULTS"
+}
+
+is_token_scenario() {
+    case $1 in cached | onetime | onetime_pool) return 0 ;; *) return 1 ;; esac
 }
 
 # --- instructions per request (callgrind) -------------------------------------
@@ -478,6 +551,9 @@ measure_ir() {
     for s in $SCENARIOS; do
         for t in $(targets_of "$s"); do
             [[ $t == direct || ${AUTH_OK[$s.$t]} != 1 ]] && continue
+            # Token scenarios: a cache hit or a pooled token is not what the
+            # instruction count is for, and a mint is another process's work.
+            is_token_scenario "$s" && continue
             log "callgrind: $t $s ($IR_M and $IR_N requests)"
             m=$(ir_run "$t" "$s" "$IR_M")
             n=$(ir_run "$t" "$s" "$IR_N")
@@ -542,29 +618,12 @@ idle_scenario() {
     done
 }
 
-# TODO(tokens): token-based scenarios, once the token feature (branch
-# `tokens`) lands:
-#   - cached token: a `header` route whose `endpoint` token source points at
-#     the upstream (e.g. `location /token { return 200 '{"token":"t1"}'; }`,
-#     upstream requiring `Authorization: Bearer t1`); the load shows the cost
-#     of a cache hit per request.
-#   - one-time token with a 20 ms mint: a `query` route with `one_time = true`
-#     against a mint endpoint that answers after 20 ms (nginx cannot delay an
-#     answer without extra modules: a small python3 http.server with a sleep
-#     would do); the 1-connection load shows whether minting stays off the
-#     request path (p50 well under 20 ms) and the 64-connection load whether
-#     the pool keeps up.
-#   Add them to SCENARIOS/targets_of/url_of/headers_of like "signed" (nginx
-#   has no equivalent: sidekey vs direct only).
-token_scenarios() {
-    log "token scenarios: skipped (they need the token feature from branch 'tokens'; see TODO in bench/compare.sh)"
-}
-
 # --- the run ---------------------------------------------------------------------
 
 log "work dir $WORK; ports: upstream $UP_PLAIN (http) $UP_TLS (https), nginx $PEER, sidekey $SIDEKEY_PORT"
 log "reps=$REPS duration=${DURATION}s conns=$CONNS callgrind=$CALLGRIND (N=$IR_N M=$IR_M) idle=$IDLE_CONNS upload=${UPLOAD_MB}MB"
 start_upstream
+start_mint
 start_nginx
 start_sidekey
 check_auth
@@ -581,7 +640,6 @@ stop_sidekey
 upload_scenario
 idle_scenario fresh
 idle_scenario used
-token_scenarios
 
 # --- the report ----------------------------------------------------------------------
 
@@ -591,7 +649,8 @@ print_tables() {
     local s load t rps p50 p90 p99 base added ratio nrps ir peak flag cpu
     echo
     echo "sidekey vs nginx, $(date -u +%Y-%m-%d), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores;"
-    echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1."
+    echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1,"
+    echo "c1p = wrk -t1 -c1 with ${PACE_MS} ms before each request (latency counted from the request's write)."
     echo
     echo "| scenario | load | target | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | sidekey/nginx req/s | instr/req | CPU µs/req | peak RSS MiB |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -637,7 +696,41 @@ print_tables() {
     echo
     echo "nginx figures are the sum over its master and $PROXY_WORKERS worker processes."
     [[ $SCENARIOS == *signed* ]] && echo "signed: nginx has no equivalent (HMAC URL signing needs extra modules): sidekey vs direct only."
-    echo "Not measured yet: token scenarios (cached token, one-time token with a 20 ms mint): need branch 'tokens'."
+    [[ $SCENARIOS == *cached* ]] &&
+        echo "cached: Bearer token from a local token endpoint (ttl 15m), cached by sidekey; no nginx equivalent: sidekey vs direct only."
+    [[ $SCENARIOS == *onetime* ]] &&
+        echo "onetime / onetime_pool: a fresh ?access_token= per request from bench/mint_server.py (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
+    route_vs_basic
+}
+
+# sidekey's routes against its own Basic route (plain) under the same load.
+route_vs_basic() {
+    local s load rps p50 brps bp50 m
+    [[ " $SCENARIOS " == *" plain "* ]] || return 0
+    [[ ${AUTH_OK[plain.sidekey]:-0} == 1 ]] || return 0
+    echo
+    echo "| sidekey route vs its Basic route (plain) | load | req/s | Basic req/s | req/s ratio | p50 µs | Basic p50 µs | p50 ratio |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for s in $SCENARIOS; do
+        case $s in signed | cached | onetime | onetime_pool) ;; *) continue ;; esac
+        [[ ${AUTH_OK[$s.sidekey]:-0} == 1 ]] || continue
+        for load in $LOADS; do
+            rps=$(median "$s" "$load" sidekey 5)
+            p50=$(median "$s" "$load" sidekey 6)
+            brps=$(median plain "$load" sidekey 5)
+            bp50=$(median plain "$load" sidekey 6)
+            [[ -n $rps && -n $brps ]] || continue
+            echo "| $s | $load | $rps | $brps | $(awk -v a="$rps" -v b="$brps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |" \
+                "$p50 | $bp50 | $(awk -v a="$p50" -v b="$bp50" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
+        done
+    done
+    for s in onetime onetime_pool; do
+        m=${MINTS[$s]:-}
+        [[ -n $m ]] || continue
+        echo
+        echo "$s: $m mints during its loads for ${SERVED[$s]:-?} requests through sidekey (warm-ups included; a pool mints ahead, so up to $POOL_SIZE more)."
+    done
+    return 0
 }
 
 print_tables | tee "$WORK/report.md"
