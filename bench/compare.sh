@@ -551,9 +551,10 @@ measure_ir() {
     for s in $SCENARIOS; do
         for t in $(targets_of "$s"); do
             [[ $t == direct || ${AUTH_OK[$s.$t]} != 1 ]] && continue
-            # Token scenarios: a cache hit or a pooled token is not what the
-            # instruction count is for, and a mint is another process's work.
-            is_token_scenario "$s" && continue
+            # One-time scenarios: a mint is another process's work, and the
+            # pool's refills are not per-request work of this process.
+            # (The cached-token route is counted: a cache hit is per-request.)
+            [[ $s == onetime || $s == onetime_pool ]] && continue
             log "callgrind: $t $s ($IR_M and $IR_N requests)"
             m=$(ir_run "$t" "$s" "$IR_M")
             n=$(ir_run "$t" "$s" "$IR_N")

@@ -11,15 +11,27 @@ use std::sync::Arc;
 
 use crate::config::{HostPattern, RouteConfig};
 use crate::credential::Credential;
-use crate::metrics::{RouteLabels, RouteName};
+use crate::metrics::{Metrics, RouteLabels, RouteName};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// A route ready to serve: its config, its built credential and its
 /// metric label.
-#[derive(Debug)]
 pub struct Route {
     pub config: RouteConfig,
     pub credential: Credential,
     pub label: RouteName,
+    /// This route's series of `sidekey_upstream_duration_seconds`, looked
+    /// up once (see [`Route::with_metrics`]).
+    pub upstream_latency: Option<Histogram>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("config", &self.config)
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Route {
@@ -29,7 +41,18 @@ impl Route {
             config,
             credential,
             label,
+            upstream_latency: None,
         }
+    }
+
+    /// Attaches the route's per-request metric series.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Route {
+        let histogram = metrics
+            .upstream_latency
+            .get_or_create(&self.labels())
+            .clone();
+        self.upstream_latency = Some(histogram);
+        self
     }
 
     /// `{route="name"}`, for per-route metrics.

@@ -1,7 +1,10 @@
 //! `kind = "header"`: a header set to a template with `{token}` replaced.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{Applied, CredentialError};
 use crate::token::{BuildError, TokenSource};
@@ -14,6 +17,9 @@ pub struct HeaderInjector {
     source: TokenSource,
     /// For a static token: the whole value, computed at load.
     fixed: Option<HeaderValue>,
+    /// For a fetched token: the value built for the token last seen, so a
+    /// cached token is formatted and validated once, not per request.
+    last: ArcSwapOption<(Arc<SecretString>, HeaderValue)>,
 }
 
 impl HeaderInjector {
@@ -32,6 +38,7 @@ impl HeaderInjector {
             suffix,
             source,
             fixed: None,
+            last: ArcSwapOption::empty(),
         };
         if let TokenSource::Static(token) = &injector.source {
             let value = injector
@@ -59,7 +66,16 @@ impl HeaderInjector {
             return Ok(Applied::default());
         }
         let token = self.source.token().await?;
-        headers.insert(self.name.clone(), self.value(token.value.expose_secret())?);
+        let value = match self.last.load().as_deref() {
+            Some((seen, value)) if Arc::ptr_eq(seen, &token.value) => value.clone(),
+            _ => {
+                let value = self.value(token.value.expose_secret())?;
+                self.last
+                    .store(Some(Arc::new((token.value.clone(), value.clone()))));
+                value
+            }
+        };
+        headers.insert(self.name.clone(), value);
         Ok(Applied { token: Some(token) })
     }
 }

@@ -45,7 +45,7 @@ pub async fn handle(
     let uri = req.uri().clone();
     let path = uri.path();
     let mut route: Option<Arc<Route>> = None;
-    let result = forward(&runtime, &shared, &conn, req, &mut route).await;
+    let result = forward(&runtime, &conn, req, &mut route).await;
     let name = route.as_ref().map_or("-", |r| r.name());
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     // One access log line per request.
@@ -95,7 +95,6 @@ fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
 
 async fn forward(
     runtime: &Runtime,
-    shared: &Shared,
     conn: &ConnInfo,
     req: Request<Incoming>,
     matched: &mut Option<Arc<Route>>,
@@ -173,16 +172,8 @@ async fn forward(
         Ok(bytes) => bytes,
         Err(body) => {
             // Streamed body: no retry, but a 401 still invalidates the token.
-            let (response, applied) = attempt(
-                runtime,
-                shared,
-                &route,
-                &parts.method,
-                target,
-                headers,
-                body,
-            )
-            .await?;
+            let (response, applied) =
+                attempt(runtime, &route, &parts.method, target, headers, body).await?;
             if response.status() == StatusCode::UNAUTHORIZED {
                 route.credential.reject(&applied);
             }
@@ -191,7 +182,6 @@ async fn forward(
     };
     let (response, applied) = attempt(
         runtime,
-        shared,
         &route,
         &parts.method,
         target.clone(),
@@ -204,16 +194,8 @@ async fn forward(
             route = route.name(),
             "upstream answered 401; retrying once with a fresh token"
         );
-        let (response, _) = attempt(
-            runtime,
-            shared,
-            &route,
-            &parts.method,
-            target,
-            headers,
-            full(bytes),
-        )
-        .await?;
+        let (response, _) =
+            attempt(runtime, &route, &parts.method, target, headers, full(bytes)).await?;
         return Ok(clean_response(response, injected));
     }
     Ok(clean_response(response, injected))
@@ -222,7 +204,6 @@ async fn forward(
 /// Applies the credential and sends one request upstream.
 async fn attempt(
     runtime: &Runtime,
-    shared: &Shared,
     route: &Route,
     method: &Method,
     mut target: Target,
@@ -243,11 +224,9 @@ async fn attempt(
     *request.headers_mut() = headers;
     let sent = Instant::now();
     let response = send(runtime, request).await?;
-    shared
-        .metrics
-        .upstream_latency
-        .get_or_create(&route.labels())
-        .observe(sent.elapsed().as_secs_f64());
+    if let Some(histogram) = &route.upstream_latency {
+        histogram.observe(sent.elapsed().as_secs_f64());
+    }
     Ok((response, applied))
 }
 

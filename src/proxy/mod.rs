@@ -56,7 +56,9 @@ impl Runtime {
                 metrics: metrics.clone(),
             };
             match Credential::build(&route.auth, &ctx) {
-                Ok(credential) => routes.push(Route::new(route.clone(), credential)),
+                Ok(credential) => {
+                    routes.push(Route::new(route.clone(), credential).with_metrics(metrics))
+                }
                 Err(e) => errors.push((route.name.clone(), e)),
             }
         }

@@ -285,29 +285,38 @@ impl TokenProvider for oauth2::CodeSource {
 
 // === impl TokenStats ===
 
-/// The token metrics of one route.
+/// The token metrics of one route. The per-request series are looked up
+/// once here, so counting a cache hit is one atomic add (no label hashing
+/// under the family's lock).
 #[derive(Clone)]
 pub struct TokenStats {
     route: RouteName,
     metrics: Arc<Metrics>,
+    hits: prometheus_client::metrics::counter::Counter,
+    wait: prometheus_client::metrics::histogram::Histogram,
+    expiry: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl TokenStats {
     pub fn new(route: &str, metrics: Arc<Metrics>) -> TokenStats {
+        let route = RouteName::new(route);
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        let hits = metrics.token_cache_hits.get_or_create(&labels).clone();
+        let wait = metrics.token_wait.get_or_create(&labels).clone();
+        let expiry = metrics.token_expiry_seconds.get_or_create(&labels).clone();
         TokenStats {
-            route: RouteName::new(route),
+            route,
             metrics,
+            hits,
+            wait,
+            expiry,
         }
     }
 
     pub fn route(&self) -> &str {
         self.route.as_str()
-    }
-
-    fn labels(&self) -> RouteLabels {
-        RouteLabels {
-            route: self.route.clone(),
-        }
     }
 
     /// One fetch or mint ended.
@@ -323,26 +332,17 @@ impl TokenStats {
 
     /// A request was served without waiting (a cached or pooled token).
     pub fn hit(&self) {
-        self.metrics
-            .token_cache_hits
-            .get_or_create(&self.labels())
-            .inc();
+        self.hits.inc();
     }
 
     /// A request waited `d` for a token.
     pub fn waited(&self, d: Duration) {
-        self.metrics
-            .token_wait
-            .get_or_create(&self.labels())
-            .observe(d.as_secs_f64());
+        self.wait.observe(d.as_secs_f64());
     }
 
     /// Seconds until the cached token expires, as of now.
     pub fn expiry(&self, secs: f64) {
-        self.metrics
-            .token_expiry_seconds
-            .get_or_create(&self.labels())
-            .set(secs);
+        self.expiry.set(secs);
     }
 
     #[cfg(test)]
