@@ -367,8 +367,7 @@ impl Drop for FetchGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::testing::{FakeFetcher, Step};
-    use secrecy::ExposeSecret;
+    use crate::token::testing::{settle, value, FakeFetcher, Step};
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -378,17 +377,6 @@ mod tests {
             refresh_before,
             TokenStats::test(),
         )
-    }
-
-    fn value(t: &Token) -> String {
-        t.value.expose_secret().to_string()
-    }
-
-    /// Lets spawned tasks run until they block again.
-    async fn settle() {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
     }
 
     #[tokio::test(start_paused = true)]

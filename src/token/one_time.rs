@@ -246,8 +246,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::testing::{FakeFetcher, Step};
-    use secrecy::ExposeSecret;
+    use crate::token::testing::{settle, value, FakeFetcher, Step};
     use std::collections::HashSet;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -259,16 +258,6 @@ mod tests {
             max_age,
             TokenStats::test(),
         ))
-    }
-
-    fn value(t: &Token) -> String {
-        t.value.expose_secret().to_string()
-    }
-
-    async fn settle() {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,10 +5,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
 use super::endpoint::{FetchError, FetchFuture, Fetched, TokenFetcher};
+use super::Token;
+
+/// A token's value, for assertions.
+pub fn value(t: &Token) -> String {
+    t.value.expose_secret().to_string()
+}
+
+/// Lets spawned tasks run until they block again.
+pub async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
 
 /// What one fetch returns.
 pub enum Step {
