@@ -11,6 +11,7 @@ use super::file::FileRoute;
 use super::proxy::socket_addr;
 use super::Ctx;
 use crate::proxy::headers::is_hop_by_hop;
+use crate::target::Target;
 
 /// The `host` a route matches: exact (case-insensitive) or `*.suffix`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -116,12 +117,21 @@ impl RouteConfig {
         format!("route \"{}\"", self.name)
     }
 
-    /// The upstream for a request to `host`.
-    pub fn upstream_for(&self, host: &str) -> UpstreamUrl {
-        match &self.upstream {
-            Some(u) => u.clone(),
-            None => UpstreamUrl::https(host),
-        }
+    /// Where a request for `host` (empty when unknown) with `path` and
+    /// raw `query` goes: the route's upstream with its base path joined, or
+    /// `https://{host}` when the route has none. `None` when neither says.
+    pub fn target(&self, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
+        let (scheme, authority, base_path) = match &self.upstream {
+            Some(u) => (u.scheme.clone(), u.authority.clone(), u.base_path.as_str()),
+            None if !host.is_empty() => (Scheme::HTTPS, host.to_string(), ""),
+            None => return None,
+        };
+        Some(Target {
+            scheme,
+            authority,
+            path: format!("{base_path}{path}"),
+            query: query.unwrap_or("").to_string(),
+        })
     }
 
     pub(super) fn from_file(index: usize, raw: FileRoute, ctx: &mut Ctx) -> Option<RouteConfig> {

@@ -274,7 +274,14 @@ fn wildcard_hosts_default_to_the_request_host() {
     );
     assert!(config.routes[0].upstream.is_none());
     assert_eq!(
-        config.routes[0].upstream_for("a.example.com").to_string(),
-        "https://a.example.com"
+        config.routes[0]
+            .target("a.example.com", "/v1", Some("q=1"))
+            .map(|t| t.url())
+            .as_deref(),
+        Some("https://a.example.com/v1?q=1")
+    );
+    assert!(
+        config.routes[0].target("", "/v1", None).is_none(),
+        "no upstream and no host: nowhere to go"
     );
 }

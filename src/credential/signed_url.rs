@@ -41,18 +41,9 @@ pub fn sign_url(config: &Config, route: &str, url: &str) -> Result<String, SignE
     let uri: http::Uri = url
         .parse()
         .map_err(|_| SignError::BadUrl(url.to_string()))?;
-    let host = uri.host().unwrap_or_default();
-    let upstream = match (&r.upstream, host.is_empty()) {
-        (Some(u), _) => u.clone(),
-        (None, false) => r.upstream_for(host),
-        (None, true) => return Err(SignError::BadUrl(url.to_string())),
-    };
-    let mut target = Target {
-        path: format!("{}{}", upstream.base_path, uri.path()),
-        query: uri.query().unwrap_or("").to_string(),
-        scheme: upstream.scheme,
-        authority: upstream.authority,
-    };
+    let mut target = r
+        .target(uri.host().unwrap_or_default(), uri.path(), uri.query())
+        .ok_or_else(|| SignError::BadUrl(url.to_string()))?;
     SignedUrl::new(signing).apply(&mut target, unix_now());
     Ok(target.url())
 }

@@ -5,7 +5,6 @@
 //! [`ProxyError`] to its response, counts it and writes the one access log
 //! line. [`forward`] is the inner function that uses `?`.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,19 +128,11 @@ async fn forward(
         Err(_) if conn.route.is_some() => String::new(),
         Err(e) => return Err(e),
     };
-    let upstream = match (&route.config.upstream, host.is_empty()) {
-        (Some(u), _) => Cow::Borrowed(u),
-        (None, false) => Cow::Owned(route.config.upstream_for(&host)),
-        (None, true) => return Err(ProxyError::NoHost),
-    };
-
     let (parts, body) = req.into_parts();
-    let target = Target {
-        path: format!("{}{}", upstream.base_path, parts.uri.path()),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        scheme: upstream.scheme.clone(),
-        authority: upstream.authority.clone(),
-    };
+    let target = route
+        .config
+        .target(&host, parts.uri.path(), parts.uri.query())
+        .ok_or(ProxyError::NoHost)?;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
