@@ -30,6 +30,7 @@ pub(crate) async fn accept_loop(
         shutdown,
         Duration::from_secs(1),
         &metrics,
+        crate::proxy::server::Spawn::Here,
         move |_| {
             let shared = shared.clone();
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -144,8 +144,12 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// The control runtime: listeners' accept loops, the admin endpoint, token
+/// refreshes, signals. Client connections run on the proxy's own worker
+/// threads (`proxy.workers`), so one thread is enough here.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -44,6 +44,7 @@ pub struct FileProxy {
     pub forwarded: Option<String>,
     pub retry_body_limit: Option<String>,
     pub ready_requires_tokens: Option<bool>,
+    pub workers: Option<usize>,
 }
 
 #[derive(Deserialize)]

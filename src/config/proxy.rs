@@ -54,6 +54,8 @@ pub struct ProxySettings {
     pub retry_body_limit: usize,
     /// `/readyz` fails while a token-based route has no valid token.
     pub ready_requires_tokens: bool,
+    /// Worker threads serving client connections (one per core by default).
+    pub workers: usize,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -160,6 +162,14 @@ impl ProxySettings {
         if max_header_bytes < 8192 {
             ctx.problem("max_header_bytes", "must be at least 8192");
         }
+        let workers = match raw.workers {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) if (1..=1024).contains(&n) => n,
+            Some(_) => {
+                ctx.problem("workers", "must be between 1 and 1024");
+                1
+            }
+        };
         let max_headers = raw.max_headers.unwrap_or(100);
         if max_headers == 0 {
             ctx.problem("max_headers", "must be at least 1");
@@ -180,6 +190,7 @@ impl ProxySettings {
             forwarded: forwarded?,
             retry_body_limit: retry_body_limit?,
             ready_requires_tokens: raw.ready_requires_tokens.unwrap_or(false),
+            workers,
         })
     }
 }

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::headers::strip_hop_by_hop;
+use super::pool::{PoolBody, SendError};
 use super::{ProxyBody, Runtime, Shared};
 use crate::config::{Forwarded, Unmatched};
 use crate::credential::Applied;
@@ -200,7 +201,7 @@ async fn attempt(
     mut target: Target,
     mut headers: HeaderMap,
     body: ProxyBody,
-) -> Result<(Response<Incoming>, Applied), ProxyError> {
+) -> Result<(Response<PoolBody>, Applied), ProxyError> {
     let applied = route
         .credential
         .apply(&mut target, &mut headers)
@@ -299,33 +300,22 @@ fn add_forwarded(headers: &mut HeaderMap, mode: Forwarded, conn: &ConnInfo, host
 async fn send(
     runtime: &Runtime,
     req: Request<ProxyBody>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<PoolBody>, ProxyError> {
     let timeout = runtime.settings.request_timeout;
-    match tokio::time::timeout(timeout, runtime.client.request(req)).await {
+    match tokio::time::timeout(timeout, runtime.upstreams.send(req)).await {
         Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(upstream_error(&e)),
-    }
-}
-
-/// Describes a client error by its innermost cause (an I/O or TLS error,
-/// which holds no request data).
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let cause = cause.to_string();
-    if e.is_connect() {
-        ProxyError::UpstreamConnect(cause)
-    } else {
-        ProxyError::Upstream(cause)
+        Ok(Err(SendError::Connect(cause))) => Err(ProxyError::UpstreamConnect(cause)),
+        Ok(Err(SendError::Upstream(cause))) => Err(ProxyError::Upstream(cause)),
+        Ok(Err(SendError::NotAbsolute)) => Err(ProxyError::BadRequest(
+            "the request URI cannot be forwarded",
+        )),
     }
 }
 
 /// Strips hop-by-hop headers and removes injected query parameters from
 /// URLs the upstream sends back.
-fn clean_response(response: Response<Incoming>, injected: &[String]) -> Response<ProxyBody> {
+fn clean_response(response: Response<PoolBody>, injected: &[String]) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if !injected.is_empty() {

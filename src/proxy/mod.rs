@@ -1,11 +1,14 @@
-//! The proxy itself: accepting connections ([`server`]), handling one
-//! request ([`handler`]), the upstream client ([`upstream`]) and header
-//! hygiene ([`headers`]).
+//! The proxy itself: accepting connections ([`server`]) and running them
+//! on worker threads ([`workers`]), handling one request ([`handler`]),
+//! reaching upstreams ([`upstream`], pooled per thread by [`pool`]) and
+//! header hygiene ([`headers`]).
 
 pub mod handler;
 pub mod headers;
+pub mod pool;
 pub mod server;
 pub mod upstream;
+pub mod workers;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -20,7 +23,6 @@ use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::route::{Route, RouteTable};
 use crate::token::{BuildError, TokenContext};
-use upstream::UpstreamClient;
 
 /// The body type of forwarded requests and responses: streamed, never
 /// buffered whole.
@@ -40,13 +42,15 @@ pub enum RuntimeError {
 pub struct Runtime {
     pub settings: ProxySettings,
     pub table: RouteTable,
-    pub client: UpstreamClient,
+    /// Where forwarded requests go (per-thread connection pools).
+    pub upstreams: pool::Upstreams,
 }
 
 impl Runtime {
-    /// Builds credentials, token sources and the upstream client.
+    /// Builds credentials, token sources and the upstream clients.
     pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, RuntimeError> {
-        let client = upstream::client(&config.proxy)?;
+        let connector = upstream::connector(&config.proxy)?;
+        let client = upstream::client(connector.clone(), &config.proxy);
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
         for route in &config.routes {
@@ -68,7 +72,7 @@ impl Runtime {
         Ok(Runtime {
             settings: config.proxy.clone(),
             table: RouteTable::new(routes),
-            client,
+            upstreams: pool::Upstreams::new(connector, config.proxy.pool_idle_timeout),
         })
     }
 

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::handler::{handle, ConnInfo};
+use super::workers::Workers;
 use super::{ProxyBody, Runtime, RuntimeError, Shared};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] std::io::Error),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -58,6 +61,7 @@ pub struct RunningProxy {
     route_addrs: HashMap<String, SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Arc<Workers>,
 }
 
 async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, StartError> {
@@ -84,6 +88,7 @@ impl RunningProxy {
         });
         let (shutdown, _) = watch::channel(false);
         let drain = config.proxy.drain_timeout;
+        let workers = Arc::new(Workers::start(config.proxy.workers).map_err(StartError::Workers)?);
 
         let proxy_listener = bind(config.proxy.listen, "proxy.listen".into()).await?;
         let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
@@ -112,6 +117,7 @@ impl RunningProxy {
             None,
             shutdown.subscribe(),
             drain,
+            workers.clone(),
         )));
         for (listener, name) in route_listeners {
             tasks.push(tokio::spawn(proxy_accept_loop(
@@ -120,6 +126,7 @@ impl RunningProxy {
                 Some(name),
                 shutdown.subscribe(),
                 drain,
+                workers.clone(),
             )));
         }
         if let Some(listener) = admin {
@@ -134,6 +141,7 @@ impl RunningProxy {
             %proxy_addr,
             admin_addr = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
             routes = config.routes.len(),
+            workers = config.proxy.workers,
             "sidekey listening"
         );
         Ok(RunningProxy {
@@ -144,6 +152,7 @@ impl RunningProxy {
             route_addrs,
             shutdown,
             tasks,
+            workers,
         })
     }
 
@@ -177,6 +186,12 @@ impl RunningProxy {
                 config.listen_addrs()
             )));
         }
+        if old.proxy.workers != config.proxy.workers {
+            tracing::warn!(
+                workers = old.proxy.workers,
+                "proxy.workers changed; the new number applies after a restart"
+            );
+        }
         let runtime = Runtime::build(&config, &self.shared.metrics)?;
         runtime.warm_up();
         self.shared.runtime.store(Arc::new(runtime));
@@ -190,6 +205,10 @@ impl RunningProxy {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        // The accept loops are done with their handles to the workers.
+        if let Ok(workers) = Arc::try_unwrap(self.workers) {
+            workers.stop().await;
         }
     }
 }
@@ -212,9 +231,11 @@ async fn proxy_accept_loop(
     route: Option<Arc<str>>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
+    workers: Arc<Workers>,
 ) {
     let metrics = shared.metrics.clone();
-    accept_loop(listener, shutdown, drain, &metrics, move |peer| {
+    let spawn = Spawn::Workers(workers);
+    accept_loop(listener, shutdown, drain, &metrics, spawn, move |peer| {
         let shared = shared.clone();
         let conn = ConnInfo {
             peer,
@@ -233,6 +254,14 @@ async fn proxy_accept_loop(
     .await;
 }
 
+/// Where accepted connections run.
+pub(crate) enum Spawn {
+    /// On the runtime that accepts them (the admin listener).
+    Here,
+    /// On the proxy's worker threads, round robin.
+    Workers(Arc<Workers>),
+}
+
 /// Accepts connections until `shutdown`, then drains them for at most
 /// `drain`. `make` gives each connection its HTTP/1 settings, service and
 /// how long it may stay silent before its first byte (the header read
@@ -247,6 +276,7 @@ pub(crate) async fn accept_loop<F, S, Fut>(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     metrics: &Metrics,
+    spawn: Spawn,
     make: F,
 ) where
     F: Fn(SocketAddr) -> (hyper::server::conn::http1::Builder, S, Duration),
@@ -277,12 +307,23 @@ pub(crate) async fn accept_loop<F, S, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // Moved to the worker's runtime (its I/O driver) below.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "accepted connection unusable");
+                        continue;
+                    }
+                };
                 let (builder, service, first_byte_timeout) = make(peer);
                 let watcher = graceful.watcher();
                 let mut stop = shutdown.clone();
                 let active = ActiveConnection::new(&metrics.active_connections);
-                connections.spawn(async move {
+                let task = async move {
                     let _active = active;
+                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                        return;
+                    };
                     // `peek`, not `readable`: tokio takes an accepted socket
                     // to be readable before any event, so only a peek that
                     // finds a byte tells (0 is the client closing).
@@ -299,7 +340,11 @@ pub(crate) async fn accept_loop<F, S, Fut>(
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     }
-                });
+                };
+                match &spawn {
+                    Spawn::Here => connections.spawn(task),
+                    Spawn::Workers(workers) => connections.spawn_on(task, workers.next()),
+                };
                 while connections.try_join_next().is_some() {}
             }
             _ = shutdown.changed() => break,

@@ -1,6 +1,10 @@
-//! The pooled upstream client: verified TLS (built-in roots plus
-//! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, keep-alive pooling, and
-//! `proxy.connect_to` overrides of where a `host:port` is dialled.
+//! How sidekey reaches upstreams: verified TLS (built-in roots plus
+//! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, and `proxy.connect_to`
+//! overrides of where a `host:port` is dialled.
+//!
+//! [`connector`] is shared by the request path (per-thread pools,
+//! [`super::pool`]) and by [`client`], the shared pooled client of token
+//! fetches, which run off the request path on any thread.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,11 +28,20 @@ pub enum UpstreamError {
     Tls(#[from] rustls::Error),
 }
 
-/// The client every forwarded request and token fetch goes through.
+/// The client token fetches go through.
 pub type UpstreamClient = Client<HttpsConnector<Dialer>, ProxyBody>;
 
-/// Builds the shared client from the `[proxy]` settings.
-pub fn client(settings: &ProxySettings) -> Result<UpstreamClient, UpstreamError> {
+/// Builds the token fetches' client from the `[proxy]` settings.
+pub fn client(connector: HttpsConnector<Dialer>, settings: &ProxySettings) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .build(connector)
+}
+
+/// Builds the TLS connector from the `[proxy]` settings.
+pub fn connector(settings: &ProxySettings) -> Result<HttpsConnector<Dialer>, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in settings.extra_roots.iter() {
@@ -49,17 +62,12 @@ pub fn client(settings: &ProxySettings) -> Result<UpstreamClient, UpstreamError>
         http,
         connect_to: Arc::new(settings.connect_to.clone()),
     };
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(dialer);
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(settings.pool_idle_timeout)
-        .build(https))
+        .wrap_connector(dialer))
 }
 
 /// Dials `connect_to[host:port]` instead of resolving `host`, when set.

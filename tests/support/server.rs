@@ -238,6 +238,7 @@ struct Shared {
     requests_tx: watch::Sender<usize>,
     responses_tx: watch::Sender<usize>,
     connections_tx: watch::Sender<usize>,
+    closed_tx: watch::Sender<usize>,
     tls_failures_tx: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
 }
@@ -320,6 +321,7 @@ impl StandIn {
             requests_tx: watch::channel(0).0,
             responses_tx: watch::channel(0).0,
             connections_tx: watch::channel(0).0,
+            closed_tx: watch::channel(0).0,
             tls_failures_tx: watch::channel(0).0,
             shutdown: watch::channel(false).0,
         });
@@ -427,6 +429,18 @@ impl StandIn {
         .await;
     }
 
+    /// Waits until at least `n` TCP connections have ended (closed by either
+    /// side); panics after [`WAIT_TIMEOUT`].
+    pub async fn wait_for_closed(&self, n: usize) {
+        self.wait_count(
+            &self.shared.closed_tx,
+            n,
+            "closed connection(s)",
+            WAIT_TIMEOUT,
+        )
+        .await;
+    }
+
     /// Waits until at least `n` TLS handshakes failed; panics after [`WAIT_TIMEOUT`].
     pub async fn wait_for_tls_failures(&self, n: usize) {
         self.wait_count(
@@ -504,6 +518,7 @@ async fn serve_connection(
     handler: Handler,
 ) {
     let _ = stream.set_nodelay(true);
+    let closed = shared.clone();
     match acceptor {
         None => serve_http(TokioIo::new(stream), None, conn_id, shared, handler).await,
         Some(acceptor) => match acceptor.accept(stream).await {
@@ -527,6 +542,7 @@ async fn serve_connection(
             }
         },
     }
+    closed.closed_tx.send_modify(|n| *n += 1);
 }
 
 async fn serve_http<I>(
