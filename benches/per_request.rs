@@ -158,7 +158,9 @@ fn upstream_request(c: &mut Criterion) {
         )
     });
     let t = target("zip=10001&radius=25");
-    g.bench_function("target_to_uri", |b| b.iter(|| black_box(&t).to_uri()));
+    g.bench_function("target_origin_form", |b| {
+        b.iter(|| black_box(&t).origin_form())
+    });
     g.finish();
 }
 

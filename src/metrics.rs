@@ -5,12 +5,37 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+/// One route's `sidekey_requests_total` counting, with the counter of the
+/// last status seen kept at hand: most requests of a route end with the
+/// same status, and then counting skips the family's lock and the hashing
+/// of the labels.
+#[derive(Default)]
+pub struct RequestCounter {
+    last: ArcSwapOption<(u16, Counter)>,
+}
+
+impl RequestCounter {
+    /// Counts one request of `route` answered with `status`.
+    pub fn inc(&self, metrics: &Metrics, route: &RouteName, status: u16) {
+        if let Some(last) = &*self.last.load() {
+            if last.0 == status {
+                last.1.inc();
+                return;
+            }
+        }
+        let counter = metrics.request_counter(route, status);
+        counter.inc();
+        self.last.store(Some(Arc::new((status, counter))));
+    }
+}
 
 /// A route name as a label value: built once per route, so labelling a
 /// request clones a pointer instead of allocating a string.
@@ -162,14 +187,14 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, route: &RouteName, status: u16) {
+    fn request_counter(&self, route: &RouteName, status: u16) -> Counter {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
                 status,
                 class: status_class(status),
             })
-            .inc();
+            .clone()
     }
 
     /// The Prometheus text exposition.
@@ -189,13 +214,22 @@ mod tests {
     fn exposes_requests_by_route_and_status() {
         let m = Metrics::new();
         let copilot = RouteName::new("copilot");
-        m.request(&copilot, 200);
-        m.request(&copilot, 200);
-        m.request(&RouteName::new("-"), 403);
+        let counter = RequestCounter::default();
+        // The status changes and changes back: each gets its own series.
+        for status in [200, 200, 503, 200] {
+            counter.inc(&m, &copilot, status);
+        }
+        RequestCounter::default().inc(&m, &RouteName::new("-"), 403);
         let text = m.encode();
         assert!(
             text.contains(
-                "sidekey_requests_total{route=\"copilot\",status=\"200\",class=\"2xx\"} 2"
+                "sidekey_requests_total{route=\"copilot\",status=\"200\",class=\"2xx\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sidekey_requests_total{route=\"copilot\",status=\"503\",class=\"5xx\"} 1"
             ),
             "{text}"
         );

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::{HostPattern, RouteConfig};
 use crate::credential::Credential;
-use crate::metrics::{Metrics, RouteLabels, RouteName};
+use crate::metrics::{Metrics, RequestCounter, RouteLabels, RouteName};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// A route ready to serve: its config, its built credential and its
@@ -23,6 +23,8 @@ pub struct Route {
     /// This route's series of `sidekey_upstream_duration_seconds`, looked
     /// up once (see [`Route::with_metrics`]).
     pub upstream_latency: Option<Histogram>,
+    /// This route's `sidekey_requests_total` series.
+    pub requests: RequestCounter,
 }
 
 impl std::fmt::Debug for Route {
@@ -42,6 +44,7 @@ impl Route {
             credential,
             label,
             upstream_latency: None,
+            requests: RequestCounter::default(),
         }
     }
 

@@ -126,10 +126,13 @@ impl RouteConfig {
             None if !host.is_empty() => (Scheme::HTTPS, host.to_string(), ""),
             None => return None,
         };
+        let mut joined = String::with_capacity(base_path.len() + path.len());
+        joined.push_str(base_path);
+        joined.push_str(path);
         Some(Target {
             scheme,
             authority,
-            path: format!("{base_path}{path}"),
+            path: joined,
             query: query.unwrap_or("").to_string(),
         })
     }

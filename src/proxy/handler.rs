@@ -71,8 +71,13 @@ pub async fn handle(
             response
         }
     };
-    let label = route.as_ref().map_or(&shared.unmatched, |r| &r.label);
-    shared.metrics.request(label, response.status().as_u16());
+    let status = response.status().as_u16();
+    match &route {
+        Some(r) => r.requests.inc(&shared.metrics, &r.label, status),
+        None => shared
+            .unmatched_requests
+            .inc(&shared.metrics, &shared.unmatched, status),
+    }
     Ok(response)
 }
 
@@ -208,14 +213,14 @@ async fn attempt(
         .await
         .map_err(ProxyError::Credential)?;
     let uri = target
-        .to_uri()
+        .origin_form()
         .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     let sent = Instant::now();
-    let response = send(runtime, request).await?;
+    let response = send(runtime, target.is_https(), &target.authority, request).await?;
     if let Some(histogram) = &route.upstream_latency {
         histogram.observe(sent.elapsed().as_secs_f64());
     }
@@ -238,21 +243,15 @@ async fn passthrough(
             .unwrap_or(host)
             .to_string(),
     };
-    let scheme = parts
-        .uri
-        .scheme()
-        .cloned()
-        .unwrap_or(http::uri::Scheme::HTTP);
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map_or("/".to_string(), |pq| pq.to_string());
-    parts.uri = format!("{scheme}://{authority}{pq}")
-        .parse()
-        .map_err(|_| ProxyError::BadRequest("the request URI cannot be forwarded"))?;
+    let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => http::Uri::from(pq.clone()),
+        None => http::Uri::from_static("/"),
+    };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    let response = send(runtime, Request::from_parts(parts, body.boxed())).await?;
+    let request = Request::from_parts(parts, body.boxed());
+    let response = send(runtime, https, &authority, request).await?;
     Ok(clean_response(response, &[]))
 }
 
@@ -299,16 +298,19 @@ fn add_forwarded(headers: &mut HeaderMap, mode: Forwarded, conn: &ConnInfo, host
 /// Sends with the request timeout, mapping failures to [`ProxyError`].
 async fn send(
     runtime: &Runtime,
+    https: bool,
+    authority: &str,
     req: Request<ProxyBody>,
 ) -> Result<Response<PoolBody>, ProxyError> {
     let timeout = runtime.settings.request_timeout;
-    match tokio::time::timeout(timeout, runtime.upstreams.send(req)).await {
+    let sending = runtime.upstreams.send(https, authority, req);
+    match tokio::time::timeout(timeout, sending).await {
         Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(SendError::Connect(cause))) => Err(ProxyError::UpstreamConnect(cause)),
         Ok(Err(SendError::Upstream(cause))) => Err(ProxyError::Upstream(cause)),
-        Ok(Err(SendError::NotAbsolute)) => Err(ProxyError::BadRequest(
-            "the request URI cannot be forwarded",
+        Ok(Err(SendError::BadAuthority)) => Err(ProxyError::BadRequest(
+            "the upstream host cannot be forwarded to",
         )),
     }
 }

@@ -102,6 +102,8 @@ impl Runtime {
 pub struct Shared {
     /// The metric label of requests that matched no route.
     pub unmatched: crate::metrics::RouteName,
+    /// `sidekey_requests_total` of requests that matched no route.
+    pub unmatched_requests: crate::metrics::RequestCounter,
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     /// Set once every listener is bound.

@@ -55,9 +55,9 @@ pub enum SendError {
     /// The request was (maybe partly) sent, but no response came back.
     #[error("{0}")]
     Upstream(String),
-    /// The request URI has no scheme or authority.
-    #[error("the request URI is not absolute")]
-    NotAbsolute,
+    /// The upstream's `host[:port]` is not a valid authority.
+    #[error("the upstream host is not a valid host[:port]")]
+    BadAuthority,
 }
 
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -82,19 +82,21 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` (absolute URI) and returns the upstream's response head;
-    /// the body streams from the connection, which goes back to this
-    /// thread's pool when the body has been read to its end.
-    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<PoolBody>, SendError> {
-        let (https, authority) = match (req.uri().scheme(), req.uri().authority()) {
-            (Some(s), Some(a)) => (*s == Scheme::HTTPS, a.clone()),
-            _ => return Err(SendError::NotAbsolute),
-        };
+    /// Sends `req` (origin-form URI: `/path?query`) to `authority` over
+    /// TLS when `https`, and returns the upstream's response head; the body
+    /// streams from the connection, which goes back to this thread's pool
+    /// when the body has been read to its end.
+    pub async fn send(
+        &self,
+        https: bool,
+        authority: &str,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<PoolBody>, SendError> {
         let mut tries = 0;
         loop {
             tries += 1;
             let pooled = if tries < MAX_SEND_TRIES {
-                self.checkout(https, authority.as_str())
+                self.checkout(https, authority)
             } else {
                 None
             };
@@ -103,7 +105,7 @@ impl Upstreams {
                 // Boxed: connecting (TLS and HTTP/2 handshakes) is rare
                 // and its future large; inline, every request's future
                 // would carry (and copy) it.
-                None => Box::pin(self.connect(https, &authority)).await?,
+                None => Box::pin(self.connect(https, authority)).await?,
             };
             if let Conn::H1(sender) = &mut conn {
                 if sender.ready().await.is_err() {
@@ -112,10 +114,17 @@ impl Upstreams {
             }
             let sent = match &mut conn {
                 Conn::H1(sender) => {
-                    to_origin_form(&mut req, &authority);
+                    if !req.headers().contains_key(HOST) {
+                        let host = HeaderValue::from_str(authority)
+                            .map_err(|_| SendError::BadAuthority)?;
+                        req.headers_mut().insert(HOST, host);
+                    }
                     sender.try_send_request(req).await
                 }
-                Conn::H2(sender) => sender.try_send_request(req).await,
+                Conn::H2(sender) => {
+                    to_absolute_form(&mut req, https, authority)?;
+                    sender.try_send_request(req).await
+                }
             };
             match sent {
                 Ok(response) => return Ok(self.keep(response, https, key, conn)),
@@ -155,11 +164,11 @@ impl Upstreams {
 
     /// Dials, handshakes TLS and HTTP (HTTP/2 if the upstream chose `h2`),
     /// and runs the connection on this thread.
-    async fn connect(&self, https: bool, authority: &Authority) -> Result<(Key, Conn), SendError> {
+    async fn connect(&self, https: bool, authority: &str) -> Result<(Key, Conn), SendError> {
         let scheme = if https { "https" } else { "http" };
         let uri: Uri = format!("{scheme}://{authority}")
             .parse()
-            .map_err(|_| SendError::NotAbsolute)?;
+            .map_err(|_| SendError::BadAuthority)?;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -168,7 +177,7 @@ impl Upstreams {
             .call(uri)
             .await
             .map_err(|e| SendError::Connect(innermost(e.as_ref())))?;
-        let key: Key = Arc::from(authority.as_str());
+        let key: Key = Arc::from(authority);
         if stream.connected().is_negotiated_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -193,7 +202,9 @@ impl Upstreams {
             });
             Ok((key, Conn::H2(sender)))
         } else {
+            // Flattened writes, as on the client side (see server.rs).
             let (sender, conn) = http1::Builder::new()
+                .writev(false)
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(innermost(&e)))?;
@@ -265,21 +276,21 @@ pub fn sweep() {
     });
 }
 
-/// HTTP/1.1 wants the origin form (`/path?query`) and a `Host` header;
-/// HTTP/2 takes the absolute URI as `:scheme` and `:authority`.
-fn to_origin_form(req: &mut Request<ProxyBody>, authority: &Authority) {
-    if !req.headers().contains_key(HOST) {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            req.headers_mut().insert(HOST, host);
-        }
+/// HTTP/2 takes the scheme and authority into the request URI (its
+/// `:scheme` and `:authority`); HTTP/1.1 sends them as `Host`.
+fn to_absolute_form(
+    req: &mut Request<ProxyBody>,
+    https: bool,
+    authority: &str,
+) -> Result<(), SendError> {
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = Some(Authority::try_from(authority).map_err(|_| SendError::BadAuthority)?);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    let origin = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .map(Uri::from)
-        .unwrap_or_else(|| Uri::from_static("/"));
-    *req.uri_mut() = origin;
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| SendError::BadAuthority)?;
+    Ok(())
 }
 
 /// Describes an error by its innermost cause (an I/O or TLS error, which

@@ -82,6 +82,7 @@ impl RunningProxy {
         runtime.warm_up();
         let shared = Arc::new(Shared {
             unmatched: crate::metrics::RouteName::new("-"),
+            unmatched_requests: Default::default(),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             listening: AtomicBool::new(false),
@@ -221,7 +222,11 @@ fn http1(runtime: &Runtime) -> hyper::server::conn::http1::Builder {
         .header_read_timeout(runtime.settings.header_read_timeout)
         .max_buf_size(runtime.settings.max_header_bytes)
         .max_headers(runtime.settings.max_headers)
-        .keep_alive(true);
+        .keep_alive(true)
+        // Copy body chunks into the write buffer instead of queueing them
+        // for writev: ~2% fewer instructions for the small responses that
+        // dominate API traffic; the buffer stays bounded by max_buf_size.
+        .writev(false);
     builder
 }
 
