@@ -151,9 +151,14 @@ async fn forward(
     add_forwarded(&mut headers, runtime.settings.forwarded, conn, &host);
 
     // Keep small bodies when a 401 could be retried with a fresh token.
-    let keep = route.credential.retries_on_401()
-        && body_len(&headers).is_some_and(|n| n <= runtime.settings.retry_body_limit as u64);
-    let replay = if keep {
+    let len = match route.credential.retries_on_401() {
+        true => body_len(&headers).filter(|n| *n <= runtime.settings.retry_body_limit as u64),
+        false => None,
+    };
+    let replay = if len == Some(0) {
+        // Nothing to read (and nothing to wait for).
+        Ok(Bytes::new())
+    } else if len.is_some() {
         let bytes = Limited::new(body, runtime.settings.retry_body_limit)
             .collect()
             .await
@@ -177,12 +182,16 @@ async fn forward(
             return Ok(clean_response(response, injected));
         }
     };
+    // The copies are for the retry; the first attempt takes the originals,
+    // whose header map has room for the credential (a fresh clone is
+    // exactly full, and inserting into it reallocates).
+    let retry = (target.clone(), headers.clone());
     let (response, applied) = attempt(
         runtime,
         &route,
         &parts.method,
-        target.clone(),
-        headers.clone(),
+        target,
+        headers,
         full(bytes.clone()),
     )
     .await?;
@@ -191,6 +200,7 @@ async fn forward(
             route = route.name(),
             "upstream answered 401; retrying once with a fresh token"
         );
+        let (target, headers) = retry;
         let (response, _) =
             attempt(runtime, &route, &parts.method, target, headers, full(bytes)).await?;
         return Ok(clean_response(response, injected));

@@ -11,6 +11,11 @@
 //! past its expiry is never handed out. With no valid token a request fails
 //! at once with [`TokenError::Unavailable`] (never a flood of fetches).
 //!
+//! A valid token that is not yet due for refresh is also published in an
+//! [`ArcSwapOption`], so the common request takes it without the lock
+//! (which two worker threads would otherwise contend for on every
+//! request); the lock is taken only when there is something to decide.
+//!
 //! Fetches and timers run in spawned tasks (so a client that goes away
 //! does not cancel a fetch others wait for); timers hold only a weak
 //! reference, so a cache dropped by a config reload stops by itself. The
@@ -19,6 +24,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -39,10 +45,14 @@ struct Inner {
     refresh_before: Duration,
     stats: TokenStats,
     state: Mutex<State>,
+    /// `state.current`, published for lock-free reads; changed only with
+    /// the lock held, right after `state.current`.
+    ready: ArcSwapOption<Cached>,
     /// Bumped after every fetch, successful or not.
     fetched: watch::Sender<u64>,
 }
 
+#[derive(Clone)]
 struct Cached {
     token: Token,
     /// `None`: valid until the upstream rejects it.
@@ -114,6 +124,7 @@ impl TokenCache {
                     failures: 0,
                     last_error: None,
                 }),
+                ready: ArcSwapOption::empty(),
                 fetched: watch::channel(0).0,
             }),
         }
@@ -122,6 +133,9 @@ impl TokenCache {
     /// A valid token: the cached one, else the result of the fetch in
     /// flight (started if needed).
     pub async fn token(&self) -> Result<Token, TokenError> {
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
         let start = Instant::now();
         let mut waited = false;
         for _ in 0..MAX_ROUNDS {
@@ -158,6 +172,20 @@ impl TokenCache {
         })
     }
 
+    /// The cached token when it is valid and not yet due for refresh,
+    /// without taking the lock; `None` means: ask [`TokenCache::token`].
+    pub fn cached(&self) -> Option<Token> {
+        let now = Instant::now();
+        let ready = self.inner.ready.load();
+        let cached = ready.as_deref()?;
+        if cached.is_valid(now) && !cached.refresh_due(now) {
+            self.inner.stats.hit();
+            Some(cached.token.clone())
+        } else {
+            None
+        }
+    }
+
     /// The upstream answered 401 to `token`: forget it, unless a newer one
     /// has replaced it already.
     pub fn reject(&self, token: &Token) {
@@ -168,6 +196,7 @@ impl TokenCache {
             .is_some_and(|c| c.token.generation == token.generation)
         {
             st.current = None;
+            self.inner.ready.store(None);
             self.inner.stats.expiry(0.0);
             tracing::info!(
                 route = self.inner.stats.route(),
@@ -217,6 +246,7 @@ impl Inner {
                 return Lookup::Ready(token);
             }
             st.current = None;
+            self.ready.store(None);
             self.stats.expiry(0.0);
         }
         match st.phase {
@@ -272,11 +302,13 @@ impl Inner {
                 // `started` errs on the early side.
                 let lifetime = fetched.lifetime.map(timing::clamp_lifetime);
                 let refresh = lifetime.map(|l| timing::refresh_at(started, l, self.refresh_before));
-                st.current = Some(Cached {
+                let cached = Cached {
                     token,
                     expires: lifetime.map(|l| started + l),
                     refresh,
-                });
+                };
+                self.ready.store(Some(Arc::new(cached.clone())));
+                st.current = Some(cached);
                 st.phase = Phase::Idle;
                 st.failures = 0;
                 st.last_error = None;

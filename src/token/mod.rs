@@ -87,6 +87,12 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, TokenError>
 pub trait TokenProvider: Send + Sync + 'static {
     /// A valid token; waits only when none is cached.
     fn token(&self) -> TokenFuture<'_>;
+    /// A token at hand without waiting or locking, when the source has one
+    /// that needs no decision; `None` means: call [`TokenProvider::token`].
+    /// Spares the common request the boxed future.
+    fn cached(&self) -> Option<Token> {
+        None
+    }
     /// The upstream answered 401 to a request that carried `token`.
     fn reject(&self, token: &Token);
     /// Whether a 401 may be retried once with a fresh token from this source.
@@ -174,7 +180,10 @@ impl TokenSource {
     pub async fn token(&self) -> Result<Token, TokenError> {
         match self {
             TokenSource::Static(token) => Ok(token.clone()),
-            TokenSource::Provider(p) => p.token().await,
+            TokenSource::Provider(p) => match p.cached() {
+                Some(token) => Ok(token),
+                None => p.token().await,
+            },
         }
     }
 
@@ -210,6 +219,9 @@ impl TokenSource {
 impl TokenProvider for cache::TokenCache {
     fn token(&self) -> TokenFuture<'_> {
         Box::pin(cache::TokenCache::token(self))
+    }
+    fn cached(&self) -> Option<Token> {
+        cache::TokenCache::cached(self)
     }
     fn reject(&self, token: &Token) {
         cache::TokenCache::reject(self, token)
