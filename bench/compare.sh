@@ -506,6 +506,20 @@ median() {
             else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
+# rep_ratio SCENARIO LOAD: the median over reps of sidekey's req/s divided by
+# nginx's req/s in the same rep (the two ran back to back, so a rep's ratio
+# is less exposed to the machine's drift than a ratio of medians).
+rep_ratio() {
+    awk -F'\t' -v s="$1" -v l="$2" '
+        $1 == s && $2 == l && $3 == "sidekey" { sk[$4] = $5 }
+        $1 == s && $2 == l && $3 == "nginx" { ng[$4] = $5 }
+        END { for (r in sk) if ((r in ng) && ng[r] > 0) printf "%.4f\n", sk[r] / ng[r] }' "$RESULTS" |
+        sort -g | awk '{ a[NR] = $1 } END {
+            if (NR == 0) print "-";
+            else if (NR % 2) printf "%.2f\n", a[(NR + 1) / 2];
+            else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
 failures() {
     awk -F'\t' -v s="$1" -v l="$2" -v t="$3" \
         '$1 == s && $2 == l && $3 == t { n += $9 + $10 } END { print n + 0 }' "$RESULTS"
@@ -647,21 +661,22 @@ idle_scenario used
 us() { [[ -n $1 ]] && echo "$1" || echo "-"; }
 
 print_tables() {
-    local s load t rps p50 p90 p99 base added ratio nrps ir peak flag cpu
+    local s load t rps p50 p90 p99 base base90 added added90 ratio nrps ir peak flag cpu
     echo
     echo "sidekey vs nginx, $(date -u +%Y-%m-%d), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores;"
     echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1,"
     echo "c1p = wrk -t1 -c1 with ${PACE_MS} ms before each request (latency counted from the request's write)."
     echo
-    echo "| scenario | load | target | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | sidekey/nginx req/s | instr/req | CPU µs/req | peak RSS MiB |"
-    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| scenario | load | target | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | added p90 µs | sidekey/nginx req/s | instr/req | CPU µs/req | peak RSS MiB |"
+    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for s in $SCENARIOS; do
         for load in $LOADS; do
             base=$(median "$s" "$load" direct 6)
+            base90=$(median "$s" "$load" direct 7)
             nrps=$(median "$s" "$load" nginx 5)
             for t in $(targets_of "$s"); do
                 if [[ ${AUTH_OK[$s.$t]} != 1 ]]; then
-                    echo "| $s | $load | $t | FAILED: credential not accepted (not ranked) | | | | | | | | |"
+                    echo "| $s | $load | $t | FAILED: credential not accepted (not ranked) | | | | | | | | | |"
                     continue
                 fi
                 rps=$(median "$s" "$load" "$t" 5)
@@ -672,14 +687,16 @@ print_tables() {
                 [[ $(failures "$s" "$load" "$t") -gt 0 ]] && flag=" (errors/non-2xx!)"
                 added="-"
                 [[ $t != direct && -n $base && -n $p50 ]] && added=$((p50 - base))
+                added90="-"
+                [[ $t != direct && -n $base90 && -n $p90 ]] && added90=$((p90 - base90))
                 ratio="-"
                 [[ $t == sidekey && -n $nrps && ${AUTH_OK[$s.nginx]:-0} == 1 ]] &&
-                    ratio=$(awk -v a="$rps" -v b="$nrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+                    ratio=$(rep_ratio "$s" "$load")
                 ir=$(us "${IR[$s.$t]:-}")
                 cpu=$(us "$(median "$s" "$load" "$t" 11)")
                 peak="-"
                 [[ $t != direct ]] && peak=$(mib "${PEAK_RSS[$t]}")
-                echo "| $s | $load | $t | $(us "$rps")$flag | $(us "$p50") | $(us "$p90") | $(us "$p99") | $added | $ratio | $ir | $cpu | $peak |"
+                echo "| $s | $load | $t | $(us "$rps")$flag | $(us "$p50") | $(us "$p90") | $(us "$p99") | $added | $added90 | $ratio | $ir | $cpu | $peak |"
             done
         done
     done
