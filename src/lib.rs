@@ -10,12 +10,14 @@
 //! | --- | --- |
 //! | [`config`] | the TOML file: raw serde types ([`config::file`]), `${VAR}` expansion ([`config::env`]), validated types |
 //! | [`proxy::server`] | listeners, graceful shutdown, reload |
+//! | [`proxy::workers`] | the worker threads (one single-threaded runtime per core) that serve client connections |
 //! | [`proxy::handler`] | one request: route, rewrite, inject, forward, clean the response |
 //! | [`route`] | the route matcher ([`route::RouteTable::find`]) |
 //! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url` |
 //! | [`token`] | token sources for `header` and `query` credentials: fetched, cached, one-time, from files |
 //! | [`target`] | the upstream URL being built and its query-string edits |
-//! | [`proxy::upstream`] | the pooled TLS client and `connect_to` |
+//! | [`proxy::pool`] | each worker thread's upstream connections (HTTP/1.1 kept alive, HTTP/2 shared) |
+//! | [`proxy::upstream`] | the TLS connector, `connect_to`, and the token fetches' client |
 //! | [`proxy::headers`] | hop-by-hop header hygiene |
 //! | [`error`] | every request error → status + JSON body, in one place |
 //! | [`admin`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |

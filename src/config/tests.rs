@@ -226,6 +226,7 @@ fn bad_values_name_their_keys() {
 listen = "localhost"
 connect_timeout = "5 parsecs"
 unmatched = "allow"
+workers = 0
 [[route]]
 name = "bad name"
 host = "https://api.example.com"
@@ -243,6 +244,7 @@ algorithm = "md5"
         "proxy: listen:",
         "proxy: connect_timeout:",
         "proxy: unmatched:",
+        "proxy: workers:",
         "route \"bad name\": name:",
         "route \"bad name\": host:",
         "route \"bad name\": path_prefix:",

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::endpoint::{FetchError, Fetched, TokenFetcher};
 use super::timing;
-use super::{Token, TokenError, TokenStats};
+use super::{Background, Token, TokenError, TokenStats};
 
 /// A request gives up after this many fetches that did not leave it a
 /// token (each one rejected by a concurrent 401 before it could be used).
@@ -44,6 +44,7 @@ struct Inner {
     fetcher: Box<dyn TokenFetcher>,
     refresh_before: Duration,
     stats: TokenStats,
+    background: Background,
     state: Mutex<State>,
     /// `state.current`, published for lock-free reads; changed only with
     /// the lock held, right after `state.current`.
@@ -117,6 +118,7 @@ impl TokenCache {
                 fetcher,
                 refresh_before,
                 stats,
+                background: Background::here(),
                 state: Mutex::new(State {
                     current: None,
                     generation: 0,
@@ -265,14 +267,14 @@ impl Inner {
         }
     }
 
-    /// Spawns the one fetch. Must run inside a Tokio runtime.
+    /// Spawns the one fetch (see [`Background`]).
     fn start_fetch(self: &Arc<Self>, st: &mut State) {
         st.phase = Phase::Fetching;
         let guard = FetchGuard {
             inner: Some(self.clone()),
             started: Instant::now(),
         };
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let result = match &guard.inner {
                 Some(inner) => inner.fetcher.fetch().await,
                 None => return,
@@ -353,7 +355,7 @@ impl Inner {
     /// At `at`, refresh the token (or retry a failed fetch) if nobody has.
     fn schedule(self: &Arc<Self>, at: Instant) {
         let weak: Weak<Inner> = Arc::downgrade(self);
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             tokio::time::sleep_until(at).await;
             let Some(inner) = weak.upgrade() else { return };
             let now = Instant::now();

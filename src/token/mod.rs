@@ -51,6 +51,33 @@ pub struct TokenContext {
     pub metrics: std::sync::Arc<Metrics>,
 }
 
+/// Where a token source's background work (fetches, refresh timers,
+/// mints ahead) runs: the Tokio runtime that built the source. In the
+/// proxy that is the control runtime, so the worker threads serving
+/// requests are neither woken nor held up by it; a request that has to
+/// wait for a token still does its own waiting.
+#[derive(Clone, Debug)]
+pub(crate) struct Background(Option<tokio::runtime::Handle>);
+
+impl Background {
+    /// The current runtime, if any.
+    pub(crate) fn here() -> Background {
+        Background(tokio::runtime::Handle::try_current().ok())
+    }
+
+    /// Spawns `task` there; outside any runtime (no handle was captured),
+    /// on the current one, which must then exist.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+}
+
 /// A token to inject. Cloning is cheap. `generation` identifies which fetch
 /// produced it, so that a 401 invalidates that token and not a newer one.
 #[derive(Clone, Debug)]

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::endpoint::{FetchError, Fetched, TokenFetcher};
 use super::timing;
-use super::{Token, TokenError, TokenStats};
+use super::{Background, Token, TokenError, TokenStats};
 
 pub struct OneTimeSource {
     inner: Arc<Inner>,
@@ -32,6 +32,7 @@ struct Inner {
     pool_size: usize,
     pool_max_age: Duration,
     stats: TokenStats,
+    background: Background,
     state: Mutex<State>,
 }
 
@@ -66,6 +67,7 @@ impl OneTimeSource {
                 pool_size,
                 pool_max_age,
                 stats,
+                background: Background::here(),
                 state: Mutex::new(State {
                     pool: VecDeque::new(),
                     minting: 0,
@@ -208,7 +210,7 @@ impl Inner {
         while st.pool.len() + st.minting < self.pool_size {
             st.minting += 1;
             let inner = self.clone();
-            tokio::spawn(async move {
+            self.background.spawn(async move {
                 let result = inner.fetcher.fetch().await;
                 let now = Instant::now();
                 let mut st = inner.lock();
@@ -232,7 +234,7 @@ impl Inner {
     /// Refills the pool at `until` (after a failed background mint).
     fn retry_at(self: &Arc<Self>, until: Instant) {
         let weak: Weak<Inner> = Arc::downgrade(self);
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             tokio::time::sleep_until(until).await;
             if let Some(inner) = weak.upgrade() {
                 let now = Instant::now();
