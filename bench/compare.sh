@@ -98,7 +98,9 @@ stop_pid() {
     local pid=$1 sig=${2:-TERM} i
     kill -0 "$pid" 2>/dev/null || return 0
     kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
+    # Up to 30 s: a process under valgrind is slow to exit, and killing it
+    # loses its callgrind output.
+    for ((i = 0; i < 300; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done

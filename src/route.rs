@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use crate::config::{HostPattern, RouteConfig};
 use crate::credential::Credential;
 use crate::metrics::{Metrics, RequestCounter, RouteLabels, RouteName};
@@ -25,6 +27,9 @@ pub struct Route {
     pub upstream_latency: Option<Histogram>,
     /// This route's `sidekey_requests_total` series.
     pub requests: RequestCounter,
+    /// The `Host` header of the route's upstream, when the route names one
+    /// (wildcard routes without `upstream` go to the request's host).
+    pub host_header: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Route {
@@ -39,12 +44,17 @@ impl std::fmt::Debug for Route {
 impl Route {
     pub fn new(config: RouteConfig, credential: Credential) -> Route {
         let label = RouteName::new(&config.name);
+        let host_header = config
+            .upstream
+            .as_ref()
+            .and_then(|u| HeaderValue::try_from(u.authority.as_str()).ok());
         Route {
             config,
             credential,
             label,
             upstream_latency: None,
             requests: RequestCounter::default(),
+            host_header,
         }
     }
 

@@ -141,7 +141,12 @@ async fn forward(
         .ok_or(ProxyError::NoHost)?;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
+    // The upstream's own Host (built once per route; for a wildcard route
+    // without `upstream`, the pool sets it from the request's host).
+    match &route.host_header {
+        Some(host) => drop(headers.insert(header::HOST, host.clone())),
+        None => drop(headers.remove(header::HOST)),
+    }
     headers.remove(header::EXPECT);
     for (name, value) in &route.config.headers {
         if !headers.contains_key(name) {

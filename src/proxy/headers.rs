@@ -37,12 +37,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if connection {
+        // Usually just `keep-alive` or `close`: options, not header names
+        // (and `Keep-Alive` goes anyway), so nothing to collect.
+        let names_headers = |name: &str| {
+            !(name.eq_ignore_ascii_case("keep-alive") || name.eq_ignore_ascii_case("close"))
+        };
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .map(str::trim)
+            .filter(|name| names_headers(name))
+            .filter_map(|name| HeaderName::try_from(name).ok())
             .collect();
         for name in listed {
             headers.remove(&name);
@@ -100,6 +107,11 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        // The usual `Connection: keep-alive` with its `Keep-Alive` header.
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
     }

@@ -122,6 +122,8 @@ impl Upstreams {
                     sender.try_send_request(req).await
                 }
                 Conn::H2(sender) => {
+                    // HTTP/2 carries the host as `:authority`.
+                    req.headers_mut().remove(HOST);
                     to_absolute_form(&mut req, https, authority)?;
                     sender.try_send_request(req).await
                 }
