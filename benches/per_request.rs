@@ -1,11 +1,14 @@
 //! Micro-benchmarks of the work sidekey does for every request, through the
 //! library's public API: route lookup, credential injection (Basic header,
-//! query parameter, URL signing) and building the upstream request.
+//! query parameter, URL signing), a token cache hit and building the
+//! upstream request.
 //!
 //! `cargo bench --bench per_request` (add `-- route` etc. to filter). The
 //! end-to-end comparison with nginx is `bench/compare.sh`.
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, HOST, USER_AGENT};
@@ -14,10 +17,14 @@ use secrecy::SecretString;
 use sidekey::config::{
     AuthConfig, HostPattern, RouteConfig, SignAlgorithm, SignedUrlConfig, UpstreamUrl,
 };
-use sidekey::credential::{Basic, Credential, SignedUrl};
+use sidekey::credential::{Basic, Credential, HeaderInjector, SignedUrl};
+use sidekey::metrics::Metrics;
 use sidekey::proxy::headers::strip_hop_by_hop;
 use sidekey::route::{Route, RouteTable};
 use sidekey::target::Target;
+use sidekey::token::cache::TokenCache;
+use sidekey::token::endpoint::{FetchFuture, Fetched, TokenFetcher};
+use sidekey::token::{TokenSource, TokenStats};
 
 fn route(i: usize) -> Route {
     let host = format!("api{i}.example.com");
@@ -139,6 +146,55 @@ fn header_injection(c: &mut Criterion) {
     });
 }
 
+/// A token endpoint that always answers at once with a 15-minute token.
+struct FixedEndpoint;
+
+impl TokenFetcher for FixedEndpoint {
+    fn fetch(&self) -> FetchFuture<'_> {
+        Box::pin(async {
+            Ok(Fetched {
+                value: SecretString::from("ed430a95c58fd7d2830c9dc453396cf5"),
+                lifetime: Some(Duration::from_secs(900)),
+            })
+        })
+    }
+}
+
+/// A cached token (`source = "endpoint"`) once it is fetched: the lock-free
+/// hit, and the whole `Authorization: Bearer {token}` injection (which also
+/// pays for `block_on`, the credential API being async).
+fn token_cache_hit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let stats = TokenStats::new("bench", Arc::new(Metrics::new()));
+    let cache = Arc::new(TokenCache::new(
+        Box::new(FixedEndpoint),
+        Duration::from_secs(60),
+        stats,
+    ));
+    runtime
+        .block_on(cache.token())
+        .expect("the first fetch succeeds");
+    let bearer = HeaderInjector::new(
+        AUTHORIZATION,
+        Some("Bearer {token}"),
+        TokenSource::Provider(cache.clone()),
+    )
+    .expect("a valid template");
+    let mut g = c.benchmark_group("token_cache_hit");
+    g.bench_function("cached", |b| b.iter(|| black_box(&cache).cached()));
+    g.bench_function("bearer_header_apply", |b| {
+        b.iter_batched_ref(
+            request_headers,
+            |h| runtime.block_on(bearer.apply(h)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 /// The rest of building the upstream request: hop-by-hop hygiene (on a
 /// request without and a response with `Connection`) and the request URI.
 fn upstream_request(c: &mut Criterion) {
@@ -170,6 +226,7 @@ criterion_group!(
     url_signing,
     query_append,
     header_injection,
+    token_cache_hit,
     upstream_request
 );
 criterion_main!(benches);
