@@ -118,6 +118,19 @@ impl ProxyError {
     }
 }
 
+/// The innermost cause of an error chain: for a client error, the I/O or
+/// TLS error underneath, which (unlike the outer layers) holds no request
+/// data and names what actually went wrong.
+pub(crate) fn innermost_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause
+}
+
 fn response_status_closes(status: StatusCode) -> bool {
     status == StatusCode::BAD_REQUEST
 }

@@ -43,8 +43,9 @@ use super::ProxyBody;
 /// thread; more are closed when their response ends.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
-/// How often a request that found only dead pooled connections tries again
-/// before opening a new one (each try drops the dead connection it found).
+/// Tries per request: those before the last may take pooled connections
+/// (a dead one is dropped and the next one tried, as long as nothing of
+/// the request was written); the last is always on a new connection.
 const MAX_SEND_TRIES: usize = 4;
 
 #[derive(Debug, Error)]
@@ -108,8 +109,13 @@ impl Upstreams {
                 None => Box::pin(self.connect(https, authority)).await?,
             };
             if let Conn::H1(sender) = &mut conn {
-                if sender.ready().await.is_err() {
-                    continue;
+                // A pooled connection the upstream closed meanwhile: drop
+                // it and take another (the last try is a new connection).
+                if let Err(e) = sender.ready().await {
+                    if tries < MAX_SEND_TRIES {
+                        continue;
+                    }
+                    return Err(SendError::Upstream(innermost(&e)));
                 }
             }
             let sent = match &mut conn {
@@ -295,14 +301,10 @@ fn to_absolute_form(
     Ok(())
 }
 
-/// Describes an error by its innermost cause (an I/O or TLS error, which
-/// holds no request data).
+/// Describes an error by its innermost cause (see
+/// [`crate::error::innermost_cause`]).
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
+    crate::error::innermost_cause(e).to_string()
 }
 
 /// The pool key: the upstream's `host[:port]`, shared by its entries.

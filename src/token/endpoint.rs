@@ -312,10 +312,7 @@ pub async fn send(
 /// Names a client error by its innermost cause (an I/O or TLS error, which
 /// holds no request data).
 fn client_error(host: &str, e: &hyper_util::client::legacy::Error) -> FetchError {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
+    let cause = crate::error::innermost_cause(e);
     let text = match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
         Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
         Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_string(),
