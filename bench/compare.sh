@@ -29,8 +29,8 @@
 #                     c1p = one connection paced: PACE_MS between requests
 #   PACE_MS=1         pause before each request of the c1p load (wrk delay())
 #   CALLGRIND=1       0 skips the instructions/request measurement
-#   PROXY_WORKERS=<nproc>  nginx peer worker processes (sidekey uses one
-#                     tokio worker per core, the same number by default)
+#   PROXY_WORKERS=<nproc>  nginx peer worker processes, and sidekey's
+#                     worker threads (proxy.workers)
 #   UPSTREAM_WORKERS=1
 #   ACCESS_LOG=0      1 turns on both proxies' access logs (to files)
 #   SIDEKEY_BIN=...   use this binary instead of building one
