@@ -192,11 +192,7 @@ impl Upstreams {
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(innermost(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
+            run_on_this_thread(conn);
             let now = Instant::now();
             IDLE.with(|idle| {
                 let mut idle = idle.borrow_mut();
@@ -216,11 +212,7 @@ impl Upstreams {
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(innermost(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
+            run_on_this_thread(conn);
             Ok((key, Conn::H1(sender)))
         }
     }
@@ -280,6 +272,19 @@ pub fn sweep() {
                 }
                 !host.h1.is_empty() || host.h2.is_some()
             });
+        }
+    });
+}
+
+/// Drives an upstream connection in a task of the current (worker) runtime,
+/// beside the requests that use it.
+fn run_on_this_thread<C>(conn: C)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
         }
     });
 }
