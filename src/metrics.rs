@@ -17,21 +17,28 @@ use prometheus_client::registry::Registry;
 /// last status seen kept at hand: most requests of a route end with the
 /// same status, and then counting skips the family's lock and the hashing
 /// of the labels.
-#[derive(Default)]
 pub struct RequestCounter {
+    route: RouteName,
     last: ArcSwapOption<(u16, Counter)>,
 }
 
 impl RequestCounter {
-    /// Counts one request of `route` answered with `status`.
-    pub fn inc(&self, metrics: &Metrics, route: &RouteName, status: u16) {
+    pub fn new(route: RouteName) -> RequestCounter {
+        RequestCounter {
+            route,
+            last: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Counts one request of this route answered with `status`.
+    pub fn inc(&self, metrics: &Metrics, status: u16) {
         if let Some(last) = &*self.last.load() {
             if last.0 == status {
                 last.1.inc();
                 return;
             }
         }
-        let counter = metrics.request_counter(route, status);
+        let counter = metrics.request_counter(&self.route, status);
         counter.inc();
         self.last.store(Some(Arc::new((status, counter))));
     }
@@ -214,12 +221,12 @@ mod tests {
     fn exposes_requests_by_route_and_status() {
         let m = Metrics::new();
         let copilot = RouteName::new("copilot");
-        let counter = RequestCounter::default();
+        let counter = RequestCounter::new(copilot);
         // The status changes and changes back: each gets its own series.
         for status in [200, 200, 503, 200] {
-            counter.inc(&m, &copilot, status);
+            counter.inc(&m, status);
         }
-        RequestCounter::default().inc(&m, &RouteName::new("-"), 403);
+        RequestCounter::new(RouteName::new("-")).inc(&m, 403);
         let text = m.encode();
         assert!(
             text.contains(

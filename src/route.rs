@@ -44,6 +44,7 @@ impl std::fmt::Debug for Route {
 impl Route {
     pub fn new(config: RouteConfig, credential: Credential) -> Route {
         let label = RouteName::new(&config.name);
+        let requests = RequestCounter::new(label.clone());
         let host_header = config
             .upstream
             .as_ref()
@@ -53,7 +54,7 @@ impl Route {
             credential,
             label,
             upstream_latency: None,
-            requests: RequestCounter::default(),
+            requests,
             host_header,
         }
     }

@@ -9,29 +9,11 @@ use serde_json::json;
 use support::harness::*;
 use support::*;
 
-/// A plain-HTTP route `echo` for `echo.example.test` with a header credential.
-fn echo_config(env: &TestEnv, server: &StandIn, extra: &str) -> String {
-    proxy_toml(
-        env,
-        extra,
-        &[connect_to("echo.example.test:80", server.addr())],
-    ) + r#"
-[[route]]
-name = "echo"
-host = "echo.example.test"
-upstream = "http://echo.example.test"
-[route.auth]
-kind = "header"
-name = "X-Api-Key"
-token = "echo-key"
-"#
-}
-
 #[tokio::test]
 async fn hop_by_hop_headers_and_proxy_credentials_never_reach_the_upstream() {
     let env = TestEnv::new();
     let server = StandIn::ok(None);
-    let proxy = start_sidekey(&env, &echo_config(&env, &server, "")).await;
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), "")).await;
 
     let request = concat!(
         "GET http://echo.example.test/h?x=1 HTTP/1.1\r\n",
@@ -129,7 +111,7 @@ async fn forwarding_headers_are_added_only_when_configured() {
         ),
     ];
     for (i, (setting, want)) in cases.iter().enumerate() {
-        let proxy = start_sidekey(&env, &echo_config(&env, &server, setting)).await;
+        let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), setting)).await;
         let resp = get(proxy.proxy_addr(), "http://echo.example.test/f").await;
         assert_eq!(resp.status(), StatusCode::OK);
         let rec = &server.wait_for_responses(i + 1).await[i];
@@ -294,7 +276,7 @@ async fn response_hop_by_hop_headers_are_stripped() {
             )))
             .expect("valid reply")
     });
-    let proxy = start_sidekey(&env, &echo_config(&env, &server, "")).await;
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), "")).await;
 
     let bytes = raw(
         proxy.proxy_addr(),

@@ -13,21 +13,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A plain-HTTP route `echo` for `echo.example.test` to `upstream`.
-fn echo_config(env: &TestEnv, upstream: SocketAddr, extra: &str) -> String {
-    proxy_toml(env, extra, &[connect_to("echo.example.test:80", upstream)])
-        + r#"
-[[route]]
-name = "echo"
-host = "echo.example.test"
-upstream = "http://echo.example.test"
-[route.auth]
-kind = "header"
-name = "X-Api-Key"
-token = "echo-key"
-"#
-}
-
 async fn get_echo(proxy: &sidekey::RunningProxy, path: &str) -> http::Response<bytes::Bytes> {
     get(
         proxy.proxy_addr(),

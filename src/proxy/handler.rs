@@ -72,12 +72,10 @@ pub async fn handle(
         }
     };
     let status = response.status().as_u16();
-    match &route {
-        Some(r) => r.requests.inc(&shared.metrics, &r.label, status),
-        None => shared
-            .unmatched_requests
-            .inc(&shared.metrics, &shared.unmatched, status),
-    }
+    let requests = route
+        .as_ref()
+        .map_or(&shared.unmatched_requests, |r| &r.requests);
+    requests.inc(&shared.metrics, status);
     Ok(response)
 }
 

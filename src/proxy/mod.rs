@@ -100,9 +100,8 @@ impl Runtime {
 
 /// State shared by every connection.
 pub struct Shared {
-    /// The metric label of requests that matched no route.
-    pub unmatched: crate::metrics::RouteName,
-    /// `sidekey_requests_total` of requests that matched no route.
+    /// `sidekey_requests_total` of requests that matched no route
+    /// (labelled `route="-"`).
     pub unmatched_requests: crate::metrics::RequestCounter,
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,

@@ -81,8 +81,9 @@ impl RunningProxy {
         let runtime = Runtime::build(&config, &metrics)?;
         runtime.warm_up();
         let shared = Arc::new(Shared {
-            unmatched: crate::metrics::RouteName::new("-"),
-            unmatched_requests: Default::default(),
+            unmatched_requests: crate::metrics::RequestCounter::new(
+                crate::metrics::RouteName::new("-"),
+            ),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             listening: AtomicBool::new(false),

@@ -4,8 +4,9 @@
 //! worker, round robin. From then on the connection, its requests and the
 //! upstream connections they use ([`super::pool`]) stay on that one
 //! thread: no work stealing, no wake-ups of another thread per request, no
-//! shared pool lock. Token sources stay shared: their caches are lock-free
-//! reads, and their refreshes run wherever they were started.
+//! shared pool lock. Token sources stay shared across workers: a cache hit
+//! is a lock-free read, and their background fetches and mints run on the
+//! control runtime (see `token::Background`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;

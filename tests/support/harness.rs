@@ -38,6 +38,23 @@ pub fn proxy_toml(env: &TestEnv, extra: &str, connect_to: &[String]) -> String {
     )
 }
 
+/// A plain-HTTP route `echo` for `echo.example.test` (dialled at
+/// `upstream`) with the header credential `X-Api-Key: echo-key`, after
+/// [`proxy_toml`] with `extra`.
+pub fn echo_config(env: &TestEnv, upstream: SocketAddr, extra: &str) -> String {
+    proxy_toml(env, extra, &[connect_to("echo.example.test:80", upstream)])
+        + r#"
+[[route]]
+name = "echo"
+host = "echo.example.test"
+upstream = "http://echo.example.test"
+[route.auth]
+kind = "header"
+name = "X-Api-Key"
+token = "echo-key"
+"#
+}
+
 /// The seed `copilot` route with the document's credentials.
 pub fn copilot_route() -> String {
     format!(
