@@ -3,7 +3,6 @@
 //! token-based route holding a valid token) and `/metrics` (Prometheus
 //! text).
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +11,11 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::proxy::h1::head::RequestError;
+use crate::proxy::h1::server::{serve, Limits, RequestBody};
 use crate::proxy::{ProxyBody, Shared};
 
 pub(crate) async fn accept_loop(
@@ -31,23 +30,37 @@ pub(crate) async fn accept_loop(
         Duration::from_secs(1),
         &metrics,
         crate::proxy::server::Spawn::Here,
-        move |_| {
+        move |stream, _, stop| {
             let shared = shared.clone();
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            let service = service_fn(move |req| answer(shared.clone(), req));
-            (builder, service, Duration::from_secs(10))
+            async move {
+                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                    return;
+                };
+                let service = |req| std::future::ready(answer(&shared, req));
+                serve(stream, LIMITS, stop, bad_request, service).await;
+            }
         },
     )
     .await;
 }
 
-async fn answer(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+/// The admin listener's client limits (not configurable: its requests are
+/// a path and nothing else).
+const LIMITS: Limits = Limits {
+    header_read_timeout: Duration::from_secs(10),
+    max_header_bytes: 16 * 1024,
+    max_headers: 64,
+};
+
+fn bad_request(_: &RequestError) -> Response<ProxyBody> {
+    reply(
+        StatusCode::BAD_REQUEST,
+        "text/plain",
+        "bad request\n".into(),
+    )
+}
+
+fn answer(shared: &Shared, req: Request<RequestBody>) -> Response<ProxyBody> {
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
@@ -79,10 +92,14 @@ async fn answer(
             "not found\n".to_string(),
         ),
     };
+    reply(status, content_type, body)
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    response
 }

@@ -157,7 +157,8 @@ pub async fn run(
         Some(TokenConfig::OAuth2Code(c)) => c.clone(),
         _ => return Err(AuthorizeError::NotOAuth2Code(route.to_string())),
     };
-    let client = upstream::client(upstream::connector(&config.proxy)?, &config.proxy);
+    let tls = upstream::tls_config(&config.proxy)?;
+    let client = upstream::client(upstream::connector(tls, &config.proxy), &config.proxy);
     let addr = listen_addr(&code_config.redirect_uri)?;
     let listener = TcpListener::bind(addr)
         .await

@@ -29,6 +29,8 @@ pub enum ProxyError {
     Connect,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("{0}")]
+    HeadTooLarge(String),
     #[error("no credential available: {0}")]
     Credential(#[source] CredentialError),
     #[error("cannot connect to the upstream: {0}")]
@@ -47,6 +49,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Connect => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Credential(CredentialError::Token(TokenError::Unavailable { .. }))
             | ProxyError::Credential(CredentialError::Token(TokenError::NotConfigured(_))) => {
@@ -66,6 +69,7 @@ impl ProxyError {
             ProxyError::NoHost => "no_host",
             ProxyError::Connect => "connect_not_supported",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadTooLarge(_) => "request_head_too_large",
             ProxyError::Credential(_) => "credential_unavailable",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
@@ -132,7 +136,7 @@ pub(crate) fn innermost_cause<'a>(
 }
 
 fn response_status_closes(status: StatusCode) -> bool {
-    status == StatusCode::BAD_REQUEST
+    status == StatusCode::BAD_REQUEST || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 
+use super::h1::server::RequestBody;
 use super::headers::strip_hop_by_hop;
-use super::pool::{PoolBody, SendError};
+use super::pool::{SendError, UpstreamBody};
 use super::{ProxyBody, Runtime, Shared};
 use crate::config::{Forwarded, Unmatched};
 use crate::credential::Applied;
@@ -34,10 +34,10 @@ pub struct ConnInfo {
 
 /// Handles one request; never fails (errors become JSON responses).
 pub async fn handle(
-    shared: Arc<Shared>,
-    conn: ConnInfo,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<RequestBody>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let runtime = shared.runtime.load_full();
     let method = req.method().clone();
@@ -45,7 +45,7 @@ pub async fn handle(
     let uri = req.uri().clone();
     let path = uri.path();
     let mut route: Option<Arc<Route>> = None;
-    let result = forward(&runtime, &conn, req, &mut route).await;
+    let result = forward(&runtime, conn, req, &mut route).await;
     let name = route.as_ref().map_or("-", |r| r.name());
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     // One access log line per request.
@@ -76,11 +76,11 @@ pub async fn handle(
         .as_ref()
         .map_or(&shared.unmatched_requests, |r| &r.requests);
     requests.inc(&shared.metrics, status);
-    Ok(response)
+    response
 }
 
 /// The host a request is for: the absolute-form URI's, else `Host`'s.
-fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
+fn request_host(req: &Request<RequestBody>) -> Result<String, ProxyError> {
     if let Some(host) = req.uri().host() {
         return Ok(host.to_string());
     }
@@ -99,7 +99,7 @@ fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
 async fn forward(
     runtime: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     matched: &mut Option<Arc<Route>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if req.method() == Method::CONNECT {
@@ -219,7 +219,7 @@ async fn attempt(
     mut target: Target,
     mut headers: HeaderMap,
     body: ProxyBody,
-) -> Result<(Response<PoolBody>, Applied), ProxyError> {
+) -> Result<(Response<UpstreamBody>, Applied), ProxyError> {
     let applied = route
         .credential
         .apply(&mut target, &mut headers)
@@ -243,7 +243,7 @@ async fn attempt(
 /// Forwards a request for an unconfigured host unchanged (opt-in).
 async fn passthrough(
     runtime: &Runtime,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     host: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
@@ -314,7 +314,7 @@ async fn send(
     https: bool,
     authority: &str,
     req: Request<ProxyBody>,
-) -> Result<Response<PoolBody>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let timeout = runtime.settings.request_timeout;
     let sending = runtime.upstreams.send(https, authority, req);
     match tokio::time::timeout(timeout, sending).await {
@@ -330,7 +330,7 @@ async fn send(
 
 /// Strips hop-by-hop headers and removes injected query parameters from
 /// URLs the upstream sends back.
-fn clean_response(response: Response<PoolBody>, injected: &[String]) -> Response<ProxyBody> {
+fn clean_response(response: Response<UpstreamBody>, injected: &[String]) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if !injected.is_empty() {

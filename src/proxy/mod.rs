@@ -1,8 +1,9 @@
 //! The proxy itself: accepting connections ([`server`]) and running them
 //! on worker threads ([`workers`]), handling one request ([`handler`]),
-//! reaching upstreams ([`upstream`], pooled per thread by [`pool`]) and
-//! header hygiene ([`headers`]).
+//! reaching upstreams ([`upstream`], pooled per thread by [`pool`], spoken
+//! to over HTTP/1.1 by [`h1`]) and header hygiene ([`headers`]).
 
+pub mod h1;
 pub mod handler;
 pub mod headers;
 pub mod pool;
@@ -24,9 +25,12 @@ use crate::metrics::Metrics;
 use crate::route::{Route, RouteTable};
 use crate::token::{BuildError, TokenContext};
 
+/// The error of a body: hyper's, or sidekey's own HTTP/1.1 client's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type of forwarded requests and responses: streamed, never
 /// buffered whole.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Why a config could not be turned into a running proxy.
 #[derive(Debug, Error)]
@@ -49,8 +53,11 @@ pub struct Runtime {
 impl Runtime {
     /// Builds credentials, token sources and the upstream clients.
     pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, RuntimeError> {
-        let connector = upstream::connector(&config.proxy)?;
-        let client = upstream::client(connector.clone(), &config.proxy);
+        let tls = upstream::tls_config(&config.proxy)?;
+        let client = upstream::client(
+            upstream::connector(tls.clone(), &config.proxy),
+            &config.proxy,
+        );
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
         for route in &config.routes {
@@ -72,7 +79,10 @@ impl Runtime {
         Ok(Runtime {
             settings: config.proxy.clone(),
             table: RouteTable::new(routes),
-            upstreams: pool::Upstreams::new(connector, config.proxy.pool_idle_timeout),
+            upstreams: pool::Upstreams::new(
+                upstream::Connector::new(tls, &config.proxy),
+                config.proxy.pool_idle_timeout,
+            ),
         })
     }
 

@@ -4,11 +4,12 @@
 //! Each worker thread ([`super::workers`]) keeps its own idle upstream
 //! connections in a thread-local map, so a request never takes a lock or
 //! wakes another thread to find one: the client connection, its request and
-//! the upstream connection's task all run on the same thread. HTTP/1.1
-//! connections serve one request at a time and go back to the pool once
-//! their response body has been read to the end; an HTTP/2 connection (when
-//! the upstream offers `h2` by ALPN) is shared by every request of the
-//! thread.
+//! the upstream connection all run on the same thread. HTTP/1.1
+//! connections ([`super::h1`], driven by the request itself) serve one
+//! request at a time and go back to the pool once their response body has
+//! been read to the end; an HTTP/2 connection (when the upstream offers
+//! `h2` by ALPN; hyper's client, in a task of the thread) is shared by
+//! every request of the thread.
 //!
 //! The pool belongs to one [`Upstreams`] (one config): after a reload,
 //! connections of the previous config are not reused, since `ca_file` or
@@ -23,21 +24,18 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::Connection;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
-use tokio::net::TcpStream;
-use tower::Service;
 
-use super::upstream::Dialer;
-use super::ProxyBody;
+use super::h1::{self, SendFailure};
+use super::upstream::{ConnectError, Connector};
+use super::{BoxError, ProxyBody};
 
 /// At most this many idle HTTP/1.1 connections are kept per upstream and
 /// thread; more are closed when their response ends.
@@ -61,17 +59,15 @@ pub enum SendError {
     BadAuthority,
 }
 
-type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
-
-/// How one config's requests reach their upstreams: the TLS connector and
+/// How one config's requests reach their upstreams: the connector and
 /// which pools are its own.
 pub struct Upstreams {
-    connector: HttpsConnector<Dialer>,
+    connector: Connector,
     owner: Owner,
 }
 
 impl Upstreams {
-    pub fn new(connector: HttpsConnector<Dialer>, idle_timeout: Duration) -> Upstreams {
+    pub fn new(connector: Connector, idle_timeout: Duration) -> Upstreams {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Upstreams {
             connector,
@@ -92,7 +88,10 @@ impl Upstreams {
         https: bool,
         authority: &str,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<PoolBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if !req.headers().contains_key(HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SendError::BadAuthority);
+        }
         let mut tries = 0;
         loop {
             tries += 1;
@@ -101,47 +100,51 @@ impl Upstreams {
             } else {
                 None
             };
-            let (key, mut conn) = match pooled {
+            let (key, conn) = match pooled {
                 Some(found) => found,
                 // Boxed: connecting (TLS and HTTP/2 handshakes) is rare
                 // and its future large; inline, every request's future
                 // would carry (and copy) it.
                 None => Box::pin(self.connect(https, authority)).await?,
             };
-            if let Conn::H1(sender) = &mut conn {
-                // A pooled connection the upstream closed meanwhile: drop
-                // it and take another (the last try is a new connection).
-                if let Err(e) = sender.ready().await {
-                    if tries < MAX_SEND_TRIES {
-                        continue;
+            match conn {
+                Conn::H1(conn) => match conn.send(req, authority).await {
+                    Ok((head, conn)) => {
+                        let back = Return {
+                            key,
+                            https,
+                            owner: self.owner,
+                        };
+                        return Ok(h1_response(head, conn, back));
                     }
-                    return Err(SendError::Upstream(innermost(&e)));
-                }
-            }
-            let sent = match &mut conn {
-                Conn::H1(sender) => {
-                    if !req.headers().contains_key(HOST) {
-                        let host = HeaderValue::from_str(authority)
-                            .map_err(|_| SendError::BadAuthority)?;
-                        req.headers_mut().insert(HOST, host);
+                    // The connection had closed under us (an idle
+                    // keep-alive connection the upstream dropped).
+                    Err(SendFailure::Unsent(unsent)) if tries < MAX_SEND_TRIES => req = *unsent,
+                    Err(SendFailure::Unsent(_)) => {
+                        return Err(SendError::Upstream(
+                            "the upstream connection closed before the request was written".into(),
+                        ))
                     }
-                    sender.try_send_request(req).await
-                }
-                Conn::H2(sender) => {
+                    Err(SendFailure::Failed(e)) => return Err(SendError::Upstream(innermost(&e))),
+                },
+                Conn::H2(mut sender) => {
+                    if let Err(e) = sender.ready().await {
+                        if tries < MAX_SEND_TRIES {
+                            continue;
+                        }
+                        return Err(SendError::Upstream(innermost(&e)));
+                    }
                     // HTTP/2 carries the host as `:authority`.
                     req.headers_mut().remove(HOST);
                     to_absolute_form(&mut req, https, authority)?;
-                    sender.try_send_request(req).await
+                    match sender.try_send_request(req).await {
+                        Ok(response) => return Ok(response.map(|b| UpstreamBody(Inner::H2(b)))),
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if tries < MAX_SEND_TRIES => req = unsent,
+                            _ => return Err(SendError::Upstream(innermost(&e.into_error()))),
+                        },
+                    }
                 }
-            };
-            match sent {
-                Ok(response) => return Ok(self.keep(response, https, key, conn)),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the connection had closed under us (an
-                    // idle keep-alive connection the upstream dropped).
-                    Some(unsent) if tries < MAX_SEND_TRIES => req = unsent,
-                    _ => return Err(SendError::Upstream(innermost(&e.into_error()))),
-                },
             }
         }
     }
@@ -161,89 +164,75 @@ impl Upstreams {
                 host.h2 = None;
             }
             let now = Instant::now();
-            while let Some((sender, since)) = host.h1.pop() {
-                if !sender.is_closed() && now.duration_since(since) < self.owner.idle_timeout {
-                    return Some((key.clone(), Conn::H1(sender)));
+            while let Some((mut conn, since)) = host.h1.pop() {
+                if now.duration_since(since) < self.owner.idle_timeout && !conn.is_closed() {
+                    return Some((key.clone(), Conn::H1(conn)));
                 }
             }
             None
         })
     }
 
-    /// Dials, handshakes TLS and HTTP (HTTP/2 if the upstream chose `h2`),
-    /// and runs the connection on this thread.
+    /// Dials and handshakes TLS; an upstream that chose `h2` gets an
+    /// HTTP/2 connection run on this thread and shared from the pool.
     async fn connect(&self, https: bool, authority: &str) -> Result<(Key, Conn), SendError> {
-        let scheme = if https { "https" } else { "http" };
-        let uri: Uri = format!("{scheme}://{authority}")
-            .parse()
-            .map_err(|_| SendError::BadAuthority)?;
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
+        let io = self
+            .connector
+            .connect(https, authority)
             .await
-            .map_err(|e| SendError::Connect(innermost(e.as_ref())))?;
-        let stream: Stream = connector
-            .call(uri)
-            .await
-            .map_err(|e| SendError::Connect(innermost(e.as_ref())))?;
+            .map_err(|e| match e {
+                ConnectError::BadAuthority => SendError::BadAuthority,
+                e => SendError::Connect(e.to_string()),
+            })?;
         let key: Key = Arc::from(authority);
-        if stream.connected().is_negotiated_h2() {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(stream)
-                .await
-                .map_err(|e| SendError::Connect(innermost(&e)))?;
-            run_on_this_thread(conn);
-            let now = Instant::now();
-            IDLE.with(|idle| {
-                let mut idle = idle.borrow_mut();
-                if let Some(pool) = idle.of(self.owner, https) {
-                    let host = pool
-                        .entry(key.clone())
-                        .or_insert_with(|| Host::new(key.clone()));
-                    host.h2 = Some(sender.clone());
-                    host.last_used = now;
-                }
-            });
-            Ok((key, Conn::H2(sender)))
-        } else {
-            // Flattened writes, as on the client side (see server.rs).
-            let (sender, conn) = http1::Builder::new()
-                .writev(false)
-                .handshake(stream)
-                .await
-                .map_err(|e| SendError::Connect(innermost(&e)))?;
-            run_on_this_thread(conn);
-            Ok((key, Conn::H1(sender)))
+        if !io.is_h2() {
+            return Ok((key, Conn::H1(h1::Connection::new(io))));
         }
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| SendError::Connect(innermost(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        let now = Instant::now();
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            if let Some(pool) = idle.of(self.owner, https) {
+                let host = pool
+                    .entry(key.clone())
+                    .or_insert_with(|| Host::new(key.clone()));
+                host.h2 = Some(sender.clone());
+                host.last_used = now;
+            }
+        });
+        Ok((key, Conn::H2(sender)))
     }
+}
 
-    /// Wraps the response body so that an HTTP/1.1 connection goes back to
-    /// the pool when the body ends (at once when there is none).
-    fn keep(
-        &self,
-        response: Response<Incoming>,
-        https: bool,
-        key: Key,
-        conn: Conn,
-    ) -> Response<PoolBody> {
-        let Conn::H1(sender) = conn else {
-            return response.map(|inner| PoolBody { inner, back: None });
-        };
-        let back = Return {
-            sender,
-            key,
-            https,
-            owner: self.owner,
-        };
-        let (parts, inner) = response.into_parts();
-        let back = if inner.is_end_stream() {
-            back.put();
+/// The response of an HTTP/1.1 upstream; its connection goes back to the
+/// pool when the body ends (at once when there is none).
+fn h1_response(
+    head: h1::head::ResponseHead,
+    conn: Box<h1::Connection>,
+    back: Return,
+) -> Response<UpstreamBody> {
+    let mut body = h1::Body::new(&head, conn);
+    let back = match body.reusable() {
+        Some(conn) => {
+            back.put(conn);
             None
-        } else {
-            Some(back)
-        };
-        Response::from_parts(parts, PoolBody { inner, back })
-    }
+        }
+        None => Some(back),
+    };
+    let mut response = Response::new(UpstreamBody(Inner::H1 { body, back }));
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    response
 }
 
 /// Drops the idle connections of this thread that have been idle longer
@@ -262,8 +251,8 @@ pub fn sweep() {
         let now = Instant::now();
         for pool in [http, https] {
             pool.retain(|_, host| {
-                host.h1.retain(|(sender, since)| {
-                    !sender.is_closed() && now.duration_since(*since) < timeout
+                host.h1.retain_mut(|(conn, since)| {
+                    now.duration_since(*since) < timeout && !conn.is_closed()
                 });
                 if host.h2.as_ref().is_some_and(|h2| {
                     h2.is_closed() || now.duration_since(host.last_used) >= timeout
@@ -272,19 +261,6 @@ pub fn sweep() {
                 }
                 !host.h1.is_empty() || host.h2.is_some()
             });
-        }
-    });
-}
-
-/// Drives an upstream connection in a task of the current (worker) runtime,
-/// beside the requests that use it.
-fn run_on_this_thread<C>(conn: C)
-where
-    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended");
         }
     });
 }
@@ -316,14 +292,14 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 type Key = Arc<str>;
 
 enum Conn {
-    H1(http1::SendRequest<ProxyBody>),
+    H1(Box<h1::Connection>),
     H2(http2::SendRequest<ProxyBody>),
 }
 
 struct Host {
     key: Key,
     /// Idle HTTP/1.1 connections and since when; the most recent last.
-    h1: Vec<(http1::SendRequest<ProxyBody>, Instant)>,
+    h1: Vec<(Box<h1::Connection>, Instant)>,
     h2: Option<http2::SendRequest<ProxyBody>>,
     last_used: Instant,
 }
@@ -389,71 +365,78 @@ thread_local! {
     });
 }
 
-/// An HTTP/1.1 connection on its way back to the pool.
+/// Where an HTTP/1.1 connection goes back to.
 struct Return {
-    sender: http1::SendRequest<ProxyBody>,
     key: Key,
     https: bool,
     owner: Owner,
 }
 
 impl Return {
-    fn put(self) {
+    fn put(self, conn: Box<h1::Connection>) {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             if let Some(pool) = idle.of(self.owner, self.https) {
                 let key = self.key;
                 let host = pool.entry(key.clone()).or_insert_with(|| Host::new(key));
                 if host.h1.len() < MAX_IDLE_PER_UPSTREAM {
-                    host.h1.push((self.sender, Instant::now()));
+                    host.h1.push((conn, Instant::now()));
                 }
             }
         });
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body from upstream; returns its connection to the pool
-    /// once read to the end. Dropped before that (the client went away),
-    /// the connection is closed instead.
-    pub struct PoolBody {
-        #[pin]
-        inner: Incoming,
+/// A response body from upstream. An HTTP/1.1 one returns its connection
+/// to the pool once read to the end; dropped before that (the client went
+/// away), the connection is closed instead.
+pub struct UpstreamBody(Inner);
+
+enum Inner {
+    H1 {
+        body: h1::Body,
         back: Option<Return>,
-    }
+    },
+    H2(Incoming),
 }
 
-impl Body for PoolBody {
+impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        let ended = match &frame {
-            None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
-            Some(Err(_)) => {
-                this.back.take();
-                false
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Inner::H1 { body, back } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                if body.is_end_stream() {
+                    if let Some(conn) = body.reusable() {
+                        if let Some(back) = back.take() {
+                            back.put(conn);
+                        }
+                    }
+                }
+                Poll::Ready(frame)
             }
-        };
-        if ended {
-            if let Some(back) = this.back.take() {
-                back.put();
-            }
+            Inner::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Inner::H1 { body, .. } => body.is_end_stream(),
+            Inner::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Inner::H1 { body, .. } => body.size_hint(),
+            Inner::H2(body) => body.size_hint(),
+        }
     }
 }

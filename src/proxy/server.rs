@@ -6,27 +6,25 @@
 //! [`RunningProxy::shutdown`].
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use http::Response;
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::h1::head::RequestError;
+use super::h1::server::Limits;
 use super::handler::{handle, ConnInfo};
 use super::workers::Workers;
-use super::{ProxyBody, Runtime, RuntimeError, Shared};
+use super::{h1, ProxyBody, Runtime, RuntimeError, Shared};
 use crate::config::Config;
+use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Error)]
@@ -215,22 +213,6 @@ impl RunningProxy {
     }
 }
 
-/// Applies the connection settings of the current runtime.
-fn http1(runtime: &Runtime) -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(runtime.settings.header_read_timeout)
-        .max_buf_size(runtime.settings.max_header_bytes)
-        .max_headers(runtime.settings.max_headers)
-        .keep_alive(true)
-        // Copy body chunks into the write buffer instead of queueing them
-        // for writev: ~2% fewer instructions for the small responses that
-        // dominate API traffic; the buffer stays bounded by max_buf_size.
-        .writev(false);
-    builder
-}
-
 async fn proxy_accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -241,23 +223,50 @@ async fn proxy_accept_loop(
 ) {
     let metrics = shared.metrics.clone();
     let spawn = Spawn::Workers(workers);
-    accept_loop(listener, shutdown, drain, &metrics, spawn, move |peer| {
-        let shared = shared.clone();
-        let conn = ConnInfo {
-            peer,
-            route: route.clone(),
-        };
-        let runtime = shared.runtime.load();
-        let builder = http1(&runtime);
-        let first_byte_timeout = runtime.settings.header_read_timeout;
-        drop(runtime);
-        // Boxed: hyper keeps a slot for the request future in every
-        // connection, idle or not, and `handle`'s future is ~3 KiB; boxed,
-        // it is allocated only while a request is in flight.
-        let service = service_fn(move |req| Box::pin(handle(shared.clone(), conn.clone(), req)));
-        (builder, service, first_byte_timeout)
-    })
+    accept_loop(
+        listener,
+        shutdown,
+        drain,
+        &metrics,
+        spawn,
+        move |stream, peer, stop| {
+            let shared = shared.clone();
+            let conn = ConnInfo {
+                peer,
+                route: route.clone(),
+            };
+            let limits = limits(&shared.runtime.load().settings);
+            async move {
+                let Ok(stream) = TcpStream::from_std(stream) else {
+                    return;
+                };
+                let service = |req| handle(&shared, &conn, req);
+                h1::server::serve(stream, limits, stop, bad_request, service).await;
+            }
+        },
+    )
     .await;
+}
+
+/// The client connection limits of the current config.
+fn limits(settings: &crate::config::ProxySettings) -> Limits {
+    Limits {
+        header_read_timeout: settings.header_read_timeout,
+        max_header_bytes: settings.max_header_bytes,
+        max_headers: settings.max_headers,
+    }
+}
+
+/// The answer to a request head that cannot be served.
+fn bad_request(e: &RequestError) -> Response<ProxyBody> {
+    let err = match e {
+        RequestError::TooLarge | RequestError::TooManyHeaders => {
+            ProxyError::HeadTooLarge(e.to_string())
+        }
+        RequestError::Parse(_) => ProxyError::BadRequest("the request head could not be parsed"),
+        RequestError::Invalid(what) => ProxyError::BadRequest(what),
+    };
+    err.to_response(None)
 }
 
 /// Where accepted connections run.
@@ -268,34 +277,21 @@ pub(crate) enum Spawn {
     Workers(Arc<Workers>),
 }
 
-/// Accepts connections until `shutdown`, then drains them for at most
-/// `drain`. `make` gives each connection its HTTP/1 settings, service and
-/// how long it may stay silent before its first byte (the header read
-/// timeout).
-///
-/// The HTTP connection (hyper's read and write buffers, ~16 KiB) is set up
-/// only once the client has sent something, so an open but silent
-/// connection costs a socket and a small task. One that stays silent past
-/// the timeout, or until shutdown, is closed.
-pub(crate) async fn accept_loop<F, S, Fut>(
+/// Accepts connections until `shutdown`, then lets them finish for at
+/// most `drain` before closing those still open. `serve` runs each
+/// connection (on the runtime `spawn` picks: the std stream becomes a
+/// Tokio one there) and gets a receiver that turns true at shutdown.
+pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     metrics: &Metrics,
     spawn: Spawn,
-    make: F,
+    serve: F,
 ) where
-    F: Fn(SocketAddr) -> (hyper::server::conn::http1::Builder, S, Duration),
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<ProxyBody>,
-            Error = Infallible,
-            Future = Fut,
-        > + Send
-        + 'static,
-    Fut: std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+    F: Fn(std::net::TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     // Connection tasks, so that those still open when the drain timeout
     // ends can be closed.
     let mut connections = tokio::task::JoinSet::new();
@@ -321,31 +317,11 @@ pub(crate) async fn accept_loop<F, S, Fut>(
                         continue;
                     }
                 };
-                let (builder, service, first_byte_timeout) = make(peer);
-                let watcher = graceful.watcher();
-                let mut stop = shutdown.clone();
                 let active = ActiveConnection::new(&metrics.active_connections);
+                let served = serve(stream, peer, shutdown.clone());
                 let task = async move {
                     let _active = active;
-                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                        return;
-                    };
-                    // `peek`, not `readable`: tokio takes an accepted socket
-                    // to be readable before any event, so only a peek that
-                    // finds a byte tells (0 is the client closing).
-                    let mut byte = [0u8; 1];
-                    let spoke = tokio::select! {
-                        peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut byte)) => {
-                            matches!(peeked, Ok(Ok(n)) if n > 0)
-                        }
-                        _ = stop.changed() => false,
-                    };
-                    if spoke {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
+                    served.await;
                 };
                 match &spawn {
                     Spawn::Here => connections.spawn(task),
@@ -357,14 +333,17 @@ pub(crate) async fn accept_loop<F, S, Fut>(
         }
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!(?drain, "drain timeout reached; closing the remaining connections");
-            connections.abort_all();
-        }
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            ?drain,
+            "drain timeout reached; closing the remaining connections"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
-    while connections.join_next().await.is_some() {}
 }
 
 /// Counts one open client connection in `active_connections` while alive

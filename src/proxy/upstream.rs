@@ -2,12 +2,14 @@
 //! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, and `proxy.connect_to`
 //! overrides of where a `host:port` is dialled.
 //!
-//! [`connector`] is shared by the request path (per-thread pools,
-//! [`super::pool`]) and by [`client`], the shared pooled client of token
-//! fetches, which run off the request path on any thread.
+//! [`Connector`] dials for the request path (per-thread pools,
+//! [`super::pool`]); [`client`] is the shared pooled client of token
+//! fetches, which run off the request path on any thread. Both verify with
+//! the same [`tls_config`].
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +19,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::ServerName;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tower::Service;
 
 use super::ProxyBody;
 use crate::config::ProxySettings;
@@ -40,34 +47,175 @@ pub fn client(connector: HttpsConnector<Dialer>, settings: &ProxySettings) -> Up
         .build(connector)
 }
 
-/// Builds the TLS connector from the `[proxy]` settings.
-pub fn connector(settings: &ProxySettings) -> Result<HttpsConnector<Dialer>, UpstreamError> {
+/// The TLS client settings from the `[proxy]` settings: the built-in
+/// roots plus `proxy.ca_file`, ring, TLS 1.2 and 1.3.
+pub fn tls_config(settings: &ProxySettings) -> Result<rustls::ClientConfig, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in settings.extra_roots.iter() {
         roots.add(cert.clone())?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_no_client_auth())
+}
 
+fn dialer(settings: &ProxySettings) -> Dialer {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(settings.connect_timeout));
-    let dialer = Dialer {
+    Dialer {
         http,
         connect_to: Arc::new(settings.connect_to.clone()),
-    };
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    }
+}
+
+/// The token fetches' connector (hyper-util's client).
+pub fn connector(tls: rustls::ClientConfig, settings: &ProxySettings) -> HttpsConnector<Dialer> {
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(dialer))
+        .wrap_connector(dialer(settings))
+}
+
+/// Why an upstream connection could not be opened.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("the upstream host is not a valid host[:port]")]
+    BadAuthority,
+    #[error("{0}")]
+    Dial(String),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+}
+
+/// Opens the request path's upstream connections: TCP (with `connect_to`),
+/// then TLS offering `h2` and `http/1.1` by ALPN.
+#[derive(Clone)]
+pub struct Connector {
+    dialer: Dialer,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Connector {
+    pub fn new(mut tls: rustls::ClientConfig, settings: &ProxySettings) -> Connector {
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Connector {
+            dialer: dialer(settings),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        }
+    }
+
+    /// Connects to `authority` (`host[:port]`), over TLS when `https`.
+    pub async fn connect(&self, https: bool, authority: &str) -> Result<Io, ConnectError> {
+        let scheme = if https { "https" } else { "http" };
+        let uri: Uri = format!("{scheme}://{authority}")
+            .parse()
+            .map_err(|_| ConnectError::BadAuthority)?;
+        let host = uri.host().ok_or(ConnectError::BadAuthority)?;
+        let mut dialer = self.dialer.clone();
+        std::future::poll_fn(|cx| dialer.poll_ready(cx))
+            .await
+            .map_err(|e| ConnectError::Dial(crate::error::innermost_cause(&e).to_string()))?;
+        let tcp = dialer
+            .call(uri.clone())
+            .await
+            .map_err(|e| ConnectError::Dial(crate::error::innermost_cause(&e).to_string()))?
+            .into_inner();
+        if !https {
+            return Ok(Io::Plain(tcp));
+        }
+        // An IPv6 literal is `[::1]` in the authority, `::1` to TLS.
+        let name = host.trim_start_matches('[').trim_end_matches(']');
+        let name =
+            ServerName::try_from(name.to_string()).map_err(|_| ConnectError::BadAuthority)?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ConnectError::Tls(crate::error::innermost_cause(&e).to_string()))?;
+        Ok(Io::Tls(Box::new(tls)))
+    }
+}
+
+/// An upstream connection: plain TCP or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Io {
+    /// Whether the upstream chose HTTP/2 by ALPN.
+    pub fn is_h2(&self) -> bool {
+        match self {
+            Io::Plain(_) => false,
+            Io::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Dials `connect_to[host:port]` instead of resolving `host`, when set.
@@ -98,7 +246,7 @@ impl Dialer {
     }
 }
 
-impl tower::Service<Uri> for Dialer {
+impl Service<Uri> for Dialer {
     type Response = <HttpConnector as tower::Service<Uri>>::Response;
     type Error = <HttpConnector as tower::Service<Uri>>::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;

@@ -1,0 +1,342 @@
+//! The client side: one request at a time on an upstream connection,
+//! driven inline by the request that uses it.
+//!
+//! hyper's client runs each connection as a task of its own and hands it
+//! requests and responses over channels; for a proxy whose request future
+//! already waits on that one connection, the hand-over (a task wake each
+//! way, a second head parse into a request object) cost more than the rest
+//! of the request. Here the request's own future writes the head and body,
+//! and the response body reads straight from the socket when the client
+//! side asks for the next piece. Heads are parsed by `httparse` (the parser
+//! hyper uses) in [`head`], chunked bodies decoded by [`chunked`].
+//!
+//! The connection pool ([`crate::proxy::pool`]) decides which connection a request
+//! takes, and gets it back from [`Body`] once the response was read to its
+//! end.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use super::chunked::{ChunkError, Decoder, Step};
+use super::head::{self, HeadError, RequestFraming, ResponseFraming, ResponseHead, ResponseParser};
+use crate::proxy::upstream::Io;
+use crate::proxy::{BoxError, ProxyBody};
+
+/// A response head larger than this is refused.
+const MAX_HEAD_BYTES: usize = 256 * 1024;
+
+/// Read in pieces of at least this size.
+const READ_SIZE: usize = 16 * 1024;
+
+#[derive(Debug, Error)]
+pub enum H1Error {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    #[error("invalid chunked response body: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("the upstream closed the connection before the response head")]
+    ClosedBeforeHead,
+    #[error("the upstream closed the connection in the middle of the response body")]
+    ClosedInBody,
+    #[error("the upstream answered 101 Switching Protocols, which sidekey does not proxy")]
+    SwitchingProtocols,
+    #[error("the request body could not be read: {0}")]
+    RequestBody(BoxError),
+    #[error("the request body does not match its Content-Length")]
+    RequestBodyLength,
+}
+
+/// Why [`Connection::send`] failed.
+pub enum SendFailure {
+    /// Nothing of the request was written: it may go on another connection.
+    /// (Boxed: the rare case should not make every result large.)
+    Unsent(Box<Request<ProxyBody>>),
+    Failed(H1Error),
+}
+
+/// One HTTP/1.1 upstream connection and its read buffer.
+pub struct Connection {
+    io: Io,
+    /// Read but not yet consumed: the next head, or body bytes.
+    buf: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    out: Vec<u8>,
+    parser: ResponseParser,
+}
+
+impl Connection {
+    pub fn new(io: Io) -> Box<Connection> {
+        Box::new(Connection {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            parser: ResponseParser::default(),
+        })
+    }
+
+    /// Whether an idle connection can no longer be used: the upstream
+    /// closed it, reset it or sent something unasked. Looks without
+    /// waiting.
+    pub fn is_closed(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        !self.buf.is_empty()
+            || Pin::new(&mut self.io)
+                .poll_read(&mut cx, &mut probe)
+                .is_ready()
+    }
+
+    /// Writes `req` (its URI in origin form) and reads the response head.
+    /// `host` is sent as `Host` when the request has none.
+    pub async fn send(
+        mut self: Box<Self>,
+        req: Request<ProxyBody>,
+        host: &str,
+    ) -> Result<(ResponseHead, Box<Connection>), SendFailure> {
+        let (parts, mut body) = req.into_parts();
+        let framing = if body.is_end_stream() {
+            // A body-carrying method says "empty" explicitly.
+            match parts.method {
+                Method::POST | Method::PUT | Method::PATCH => RequestFraming::Length(0),
+                _ => RequestFraming::Empty,
+            }
+        } else {
+            match body.size_hint().exact() {
+                Some(n) => RequestFraming::Length(n),
+                None => RequestFraming::Chunked,
+            }
+        };
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        head::encode_request(
+            &mut out,
+            &parts.method,
+            target,
+            &parts.headers,
+            host,
+            framing,
+        );
+        // A pooled connection the upstream closed just now fails here, with
+        // nothing written: the request can go on another connection.
+        let written = match self.io.write(&out).await {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(SendFailure::Unsent(Box::new(Request::from_parts(
+                    parts, body,
+                ))))
+            }
+        };
+        let sent = async {
+            self.io.write_all(&out[written..]).await?;
+            self.write_body(&mut body, framing, &mut out).await?;
+            self.io.flush().await?;
+            Ok::<_, H1Error>(())
+        };
+        sent.await.map_err(SendFailure::Failed)?;
+        self.out = out;
+        let head = self
+            .read_head(&parts.method)
+            .await
+            .map_err(SendFailure::Failed)?;
+        Ok((head, self))
+    }
+
+    async fn write_body(
+        &mut self,
+        body: &mut ProxyBody,
+        framing: RequestFraming,
+        out: &mut Vec<u8>,
+    ) -> Result<(), H1Error> {
+        let mut sent: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(H1Error::RequestBody)?;
+            // Request trailers are not forwarded.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            match framing {
+                RequestFraming::Chunked => {
+                    out.clear();
+                    head::encode_chunk(out, &data);
+                    self.io.write_all(out).await?;
+                }
+                RequestFraming::Length(n) if sent <= n => self.io.write_all(&data).await?,
+                _ => return Err(H1Error::RequestBodyLength),
+            }
+        }
+        match framing {
+            RequestFraming::Chunked => self.io.write_all(head::LAST_CHUNK).await?,
+            RequestFraming::Length(n) if sent != n => return Err(H1Error::RequestBodyLength),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reads until a final (non-1xx) response head is complete.
+    async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, H1Error> {
+        loop {
+            match self.parser.parse(&mut self.buf, method, MAX_HEAD_BYTES)? {
+                Some(head) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(H1Error::SwitchingProtocols)
+                }
+                // 100 Continue, 103 Early Hints: the final answer follows.
+                Some(head) if head.status.is_informational() => continue,
+                Some(head) => return Ok(head),
+                None => {
+                    if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+                        self.buf.reserve(READ_SIZE);
+                    }
+                    if tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf).await? == 0 {
+                        return Err(H1Error::ClosedBeforeHead);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` at the end of the connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Where a response body is.
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    Chunked(Decoder),
+    Close,
+    Done,
+}
+
+/// A response body read from its connection as the client side asks for
+/// it. Once it has ended, [`Body::reusable`] gives the connection back.
+pub struct Body {
+    conn: Option<Box<Connection>>,
+    state: State,
+    keep_alive: bool,
+}
+
+impl Body {
+    pub fn new(head: &ResponseHead, conn: Box<Connection>) -> Body {
+        let state = match head.framing {
+            ResponseFraming::Empty => State::Done,
+            ResponseFraming::Length(n) => State::Length(n),
+            ResponseFraming::Chunked => State::Chunked(Decoder::new()),
+            ResponseFraming::Close => State::Close,
+        };
+        Body {
+            conn: Some(conn),
+            state,
+            keep_alive: head.keep_alive,
+        }
+    }
+
+    /// The connection, once the body was read to its end and the upstream
+    /// allows another request on it (and sent nothing more).
+    pub fn reusable(&mut self) -> Option<Box<Connection>> {
+        match self.state {
+            State::Done if self.keep_alive => self.conn.take().filter(|conn| conn.buf.is_empty()),
+            _ => None,
+        }
+    }
+
+    fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.state = State::Done;
+        self.keep_alive = false;
+        Poll::Ready(Some(Err(e.into())))
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    if !conn.buf.is_empty() {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.buf.len());
+                        *left -= n as u64;
+                        if *left == 0 {
+                            this.state = State::Done;
+                        }
+                        let data = conn.buf.split_to(n).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                State::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                    Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Step::End) => {
+                        this.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::NeedMore) => {}
+                    Err(e) => return this.fail(e.into()),
+                },
+                State::Close => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::Close) => {
+                    this.state = State::Done;
+                    this.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(H1Error::ClosedInBody),
+                Ok(_) => {}
+                Err(e) => return this.fail(e.into()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The server side: one client connection, its requests read one after
+//! the other (pipelined ones too), each answered before the next is read.
+//!
+//! [`serve`] reads a request head ([`head::RequestParser`]), gives the
+//! request to the service with a [`RequestBody`] that reads the body from
+//! the socket as it is forwarded, and writes the service's response. A
+//! request whose body was not read to its end (the service answered
+//! without it) ends the connection after its response, as does any head
+//! that cannot be framed unambiguously.
+
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::chunked::{Decoder, Step};
+use super::head::{self, BodyFraming, RequestError, RequestParser, ResponseFraming};
+use crate::proxy::{BoxError, ProxyBody};
+
+/// Read a request head in pieces of this size.
+const HEAD_READ_SIZE: usize = 4 * 1024;
+/// Read a request body in pieces of this size.
+const BODY_READ_SIZE: usize = 16 * 1024;
+/// Response body chunks up to this size are copied behind the head (one
+/// write for a small response); larger ones are written as they are.
+const COALESCE_MAX: usize = 8 * 1024;
+/// After an error that closes the connection, unread request bytes are
+/// read and dropped for at most this long before the socket is closed
+/// (closing with unread bytes would reset the connection, and the client
+/// could lose the response).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The limits of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A whole request head must arrive within this of the connection's
+    /// start or the previous response; an idle connection is closed after
+    /// it.
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Builds the response to a request head that cannot be served.
+pub type OnBadRequest = fn(&RequestError) -> Response<ProxyBody>;
+
+/// The read side of a connection: the socket and what was read from it
+/// but not consumed yet.
+struct Reader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+/// Where a request body gives the read side back: at its end, or when it
+/// is dropped before (`finished` false: the connection cannot carry
+/// another request). One per connection, reused by every request.
+#[derive(Default)]
+struct Slot(Mutex<Option<(Reader, bool)>>);
+
+impl Slot {
+    fn put(&self, reader: Reader, finished: bool) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((reader, finished));
+        }
+    }
+
+    fn take(&self) -> Option<(Reader, bool)> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Serves one client connection until it closes, errs, stays silent past
+/// `header_read_timeout`, or `stop` turns true (a request in flight is
+/// answered first, with `Connection: close`).
+pub async fn serve<S, F>(
+    stream: TcpStream,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    on_bad_request: OnBadRequest,
+    service: S,
+) where
+    S: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Response<ProxyBody>>,
+{
+    let (read, mut write) = stream.into_split();
+    let mut reader = Some(Reader {
+        read,
+        buf: BytesMut::new(),
+    });
+    let slot = Arc::new(Slot::default());
+    let mut parser = RequestParser::new(limits.max_headers, limits.max_header_bytes);
+    let mut out = Vec::new();
+    // One timer for the connection's life: it is moved only when it fires
+    // before the current deadline, not re-armed for every request.
+    let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
+    while let Some(mut r) = reader.take() {
+        let deadline = Instant::now() + limits.header_read_timeout;
+        let head = match read_head(&mut r, &mut parser, timer.as_mut(), deadline, &mut stop).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad request head");
+                let response = on_bad_request(&e);
+                let _ = write_response(&mut write, &mut out, response, &Method::GET, false, false)
+                    .await;
+                linger(r, write).await;
+                return;
+            }
+        };
+        let (parts, ()) = head.request.into_parts();
+        let method = parts.method.clone();
+        let http10 = parts.version == Version::HTTP_10;
+        let body = match head.framing {
+            BodyFraming::Empty => {
+                reader = Some(r);
+                RequestBody(Inner::Empty)
+            }
+            framing => {
+                if head.expect_continue
+                    && write
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                let state = match framing {
+                    BodyFraming::Length(n) => State::Length(n),
+                    _ => State::Chunked(Decoder::new()),
+                };
+                RequestBody(Inner::Stream {
+                    reader: Some(r),
+                    state,
+                    slot: slot.clone(),
+                })
+            }
+        };
+        let response = service(Request::from_parts(parts, body)).await;
+        // The body gives the read side back when it ends or is dropped;
+        // still out (an HTTP/2 upstream is still sending it), it is not
+        // waited for.
+        let mut finished = true;
+        if reader.is_none() {
+            match slot.take() {
+                Some((r, done)) => {
+                    finished = done;
+                    reader = Some(r);
+                }
+                None => finished = false,
+            }
+        }
+        let closes = response
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let keep_alive = head.keep_alive && finished && !closes && !*stop.borrow();
+        let kept =
+            write_response(&mut write, &mut out, response, &method, http10, keep_alive).await;
+        if !matches!(kept, Ok(true)) {
+            if let (Some(r), false) = (reader.take(), finished) {
+                linger(r, write).await;
+            }
+            return;
+        }
+        if let Some(r) = &mut reader {
+            // Do not keep a large buffer (after an upload) while idle.
+            if r.buf.is_empty() && r.buf.capacity() > BODY_READ_SIZE {
+                r.buf = BytesMut::new();
+            }
+        }
+    }
+}
+
+/// Reads until a request head is complete. `Ok(None)`: the client closed
+/// the connection or stayed silent past the deadline, or sidekey is
+/// stopping and no request has begun.
+async fn read_head(
+    r: &mut Reader,
+    parser: &mut RequestParser,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<head::RequestHead>, RequestError> {
+    loop {
+        if !r.buf.is_empty() {
+            if let Some(head) = parser.parse(&mut r.buf)? {
+                return Ok(Some(head));
+            }
+        }
+        tokio::select! {
+            biased;
+            ready = r.read.readable() => {
+                if ready.is_err() {
+                    return Ok(None);
+                }
+                // Never hold more than a head may be: what the client sent
+                // beyond it stays unread, and the 431 reaches it.
+                let room = parser.max_bytes().saturating_sub(r.buf.len()).max(1);
+                if r.buf.capacity() - r.buf.len() < HEAD_READ_SIZE.min(room) {
+                    r.buf.reserve(HEAD_READ_SIZE.min(room));
+                }
+                match r.read.try_read_buf(&mut (&mut r.buf).limit(room)) {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Ok(None),
+                }
+            }
+            () = &mut timer => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                timer.as_mut().reset(deadline);
+            }
+            _ = stop.changed(), if r.buf.is_empty() => return Ok(None),
+        }
+    }
+}
+
+/// Writes `response`; `Ok(true)` when it was sent whole and the
+/// connection may carry another request.
+async fn write_response(
+    write: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    response: Response<ProxyBody>,
+    method: &Method,
+    http10: bool,
+    mut keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let framing = if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        ResponseFraming::Empty
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => ResponseFraming::Length(n),
+            None if http10 => ResponseFraming::Close,
+            None => ResponseFraming::Chunked,
+        }
+    };
+    if framing == ResponseFraming::Close {
+        keep_alive = false;
+    }
+    let connection = match (keep_alive, http10) {
+        (true, false) => None,
+        (true, true) => Some("keep-alive"),
+        (false, _) => Some("close"),
+    };
+    out.clear();
+    head::encode_response(out, status, &parts.headers, framing, connection);
+    if framing == ResponseFraming::Empty {
+        write.write_all(out).await?;
+        return Ok(keep_alive);
+    }
+    let complete = write_body(write, out, body, framing).await?;
+    Ok(keep_alive && complete)
+}
+
+/// Writes the body behind the head already in `out`, coalescing what is
+/// ready into one write. `Ok(false)`: the body failed or did not match its
+/// length, so the response is cut short.
+async fn write_body(
+    write: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    body: ProxyBody,
+    framing: ResponseFraming,
+) -> io::Result<bool> {
+    let mut body = pin!(body);
+    let mut left = match framing {
+        ResponseFraming::Length(n) => Some(n),
+        _ => None,
+    };
+    loop {
+        // What is ready now goes behind what is buffered; only when the
+        // body has to wait is the buffer written.
+        let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    write.write_all(out).await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                write.write_all(out).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers are not forwarded.
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if let Some(left) = &mut left {
+            if data.len() as u64 > *left {
+                write.write_all(out).await?;
+                return Ok(false);
+            }
+            *left -= data.len() as u64;
+        }
+        if framing == ResponseFraming::Chunked {
+            head::encode_chunk_header(out, data.len());
+        }
+        if data.len() <= COALESCE_MAX {
+            out.extend_from_slice(&data);
+        } else {
+            write.write_all(out).await?;
+            out.clear();
+            write.write_all(&data).await?;
+        }
+        if framing == ResponseFraming::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= COALESCE_MAX {
+            write.write_all(out).await?;
+            out.clear();
+        }
+    }
+    if framing == ResponseFraming::Chunked {
+        out.extend_from_slice(head::LAST_CHUNK);
+    }
+    if !out.is_empty() {
+        write.write_all(out).await?;
+        out.clear();
+    }
+    Ok(left.is_none_or(|n| n == 0))
+}
+
+/// Closes a connection whose client may still be sending: says so (FIN),
+/// then reads and drops what arrives for a moment, so that the response
+/// is not lost to a reset.
+async fn linger(mut r: Reader, mut write: OwnedWriteHalf) {
+    let _ = write.shutdown().await;
+    let drain = async {
+        loop {
+            r.buf.clear();
+            r.buf.reserve(BODY_READ_SIZE);
+            match tokio::io::AsyncReadExt::read_buf(&mut r.read, &mut r.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Where a request body is.
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    Chunked(Decoder),
+    Done,
+}
+
+/// The body of a client's request, read from the connection as it is
+/// forwarded.
+pub struct RequestBody(Inner);
+
+enum Inner {
+    Empty,
+    Stream {
+        /// Given back to `slot` at the end of the body, or on drop.
+        reader: Option<Reader>,
+        state: State,
+        slot: Arc<Slot>,
+    },
+}
+
+impl RequestBody {
+    /// A body with nothing in it (for tests and internal requests).
+    pub fn empty() -> RequestBody {
+        RequestBody(Inner::Empty)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let Inner::Stream { reader, slot, .. } = &mut self.0 {
+            if let Some(r) = reader.take() {
+                slot.put(r, false);
+            }
+        }
+    }
+}
+
+/// The client went away in the middle of its request body.
+#[derive(Debug, thiserror::Error)]
+#[error("the client closed the connection in the middle of the request body")]
+struct Incomplete;
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Inner::Stream {
+            reader,
+            state,
+            slot,
+        } = &mut self.get_mut().0
+        else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let Some(r) = reader.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let data = match state {
+                State::Done => None,
+                State::Length(_) if r.buf.is_empty() => Some(Bytes::new()),
+                State::Length(left) => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(r.buf.len());
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *state = State::Done;
+                    }
+                    Some(r.buf.split_to(n).freeze())
+                }
+                State::Chunked(decoder) => match decoder.decode(&mut r.buf) {
+                    Ok(Step::Data(data)) => Some(data),
+                    Ok(Step::NeedMore) => Some(Bytes::new()),
+                    Ok(Step::End) => {
+                        *state = State::Done;
+                        None
+                    }
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                },
+            };
+            if matches!(state, State::Done) {
+                // The end: the connection can read its next request.
+                if let Some(r) = reader.take() {
+                    slot.put(r, true);
+                }
+            }
+            match data {
+                None => return Poll::Ready(None),
+                Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Some(_) => {}
+            }
+            let Some(r) = reader.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if r.buf.capacity() - r.buf.len() < BODY_READ_SIZE / 4 {
+                r.buf.reserve(BODY_READ_SIZE);
+            }
+            match std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut r.read),
+                cx,
+                &mut r.buf
+            )) {
+                Ok(0) => return Poll::Ready(Some(Err(Incomplete.into()))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Empty => true,
+            Inner::Stream { state, reader, .. } => reader.is_none() || matches!(state, State::Done),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Stream { state, .. } => match state {
+                State::Length(n) => SizeHint::with_exact(*n),
+                State::Done => SizeHint::with_exact(0),
+                State::Chunked(_) => SizeHint::default(),
+            },
+        }
+    }
+}
