@@ -14,9 +14,10 @@ use http_body_util::{BodyExt, Full};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::h1::head::RequestError;
+use crate::proxy::h1::request::RequestError;
 use crate::proxy::h1::server::{serve, Limits, RequestBody};
-use crate::proxy::{ProxyBody, Shared};
+use crate::proxy::reply::Reply;
+use crate::proxy::Shared;
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -52,7 +53,7 @@ const LIMITS: Limits = Limits {
     max_headers: 64,
 };
 
-fn bad_request(_: &RequestError) -> Response<ProxyBody> {
+fn bad_request(_: &RequestError) -> Reply {
     reply(
         StatusCode::BAD_REQUEST,
         "text/plain",
@@ -60,7 +61,7 @@ fn bad_request(_: &RequestError) -> Response<ProxyBody> {
     )
 }
 
-fn answer(shared: &Shared, req: Request<RequestBody>) -> Response<ProxyBody> {
+fn answer(shared: &Shared, req: Request<RequestBody>) -> Reply {
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
@@ -95,11 +96,11 @@ fn answer(shared: &Shared, req: Request<RequestBody>) -> Response<ProxyBody> {
     reply(status, content_type, body)
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    response.into()
 }

@@ -6,7 +6,7 @@
 //! `path_prefix` wins; a prefix matches on segment boundaries (`/v1`
 //! matches `/v1` and `/v1/x`, not `/v1x`).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use http::HeaderValue;

@@ -11,12 +11,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::h1::server::RequestBody;
 use super::headers::strip_hop_by_hop;
-use super::pool::{SendError, UpstreamBody};
+use super::host::RequestHost;
+use super::pool::{SendError, UpstreamResponse};
+use super::reply::{Reply, ReplyHead};
 use super::{ProxyBody, Runtime, Shared};
 use crate::config::{Forwarded, Unmatched};
 use crate::credential::Applied;
@@ -33,11 +35,7 @@ pub struct ConnInfo {
 }
 
 /// Handles one request; never fails (errors become JSON responses).
-pub async fn handle(
-    shared: &Shared,
-    conn: &ConnInfo,
-    req: Request<RequestBody>,
-) -> Response<ProxyBody> {
+pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> Reply {
     let start = Instant::now();
     let runtime = shared.runtime.load_full();
     let method = req.method().clone();
@@ -51,13 +49,13 @@ pub async fn handle(
     // One access log line per request.
     let response = match result {
         Ok(response) => {
-            let status = response.status().as_u16();
+            let status = response.status.as_u16();
             tracing::info!(route = name, method = %method, path = %path, status, latency_ms, "request");
             response
         }
         Err(err) => {
-            let response = err.to_response(route.as_ref().map(|r| r.name()));
-            let status = response.status().as_u16();
+            let response = Reply::from(err.to_response(route.as_ref().map(|r| r.name())));
+            let status = response.status.as_u16();
             tracing::warn!(
                 route = name,
                 method = %method,
@@ -71,7 +69,7 @@ pub async fn handle(
             response
         }
     };
-    let status = response.status().as_u16();
+    let status = response.status.as_u16();
     let requests = route
         .as_ref()
         .map_or(&shared.unmatched_requests, |r| &r.requests);
@@ -80,20 +78,14 @@ pub async fn handle(
 }
 
 /// The host a request is for: the absolute-form URI's, else `Host`'s.
-fn request_host(req: &Request<RequestBody>) -> Result<String, ProxyError> {
-    if let Some(host) = req.uri().host() {
-        return Ok(host.to_string());
+fn request_host(req: &Request<RequestBody>) -> Result<RequestHost, ProxyError> {
+    if let Some(authority) = req.uri().authority() {
+        return Ok(RequestHost::from_uri(authority));
     }
     let value = req.headers().get(header::HOST).ok_or(ProxyError::NoHost)?;
-    let authority: http::uri::Authority =
-        value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or(ProxyError::BadRequest(
-                "the Host header is not a valid host[:port]",
-            ))?;
-    Ok(authority.host().to_string())
+    RequestHost::from_header(value).ok_or(ProxyError::BadRequest(
+        "the Host header is not a valid host[:port]",
+    ))
 }
 
 async fn forward(
@@ -101,7 +93,7 @@ async fn forward(
     conn: &ConnInfo,
     req: Request<RequestBody>,
     matched: &mut Option<Arc<Route>>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Reply, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
@@ -114,28 +106,33 @@ async fn forward(
     let host = request_host(&req);
     let route = match &conn.route {
         Some(name) => runtime.table.by_name(name),
-        None => runtime
-            .table
-            .find(host.as_deref().unwrap_or(""), req.uri().path()),
+        None => runtime.table.find(
+            host.as_ref().map_or("", RequestHost::as_str),
+            req.uri().path(),
+        ),
     };
     let Some(route) = route.cloned() else {
         let host = host?;
+        let host = host.as_str();
         return match runtime.settings.unmatched {
-            Unmatched::Reject => Err(ProxyError::NoRoute { host }),
-            Unmatched::Passthrough => passthrough(runtime, req, &host).await,
+            Unmatched::Reject => Err(ProxyError::NoRoute {
+                host: host.to_string(),
+            }),
+            Unmatched::Passthrough => passthrough(runtime, req, host).await,
         };
     };
     *matched = Some(route.clone());
     let host = match host {
-        Ok(h) => h,
+        Ok(h) => Some(h),
         // On a dedicated listener the route names the host.
-        Err(_) if conn.route.is_some() => String::new(),
+        Err(_) if conn.route.is_some() => None,
         Err(e) => return Err(e),
     };
+    let host = host.as_ref().map_or("", RequestHost::as_str);
     let (parts, body) = req.into_parts();
     let target = route
         .config
-        .target(&host, parts.uri.path(), parts.uri.query())
+        .target(host, parts.uri.path(), parts.uri.query())
         .ok_or(ProxyError::NoHost)?;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -151,7 +148,7 @@ async fn forward(
             headers.insert(name.clone(), value.clone());
         }
     }
-    add_forwarded(&mut headers, runtime.settings.forwarded, conn, &host);
+    add_forwarded(&mut headers, runtime.settings.forwarded, conn, host);
 
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
@@ -179,10 +176,10 @@ async fn forward(
             // Streamed body: no retry, but a 401 still invalidates the token.
             let (response, applied) =
                 attempt(runtime, &route, &parts.method, target, headers, body).await?;
-            if response.status() == StatusCode::UNAUTHORIZED {
+            if response.status == StatusCode::UNAUTHORIZED {
                 route.credential.reject(&applied);
             }
-            return Ok(clean_response(response, injected));
+            return clean_response(response, injected);
         }
     };
     // The copies are for the retry; the first attempt takes the originals,
@@ -198,7 +195,7 @@ async fn forward(
         full(bytes.clone()),
     )
     .await?;
-    if response.status() == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
+    if response.status == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
         tracing::info!(
             route = route.name(),
             "upstream answered 401; retrying once with a fresh token"
@@ -206,9 +203,9 @@ async fn forward(
         let (target, headers) = retry;
         let (response, _) =
             attempt(runtime, &route, &parts.method, target, headers, full(bytes)).await?;
-        return Ok(clean_response(response, injected));
+        return clean_response(response, injected);
     }
-    Ok(clean_response(response, injected))
+    clean_response(response, injected)
 }
 
 /// Applies the credential and sends one request upstream.
@@ -219,7 +216,7 @@ async fn attempt(
     mut target: Target,
     mut headers: HeaderMap,
     body: ProxyBody,
-) -> Result<(Response<UpstreamBody>, Applied), ProxyError> {
+) -> Result<(UpstreamResponse, Applied), ProxyError> {
     let applied = route
         .credential
         .apply(&mut target, &mut headers)
@@ -245,7 +242,7 @@ async fn passthrough(
     runtime: &Runtime,
     req: Request<RequestBody>,
     host: &str,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Reply, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let authority = match parts.uri.authority() {
         Some(a) => a.to_string(),
@@ -265,7 +262,7 @@ async fn passthrough(
     parts.headers.remove(header::HOST);
     let request = Request::from_parts(parts, body.boxed());
     let response = send(runtime, https, &authority, request).await?;
-    Ok(clean_response(response, &[]))
+    clean_response(response, &[])
 }
 
 fn full(bytes: Bytes) -> ProxyBody {
@@ -314,32 +311,54 @@ async fn send(
     https: bool,
     authority: &str,
     req: Request<ProxyBody>,
-) -> Result<Response<UpstreamBody>, ProxyError> {
+) -> Result<UpstreamResponse, ProxyError> {
     let timeout = runtime.settings.request_timeout;
-    let sending = runtime.upstreams.send(https, authority, req);
-    match tokio::time::timeout(timeout, sending).await {
-        Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(SendError::Connect(cause))) => Err(ProxyError::UpstreamConnect(cause)),
-        Ok(Err(SendError::Upstream(cause))) => Err(ProxyError::Upstream(cause)),
-        Ok(Err(SendError::BadAuthority)) => Err(ProxyError::BadRequest(
+    let deadline = tokio::time::Instant::now() + timeout;
+    match runtime
+        .upstreams
+        .send(https, authority, req, deadline)
+        .await
+    {
+        Ok(response) => Ok(response),
+        Err(SendError::Timeout) => Err(ProxyError::UpstreamTimeout(timeout)),
+        Err(SendError::Connect(cause)) => Err(ProxyError::UpstreamConnect(cause)),
+        Err(SendError::Upstream(cause)) => Err(ProxyError::Upstream(cause)),
+        Err(SendError::BadAuthority) => Err(ProxyError::BadRequest(
             "the upstream host cannot be forwarded to",
         )),
     }
 }
 
 /// Strips hop-by-hop headers and removes injected query parameters from
-/// URLs the upstream sends back.
-fn clean_response(response: Response<UpstreamBody>, injected: &[String]) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+/// URLs the upstream sends back. An HTTP/1.1 upstream's fields are passed
+/// on as they came (the connection leaves out the hop-by-hop ones as it
+/// writes them) unless a URL in them needs scrubbing.
+fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Reply, ProxyError> {
+    let UpstreamResponse { status, head, body } = response;
+    let scrubbed = [header::LOCATION, header::CONTENT_LOCATION, header::LINK];
+    let mut headers = match head {
+        ReplyHead::Upstream(raw)
+            if injected.is_empty() || !scrubbed.iter().any(|name| raw.contains(name.as_str())) =>
+        {
+            return Ok(Reply {
+                status,
+                head: ReplyHead::Upstream(raw),
+                body: body.boxed(),
+            });
+        }
+        ReplyHead::Upstream(raw) => raw
+            .to_header_map()
+            .map_err(|e| ProxyError::Upstream(e.to_string()))?,
+        ReplyHead::Map(headers) => headers,
+    };
+    strip_hop_by_hop(&mut headers);
     if !injected.is_empty() {
-        for name in [header::LOCATION, header::CONTENT_LOCATION, header::LINK] {
-            let values: Vec<HeaderValue> = parts.headers.get_all(&name).iter().cloned().collect();
+        for name in scrubbed {
+            let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
             if values.is_empty() {
                 continue;
             }
-            parts.headers.remove(&name);
+            headers.remove(&name);
             for value in values {
                 let Ok(text) = value.to_str() else {
                     // Not text: cannot be checked, so not forwarded.
@@ -351,10 +370,14 @@ fn clean_response(response: Response<UpstreamBody>, injected: &[String]) -> Resp
                     scrub_url(text, injected)
                 };
                 if let Ok(v) = HeaderValue::try_from(scrubbed) {
-                    parts.headers.append(&name, v);
+                    headers.append(&name, v);
                 }
             }
         }
     }
-    Response::from_parts(parts, body.boxed())
+    Ok(Reply {
+        status,
+        head: ReplyHead::Map(headers),
+        body: body.boxed(),
+    })
 }

@@ -20,6 +20,53 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection"
 }
 
+/// [`is_hop_by_hop`] for a name as it came on the wire (any case). Runs
+/// for every field of every response, so it tells most names apart by
+/// their length alone.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// The header names listed by `Connection` header values (as they came
+/// on the wire), which are hop-by-hop too.
+pub fn connection_lists<'a, I>(values: I) -> ConnectionList<I>
+where
+    I: Iterator<Item = &'a [u8]> + Clone,
+{
+    ConnectionList { values }
+}
+
+/// See [`connection_lists`].
+pub struct ConnectionList<I> {
+    values: I,
+}
+
+impl<'a, I> ConnectionList<I>
+where
+    I: Iterator<Item = &'a [u8]> + Clone,
+{
+    /// Whether the `Connection` values name `name` (its `close` and
+    /// `keep-alive` options count as names too: no end-to-end field has
+    /// those names).
+    pub fn names(&self, name: &[u8]) -> bool {
+        self.values
+            .clone()
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .any(|listed| listed.eq_ignore_ascii_case(name))
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header
 /// names, and `Proxy-Authorization`.
 ///
@@ -87,6 +134,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn wire_names_are_hop_by_hop_in_any_case() {
+        for name in HOP_BY_HOP
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(["proxy-connection"])
+        {
+            assert!(is_hop_by_hop_name(name.as_bytes()), "{name}");
+            assert!(
+                is_hop_by_hop_name(name.to_ascii_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        for name in ["date", "content-length", "x-te", "trailers", "connections"] {
+            assert!(!is_hop_by_hop_name(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

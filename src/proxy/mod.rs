@@ -1,12 +1,16 @@
 //! The proxy itself: accepting connections ([`server`]) and running them
-//! on worker threads ([`workers`]), handling one request ([`handler`]),
+//! on worker threads ([`workers`]), handling one request ([`handler`],
+//! routed by its [`host`]),
 //! reaching upstreams ([`upstream`], pooled per thread by [`pool`], spoken
-//! to over HTTP/1.1 by [`h1`]) and header hygiene ([`headers`]).
+//! to over HTTP/1.1 by [`h1`]), what clients get back ([`reply`]) and
+//! header hygiene ([`headers`]).
 
 pub mod h1;
 pub mod handler;
 pub mod headers;
+pub mod host;
 pub mod pool;
+pub mod reply;
 pub mod server;
 pub mod upstream;
 pub mod workers;

@@ -15,8 +15,8 @@
 //! connections of the previous config are not reused, since `ca_file` or
 //! `connect_to` may have changed what they may be used for.
 
+use foldhash::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,14 +26,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 
+use super::h1::response::ResponseHead;
 use super::h1::{self, SendFailure};
+use super::reply::ReplyHead;
 use super::upstream::{ConnectError, Connector};
 use super::{BoxError, ProxyBody};
 
@@ -57,6 +59,9 @@ pub enum SendError {
     /// The upstream's `host[:port]` is not a valid authority.
     #[error("the upstream host is not a valid host[:port]")]
     BadAuthority,
+    /// No response head by the deadline.
+    #[error("no response before the deadline")]
+    Timeout,
 }
 
 /// How one config's requests reach their upstreams: the connector and
@@ -82,13 +87,15 @@ impl Upstreams {
     /// Sends `req` (origin-form URI: `/path?query`) to `authority` over
     /// TLS when `https`, and returns the upstream's response head; the body
     /// streams from the connection, which goes back to this thread's pool
-    /// when the body has been read to its end.
+    /// when the body has been read to its end. The response head must come
+    /// by `deadline`.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+        deadline: tokio::time::Instant,
+    ) -> Result<UpstreamResponse, SendError> {
         if !req.headers().contains_key(HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(SendError::BadAuthority);
         }
@@ -105,10 +112,12 @@ impl Upstreams {
                 // Boxed: connecting (TLS and HTTP/2 handshakes) is rare
                 // and its future large; inline, every request's future
                 // would carry (and copy) it.
-                None => Box::pin(self.connect(https, authority)).await?,
+                None => tokio::time::timeout_at(deadline, Box::pin(self.connect(https, authority)))
+                    .await
+                    .map_err(|_| SendError::Timeout)??,
             };
             match conn {
-                Conn::H1(conn) => match conn.send(req, authority).await {
+                Conn::H1(conn) => match conn.send(req, authority, deadline).await {
                     Ok((head, conn)) => {
                         let back = Return {
                             key,
@@ -125,10 +134,14 @@ impl Upstreams {
                             "the upstream connection closed before the request was written".into(),
                         ))
                     }
+                    Err(SendFailure::Failed(h1::H1Error::Timeout)) => {
+                        return Err(SendError::Timeout)
+                    }
                     Err(SendFailure::Failed(e)) => return Err(SendError::Upstream(innermost(&e))),
                 },
                 Conn::H2(mut sender) => {
-                    if let Err(e) = sender.ready().await {
+                    let ready = tokio::time::timeout_at(deadline, sender.ready());
+                    if let Err(e) = ready.await.map_err(|_| SendError::Timeout)? {
                         if tries < MAX_SEND_TRIES {
                             continue;
                         }
@@ -137,8 +150,16 @@ impl Upstreams {
                     // HTTP/2 carries the host as `:authority`.
                     req.headers_mut().remove(HOST);
                     to_absolute_form(&mut req, https, authority)?;
-                    match sender.try_send_request(req).await {
-                        Ok(response) => return Ok(response.map(|b| UpstreamBody(Inner::H2(b)))),
+                    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req));
+                    match sent.await.map_err(|_| SendError::Timeout)? {
+                        Ok(response) => {
+                            let (parts, body) = response.into_parts();
+                            return Ok(UpstreamResponse {
+                                status: parts.status,
+                                head: ReplyHead::Map(parts.headers),
+                                body: UpstreamBody(Inner::H2(body)),
+                            });
+                        }
                         Err(mut e) => match e.take_message() {
                             Some(unsent) if tries < MAX_SEND_TRIES => req = unsent,
                             _ => return Err(SendError::Upstream(innermost(&e.into_error()))),
@@ -213,13 +234,17 @@ impl Upstreams {
     }
 }
 
+/// An upstream's answer: its status and header fields, and its body
+/// streaming from the connection.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub head: ReplyHead,
+    pub body: UpstreamBody,
+}
+
 /// The response of an HTTP/1.1 upstream; its connection goes back to the
 /// pool when the body ends (at once when there is none).
-fn h1_response(
-    head: h1::head::ResponseHead,
-    conn: Box<h1::Connection>,
-    back: Return,
-) -> Response<UpstreamBody> {
+fn h1_response(head: ResponseHead, conn: Box<h1::Connection>, back: Return) -> UpstreamResponse {
     let mut body = h1::Body::new(&head, conn);
     let back = match body.reusable() {
         Some(conn) => {
@@ -228,11 +253,11 @@ fn h1_response(
         }
         None => Some(back),
     };
-    let mut response = Response::new(UpstreamBody(Inner::H1 { body, back }));
-    *response.status_mut() = head.status;
-    *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers;
-    response
+    UpstreamResponse {
+        status: head.status,
+        head: ReplyHead::Upstream(head.fields),
+        body: UpstreamBody(Inner::H1 { body, back }),
+    }
 }
 
 /// Drops the idle connections of this thread that have been idle longer
@@ -360,8 +385,8 @@ thread_local! {
     static IDLE: RefCell<Idle> = RefCell::new(Idle {
         generation: 0,
         idle_timeout: Duration::ZERO,
-        http: HashMap::new(),
-        https: HashMap::new(),
+        http: HashMap::default(),
+        https: HashMap::default(),
     });
 }
 

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::Response;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::h1::head::RequestError;
+use super::h1::request::RequestError;
 use super::h1::server::Limits;
 use super::handler::{handle, ConnInfo};
+use super::reply::Reply;
 use super::workers::Workers;
-use super::{h1, ProxyBody, Runtime, RuntimeError, Shared};
+use super::{h1, Runtime, RuntimeError, Shared};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -258,7 +258,7 @@ fn limits(settings: &crate::config::ProxySettings) -> Limits {
 }
 
 /// The answer to a request head that cannot be served.
-fn bad_request(e: &RequestError) -> Response<ProxyBody> {
+fn bad_request(e: &RequestError) -> Reply {
     let err = match e {
         RequestError::TooLarge | RequestError::TooManyHeaders => {
             ProxyError::HeadTooLarge(e.to_string())
@@ -266,7 +266,7 @@ fn bad_request(e: &RequestError) -> Response<ProxyBody> {
         RequestError::Parse(_) => ProxyError::BadRequest("the request head could not be parsed"),
         RequestError::Invalid(what) => ProxyError::BadRequest(what),
     };
-    err.to_response(None)
+    err.to_response(None).into()
 }
 
 /// Where accepted connections run.

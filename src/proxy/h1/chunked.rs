@@ -2,6 +2,8 @@
 //! arrives: chunk data is handed on as it is read, never buffered whole.
 //! Extensions and trailer fields are read past and dropped.
 
+use std::io::Write;
+
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -164,6 +166,22 @@ impl Decoder {
     }
 }
 
+/// Writes the size line of a chunk of `len` bytes.
+pub fn encode_chunk_header(buf: &mut Vec<u8>, len: usize) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "{len:x}\r\n");
+}
+
+/// Writes one chunk of a chunked body into `buf`.
+pub fn encode_chunk(buf: &mut Vec<u8>, data: &[u8]) {
+    encode_chunk_header(buf, data.len());
+    buf.extend_from_slice(data);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk of a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +257,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn chunks_are_framed_with_hex_sizes() {
+        let mut buf = Vec::new();
+        encode_chunk(&mut buf, &[b'x'; 26]);
+        buf.extend_from_slice(LAST_CHUNK);
+        let mut expected = b"1a\r\n".to_vec();
+        expected.extend_from_slice(&[b'x'; 26]);
+        expected.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(buf, expected);
     }
 }

@@ -8,7 +8,8 @@
 //! of the request. Here the request's own future writes the head and body,
 //! and the response body reads straight from the socket when the client
 //! side asks for the next piece. Heads are parsed by `httparse` (the parser
-//! hyper uses) in [`head`], chunked bodies decoded by [`chunked`].
+//! hyper uses) in [`super::response`], chunked bodies decoded by
+//! [`super::chunked`].
 //!
 //! The connection pool ([`crate::proxy::pool`]) decides which connection a request
 //! takes, and gets it back from [`Body`] once the response was read to its
@@ -24,9 +25,12 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
+use super::chunked;
 use super::chunked::{ChunkError, Decoder, Step};
-use super::head::{self, HeadError, RequestFraming, ResponseFraming, ResponseHead, ResponseParser};
+use super::request::{self, RequestFraming};
+use super::response::{self, HeadError, ResponseFraming, ResponseHead};
 use crate::proxy::upstream::Io;
 use crate::proxy::{BoxError, ProxyBody};
 
@@ -54,6 +58,8 @@ pub enum H1Error {
     RequestBody(BoxError),
     #[error("the request body does not match its Content-Length")]
     RequestBodyLength,
+    #[error("no response head before the request timeout")]
+    Timeout,
 }
 
 /// Why [`Connection::send`] failed.
@@ -71,7 +77,8 @@ pub struct Connection {
     buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     out: Vec<u8>,
-    parser: ResponseParser,
+    /// Bounds each request's exchange (see [`before`]); made on first use.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -80,7 +87,7 @@ impl Connection {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
-            parser: ResponseParser::default(),
+            timer: None,
         })
     }
 
@@ -97,12 +104,13 @@ impl Connection {
                 .is_ready()
     }
 
-    /// Writes `req` (its URI in origin form) and reads the response head.
-    /// `host` is sent as `Host` when the request has none.
+    /// Writes `req` (its URI in origin form) and reads the response head,
+    /// by `deadline`. `host` is sent as `Host` when the request has none.
     pub async fn send(
         mut self: Box<Self>,
         req: Request<ProxyBody>,
         host: &str,
+        deadline: Instant,
     ) -> Result<(ResponseHead, Box<Connection>), SendFailure> {
         let (parts, mut body) = req.into_parts();
         let framing = if body.is_end_stream() {
@@ -123,7 +131,7 @@ impl Connection {
             .map_or("/", http::uri::PathAndQuery::as_str);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        head::encode_request(
+        request::encode_request(
             &mut out,
             &parts.method,
             target,
@@ -141,18 +149,22 @@ impl Connection {
                 ))))
             }
         };
-        let sent = async {
+        let mut timer = self
+            .timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let exchange = async {
             self.io.write_all(&out[written..]).await?;
             self.write_body(&mut body, framing, &mut out).await?;
             self.io.flush().await?;
-            Ok::<_, H1Error>(())
+            self.read_head(&parts.method).await
         };
-        sent.await.map_err(SendFailure::Failed)?;
-        self.out = out;
-        let head = self
-            .read_head(&parts.method)
+        let head = before(deadline, &mut timer, exchange)
             .await
+            .unwrap_or(Err(H1Error::Timeout))
             .map_err(SendFailure::Failed)?;
+        self.out = out;
+        self.timer = Some(timer);
         Ok((head, self))
     }
 
@@ -176,7 +188,7 @@ impl Connection {
             match framing {
                 RequestFraming::Chunked => {
                     out.clear();
-                    head::encode_chunk(out, &data);
+                    chunked::encode_chunk(out, &data);
                     self.io.write_all(out).await?;
                 }
                 RequestFraming::Length(n) if sent <= n => self.io.write_all(&data).await?,
@@ -184,7 +196,7 @@ impl Connection {
             }
         }
         match framing {
-            RequestFraming::Chunked => self.io.write_all(head::LAST_CHUNK).await?,
+            RequestFraming::Chunked => self.io.write_all(chunked::LAST_CHUNK).await?,
             RequestFraming::Length(n) if sent != n => return Err(H1Error::RequestBodyLength),
             _ => {}
         }
@@ -194,7 +206,7 @@ impl Connection {
     /// Reads until a final (non-1xx) response head is complete.
     async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, H1Error> {
         loop {
-            match self.parser.parse(&mut self.buf, method, MAX_HEAD_BYTES)? {
+            match response::parse_response(&mut self.buf, method, MAX_HEAD_BYTES)? {
                 Some(head) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
                     return Err(H1Error::SwitchingProtocols)
                 }
@@ -219,6 +231,31 @@ impl Connection {
             self.buf.reserve(READ_SIZE);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Runs `work` until `deadline`; `None` if the deadline came first.
+///
+/// `timer` is the connection's one timer: it may still be set for an
+/// earlier request's (earlier) deadline, and is moved on only when it
+/// fires before this one, instead of being armed anew for every request.
+async fn before<F: std::future::Future>(
+    deadline: Instant,
+    timer: &mut Pin<Box<Sleep>>,
+    work: F,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return Some(out),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
     }
 }
 

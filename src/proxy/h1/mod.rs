@@ -1,8 +1,9 @@
 //! sidekey's own HTTP/1.1, both sides of the proxy: [`server`] reads the
 //! clients' requests and writes their responses, [`client`] writes
-//! requests to upstream connections and reads the responses. [`head`]
-//! parses (with `httparse`, the parser hyper uses) and writes message
-//! heads, [`chunked`] decodes chunked bodies.
+//! requests to upstream connections and reads the responses. [`request`]
+//! and [`response`] parse (with `httparse`, the parser hyper uses) and
+//! write message heads, [`fields`] holds what they share, [`chunked`]
+//! decodes chunked bodies.
 //!
 //! Why not hyper, as elsewhere: a proxy request passes through two HTTP/1.1
 //! connections, and with hyper each side parsed the head into its own
@@ -15,7 +16,9 @@
 
 pub mod chunked;
 pub mod client;
-pub mod head;
+pub mod fields;
+pub mod request;
+pub mod response;
 pub mod server;
 
-pub use client::{Body, Connection, SendFailure};
+pub use client::{Body, Connection, H1Error, SendFailure};

@@ -1,7 +1,7 @@
 //! The server side: one client connection, its requests read one after
 //! the other (pipelined ones too), each answered before the next is read.
 //!
-//! [`serve`] reads a request head ([`head::RequestParser`]), gives the
+//! [`serve`] reads a request head ([`RequestParser`]), gives the
 //! request to the service with a [`RequestBody`] that reads the body from
 //! the socket as it is forwarded, and writes the service's response. A
 //! request whose body was not read to its end (the service answered
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -24,8 +24,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::chunked;
 use super::chunked::{Decoder, Step};
-use super::head::{self, BodyFraming, RequestError, RequestParser, ResponseFraming};
+use super::request::{BodyFraming, RequestError, RequestHead, RequestParser};
+use super::response::{self, Fields, ResponseFraming};
+use crate::proxy::reply::{Reply, ReplyHead};
 use crate::proxy::{BoxError, ProxyBody};
 
 /// Read a request head in pieces of this size.
@@ -53,7 +56,7 @@ pub struct Limits {
 }
 
 /// Builds the response to a request head that cannot be served.
-pub type OnBadRequest = fn(&RequestError) -> Response<ProxyBody>;
+pub type OnBadRequest = fn(&RequestError) -> Reply;
 
 /// The read side of a connection: the socket and what was read from it
 /// but not consumed yet.
@@ -91,7 +94,7 @@ pub async fn serve<S, F>(
     service: S,
 ) where
     S: Fn(Request<RequestBody>) -> F,
-    F: Future<Output = Response<ProxyBody>>,
+    F: Future<Output = Reply>,
 {
     let (read, mut write) = stream.into_split();
     let mut reader = Some(Reader {
@@ -160,11 +163,7 @@ pub async fn serve<S, F>(
                 None => finished = false,
             }
         }
-        let closes = response
-            .headers()
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let keep_alive = head.keep_alive && finished && !closes && !*stop.borrow();
+        let keep_alive = head.keep_alive && finished && !response.closes() && !*stop.borrow();
         let kept =
             write_response(&mut write, &mut out, response, &method, http10, keep_alive).await;
         if !matches!(kept, Ok(true)) {
@@ -191,7 +190,7 @@ async fn read_head(
     mut timer: Pin<&mut Sleep>,
     deadline: Instant,
     stop: &mut watch::Receiver<bool>,
-) -> Result<Option<head::RequestHead>, RequestError> {
+) -> Result<Option<RequestHead>, RequestError> {
     loop {
         if !r.buf.is_empty() {
             if let Some(head) = parser.parse(&mut r.buf)? {
@@ -233,13 +232,12 @@ async fn read_head(
 async fn write_response(
     write: &mut OwnedWriteHalf,
     out: &mut Vec<u8>,
-    response: Response<ProxyBody>,
+    reply: Reply,
     method: &Method,
     http10: bool,
     mut keep_alive: bool,
 ) -> io::Result<bool> {
-    let (parts, body) = response.into_parts();
-    let status = parts.status;
+    let Reply { status, head, body } = reply;
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -262,7 +260,12 @@ async fn write_response(
         (false, _) => Some("close"),
     };
     out.clear();
-    head::encode_response(out, status, &parts.headers, framing, connection);
+    let fields = match &head {
+        ReplyHead::Map(headers) => Fields::Map(headers),
+        ReplyHead::Upstream(raw) => Fields::Raw(raw),
+    };
+    response::encode_response(out, status, fields, framing, connection);
+    drop(head);
     if framing == ResponseFraming::Empty {
         write.write_all(out).await?;
         return Ok(keep_alive);
@@ -323,7 +326,7 @@ async fn write_body(
             *left -= data.len() as u64;
         }
         if framing == ResponseFraming::Chunked {
-            head::encode_chunk_header(out, data.len());
+            chunked::encode_chunk_header(out, data.len());
         }
         if data.len() <= COALESCE_MAX {
             out.extend_from_slice(&data);
@@ -341,7 +344,7 @@ async fn write_body(
         }
     }
     if framing == ResponseFraming::Chunked {
-        out.extend_from_slice(head::LAST_CHUNK);
+        out.extend_from_slice(chunked::LAST_CHUNK);
     }
     if !out.is_empty() {
         write.write_all(out).await?;

@@ -1,0 +1,362 @@
+//! Request heads: those sidekey reads from clients ([`RequestParser`])
+//! and those it writes to upstreams ([`encode_request`]).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Version};
+use thiserror::Error;
+
+use super::fields::{self, has_token, parse_length, Span};
+
+/// How the request body is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body, and no framing header.
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes a request head: `method target HTTP/1.1`, `Host` unless
+/// `headers` has one, the headers except any framing header the client
+/// sent, then the framing header sidekey chose.
+pub fn encode_request(
+    buf: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    host: &str,
+    framing: RequestFraming,
+) {
+    buf.extend_from_slice(method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(target.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        buf.extend_from_slice(b"host: ");
+        buf.extend_from_slice(host.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Empty => {}
+        RequestFraming::Length(n) => {
+            buf.extend_from_slice(b"content-length: ");
+            buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Why a client's request head cannot be served. Each closes the
+/// connection after its error response.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the request head could not be parsed ({0})")]
+    Parse(httparse::Error),
+    #[error("the request head is larger than max_header_bytes")]
+    TooLarge,
+    #[error("the request has more than max_headers header fields")]
+    TooManyHeaders,
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// How a client's request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub request: http::Request<()>,
+    pub framing: BodyFraming,
+    /// Whether the client allows another request on the connection.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+}
+
+/// Parses client request heads within the configured limits; keeps its
+/// scratch space between requests.
+#[derive(Debug)]
+pub struct RequestParser {
+    max_headers: usize,
+    max_bytes: usize,
+    spans: Vec<Span>,
+}
+
+/// The most header fields `proxy.max_headers` can allow.
+pub const MAX_REQUEST_HEADERS: usize = 1024;
+
+impl RequestParser {
+    pub fn new(max_headers: usize, max_bytes: usize) -> RequestParser {
+        RequestParser {
+            max_headers: max_headers.min(MAX_REQUEST_HEADERS),
+            max_bytes,
+            spans: Vec::new(),
+        }
+    }
+
+    /// The most head bytes to hold while the head is incomplete.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Parses a request head from the front of `buf`, splitting it off.
+    /// `Ok(None)`: not complete yet (read more, at most up to
+    /// [`RequestParser::max_bytes`] in all).
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<RequestHead>, RequestError> {
+        self.spans.clear();
+        let (len, method, target, minor) = {
+            let mut headers =
+                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
+            let mut request = httparse::Request::new(&mut []);
+            let parsed = request.parse_with_uninit_headers(buf, &mut headers[..self.max_headers]);
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if buf.len() >= self.max_bytes => {
+                    return Err(RequestError::TooLarge)
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+                Err(e) => return Err(RequestError::Parse(e)),
+            };
+            let base = buf.as_ptr() as usize;
+            fields::record(&mut self.spans, base, request.headers);
+            let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
+                .map_err(|_| RequestError::Invalid("invalid method"))?;
+            let target = request.path.unwrap_or("");
+            let start = target.as_ptr() as usize - base;
+            (
+                len,
+                method,
+                start..start + target.len(),
+                request.version.unwrap_or(1),
+            )
+        };
+        let head: Bytes = buf.split_to(len).freeze();
+        let uri = http::Uri::from_maybe_shared(head.slice(target))
+            .map_err(|_| RequestError::Invalid("invalid request target"))?;
+        let headers = fields::header_map(&head, &self.spans)
+            .ok_or(RequestError::Invalid("invalid header field"))?;
+        let version = if minor == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let framing = request_framing(version, &headers)?;
+        let keep_alive = if version == Version::HTTP_11 {
+            !has_token(&headers, &header::CONNECTION, "close")
+        } else {
+            has_token(&headers, &header::CONNECTION, "keep-alive")
+        };
+        let expect_continue = framing != BodyFraming::Empty
+            && version == Version::HTTP_11
+            && headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let mut request = http::Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        Ok(Some(RequestHead {
+            request,
+            framing,
+            keep_alive,
+            expect_continue,
+        }))
+    }
+}
+
+/// The request body rules of RFC 9112 6.3, strictly: anything two parsers
+/// could frame differently is refused rather than resolved.
+fn request_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming, RequestError> {
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if te.peek().is_some() {
+        if version == Version::HTTP_10 {
+            return Err(RequestError::Invalid(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(RequestError::Invalid(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        let only_chunked = te.count() == 1
+            && headers
+                .get(header::TRANSFER_ENCODING)
+                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !only_chunked {
+            return Err(RequestError::Invalid(
+                "a Transfer-Encoding other than chunked",
+            ));
+        }
+        return Ok(BodyFraming::Chunked);
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let n = parse_length(value.as_bytes())
+            .ok_or(RequestError::Invalid("invalid Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(RequestError::Invalid("conflicting Content-Length headers"));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        None | Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+
+    #[test]
+    fn request_head_replaces_client_framing_and_adds_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("k"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        let mut buf = Vec::new();
+        encode_request(
+            &mut buf,
+            &Method::POST,
+            "/v1?a=1",
+            &headers,
+            "api.example.test:8443",
+            RequestFraming::Length(5),
+        );
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "POST /v1?a=1 HTTP/1.1\r\nhost: api.example.test:8443\r\n\
+             x-api-key: k\r\ncontent-length: 5\r\n\r\n"
+        );
+
+        headers.insert(header::HOST, HeaderValue::from_static("own.example.test"));
+        let mut buf = Vec::new();
+        encode_request(
+            &mut buf,
+            &Method::GET,
+            "/",
+            &headers,
+            "x",
+            RequestFraming::Chunked,
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("host: own.example.test\r\n"), "{text}");
+        assert!(!text.contains("host: x"), "{text}");
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    fn request(text: &str) -> Result<Option<RequestHead>, RequestError> {
+        let mut buf = BytesMut::from(text.as_bytes());
+        RequestParser::new(10, 256).parse(&mut buf)
+    }
+
+    fn request_framing_of(headers: &str) -> Result<BodyFraming, RequestError> {
+        let text = format!("POST /a HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+        request(&text).map(|head| head.expect("complete").framing)
+    }
+
+    #[test]
+    fn request_head_is_split_off_and_pipelined_bytes_stay() {
+        let mut buf = BytesMut::from(
+            &b"GET http://h.example/a?b=1 HTTP/1.1\r\nHost: h.example\r\nX-A: 1\r\n\r\nGET /next"[..],
+        );
+        let head = RequestParser::new(10, 256)
+            .parse(&mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.request.method(), Method::GET);
+        assert_eq!(head.request.uri().host(), Some("h.example"));
+        assert_eq!(head.request.uri().query(), Some("b=1"));
+        assert_eq!(head.request.headers()["x-a"], "1");
+        assert_eq!(head.framing, BodyFraming::Empty);
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"GET /next");
+    }
+
+    #[test]
+    fn request_limits_are_enforced() {
+        assert!(request("GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(300));
+        assert_eq!(request(&long).unwrap_err(), RequestError::TooLarge);
+        let many: String = (0..11).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(request(&text).unwrap_err(), RequestError::TooManyHeaders);
+        assert!(matches!(
+            request("GET / HTTP/2.0\r\n\r\n"),
+            Err(RequestError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn request_framing_refuses_anything_ambiguous() {
+        use BodyFraming::*;
+        assert_eq!(request_framing_of("").unwrap(), Empty);
+        assert_eq!(request_framing_of("Content-Length: 0\r\n").unwrap(), Empty);
+        assert_eq!(
+            request_framing_of("Content-Length: 5\r\nContent-Length: 5\r\n").unwrap(),
+            Length(5)
+        );
+        assert_eq!(
+            request_framing_of("Transfer-Encoding: Chunked\r\n").unwrap(),
+            Chunked
+        );
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: -5\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        ] {
+            assert!(
+                matches!(request_framing_of(bad), Err(RequestError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        let http10 = request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(http10, Err(RequestError::Invalid(_))));
+    }
+
+    #[test]
+    fn request_keep_alive_and_expect_follow_the_version() {
+        let head = |text: &str| request(text).unwrap().unwrap();
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        let expect = "Expect: 100-continue\r\n";
+        assert!(
+            head(&format!(
+                "PUT / HTTP/1.1\r\n{expect}Content-Length: 1\r\n\r\n"
+            ))
+            .expect_continue
+        );
+        assert!(!head(&format!("GET / HTTP/1.1\r\n{expect}\r\n")).expect_continue);
+    }
+}

@@ -1,0 +1,464 @@
+//! Response heads: those sidekey reads from upstreams ([`parse_response`])
+//! and those it writes to clients ([`encode_response`]), and the body
+//! framing a response head implies (RFC 9112 6.3).
+//!
+//! An upstream's header fields are not turned into a `HeaderMap`: they
+//! stay where they are in the head's bytes ([`RawHead`]), and a response
+//! passed on to the client is written from there, hop-by-hop fields left
+//! out (profiled, building and dropping the map was the largest single
+//! cost of a proxied request).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderMap;
+use http::{Method, StatusCode, Version};
+use thiserror::Error;
+
+use super::fields::{self, parse_length, Span};
+use crate::proxy::headers::{connection_lists, is_hop_by_hop_name};
+
+/// At most this many header fields in a response head.
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HeadError {
+    #[error("invalid response head: {0}")]
+    Parse(httparse::Error),
+    #[error("invalid header in the response head")]
+    Header,
+    #[error("invalid Content-Length in the response head")]
+    ContentLength,
+    #[error("the response head is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body (`HEAD`, 1xx, 204, 304, or `Content-Length: 0`).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes the connection.
+    Close,
+}
+
+/// An upstream's header fields, in the bytes they came in.
+#[derive(Debug)]
+pub struct RawHead {
+    bytes: Bytes,
+    spans: Vec<Span>,
+}
+
+impl RawHead {
+    /// Each field's name and value, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.spans
+            .iter()
+            .map(|&[ns, ne, vs, ve]| (&self.bytes[ns..ne], &self.bytes[vs..ve]))
+    }
+
+    /// The values of the fields named `name` (lowercase).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get_all(name).next().is_some()
+    }
+
+    /// The fields as a header map (values share the head's memory).
+    pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
+        fields::header_map(&self.bytes, &self.spans).ok_or(HeadError::Header)
+    }
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub fields: RawHead,
+    pub framing: ResponseFraming,
+    /// Whether the connection may carry another request after this
+    /// response's body.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head from the front of `buf`, splitting it off.
+/// `Ok(None)`: the head is not complete yet.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+    max_len: usize,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut spans = Vec::new();
+    let (len, code, minor) = {
+        // Left uninitialised: httparse writes those it fills.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > max_len => {
+                return Err(HeadError::TooLarge(max_len))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(HeadError::Parse(e)),
+        };
+        fields::record(&mut spans, buf.as_ptr() as usize, response.headers);
+        (
+            len,
+            response.code.unwrap_or(0),
+            response.version.unwrap_or(1),
+        )
+    };
+    let fields = RawHead {
+        bytes: buf.split_to(len).freeze(),
+        spans,
+    };
+    let status = StatusCode::from_u16(code).map_err(|_| HeadError::Header)?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let framing = framing(method, status, &fields)?;
+    let keep_alive = version == Version::HTTP_11
+        && framing != ResponseFraming::Close
+        && !fields
+            .get_all("connection")
+            .flat_map(|v| v.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        fields,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body length rules of RFC 9112 6.3 for a response.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    fields: &RawHead,
+) -> Result<ResponseFraming, HeadError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(ResponseFraming::Empty);
+    }
+    if let Some(te) = fields.get_all("transfer-encoding").last() {
+        // Chunked only when it is the final coding; otherwise the body
+        // runs to the end of the connection.
+        let last = te.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => ResponseFraming::Chunked,
+            _ => ResponseFraming::Close,
+        });
+    }
+    let mut length = None;
+    for value in fields.get_all("content-length") {
+        let n = parse_length(value).ok_or(HeadError::ContentLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(HeadError::ContentLength);
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(0) => ResponseFraming::Empty,
+        Some(n) => ResponseFraming::Length(n),
+        None => ResponseFraming::Close,
+    })
+}
+
+/// The header fields of a response to a client.
+pub enum Fields<'a> {
+    /// Built by sidekey, or cleaned of hop-by-hop headers already.
+    Map(&'a HeaderMap),
+    /// An upstream's, hop-by-hop fields still in.
+    Raw(&'a RawHead),
+}
+
+/// Writes a response head to a client: status line, header fields
+/// (without hop-by-hop ones and without the framing and connection
+/// headers, which follow from `framing` and `connection`), and `Date`
+/// when the response has none.
+pub fn encode_response(
+    buf: &mut Vec<u8>,
+    status: StatusCode,
+    fields: Fields<'_>,
+    framing: ResponseFraming,
+    connection: Option<&'static str>,
+) {
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    // Bodyless responses keep the upstream's Content-Length (a HEAD
+    // answer's describes the GET's body).
+    let keep_length = framing == ResponseFraming::Empty;
+    let mut line = |name: &[u8], value: &[u8]| {
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value);
+        buf.extend_from_slice(b"\r\n");
+    };
+    let has_date = match fields {
+        Fields::Map(headers) => {
+            for (name, value) in headers {
+                let name = name.as_str().as_bytes();
+                if !is_framing(name, keep_length) {
+                    line(name, value.as_bytes());
+                }
+            }
+            headers.contains_key(http::header::DATE)
+        }
+        Fields::Raw(head) => {
+            let listed = connection_lists(head.get_all("connection"));
+            let mut has_date = false;
+            for (name, value) in head.fields() {
+                if is_hop_by_hop_name(name) || is_framing(name, keep_length) {
+                    continue;
+                }
+                // Usually `Connection: keep-alive` lists no other name.
+                if listed.names(name) {
+                    continue;
+                }
+                has_date |= name.eq_ignore_ascii_case(b"date");
+                line(name, value);
+            }
+            has_date
+        }
+    };
+    if !has_date {
+        buf.extend_from_slice(b"date: ");
+        date::append(buf);
+        buf.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ResponseFraming::Length(n) => {
+            buf.extend_from_slice(b"content-length: ");
+            buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::Empty | ResponseFraming::Close => {}
+    }
+    if let Some(connection) = connection {
+        buf.extend_from_slice(b"connection: ");
+        buf.extend_from_slice(connection.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Headers sidekey writes itself from the framing it chose.
+fn is_framing(name: &[u8], keep_length: bool) -> bool {
+    name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"connection")
+        || (!keep_length && name.eq_ignore_ascii_case(b"content-length"))
+}
+
+/// The `Date` header value, formatted once per second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+
+    pub fn append(buf: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            if cached.0 != secs {
+                *cached = (secs, httpdate::fmt_http_date(now));
+            }
+            buf.extend_from_slice(cached.1.as_bytes());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{self, HeaderValue};
+
+    fn parse(text: &str, method: Method) -> Result<Option<ResponseHead>, HeadError> {
+        let mut buf = BytesMut::from(text.as_bytes());
+        parse_response(&mut buf, &method, 1024)
+    }
+
+    fn framing_of(text: &str, method: Method) -> ResponseFraming {
+        parse(text, method).unwrap().unwrap().framing
+    }
+
+    #[test]
+    fn response_head_is_split_off_and_shares_its_values() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nokHTTP"[..],
+        );
+        let head = parse_response(&mut buf, &Method::GET, 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.framing, ResponseFraming::Length(2));
+        assert!(head.keep_alive);
+        let xa: Vec<_> = head.fields.get_all("x-a").collect();
+        assert_eq!(xa, [b"1", b"2"]);
+        assert_eq!(&buf[..], b"okHTTP");
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_and_an_oversized_one_fails() {
+        assert!(parse("HTTP/1.1 200 OK\r\nA: b\r\n", Method::GET)
+            .unwrap()
+            .is_none());
+        let long = format!("HTTP/1.1 200 OK\r\nA: {}\r\n", "b".repeat(2000));
+        assert_eq!(
+            parse(&long, Method::GET).unwrap_err(),
+            HeadError::TooLarge(1024)
+        );
+        assert!(matches!(
+            parse("HTTP/1.1 OK\r\n\r\n", Method::GET),
+            Err(HeadError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn body_framing_follows_rfc_9112() {
+        use ResponseFraming::*;
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(
+            framing_of(&format!("{ok}Content-Length: 10\r\n\r\n"), Method::HEAD),
+            Empty
+        );
+        for status in ["204 No Content", "304 Not Modified", "103 Early Hints"] {
+            let text = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
+            assert_eq!(framing_of(&text, Method::GET), Empty, "{status}");
+        }
+        assert_eq!(
+            framing_of(&format!("{ok}Content-Length: 0\r\n\r\n"), Method::GET),
+            Empty
+        );
+        assert_eq!(
+            framing_of(
+                &format!("{ok}Content-Length: 7\r\nContent-Length: 7\r\n\r\n"),
+                Method::GET
+            ),
+            Length(7)
+        );
+        // Transfer-Encoding wins over Content-Length.
+        assert_eq!(
+            framing_of(
+                &format!("{ok}Transfer-Encoding: gzip, Chunked\r\nContent-Length: 7\r\n\r\n"),
+                Method::GET
+            ),
+            Chunked
+        );
+        assert_eq!(
+            framing_of(&format!("{ok}Transfer-Encoding: gzip\r\n\r\n"), Method::GET),
+            Close
+        );
+        assert_eq!(framing_of(&format!("{ok}\r\n"), Method::GET), Close);
+        for bad in ["7, 7", "+7", "", "7\r\nContent-Length: 8"] {
+            let text = format!("{ok}Content-Length: {bad}\r\n\r\n");
+            assert_eq!(
+                parse(&text, Method::GET).unwrap_err(),
+                HeadError::ContentLength,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_needs_http_1_1_without_close() {
+        let keep = |text: &str| parse(text, Method::GET).unwrap().unwrap().keep_alive;
+        assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "read to close");
+    }
+
+    #[test]
+    fn response_head_states_its_own_framing_and_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(
+            header::DATE,
+            HeaderValue::from_static("Mon, 30 Nov 2026 12:00:00 GMT"),
+        );
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        let mut buf = Vec::new();
+        encode_response(
+            &mut buf,
+            StatusCode::CREATED,
+            Fields::Map(&headers),
+            ResponseFraming::Chunked,
+            Some("close"),
+        );
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "HTTP/1.1 201 Created\r\ndate: Mon, 30 Nov 2026 12:00:00 GMT\r\nx-a: 1\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+
+        // A bodyless answer keeps Content-Length; a missing Date is added.
+        headers.remove(header::DATE);
+        let mut buf = Vec::new();
+        encode_response(
+            &mut buf,
+            StatusCode::OK,
+            Fields::Map(&headers),
+            ResponseFraming::Empty,
+            None,
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("\r\ncontent-length: 99\r\n"), "{text}");
+        assert!(text.contains("\r\ndate: "), "{text}");
+        assert!(!text.contains("connection"), "{text}");
+    }
+
+    #[test]
+    fn an_upstream_head_is_passed_on_without_its_hop_by_hop_fields() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive, X-Hop\r\n\
+               Keep-Alive: timeout=5\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\
+               Proxy-Authenticate: Basic\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\
+               Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"[..],
+        );
+        let head = parse_response(&mut buf, &Method::GET, 4096)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        encode_response(
+            &mut out,
+            head.status,
+            Fields::Raw(&head.fields),
+            head.framing,
+            None,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: up\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\
+             Set-Cookie: a=1\r\nSet-Cookie: b=2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+}

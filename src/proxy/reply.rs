@@ -1,0 +1,49 @@
+//! [`Reply`]: what a client gets back for a request.
+//!
+//! Most replies carry an HTTP/1.1 upstream's header fields as they came
+//! ([`ReplyHead::Upstream`]); the connection writes them without their
+//! hop-by-hop fields and without building a header map. sidekey's own
+//! answers (errors, the admin listener) and HTTP/2 upstreams' have a map.
+
+use http::header::{HeaderMap, CONNECTION};
+use http::{Response, StatusCode};
+
+use super::h1::response::RawHead;
+use super::ProxyBody;
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub head: ReplyHead,
+    pub body: ProxyBody,
+}
+
+pub enum ReplyHead {
+    /// Cleaned of hop-by-hop headers already.
+    Map(HeaderMap),
+    /// An HTTP/1.1 upstream's fields, hop-by-hop ones still in.
+    Upstream(RawHead),
+}
+
+impl Reply {
+    /// Whether sidekey asks for the connection to end after this reply
+    /// (`Connection: close` on one of its own answers).
+    pub fn closes(&self) -> bool {
+        match &self.head {
+            ReplyHead::Map(headers) => headers
+                .get(CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")),
+            ReplyHead::Upstream(_) => false,
+        }
+    }
+}
+
+impl From<Response<ProxyBody>> for Reply {
+    fn from(response: Response<ProxyBody>) -> Reply {
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            head: ReplyHead::Map(parts.headers),
+            body,
+        }
+    }
+}
