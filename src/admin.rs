@@ -7,17 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::h1::request::RequestError;
 use crate::proxy::h1::server::{serve, Limits, RequestBody};
 use crate::proxy::reply::Reply;
-use crate::proxy::Shared;
+use crate::proxy::{ProxyBody, Shared};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -97,7 +96,7 @@ fn answer(shared: &Shared, req: Request<RequestBody>) -> Reply {
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    let mut response = Response::new(ProxyBody::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+
 use thiserror::Error;
 
 use crate::credential::CredentialError;
@@ -101,11 +100,7 @@ impl ProxyError {
         if let ProxyError::NoRoute { host } = self {
             body["host"] = serde_json::Value::String(host.clone());
         }
-        let mut response = Response::new(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
+        let mut response = Response::new(ProxyBody::full(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -142,6 +137,7 @@ fn response_status_closes(status: StatusCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn one_mapping_from_error_to_status_and_body() {

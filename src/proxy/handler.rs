@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use super::h1::server::RequestBody;
 use super::headers::strip_hop_by_hop;
@@ -166,7 +166,7 @@ async fn forward(
             .to_bytes();
         Ok(bytes)
     } else {
-        Err(body.boxed())
+        Err(ProxyBody::from(body))
     };
 
     let injected = route.credential.injected_params();
@@ -192,7 +192,7 @@ async fn forward(
         &parts.method,
         target,
         headers,
-        full(bytes.clone()),
+        ProxyBody::full(bytes.clone()),
     )
     .await?;
     if response.status == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
@@ -201,8 +201,15 @@ async fn forward(
             "upstream answered 401; retrying once with a fresh token"
         );
         let (target, headers) = retry;
-        let (response, _) =
-            attempt(runtime, &route, &parts.method, target, headers, full(bytes)).await?;
+        let (response, _) = attempt(
+            runtime,
+            &route,
+            &parts.method,
+            target,
+            headers,
+            ProxyBody::full(bytes),
+        )
+        .await?;
         return clean_response(response, injected);
     }
     clean_response(response, injected)
@@ -229,8 +236,8 @@ async fn attempt(
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    let sent = Instant::now();
-    let response = send(runtime, target.is_https(), &target.authority, request).await?;
+    let sent = tokio::time::Instant::now();
+    let response = send(runtime, target.is_https(), &target.authority, request, sent).await?;
     if let Some(histogram) = &route.upstream_latency {
         histogram.observe(sent.elapsed().as_secs_f64());
     }
@@ -260,13 +267,16 @@ async fn passthrough(
     };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    let request = Request::from_parts(parts, body.boxed());
-    let response = send(runtime, https, &authority, request).await?;
+    let request = Request::from_parts(parts, ProxyBody::from(body));
+    let response = send(
+        runtime,
+        https,
+        &authority,
+        request,
+        tokio::time::Instant::now(),
+    )
+    .await?;
     clean_response(response, &[])
-}
-
-fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// The body length when it is known and small enough to matter: `Some(0)`
@@ -311,9 +321,10 @@ async fn send(
     https: bool,
     authority: &str,
     req: Request<ProxyBody>,
+    now: tokio::time::Instant,
 ) -> Result<UpstreamResponse, ProxyError> {
     let timeout = runtime.settings.request_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = now + timeout;
     match runtime
         .upstreams
         .send(https, authority, req, deadline)
@@ -343,7 +354,7 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
             return Ok(Reply {
                 status,
                 head: ReplyHead::Upstream(raw),
-                body: body.boxed(),
+                body: body.into(),
             });
         }
         ReplyHead::Upstream(raw) => raw
@@ -378,6 +389,6 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
     Ok(Reply {
         status,
         head: ReplyHead::Map(headers),
-        body: body.boxed(),
+        body: body.into(),
     })
 }

@@ -55,6 +55,16 @@ impl<'a, I> ConnectionList<I>
 where
     I: Iterator<Item = &'a [u8]> + Clone,
 {
+    /// Whether the `Connection` values name any field (other than the
+    /// `close` and `keep-alive` options).
+    pub fn any_name(&self) -> bool {
+        self.values
+            .clone()
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .any(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+    }
+
     /// Whether the `Connection` values name `name` (its `close` and
     /// `keep-alive` options count as names too: no end-to-end field has
     /// those names).

@@ -5,6 +5,7 @@
 //! to over HTTP/1.1 by [`h1`]), what clients get back ([`reply`]) and
 //! header hygiene ([`headers`]).
 
+pub mod body;
 pub mod h1;
 pub mod handler;
 pub mod headers;
@@ -19,8 +20,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use thiserror::Error;
 
 use crate::config::{Config, ProxySettings};
@@ -32,9 +31,7 @@ use crate::token::{BuildError, TokenContext};
 /// The error of a body: hyper's, or sidekey's own HTTP/1.1 client's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body type of forwarded requests and responses: streamed, never
-/// buffered whole.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub use body::ProxyBody;
 
 /// Why a config could not be turned into a running proxy.
 #[derive(Debug, Error)]

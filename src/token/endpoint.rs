@@ -20,7 +20,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
@@ -160,11 +160,7 @@ impl PreparedRequest {
     }
 
     fn to_request(&self) -> Request<ProxyBody> {
-        let mut req = Request::new(
-            Full::new(self.body.clone())
-                .map_err(|never| match never {})
-                .boxed(),
-        );
+        let mut req = Request::new(ProxyBody::full(self.body.clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();

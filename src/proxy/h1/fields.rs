@@ -18,10 +18,11 @@ pub fn record(spans: &mut Vec<Span>, base: usize, headers: &[httparse::Header<'_
     }));
 }
 
-/// The header map of `head` at `spans`; values share `head`'s memory.
-/// `None` when a name or value is not valid in a header map.
-pub fn header_map(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The header map of `head` at `spans`, with room for `extra` more
+/// entries; values share `head`'s memory. `None` when a name or value is
+/// not valid in a header map.
+pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for &[ns, ne, vs, ve] in spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;

@@ -154,7 +154,9 @@ impl RequestParser {
         let head: Bytes = buf.split_to(len).freeze();
         let uri = http::Uri::from_maybe_shared(head.slice(target))
             .map_err(|_| RequestError::Invalid("invalid request target"))?;
-        let headers = fields::header_map(&head, &self.spans)
+        // Room for what the proxy adds (Host, the credential, forwarding
+        // headers) without growing the map.
+        let headers = fields::header_map(&head, &self.spans, 6)
             .ok_or(RequestError::Invalid("invalid header field"))?;
         let version = if minor == 0 {
             Version::HTTP_10

@@ -71,7 +71,7 @@ impl RawHead {
 
     /// The fields as a header map (values share the head's memory).
     pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
-        fields::header_map(&self.bytes, &self.spans).ok_or(HeadError::Header)
+        fields::header_map(&self.bytes, &self.spans, 0).ok_or(HeadError::Header)
     }
 }
 
@@ -227,13 +227,14 @@ pub fn encode_response(
         }
         Fields::Raw(head) => {
             let listed = connection_lists(head.get_all("connection"));
+            // Usually `Connection: keep-alive`, which names no field.
+            let lists_names = listed.any_name();
             let mut has_date = false;
             for (name, value) in head.fields() {
                 if is_hop_by_hop_name(name) || is_framing(name, keep_length) {
                     continue;
                 }
-                // Usually `Connection: keep-alive` lists no other name.
-                if listed.names(name) {
+                if lists_names && listed.names(name) {
                     continue;
                 }
                 has_date |= name.eq_ignore_ascii_case(b"date");

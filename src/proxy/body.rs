@@ -1,0 +1,115 @@
+//! [`ProxyBody`]: the body of every request sidekey forwards and every
+//! response it sends back, streamed, never buffered whole.
+//!
+//! An enum of the few kinds there are rather than a boxed trait object:
+//! the usual request and response bodies are then neither allocated nor
+//! called through a vtable.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+
+use super::h1::server::RequestBody;
+use super::pool::UpstreamBody;
+use super::BoxError;
+
+pub enum ProxyBody {
+    /// All of it at once (sidekey's own answers, bodies kept for a retry),
+    /// or nothing.
+    Full(Option<Bytes>),
+    /// A client's request body, read from its connection as it goes.
+    Request(RequestBody),
+    /// An upstream's response body, read from its connection as it goes.
+    Upstream(UpstreamBody),
+    /// Anything else.
+    Other(BoxBody<Bytes, BoxError>),
+}
+
+impl ProxyBody {
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+        let bytes = bytes.into();
+        ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn other<B>(body: B) -> ProxyBody
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        ProxyBody::Other(body.map_err(Into::into).boxed())
+    }
+}
+
+impl From<RequestBody> for ProxyBody {
+    fn from(body: RequestBody) -> ProxyBody {
+        ProxyBody::Request(body)
+    }
+}
+
+impl From<UpstreamBody> for ProxyBody {
+    fn from(body: UpstreamBody) -> ProxyBody {
+        ProxyBody::Upstream(body)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Request(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Other(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Request(body) => body.is_end_stream(),
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Other(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ProxyBody::Request(body) => body.size_hint(),
+            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Other(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_body_is_one_frame_of_known_size() {
+        let body = ProxyBody::full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+
+        let empty = ProxyBody::full(Bytes::new());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+    }
+}
