@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use http::uri::{Scheme, Uri};
+use http::uri::Scheme;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters kept as they are in a query value: RFC 3986 unreserved.
@@ -53,14 +53,14 @@ impl Target {
 
     /// `/path?query`: the request target sent to the upstream (HTTP/1.1
     /// origin form; HTTP/2 adds the scheme and authority from the route).
-    pub fn origin_form(&self) -> Result<Uri, http::uri::InvalidUri> {
+    pub fn origin_form(&self) -> String {
         let mut pq = String::with_capacity(self.path.len() + 1 + self.query.len());
         pq.push_str(&self.path);
         if !self.query.is_empty() {
             pq.push('?');
             pq.push_str(&self.query);
         }
-        Uri::try_from(pq)
+        pq
     }
 
     pub fn is_https(&self) -> bool {
@@ -230,19 +230,11 @@ mod tests {
 
     #[test]
     fn origin_form_is_path_and_query() {
+        assert_eq!(target("a=1").origin_form(), "/base/v1/x?a=1");
+        assert_eq!(target("").origin_form(), "/base/v1/x");
         assert_eq!(
-            target("a=1").origin_form().unwrap().to_string(),
-            "/base/v1/x?a=1"
+            target("a=1&b=%2F&x=[1]").origin_form(),
+            "/base/v1/x?a=1&b=%2F&x=[1]"
         );
-        assert_eq!(target("").origin_form().unwrap().to_string(), "/base/v1/x");
-        let t = target("a=1&b=%2F&x=[1]");
-        let uri = t.origin_form().unwrap();
-        assert_eq!(uri.path(), "/base/v1/x");
-        assert_eq!(uri.query(), Some("a=1&b=%2F&x=[1]"));
-        assert!(uri.scheme().is_none() && uri.authority().is_none());
-        // Too long for a URI: an error, not a panic.
-        let mut long = target("");
-        long.path = format!("/{}", "a".repeat(70_000));
-        assert!(long.origin_form().is_err());
     }
 }

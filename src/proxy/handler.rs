@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Limited};
 use super::h1::server::RequestBody;
 use super::headers::strip_hop_by_hop;
 use super::host::RequestHost;
-use super::pool::{SendError, UpstreamResponse};
+use super::pool::{Outgoing, SendError, UpstreamResponse};
 use super::reply::{Reply, ReplyHead};
 use super::{ProxyBody, Runtime, Shared};
 use crate::config::{Forwarded, Unmatched};
@@ -45,12 +45,20 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>)
     let mut route: Option<Arc<Route>> = None;
     let result = forward(&runtime, conn, req, &mut route).await;
     let name = route.as_ref().map_or("-", |r| r.name());
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    // Read only when the line is logged.
+    let latency_ms = || start.elapsed().as_secs_f64() * 1000.0;
     // One access log line per request.
     let response = match result {
         Ok(response) => {
             let status = response.status.as_u16();
-            tracing::info!(route = name, method = %method, path = %path, status, latency_ms, "request");
+            tracing::info!(
+                route = name,
+                method = %method,
+                path = %path,
+                status,
+                latency_ms = latency_ms(),
+                "request"
+            );
             response
         }
         Err(err) => {
@@ -61,7 +69,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>)
                 method = %method,
                 path = %path,
                 status,
-                latency_ms,
+                latency_ms = latency_ms(),
                 error = err.code(),
                 cause = %err,
                 "request"
@@ -229,13 +237,12 @@ async fn attempt(
         .apply(&mut target, &mut headers)
         .await
         .map_err(ProxyError::Credential)?;
-    let uri = target
-        .origin_form()
-        .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
+    let request = Outgoing {
+        method: method.clone(),
+        target: target.origin_form(),
+        headers,
+        body,
+    };
     let sent = tokio::time::Instant::now();
     let response = send(runtime, target.is_https(), &target.authority, request, sent).await?;
     if let Some(histogram) = &route.upstream_latency {
@@ -261,13 +268,17 @@ async fn passthrough(
             .to_string(),
     };
     let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    parts.uri = match parts.uri.path_and_query() {
-        Some(pq) => http::Uri::from(pq.clone()),
-        None => http::Uri::from_static("/"),
-    };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    let request = Request::from_parts(parts, ProxyBody::from(body));
+    let request = Outgoing {
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        method: parts.method,
+        headers: parts.headers,
+        body: ProxyBody::from(body),
+    };
     let response = send(
         runtime,
         https,
@@ -320,7 +331,7 @@ async fn send(
     runtime: &Runtime,
     https: bool,
     authority: &str,
-    req: Request<ProxyBody>,
+    req: Outgoing,
     now: tokio::time::Instant,
 ) -> Result<UpstreamResponse, ProxyError> {
     let timeout = runtime.settings.request_timeout;
@@ -336,6 +347,9 @@ async fn send(
         Err(SendError::Upstream(cause)) => Err(ProxyError::Upstream(cause)),
         Err(SendError::BadAuthority) => Err(ProxyError::BadRequest(
             "the upstream host cannot be forwarded to",
+        )),
+        Err(SendError::BadTarget) => Err(ProxyError::BadRequest(
+            "the request path cannot be forwarded",
         )),
     }
 }

@@ -24,9 +24,9 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::HeaderMap;
 use http::header::HOST;
-use http::uri::{Authority, Scheme};
-use http::{Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -59,6 +59,9 @@ pub enum SendError {
     /// The upstream's `host[:port]` is not a valid authority.
     #[error("the upstream host is not a valid host[:port]")]
     BadAuthority,
+    /// The request target cannot be sent as it is.
+    #[error("the request target cannot be forwarded")]
+    BadTarget,
     /// No response head by the deadline.
     #[error("no response before the deadline")]
     Timeout,
@@ -84,20 +87,24 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` (origin-form URI: `/path?query`) to `authority` over
-    /// TLS when `https`, and returns the upstream's response head; the body
-    /// streams from the connection, which goes back to this thread's pool
-    /// when the body has been read to its end. The response head must come
-    /// by `deadline`.
+    /// Sends `out` to `authority` over TLS when `https`, and returns the
+    /// upstream's response head; the body streams from the connection,
+    /// which goes back to this thread's pool when the body has been read to
+    /// its end. The response head must come by `deadline`.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
-        mut req: Request<ProxyBody>,
+        mut out: Outgoing,
         deadline: tokio::time::Instant,
     ) -> Result<UpstreamResponse, SendError> {
-        if !req.headers().contains_key(HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
+        if !out.headers.contains_key(HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(SendError::BadAuthority);
+        }
+        // Built by sidekey from a validated request target and encoded
+        // parameters; checked once more since it is written as it is.
+        if !out.target.starts_with('/') || !out.target.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SendError::BadTarget);
         }
         let mut tries = 0;
         loop {
@@ -117,7 +124,7 @@ impl Upstreams {
                     .map_err(|_| SendError::Timeout)??,
             };
             match conn {
-                Conn::H1(conn) => match conn.send(req, authority, deadline).await {
+                Conn::H1(conn) => match conn.send(out, authority, deadline).await {
                     Ok((head, conn)) => {
                         let back = Return {
                             key,
@@ -128,7 +135,7 @@ impl Upstreams {
                     }
                     // The connection had closed under us (an idle
                     // keep-alive connection the upstream dropped).
-                    Err(SendFailure::Unsent(unsent)) if tries < MAX_SEND_TRIES => req = *unsent,
+                    Err(SendFailure::Unsent(unsent)) if tries < MAX_SEND_TRIES => out = *unsent,
                     Err(SendFailure::Unsent(_)) => {
                         return Err(SendError::Upstream(
                             "the upstream connection closed before the request was written".into(),
@@ -147,9 +154,7 @@ impl Upstreams {
                         }
                         return Err(SendError::Upstream(innermost(&e)));
                     }
-                    // HTTP/2 carries the host as `:authority`.
-                    req.headers_mut().remove(HOST);
-                    to_absolute_form(&mut req, https, authority)?;
+                    let req = h2_request(&mut out, https, authority)?;
                     let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req));
                     match sent.await.map_err(|_| SendError::Timeout)? {
                         Ok(response) => {
@@ -161,7 +166,11 @@ impl Upstreams {
                             });
                         }
                         Err(mut e) => match e.take_message() {
-                            Some(unsent) if tries < MAX_SEND_TRIES => req = unsent,
+                            Some(unsent) if tries < MAX_SEND_TRIES => {
+                                let (parts, body) = unsent.into_parts();
+                                out.headers = parts.headers;
+                                out.body = body;
+                            }
                             _ => return Err(SendError::Upstream(innermost(&e.into_error()))),
                         },
                     }
@@ -290,21 +299,34 @@ pub fn sweep() {
     });
 }
 
-/// HTTP/2 takes the scheme and authority into the request URI (its
-/// `:scheme` and `:authority`); HTTP/1.1 sends them as `Host`.
-fn to_absolute_form(
-    req: &mut Request<ProxyBody>,
+/// A request on its way upstream.
+pub struct Outgoing {
+    pub method: Method,
+    /// Origin form: `/path?query`.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: ProxyBody,
+}
+
+/// The HTTP/2 request for `out`, whose headers and body it takes: the
+/// scheme and authority go into the URI (`:scheme`, `:authority`) instead
+/// of `Host`.
+fn h2_request(
+    out: &mut Outgoing,
     https: bool,
     authority: &str,
-) -> Result<(), SendError> {
-    let mut parts = req.uri().clone().into_parts();
-    parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
-    parts.authority = Some(Authority::try_from(authority).map_err(|_| SendError::BadAuthority)?);
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| SendError::BadAuthority)?;
-    Ok(())
+) -> Result<Request<ProxyBody>, SendError> {
+    let scheme = if https { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://{authority}{}", out.target)
+        .parse()
+        .map_err(|_| SendError::BadTarget)?;
+    let mut headers = std::mem::take(&mut out.headers);
+    headers.remove(HOST);
+    let mut req = Request::new(std::mem::replace(&mut out.body, ProxyBody::empty()));
+    *req.method_mut() = out.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
 }
 
 /// Describes an error by its innermost cause (see

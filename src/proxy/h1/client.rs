@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request};
+use http::Method;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use thiserror::Error;
@@ -31,6 +31,7 @@ use super::chunked;
 use super::chunked::{ChunkError, Decoder, Step};
 use super::request::{self, RequestFraming};
 use super::response::{self, HeadError, ResponseFraming, ResponseHead};
+use crate::proxy::pool::Outgoing;
 use crate::proxy::upstream::Io;
 use crate::proxy::{BoxError, ProxyBody};
 
@@ -66,7 +67,7 @@ pub enum H1Error {
 pub enum SendFailure {
     /// Nothing of the request was written: it may go on another connection.
     /// (Boxed: the rare case should not make every result large.)
-    Unsent(Box<Request<ProxyBody>>),
+    Unsent(Box<Outgoing>),
     Failed(H1Error),
 }
 
@@ -104,38 +105,33 @@ impl Connection {
                 .is_ready()
     }
 
-    /// Writes `req` (its URI in origin form) and reads the response head,
-    /// by `deadline`. `host` is sent as `Host` when the request has none.
+    /// Writes `req` and reads the response head, by `deadline`. `host` is
+    /// sent as `Host` when the request has none.
     pub async fn send(
         mut self: Box<Self>,
-        req: Request<ProxyBody>,
+        mut req: Outgoing,
         host: &str,
         deadline: Instant,
     ) -> Result<(ResponseHead, Box<Connection>), SendFailure> {
-        let (parts, mut body) = req.into_parts();
-        let framing = if body.is_end_stream() {
+        let framing = if req.body.is_end_stream() {
             // A body-carrying method says "empty" explicitly.
-            match parts.method {
+            match req.method {
                 Method::POST | Method::PUT | Method::PATCH => RequestFraming::Length(0),
                 _ => RequestFraming::Empty,
             }
         } else {
-            match body.size_hint().exact() {
+            match req.body.size_hint().exact() {
                 Some(n) => RequestFraming::Length(n),
                 None => RequestFraming::Chunked,
             }
         };
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         request::encode_request(
             &mut out,
-            &parts.method,
-            target,
-            &parts.headers,
+            &req.method,
+            &req.target,
+            &req.headers,
             host,
             framing,
         );
@@ -143,11 +139,7 @@ impl Connection {
         // nothing written: the request can go on another connection.
         let written = match self.io.write(&out).await {
             Ok(n) if n > 0 => n,
-            _ => {
-                return Err(SendFailure::Unsent(Box::new(Request::from_parts(
-                    parts, body,
-                ))))
-            }
+            _ => return Err(SendFailure::Unsent(Box::new(req))),
         };
         let mut timer = self
             .timer
@@ -155,9 +147,9 @@ impl Connection {
             .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline)));
         let exchange = async {
             self.io.write_all(&out[written..]).await?;
-            self.write_body(&mut body, framing, &mut out).await?;
+            self.write_body(&mut req.body, framing, &mut out).await?;
             self.io.flush().await?;
-            self.read_head(&parts.method).await
+            self.read_head(&req.method).await
         };
         let head = before(deadline, &mut timer, exchange)
             .await

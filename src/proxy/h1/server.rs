@@ -89,7 +89,7 @@ impl Slot {
 pub async fn serve<S, F>(
     stream: TcpStream,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     on_bad_request: OnBadRequest,
     service: S,
 ) where
@@ -107,9 +107,20 @@ pub async fn serve<S, F>(
     // One timer for the connection's life: it is moved only when it fires
     // before the current deadline, not re-armed for every request.
     let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
+    // Likewise one wait for the stop signal, not one per request.
+    let mut stopping = stop.clone();
+    let mut stopped = pin!(async move {
+        // An error means the sender is gone: stopping as well.
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
     while let Some(mut r) = reader.take() {
         let deadline = Instant::now() + limits.header_read_timeout;
-        let head = match read_head(&mut r, &mut parser, timer.as_mut(), deadline, &mut stop).await {
+        let waits = Waits {
+            timer: timer.as_mut(),
+            deadline,
+            stopped: stopped.as_mut(),
+        };
+        let head = match read_head(&mut r, &mut parser, waits).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
@@ -181,15 +192,20 @@ pub async fn serve<S, F>(
     }
 }
 
+/// What a connection waits for besides its client's bytes.
+struct Waits<'a> {
+    timer: Pin<&'a mut Sleep>,
+    deadline: Instant,
+    stopped: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+}
+
 /// Reads until a request head is complete. `Ok(None)`: the client closed
 /// the connection or stayed silent past the deadline, or sidekey is
 /// stopping and no request has begun.
 async fn read_head(
     r: &mut Reader,
     parser: &mut RequestParser,
-    mut timer: Pin<&mut Sleep>,
-    deadline: Instant,
-    stop: &mut watch::Receiver<bool>,
+    mut waits: Waits<'_>,
 ) -> Result<Option<RequestHead>, RequestError> {
     loop {
         if !r.buf.is_empty() {
@@ -216,13 +232,14 @@ async fn read_head(
                     Err(_) => return Ok(None),
                 }
             }
-            () = &mut timer => {
-                if Instant::now() >= deadline {
+            () = waits.timer.as_mut() => {
+                if Instant::now() >= waits.deadline {
                     return Ok(None);
                 }
-                timer.as_mut().reset(deadline);
+                waits.timer.as_mut().reset(waits.deadline);
             }
-            _ = stop.changed(), if r.buf.is_empty() => return Ok(None),
+            // Done once and for all: the connection ends here.
+            () = waits.stopped.as_mut(), if r.buf.is_empty() => return Ok(None),
         }
     }
 }
