@@ -19,7 +19,8 @@ use sidekey::config::{
 };
 use sidekey::credential::{Basic, Credential, HeaderInjector, SignedUrl};
 use sidekey::metrics::Metrics;
-use sidekey::proxy::headers::strip_hop_by_hop;
+use sidekey::proxy::h1::fields::RawFields;
+use sidekey::proxy::headers::{strip_hop_by_hop, ForwardHeaders};
 use sidekey::route::{Route, RouteTable};
 use sidekey::target::Target;
 use sidekey::token::cache::TokenCache;
@@ -134,6 +135,13 @@ fn request_headers() -> HeaderMap {
     h
 }
 
+/// The same client fields as the upstream request starts from.
+fn forward_headers() -> ForwardHeaders {
+    let client = b"Host: api.copilot.cx\r\nUser-Agent: legacy-app/1.0\r\n\
+                   Accept: application/json\r\nAuthorization: Basic Y2xpZW50OmNvcHk=\r\n\r\n";
+    ForwardHeaders::new(RawFields::parse(client).expect("valid fields"))
+}
+
 /// `basic`: replace the client's Authorization with the precomputed value.
 fn header_injection(c: &mut Criterion) {
     let basic = Basic::new(
@@ -142,7 +150,7 @@ fn header_injection(c: &mut Criterion) {
     )
     .expect("valid credentials");
     c.bench_function("basic_apply", |b| {
-        b.iter_batched_ref(request_headers, |h| basic.apply(h), BatchSize::SmallInput)
+        b.iter_batched_ref(forward_headers, |h| basic.apply(h), BatchSize::SmallInput)
     });
 }
 
@@ -187,7 +195,7 @@ fn token_cache_hit(c: &mut Criterion) {
     g.bench_function("cached", |b| b.iter(|| black_box(&cache).cached()));
     g.bench_function("bearer_header_apply", |b| {
         b.iter_batched_ref(
-            request_headers,
+            forward_headers,
             |h| runtime.block_on(bearer.apply(h)),
             BatchSize::SmallInput,
         )

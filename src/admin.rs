@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::h1::request::RequestError;
-use crate::proxy::h1::server::{serve, Limits, RequestBody};
+use crate::proxy::h1::server::{serve, ClientRequest, Limits};
 use crate::proxy::reply::Reply;
 use crate::proxy::{ProxyBody, Shared};
 
@@ -60,8 +60,8 @@ fn bad_request(_: &RequestError) -> Reply {
     )
 }
 
-fn answer(shared: &Shared, req: Request<RequestBody>) -> Reply {
-    let (status, content_type, body) = match req.uri().path() {
+fn answer(shared: &Shared, req: ClientRequest) -> Reply {
+    let (status, content_type, body) = match req.uri.path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
             let runtime = shared.runtime.load();

@@ -2,9 +2,10 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::proxy::headers::ForwardHeaders;
 use crate::token::BuildError;
 
 /// The header value, computed once at load and marked sensitive.
@@ -26,7 +27,7 @@ impl Basic {
         Ok(Basic { value })
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(&self, headers: &mut ForwardHeaders) {
         headers.insert(AUTHORIZATION, self.value.clone());
     }
 }
@@ -34,6 +35,7 @@ impl Basic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::h1::fields::RawFields;
 
     #[test]
     fn copilot_document_example() {
@@ -43,13 +45,11 @@ mod tests {
             &SecretString::from("k9H2Nd3T5j5EW2Fu160l11Hal3x3oa"),
         )
         .unwrap();
-        let mut headers = HeaderMap::new();
-        headers.append(
-            AUTHORIZATION,
-            HeaderValue::from_static("Basic Y2xpZW50OmNvcHk="),
-        );
-        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer other"));
-        basic.apply(&mut headers);
+        let client =
+            b"Authorization: Basic Y2xpZW50OmNvcHk=\r\nAuthorization: Bearer other\r\n\r\n";
+        let mut forward = ForwardHeaders::new(RawFields::parse(client).unwrap());
+        basic.apply(&mut forward);
+        let headers = forward.into_header_map();
         let values: Vec<_> = headers.get_all(AUTHORIZATION).iter().collect();
         assert_eq!(
             values,

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Applied, CredentialError};
+use crate::proxy::headers::ForwardHeaders;
 use crate::token::{BuildError, TokenSource};
 
 #[derive(Debug)]
@@ -60,7 +61,7 @@ impl HeaderInjector {
         &self.source
     }
 
-    pub async fn apply(&self, headers: &mut HeaderMap) -> Result<Applied, CredentialError> {
+    pub async fn apply(&self, headers: &mut ForwardHeaders) -> Result<Applied, CredentialError> {
         if let Some(fixed) = &self.fixed {
             headers.insert(self.name.clone(), fixed.clone());
             return Ok(Applied::default());
@@ -83,6 +84,7 @@ impl HeaderInjector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::h1::fields::RawFields;
     use secrecy::SecretString;
 
     #[tokio::test]
@@ -94,10 +96,10 @@ mod tests {
             source,
         )
         .unwrap();
-        let mut headers = HeaderMap::new();
-        headers.append("authorization", HeaderValue::from_static("Bearer client"));
-        headers.append("authorization", HeaderValue::from_static("Bearer client2"));
-        injector.apply(&mut headers).await.unwrap();
+        let client = b"authorization: Bearer client\r\nAuthorization: Bearer client2\r\n\r\n";
+        let mut forward = ForwardHeaders::new(RawFields::parse(client).unwrap());
+        injector.apply(&mut forward).await.unwrap();
+        let headers = forward.into_header_map();
         let values: Vec<_> = headers.get_all("authorization").iter().collect();
         assert_eq!(values, ["Bearer tok"]);
         assert!(values[0].is_sensitive());

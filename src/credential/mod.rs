@@ -11,7 +11,7 @@ mod header;
 mod query;
 mod signed_url;
 
-use http::HeaderMap;
+use crate::proxy::headers::ForwardHeaders;
 use thiserror::Error;
 
 pub use basic::Basic;
@@ -78,7 +78,7 @@ impl Credential {
     pub async fn apply(
         &self,
         target: &mut Target,
-        headers: &mut HeaderMap,
+        headers: &mut ForwardHeaders,
     ) -> Result<Applied, CredentialError> {
         match self {
             Credential::None => Ok(Applied::default()),

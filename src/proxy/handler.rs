@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use super::h1::server::RequestBody;
-use super::headers::strip_hop_by_hop;
+use super::h1::server::ClientRequest;
+use super::headers::{strip_hop_by_hop, ForwardHeaders};
 use super::host::RequestHost;
 use super::pool::{Outgoing, SendError, UpstreamResponse};
 use super::reply::{Reply, ReplyHead};
@@ -35,12 +35,12 @@ pub struct ConnInfo {
 }
 
 /// Handles one request; never fails (errors become JSON responses).
-pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> Reply {
+pub async fn handle(shared: &Shared, conn: &ConnInfo, req: ClientRequest) -> Reply {
     let start = Instant::now();
     let runtime = shared.runtime.load_full();
-    let method = req.method().clone();
+    let method = req.method.clone();
     // Logged: the path only, never the query (it may carry credentials).
-    let uri = req.uri().clone();
+    let uri = req.uri.clone();
     let path = uri.path();
     let mut route: Option<Arc<Route>> = None;
     let result = forward(&runtime, conn, req, &mut route).await;
@@ -86,11 +86,11 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>)
 }
 
 /// The host a request is for: the absolute-form URI's, else `Host`'s.
-fn request_host(req: &Request<RequestBody>) -> Result<RequestHost, ProxyError> {
-    if let Some(authority) = req.uri().authority() {
+fn request_host(req: &ClientRequest) -> Result<RequestHost, ProxyError> {
+    if let Some(authority) = req.uri.authority() {
         return Ok(RequestHost::from_uri(authority));
     }
-    let value = req.headers().get(header::HOST).ok_or(ProxyError::NoHost)?;
+    let value = req.fields.get_shared("host").ok_or(ProxyError::NoHost)?;
     RequestHost::from_header(value).ok_or(ProxyError::BadRequest(
         "the Host header is not a valid host[:port]",
     ))
@@ -99,16 +99,16 @@ fn request_host(req: &Request<RequestBody>) -> Result<RequestHost, ProxyError> {
 async fn forward(
     runtime: &Runtime,
     conn: &ConnInfo,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     matched: &mut Option<Arc<Route>>,
 ) -> Result<Reply, ProxyError> {
-    if req.method() == Method::CONNECT {
+    if req.method == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
-    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+    if req.fields.get_all("host").nth(1).is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
-    if req.uri().path() == "*" || !req.uri().path().starts_with('/') {
+    if req.uri.path() == "*" || !req.uri.path().starts_with('/') {
         return Err(ProxyError::BadRequest("the request target must be a path"));
     }
     let host = request_host(&req);
@@ -116,7 +116,7 @@ async fn forward(
         Some(name) => runtime.table.by_name(name),
         None => runtime.table.find(
             host.as_ref().map_or("", RequestHost::as_str),
-            req.uri().path(),
+            req.uri.path(),
         ),
     };
     let Some(route) = route.cloned() else {
@@ -137,22 +137,29 @@ async fn forward(
         Err(e) => return Err(e),
     };
     let host = host.as_ref().map_or("", RequestHost::as_str);
-    let (parts, body) = req.into_parts();
+    let ClientRequest {
+        method,
+        uri,
+        fields,
+        body,
+        ..
+    } = req;
     let target = route
         .config
-        .target(host, parts.uri.path(), parts.uri.query())
+        .target(host, uri.path(), uri.query())
         .ok_or(ProxyError::NoHost)?;
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
+    // The client's fields without hop-by-hop ones (left out as they are
+    // written).
+    let mut headers = ForwardHeaders::new(fields);
     // The upstream's own Host (built once per route; for a wildcard route
     // without `upstream`, the pool sets it from the request's host).
     match &route.host_header {
-        Some(host) => drop(headers.insert(header::HOST, host.clone())),
-        None => drop(headers.remove(header::HOST)),
+        Some(host) => headers.insert(header::HOST, host.clone()),
+        None => headers.remove(&header::HOST),
     }
-    headers.remove(header::EXPECT);
+    headers.remove(&header::EXPECT);
     for (name, value) in &route.config.headers {
-        if !headers.contains_key(name) {
+        if !headers.contains(name) {
             headers.insert(name.clone(), value.clone());
         }
     }
@@ -183,7 +190,7 @@ async fn forward(
         Err(body) => {
             // Streamed body: no retry, but a 401 still invalidates the token.
             let (response, applied) =
-                attempt(runtime, &route, &parts.method, target, headers, body).await?;
+                attempt(runtime, &route, &method, target, headers, body).await?;
             if response.status == StatusCode::UNAUTHORIZED {
                 route.credential.reject(&applied);
             }
@@ -197,7 +204,7 @@ async fn forward(
     let (response, applied) = attempt(
         runtime,
         &route,
-        &parts.method,
+        &method,
         target,
         headers,
         ProxyBody::full(bytes.clone()),
@@ -212,7 +219,7 @@ async fn forward(
         let (response, _) = attempt(
             runtime,
             &route,
-            &parts.method,
+            &method,
             target,
             headers,
             ProxyBody::full(bytes),
@@ -229,7 +236,7 @@ async fn attempt(
     route: &Route,
     method: &Method,
     mut target: Target,
-    mut headers: HeaderMap,
+    mut headers: ForwardHeaders,
     body: ProxyBody,
 ) -> Result<(UpstreamResponse, Applied), ProxyError> {
     let applied = route
@@ -254,30 +261,29 @@ async fn attempt(
 /// Forwards a request for an unconfigured host unchanged (opt-in).
 async fn passthrough(
     runtime: &Runtime,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     host: &str,
 ) -> Result<Reply, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    let authority = match parts.uri.authority() {
+    let authority = match req.uri.authority() {
         Some(a) => a.to_string(),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
+        None => req
+            .fields
+            .get("host")
+            .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or(host)
             .to_string(),
     };
-    let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::HOST);
+    let https = req.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let mut headers = ForwardHeaders::new(req.fields);
+    headers.remove(&header::HOST);
     let request = Outgoing {
-        target: parts
+        target: req
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
-        method: parts.method,
-        headers: parts.headers,
-        body: ProxyBody::from(body),
+        method: req.method,
+        headers,
+        body: ProxyBody::from(req.body),
     };
     let response = send(
         runtime,
@@ -293,17 +299,17 @@ async fn passthrough(
 /// The body length when it is known and small enough to matter: `Some(0)`
 /// for a request with no body, `Some(n)` for `Content-Length: n`, `None`
 /// for a chunked body.
-fn body_len(headers: &HeaderMap) -> Option<u64> {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+fn body_len(headers: &ForwardHeaders) -> Option<u64> {
+    if headers.client_value("transfer-encoding").is_some() {
         return None;
     }
-    match headers.get(header::CONTENT_LENGTH) {
+    match headers.client_value("content-length") {
         None => Some(0),
-        Some(v) => v.to_str().ok()?.parse().ok(),
+        Some(v) => std::str::from_utf8(v).ok()?.parse().ok(),
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, mode: Forwarded, conn: &ConnInfo, host: &str) {
+fn add_forwarded(headers: &mut ForwardHeaders, mode: Forwarded, conn: &ConnInfo, host: &str) {
     match mode {
         Forwarded::None => {}
         Forwarded::Via => {
@@ -311,17 +317,23 @@ fn add_forwarded(headers: &mut HeaderMap, mode: Forwarded, conn: &ConnInfo, host
         }
         Forwarded::XForwarded => {
             let peer = conn.peer.ip().to_string();
-            let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let prior = headers
+                .client_value("x-forwarded-for")
+                .and_then(|v| std::str::from_utf8(v).ok());
+            let xff = match prior {
                 Some(prior) => format!("{prior}, {peer}"),
                 None => peer,
             };
             if let Ok(v) = HeaderValue::try_from(xff) {
-                headers.insert("x-forwarded-for", v);
+                headers.insert(HeaderName::from_static("x-forwarded-for"), v);
             }
             if let Ok(v) = HeaderValue::try_from(host) {
-                headers.insert("x-forwarded-host", v);
+                headers.insert(HeaderName::from_static("x-forwarded-host"), v);
             }
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            headers.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("http"),
+            );
         }
     }
 }
@@ -372,7 +384,8 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
             });
         }
         ReplyHead::Upstream(raw) => raw
-            .to_header_map()
+            .to_header_map(0)
+            .ok_or(super::h1::response::HeadError::Header)
             .map_err(|e| ProxyError::Upstream(e.to_string()))?,
         ReplyHead::Map(headers) => headers,
     };

@@ -1,7 +1,9 @@
 //! Header hygiene between the app and the upstream: hop-by-hop headers
 //! (RFC 9110 7.6.1) and proxy credentials are never forwarded.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::h1::fields::RawFields;
 
 /// Headers that describe one connection, not the message.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -118,6 +120,128 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
         headers.remove("proxy-connection");
+    }
+}
+
+/// The header fields of a request on its way upstream: the client's, as
+/// they came, minus hop-by-hop fields and those sidekey removes or
+/// replaces, then sidekey's own. No header map is built for the usual
+/// HTTP/1.1 request; [`ForwardHeaders::into_header_map`] makes one when
+/// one is needed (HTTP/2).
+#[derive(Clone, Debug, Default)]
+pub struct ForwardHeaders {
+    client: RawFields,
+    /// Client fields left out (besides the hop-by-hop ones).
+    removed: Vec<HeaderName>,
+    /// sidekey's own fields, written after the client's.
+    added: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ForwardHeaders {
+    pub fn new(client: RawFields) -> ForwardHeaders {
+        ForwardHeaders {
+            client,
+            removed: Vec::with_capacity(4),
+            added: Vec::with_capacity(4),
+        }
+    }
+
+    /// Headers that are all sidekey's own, from a map.
+    pub fn from_header_map(map: HeaderMap) -> ForwardHeaders {
+        let mut headers = ForwardHeaders::default();
+        let mut last = None;
+        for (name, value) in map {
+            // A map yields a name once, before the first of its values.
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                headers.added.push((name.clone(), value));
+            }
+        }
+        headers
+    }
+
+    /// Sets `name` to `value`, replacing every value the client sent or
+    /// sidekey added before.
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        self.remove(&name);
+        self.added.push((name, value));
+    }
+
+    /// Adds a value for `name` after those already there.
+    pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        self.added.push((name, value));
+    }
+
+    /// Leaves out every value of `name`.
+    pub fn remove(&mut self, name: &HeaderName) {
+        self.added.retain(|(n, _)| n != name);
+        if !self.removed.contains(name) {
+            self.removed.push(name.clone());
+        }
+    }
+
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        self.added.iter().any(|(n, _)| n == name) || self.client_value(name.as_str()).is_some()
+    }
+
+    /// The first value the client sent for `name` that is still to be
+    /// forwarded.
+    pub fn client_value(&self, name: &str) -> Option<&[u8]> {
+        if is_hop_by_hop_name(name.as_bytes()) || self.is_removed(name.as_bytes()) {
+            return None;
+        }
+        self.client.get(name)
+    }
+
+    fn is_removed(&self, name: &[u8]) -> bool {
+        self.removed
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r.as_str().as_bytes()))
+    }
+
+    /// Calls `f` with each field to send, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        let listed = connection_lists(self.client.get_all("connection"));
+        let lists_names = listed.any_name();
+        for (name, value) in self.client.iter() {
+            if is_hop_by_hop_name(name)
+                || self.is_removed(name)
+                || (lists_names && listed.names(name))
+            {
+                continue;
+            }
+            f(name, value);
+        }
+        for (name, value) in &self.added {
+            f(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+
+    /// The fields to send as a header map (sidekey's own values as they
+    /// are, sensitive ones still marked so).
+    pub fn into_header_map(self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.client.len() + self.added.len());
+        let listed = connection_lists(self.client.get_all("connection"));
+        let lists_names = listed.any_name();
+        for (name, value) in self.client.iter() {
+            if is_hop_by_hop_name(name)
+                || self.is_removed(name)
+                || (lists_names && listed.names(name))
+            {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                map.append(name, value);
+            }
+        }
+        for (name, value) in self.added {
+            map.append(name, value);
+        }
+        map
     }
 }
 

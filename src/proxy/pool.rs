@@ -24,7 +24,6 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HeaderMap;
 use http::header::HOST;
 use http::{Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -35,6 +34,7 @@ use thiserror::Error;
 
 use super::h1::response::ResponseHead;
 use super::h1::{self, SendFailure};
+use super::headers::ForwardHeaders;
 use super::reply::ReplyHead;
 use super::upstream::{ConnectError, Connector};
 use super::{BoxError, ProxyBody};
@@ -98,7 +98,7 @@ impl Upstreams {
         mut out: Outgoing,
         deadline: tokio::time::Instant,
     ) -> Result<UpstreamResponse, SendError> {
-        if !out.headers.contains_key(HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
+        if !out.headers.contains(&HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(SendError::BadAuthority);
         }
         // Built by sidekey from a validated request target and encoded
@@ -168,7 +168,7 @@ impl Upstreams {
                         Err(mut e) => match e.take_message() {
                             Some(unsent) if tries < MAX_SEND_TRIES => {
                                 let (parts, body) = unsent.into_parts();
-                                out.headers = parts.headers;
+                                out.headers = ForwardHeaders::from_header_map(parts.headers);
                                 out.body = body;
                             }
                             _ => return Err(SendError::Upstream(innermost(&e.into_error()))),
@@ -304,7 +304,7 @@ pub struct Outgoing {
     pub method: Method,
     /// Origin form: `/path?query`.
     pub target: String,
-    pub headers: HeaderMap,
+    pub headers: ForwardHeaders,
     pub body: ProxyBody,
 }
 
@@ -320,7 +320,7 @@ fn h2_request(
     let uri: Uri = format!("{scheme}://{authority}{}", out.target)
         .parse()
         .map_err(|_| SendError::BadTarget)?;
-    let mut headers = std::mem::take(&mut out.headers);
+    let mut headers = std::mem::take(&mut out.headers).into_header_map();
     headers.remove(HOST);
     let mut req = Request::new(std::mem::replace(&mut out.body, ProxyBody::empty()));
     *req.method_mut() = out.method.clone();

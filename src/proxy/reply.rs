@@ -8,7 +8,7 @@
 use http::header::{HeaderMap, CONNECTION};
 use http::{Response, StatusCode};
 
-use super::h1::response::RawHead;
+use super::h1::fields::RawFields;
 use super::ProxyBody;
 
 pub struct Reply {
@@ -21,7 +21,7 @@ pub enum ReplyHead {
     /// Cleaned of hop-by-hop headers already.
     Map(HeaderMap),
     /// An HTTP/1.1 upstream's fields, hop-by-hop ones still in.
-    Upstream(RawHead),
+    Upstream(RawFields),
 }
 
 impl Reply {

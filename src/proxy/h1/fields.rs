@@ -1,6 +1,7 @@
-//! What request and response heads share: where httparse found each
-//! header field, header maps built from those places without copying, and
-//! the few header values framing depends on.
+//! What request and response heads share: header fields kept where they
+//! came in ([`RawFields`]: the head's bytes and where each field is),
+//! header maps built from them without copying, and the few header values
+//! framing depends on.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +17,83 @@ pub fn record(spans: &mut Vec<Span>, base: usize, headers: &[httparse::Header<'_
         let value = h.value.as_ptr() as usize - base;
         [name, name + h.name.len(), value, value + h.value.len()]
     }));
+}
+
+/// Header fields as they came on the wire: the head's bytes and where
+/// each field's name and value are in them. Looked up by name without
+/// building a map; cheap to clone (the bytes are shared).
+#[derive(Clone, Debug, Default)]
+pub struct RawFields {
+    bytes: Bytes,
+    spans: Vec<Span>,
+}
+
+impl RawFields {
+    pub fn new(bytes: Bytes, spans: Vec<Span>) -> RawFields {
+        RawFields { bytes, spans }
+    }
+
+    /// Parses `Name: value` lines (each ending in CRLF, then an empty
+    /// line), e.g. for tests and benchmarks.
+    pub fn parse(text: &[u8]) -> Option<RawFields> {
+        let bytes = Bytes::copy_from_slice(text);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut spans = Vec::new();
+        match httparse::parse_headers(&bytes, &mut headers) {
+            Ok(httparse::Status::Complete((_, parsed))) => {
+                record(&mut spans, bytes.as_ptr() as usize, parsed);
+                Some(RawFields { bytes, spans })
+            }
+            _ => None,
+        }
+    }
+
+    /// Each field's name and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.spans
+            .iter()
+            .map(|&[ns, ne, vs, ve]| (&self.bytes[ns..ne], &self.bytes[vs..ve]))
+    }
+
+    /// The values of the fields named `name` (any case).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name`, sharing the head's memory.
+    pub fn get_shared(&self, name: &str) -> Option<Bytes> {
+        self.spans
+            .iter()
+            .find(|&&[ns, ne, _, _]| self.bytes[ns..ne].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|&[_, _, vs, ve]| self.bytes.slice(vs..ve))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The fields as a header map with room for `extra` more entries.
+    pub fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
+        header_map(&self.bytes, &self.spans, extra)
+    }
 }
 
 /// The header map of `head` at `spans`, with room for `extra` more
@@ -39,12 +117,10 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// Whether a comma-separated header lists `token` (case-insensitive).
-pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
+/// Whether a comma-separated field lists `token` (any case).
+pub fn has_token(fields: &RawFields, name: &str, token: &str) -> bool {
+    fields
         .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(|v| v.split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }

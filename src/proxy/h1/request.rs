@@ -4,11 +4,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Method, Version};
 use thiserror::Error;
 
-use super::fields::{self, has_token, parse_length, Span};
+use super::fields::{self, has_token, parse_length, RawFields};
+use crate::proxy::headers::ForwardHeaders;
 
 /// How the request body is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub fn encode_request(
     buf: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    headers: &ForwardHeaders,
     host: &str,
     framing: RequestFraming,
 ) {
@@ -34,20 +35,22 @@ pub fn encode_request(
     buf.push(b' ');
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
+    if !headers.contains(&header::HOST) {
         buf.extend_from_slice(b"host: ");
         buf.extend_from_slice(host.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
+    headers.for_each(|name, value| {
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            return;
         }
-        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(name);
         buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(value);
         buf.extend_from_slice(b"\r\n");
-    }
+    });
     match framing {
         RequestFraming::Empty => {}
         RequestFraming::Length(n) => {
@@ -82,10 +85,14 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// A parsed request head.
+/// A parsed request head. Its header fields stay in the bytes they came
+/// in ([`RawFields`]); no header map is built.
 #[derive(Debug)]
 pub struct RequestHead {
-    pub request: http::Request<()>,
+    pub method: Method,
+    pub uri: http::Uri,
+    pub version: Version,
+    pub fields: RawFields,
     pub framing: BodyFraming,
     /// Whether the client allows another request on the connection.
     pub keep_alive: bool,
@@ -93,13 +100,11 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
-/// Parses client request heads within the configured limits; keeps its
-/// scratch space between requests.
+/// Parses client request heads within the configured limits.
 #[derive(Debug)]
 pub struct RequestParser {
     max_headers: usize,
     max_bytes: usize,
-    spans: Vec<Span>,
 }
 
 /// The most header fields `proxy.max_headers` can allow.
@@ -110,7 +115,6 @@ impl RequestParser {
         RequestParser {
             max_headers: max_headers.min(MAX_REQUEST_HEADERS),
             max_bytes,
-            spans: Vec::new(),
         }
     }
 
@@ -123,7 +127,7 @@ impl RequestParser {
     /// `Ok(None)`: not complete yet (read more, at most up to
     /// [`RequestParser::max_bytes`] in all).
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<RequestHead>, RequestError> {
-        self.spans.clear();
+        let mut spans = Vec::new();
         let (len, method, target, minor) = {
             let mut headers =
                 [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
@@ -139,7 +143,7 @@ impl RequestParser {
                 Err(e) => return Err(RequestError::Parse(e)),
             };
             let base = buf.as_ptr() as usize;
-            fields::record(&mut self.spans, base, request.headers);
+            fields::record(&mut spans, base, request.headers);
             let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
                 .map_err(|_| RequestError::Invalid("invalid method"))?;
             let target = request.path.unwrap_or("");
@@ -154,33 +158,28 @@ impl RequestParser {
         let head: Bytes = buf.split_to(len).freeze();
         let uri = http::Uri::from_maybe_shared(head.slice(target))
             .map_err(|_| RequestError::Invalid("invalid request target"))?;
-        // Room for what the proxy adds (Host, the credential, forwarding
-        // headers) without growing the map.
-        let headers = fields::header_map(&head, &self.spans, 6)
-            .ok_or(RequestError::Invalid("invalid header field"))?;
+        let fields = RawFields::new(head, spans);
         let version = if minor == 0 {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        let framing = request_framing(version, &headers)?;
+        let framing = request_framing(version, &fields)?;
         let keep_alive = if version == Version::HTTP_11 {
-            !has_token(&headers, &header::CONNECTION, "close")
+            !has_token(&fields, "connection", "close")
         } else {
-            has_token(&headers, &header::CONNECTION, "keep-alive")
+            has_token(&fields, "connection", "keep-alive")
         };
         let expect_continue = framing != BodyFraming::Empty
             && version == Version::HTTP_11
-            && headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let mut request = http::Request::new(());
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.version_mut() = version;
-        *request.headers_mut() = headers;
+            && fields
+                .get("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
         Ok(Some(RequestHead {
-            request,
+            method,
+            uri,
+            version,
+            fields,
             framing,
             keep_alive,
             expect_continue,
@@ -190,23 +189,23 @@ impl RequestParser {
 
 /// The request body rules of RFC 9112 6.3, strictly: anything two parsers
 /// could frame differently is refused rather than resolved.
-fn request_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming, RequestError> {
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+fn request_framing(version: Version, fields: &RawFields) -> Result<BodyFraming, RequestError> {
+    let mut te = fields.get_all("transfer-encoding").peekable();
     if te.peek().is_some() {
         if version == Version::HTTP_10 {
             return Err(RequestError::Invalid(
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if fields.contains("content-length") {
             return Err(RequestError::Invalid(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
         let only_chunked = te.count() == 1
-            && headers
-                .get(header::TRANSFER_ENCODING)
-                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            && fields
+                .get("transfer-encoding")
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         if !only_chunked {
             return Err(RequestError::Invalid(
                 "a Transfer-Encoding other than chunked",
@@ -215,9 +214,8 @@ fn request_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming,
         return Ok(BodyFraming::Chunked);
     }
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let n = parse_length(value.as_bytes())
-            .ok_or(RequestError::Invalid("invalid Content-Length"))?;
+    for value in fields.get_all("content-length") {
+        let n = parse_length(value).ok_or(RequestError::Invalid("invalid Content-Length"))?;
         if length.is_some_and(|l| l != n) {
             return Err(RequestError::Invalid("conflicting Content-Length headers"));
         }
@@ -232,14 +230,20 @@ fn request_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::HeaderValue;
+    use http::header::{HeaderName, HeaderValue};
 
     #[test]
     fn request_head_replaces_client_framing_and_adds_host() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", HeaderValue::from_static("k"));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        // The client's framing fields and hop-by-hop fields are left out;
+        // sidekey's own come after the client's.
+        let client = b"X-Api-Key: k\r\nContent-Length: 99\r\nConnection: X-Hop\r\n\
+                       X-Hop: 1\r\nTE: trailers\r\n\r\n";
+        let mut headers = ForwardHeaders::new(RawFields::parse(client).unwrap());
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        headers.insert(
+            HeaderName::from_static("x-own"),
+            HeaderValue::from_static("v"),
+        );
         let mut buf = Vec::new();
         encode_request(
             &mut buf,
@@ -252,7 +256,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "POST /v1?a=1 HTTP/1.1\r\nhost: api.example.test:8443\r\n\
-             x-api-key: k\r\ncontent-length: 5\r\n\r\n"
+             X-Api-Key: k\r\nx-own: v\r\ncontent-length: 5\r\n\r\n"
         );
 
         headers.insert(header::HOST, HeaderValue::from_static("own.example.test"));
@@ -293,10 +297,10 @@ mod tests {
             .parse(&mut buf)
             .unwrap()
             .unwrap();
-        assert_eq!(head.request.method(), Method::GET);
-        assert_eq!(head.request.uri().host(), Some("h.example"));
-        assert_eq!(head.request.uri().query(), Some("b=1"));
-        assert_eq!(head.request.headers()["x-a"], "1");
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri.host(), Some("h.example"));
+        assert_eq!(head.uri.query(), Some("b=1"));
+        assert_eq!(head.fields.get("x-a"), Some(&b"1"[..]));
         assert_eq!(head.framing, BodyFraming::Empty);
         assert!(head.keep_alive);
         assert_eq!(&buf[..], b"GET /next");

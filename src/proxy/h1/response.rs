@@ -3,19 +3,19 @@
 //! framing a response head implies (RFC 9112 6.3).
 //!
 //! An upstream's header fields are not turned into a `HeaderMap`: they
-//! stay where they are in the head's bytes ([`RawHead`]), and a response
+//! stay where they are in the head's bytes ([`RawFields`]), and a response
 //! passed on to the client is written from there, hop-by-hop fields left
 //! out (profiled, building and dropping the map was the largest single
 //! cost of a proxied request).
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::HeaderMap;
 use http::{Method, StatusCode, Version};
 use thiserror::Error;
 
-use super::fields::{self, parse_length, Span};
+use super::fields::{self, parse_length, RawFields};
 use crate::proxy::headers::{connection_lists, is_hop_by_hop_name};
 
 /// At most this many header fields in a response head.
@@ -43,44 +43,12 @@ pub enum ResponseFraming {
     Close,
 }
 
-/// An upstream's header fields, in the bytes they came in.
-#[derive(Debug)]
-pub struct RawHead {
-    bytes: Bytes,
-    spans: Vec<Span>,
-}
-
-impl RawHead {
-    /// Each field's name and value, in order.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
-        self.spans
-            .iter()
-            .map(|&[ns, ne, vs, ve]| (&self.bytes[ns..ne], &self.bytes[vs..ve]))
-    }
-
-    /// The values of the fields named `name` (lowercase).
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
-        self.fields()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.get_all(name).next().is_some()
-    }
-
-    /// The fields as a header map (values share the head's memory).
-    pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
-        fields::header_map(&self.bytes, &self.spans, 0).ok_or(HeadError::Header)
-    }
-}
-
 /// A parsed response head.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
-    pub fields: RawHead,
+    pub fields: RawFields,
     pub framing: ResponseFraming,
     /// Whether the connection may carry another request after this
     /// response's body.
@@ -119,10 +87,7 @@ pub fn parse_response(
             response.version.unwrap_or(1),
         )
     };
-    let fields = RawHead {
-        bytes: buf.split_to(len).freeze(),
-        spans,
-    };
+    let fields = RawFields::new(buf.split_to(len).freeze(), spans);
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Header)?;
     let version = if minor == 0 {
         Version::HTTP_10
@@ -149,7 +114,7 @@ pub fn parse_response(
 fn framing(
     method: &Method,
     status: StatusCode,
-    fields: &RawHead,
+    fields: &RawFields,
 ) -> Result<ResponseFraming, HeadError> {
     if method == Method::HEAD
         || status.is_informational()
@@ -187,7 +152,7 @@ pub enum Fields<'a> {
     /// Built by sidekey, or cleaned of hop-by-hop headers already.
     Map(&'a HeaderMap),
     /// An upstream's, hop-by-hop fields still in.
-    Raw(&'a RawHead),
+    Raw(&'a RawFields),
 }
 
 /// Writes a response head to a client: status line, header fields
@@ -230,7 +195,7 @@ pub fn encode_response(
             // Usually `Connection: keep-alive`, which names no field.
             let lists_names = listed.any_name();
             let mut has_date = false;
-            for (name, value) in head.fields() {
+            for (name, value) in head.iter() {
                 if is_hop_by_hop_name(name) || is_framing(name, keep_length) {
                     continue;
                 }

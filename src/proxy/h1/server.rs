@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::chunked;
 use super::chunked::{Decoder, Step};
+use super::fields::RawFields;
 use super::request::{BodyFraming, RequestError, RequestHead, RequestParser};
 use super::response::{self, Fields, ResponseFraming};
 use crate::proxy::reply::{Reply, ReplyHead};
@@ -93,7 +94,7 @@ pub async fn serve<S, F>(
     on_bad_request: OnBadRequest,
     service: S,
 ) where
-    S: Fn(Request<RequestBody>) -> F,
+    S: Fn(ClientRequest) -> F,
     F: Future<Output = Reply>,
 {
     let (read, mut write) = stream.into_split();
@@ -132,9 +133,8 @@ pub async fn serve<S, F>(
                 return;
             }
         };
-        let (parts, ()) = head.request.into_parts();
-        let method = parts.method.clone();
-        let http10 = parts.version == Version::HTTP_10;
+        let method = head.method.clone();
+        let http10 = head.version == Version::HTTP_10;
         let body = match head.framing {
             BodyFraming::Empty => {
                 reader = Some(r);
@@ -160,7 +160,14 @@ pub async fn serve<S, F>(
                 })
             }
         };
-        let response = service(Request::from_parts(parts, body)).await;
+        let request = ClientRequest {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            fields: head.fields,
+            body,
+        };
+        let response = service(request).await;
         // The body gives the read side back when it ends or is dropped;
         // still out (an HTTP/2 upstream is still sending it), it is not
         // waited for.
@@ -386,6 +393,16 @@ async fn linger(mut r: Reader, mut write: OwnedWriteHalf) {
         }
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// A client's request as the service gets it: its header fields as they
+/// came ([`RawFields`]), its body streaming from the connection.
+pub struct ClientRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub fields: RawFields,
+    pub body: RequestBody,
 }
 
 /// Where a request body is.
