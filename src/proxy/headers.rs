@@ -39,44 +39,36 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
     candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// The header names listed by `Connection` header values (as they came
-/// on the wire), which are hop-by-hop too.
-pub fn connection_lists<'a, I>(values: I) -> ConnectionList<I>
-where
-    I: Iterator<Item = &'a [u8]> + Clone,
-{
-    ConnectionList { values }
+/// The end-to-end fields of a head as it came: without the hop-by-hop
+/// fields and those its `Connection` header names. Runs for every request
+/// and response, so the usual case (no `Connection` field, or one that
+/// only says `keep-alive` or `close`) costs one pass of length compares.
+pub fn end_to_end(fields: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let listed = names_listed(fields).then_some(fields);
+    fields.iter().filter(move |(name, _)| {
+        !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
+    })
 }
 
-/// See [`connection_lists`].
-pub struct ConnectionList<I> {
-    values: I,
+/// The comma-separated tokens of the `Connection` fields.
+fn connection_tokens(fields: &RawFields) -> impl Iterator<Item = &[u8]> {
+    fields
+        .iter()
+        .filter(|(name, _)| name.len() == 10 && name.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, value)| value.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
-impl<'a, I> ConnectionList<I>
-where
-    I: Iterator<Item = &'a [u8]> + Clone,
-{
-    /// Whether the `Connection` values name any field (other than the
-    /// `close` and `keep-alive` options).
-    pub fn any_name(&self) -> bool {
-        self.values
-            .clone()
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .any(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
-    }
+/// Whether a `Connection` field names any field (rather than only the
+/// `close` and `keep-alive` options).
+fn names_listed(fields: &RawFields) -> bool {
+    connection_tokens(fields)
+        .any(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+}
 
-    /// Whether the `Connection` values name `name` (its `close` and
-    /// `keep-alive` options count as names too: no end-to-end field has
-    /// those names).
-    pub fn names(&self, name: &[u8]) -> bool {
-        self.values
-            .clone()
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .any(|listed| listed.eq_ignore_ascii_case(name))
-    }
+/// Whether a `Connection` field names `name`.
+fn connection_names(fields: &RawFields, name: &[u8]) -> bool {
+    connection_tokens(fields).any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header
@@ -201,17 +193,14 @@ impl ForwardHeaders {
             .any(|r| name.eq_ignore_ascii_case(r.as_str().as_bytes()))
     }
 
+    /// The client's fields that are forwarded.
+    fn client_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        end_to_end(&self.client).filter(|(name, _)| !self.is_removed(name))
+    }
+
     /// Calls `f` with each field to send, in order.
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        let listed = connection_lists(self.client.get_all("connection"));
-        let lists_names = listed.any_name();
-        for (name, value) in self.client.iter() {
-            if is_hop_by_hop_name(name)
-                || self.is_removed(name)
-                || (lists_names && listed.names(name))
-            {
-                continue;
-            }
+        for (name, value) in self.client_fields() {
             f(name, value);
         }
         for (name, value) in &self.added {
@@ -223,15 +212,7 @@ impl ForwardHeaders {
     /// are, sensitive ones still marked so).
     pub fn into_header_map(self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.client.len() + self.added.len());
-        let listed = connection_lists(self.client.get_all("connection"));
-        let lists_names = listed.any_name();
-        for (name, value) in self.client.iter() {
-            if is_hop_by_hop_name(name)
-                || self.is_removed(name)
-                || (lists_names && listed.names(name))
-            {
-                continue;
-            }
+        for (name, value) in self.client_fields() {
             if let (Ok(name), Ok(value)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
             {

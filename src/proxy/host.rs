@@ -43,12 +43,12 @@ impl RequestHost {
     }
 
     pub fn as_str(&self) -> &str {
-        let text = match &self.source {
-            Source::Uri(authority) => authority.as_str(),
-            // Checked to be ASCII in `host_part`.
-            Source::Header(value) => std::str::from_utf8(value).unwrap_or(""),
+        let host = match &self.source {
+            Source::Uri(authority) => authority.as_str().as_bytes().get(self.start..self.end),
+            Source::Header(value) => value.get(self.start..self.end),
         };
-        text.get(self.start..self.end).unwrap_or("")
+        // ASCII: checked by `host_part`, or part of a parsed authority.
+        host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("")
     }
 }
 

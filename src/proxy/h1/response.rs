@@ -16,7 +16,7 @@ use http::{Method, StatusCode, Version};
 use thiserror::Error;
 
 use super::fields::{self, parse_length, RawFields};
-use crate::proxy::headers::{connection_lists, is_hop_by_hop_name};
+use crate::proxy::headers::end_to_end;
 
 /// At most this many header fields in a response head.
 pub const MAX_HEADERS: usize = 100;
@@ -191,15 +191,9 @@ pub fn encode_response(
             headers.contains_key(http::header::DATE)
         }
         Fields::Raw(head) => {
-            let listed = connection_lists(head.get_all("connection"));
-            // Usually `Connection: keep-alive`, which names no field.
-            let lists_names = listed.any_name();
             let mut has_date = false;
-            for (name, value) in head.iter() {
-                if is_hop_by_hop_name(name) || is_framing(name, keep_length) {
-                    continue;
-                }
-                if lists_names && listed.names(name) {
+            for (name, value) in end_to_end(head) {
+                if is_framing(name, keep_length) {
                     continue;
                 }
                 has_date |= name.eq_ignore_ascii_case(b"date");
