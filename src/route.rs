@@ -48,7 +48,7 @@ impl Route {
         let host_header = config
             .upstream
             .as_ref()
-            .and_then(|u| HeaderValue::try_from(u.authority.as_str()).ok());
+            .and_then(|u| HeaderValue::try_from(&*u.authority).ok());
         Route {
             config,
             credential,

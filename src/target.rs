@@ -5,6 +5,7 @@
 //! signature computed over [`Target::url`] is over exactly what is sent.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::uri::Scheme;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -26,7 +27,7 @@ pub fn encode_query_component(s: &str) -> String {
 pub struct Target {
     pub scheme: Scheme,
     /// `host` or `host:port`, default port omitted.
-    pub authority: String,
+    pub authority: Arc<str>,
     /// Starts with '/'.
     pub path: String,
     /// Raw query without '?'; empty when there is none.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
@@ -38,7 +39,7 @@ pub struct UpstreamUrl {
     pub host: String,
     pub port: u16,
     /// `host` or `host:port` as sent in `Host` (default ports omitted).
-    pub authority: String,
+    pub authority: Arc<str>,
     /// Prefix joined before the request path: "" or "/base" (no trailing /).
     pub base_path: String,
 }
@@ -50,7 +51,7 @@ impl UpstreamUrl {
             scheme: Scheme::HTTPS,
             host: host.to_string(),
             port: 443,
-            authority: host.to_string(),
+            authority: Arc::from(host),
             base_path: String::new(),
         }
     }
@@ -85,7 +86,7 @@ impl UpstreamUrl {
             scheme,
             host,
             port,
-            authority,
+            authority: authority.into(),
             base_path,
         })
     }
@@ -123,7 +124,7 @@ impl RouteConfig {
     pub fn target(&self, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
         let (scheme, authority, base_path) = match &self.upstream {
             Some(u) => (u.scheme.clone(), u.authority.clone(), u.base_path.as_str()),
-            None if !host.is_empty() => (Scheme::HTTPS, host.to_string(), ""),
+            None if !host.is_empty() => (Scheme::HTTPS, Arc::from(host), ""),
             None => return None,
         };
         let mut joined = String::with_capacity(base_path.len() + path.len());
@@ -245,11 +246,11 @@ mod tests {
     #[test]
     fn upstream_urls() {
         let u = UpstreamUrl::parse("https://API.example.com:8443/base/").unwrap();
-        assert_eq!(u.authority, "api.example.com:8443");
+        assert_eq!(&*u.authority, "api.example.com:8443");
         assert_eq!(u.base_path, "/base");
         let u = UpstreamUrl::parse("http://consumer.kouponmedia.com").unwrap();
         assert_eq!(
-            (u.port, u.authority.as_str(), u.base_path.as_str()),
+            (u.port, &*u.authority, u.base_path.as_str()),
             (80, "consumer.kouponmedia.com", "")
         );
         assert!(UpstreamUrl::parse("ftp://x").is_err());

@@ -347,10 +347,9 @@ async fn send(
     now: tokio::time::Instant,
 ) -> Result<UpstreamResponse, ProxyError> {
     let timeout = runtime.settings.request_timeout;
-    let deadline = now + timeout;
     match runtime
         .upstreams
-        .send(https, authority, req, deadline)
+        .send(https, authority, req, now, timeout)
         .await
     {
         Ok(response) => Ok(response),

@@ -90,14 +90,16 @@ impl Upstreams {
     /// Sends `out` to `authority` over TLS when `https`, and returns the
     /// upstream's response head; the body streams from the connection,
     /// which goes back to this thread's pool when the body has been read to
-    /// its end. The response head must come by `deadline`.
+    /// its end. The response head must come within `timeout` of `now`.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
         mut out: Outgoing,
-        deadline: tokio::time::Instant,
+        now: tokio::time::Instant,
+        timeout: Duration,
     ) -> Result<UpstreamResponse, SendError> {
+        let deadline = now + timeout;
         if !out.headers.contains(&HOST) && !authority.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(SendError::BadAuthority);
         }
@@ -110,7 +112,7 @@ impl Upstreams {
         loop {
             tries += 1;
             let pooled = if tries < MAX_SEND_TRIES {
-                self.checkout(https, authority)
+                self.checkout(https, authority, now.into_std())
             } else {
                 None
             };
@@ -180,7 +182,7 @@ impl Upstreams {
     }
 
     /// An idle connection to `authority` of this thread, if one is open.
-    fn checkout(&self, https: bool, authority: &str) -> Option<(Key, Conn)> {
+    fn checkout(&self, https: bool, authority: &str, now: Instant) -> Option<(Key, Conn)> {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             let pool = idle.of(self.owner, https)?;
@@ -188,12 +190,11 @@ impl Upstreams {
             let key = &host.key;
             if let Some(h2) = &host.h2 {
                 if !h2.is_closed() {
-                    host.last_used = Instant::now();
+                    host.last_used = now;
                     return Some((key.clone(), Conn::H2(h2.clone())));
                 }
                 host.h2 = None;
             }
-            let now = Instant::now();
             while let Some((mut conn, since)) = host.h1.pop() {
                 if now.duration_since(since) < self.owner.idle_timeout && !conn.is_closed() {
                     return Some((key.clone(), Conn::H1(conn)));

@@ -116,11 +116,3 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
     }
     std::str::from_utf8(value).ok()?.parse().ok()
 }
-
-/// Whether a comma-separated field lists `token` (any case).
-pub fn has_token(fields: &RawFields, name: &str, token: &str) -> bool {
-    fields
-        .get_all(name)
-        .flat_map(|v| v.split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}

@@ -8,7 +8,7 @@ use http::header;
 use http::{Method, Version};
 use thiserror::Error;
 
-use super::fields::{self, has_token, parse_length, RawFields};
+use super::fields::{self, parse_length, RawFields};
 use crate::proxy::headers::ForwardHeaders;
 
 /// How the request body is sent.
@@ -164,17 +164,15 @@ impl RequestParser {
         } else {
             Version::HTTP_11
         };
-        let framing = request_framing(version, &fields)?;
+        let scan = Scan::of(&fields);
+        let framing = request_framing(version, &scan)?;
         let keep_alive = if version == Version::HTTP_11 {
-            !has_token(&fields, "connection", "close")
+            !scan.close
         } else {
-            has_token(&fields, "connection", "keep-alive")
+            scan.keep_alive
         };
-        let expect_continue = framing != BodyFraming::Empty
-            && version == Version::HTTP_11
-            && fields
-                .get("expect")
-                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+        let expect_continue =
+            framing != BodyFraming::Empty && version == Version::HTTP_11 && scan.expect_continue;
         Ok(Some(RequestHead {
             method,
             uri,
@@ -187,26 +185,62 @@ impl RequestParser {
     }
 }
 
+/// The fields a request's framing and connection handling depend on,
+/// read in one pass.
+#[derive(Default)]
+struct Scan<'a> {
+    transfer_encodings: usize,
+    transfer_encoding: Option<&'a [u8]>,
+    content_lengths: Vec<&'a [u8]>,
+    /// `Connection: close` / `Connection: keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn of(fields: &'a RawFields) -> Scan<'a> {
+        let mut scan = Scan::default();
+        for (name, value) in fields.iter() {
+            match name.len() {
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    scan.transfer_encodings += 1;
+                    scan.transfer_encoding = Some(value);
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    scan.content_lengths.push(value);
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                        scan.close |= token.eq_ignore_ascii_case(b"close");
+                        scan.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                }
+                6 if name.eq_ignore_ascii_case(b"expect") => {
+                    scan.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+                }
+                _ => {}
+            }
+        }
+        scan
+    }
+}
+
 /// The request body rules of RFC 9112 6.3, strictly: anything two parsers
 /// could frame differently is refused rather than resolved.
-fn request_framing(version: Version, fields: &RawFields) -> Result<BodyFraming, RequestError> {
-    let mut te = fields.get_all("transfer-encoding").peekable();
-    if te.peek().is_some() {
+fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, RequestError> {
+    if let Some(te) = scan.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(RequestError::Invalid(
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
-        if fields.contains("content-length") {
+        if !scan.content_lengths.is_empty() {
             return Err(RequestError::Invalid(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        let only_chunked = te.count() == 1
-            && fields
-                .get("transfer-encoding")
-                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if !only_chunked {
+        if scan.transfer_encodings != 1 || !te.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(RequestError::Invalid(
                 "a Transfer-Encoding other than chunked",
             ));
@@ -214,7 +248,7 @@ fn request_framing(version: Version, fields: &RawFields) -> Result<BodyFraming, 
         return Ok(BodyFraming::Chunked);
     }
     let mut length = None;
-    for value in fields.get_all("content-length") {
+    for value in &scan.content_lengths {
         let n = parse_length(value).ok_or(RequestError::Invalid("invalid Content-Length"))?;
         if length.is_some_and(|l| l != n) {
             return Err(RequestError::Invalid("conflicting Content-Length headers"));

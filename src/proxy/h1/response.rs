@@ -21,7 +21,7 @@ use crate::proxy::headers::end_to_end;
 /// At most this many header fields in a response head.
 pub const MAX_HEADERS: usize = 100;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum HeadError {
     #[error("invalid response head: {0}")]
     Parse(httparse::Error),
@@ -94,13 +94,10 @@ pub fn parse_response(
     } else {
         Version::HTTP_11
     };
-    let framing = framing(method, status, &fields)?;
-    let keep_alive = version == Version::HTTP_11
-        && framing != ResponseFraming::Close
-        && !fields
-            .get_all("connection")
-            .flat_map(|v| v.split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+    let scan = FramingFields::scan(&fields);
+    let framing = framing(method, status, &scan)?;
+    let keep_alive =
+        version == Version::HTTP_11 && framing != ResponseFraming::Close && !scan.close;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -110,11 +107,53 @@ pub fn parse_response(
     }))
 }
 
+/// What the framing of a response depends on, read in one pass.
+struct FramingFields<'a> {
+    /// The last `Transfer-Encoding` value.
+    transfer_encoding: Option<&'a [u8]>,
+    /// `Err` for an invalid or conflicting length (which matters only
+    /// when the length frames the body).
+    content_length: Result<Option<u64>, HeadError>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl<'a> FramingFields<'a> {
+    fn scan(fields: &'a RawFields) -> FramingFields<'a> {
+        let mut scan = FramingFields {
+            transfer_encoding: None,
+            content_length: Ok(None),
+            close: false,
+        };
+        for (name, value) in fields.iter() {
+            match name.len() {
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    scan.transfer_encoding = Some(value);
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    scan.content_length = match (scan.content_length, parse_length(value)) {
+                        (Ok(None), Some(n)) => Ok(Some(n)),
+                        (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
+                        _ => Err(HeadError::ContentLength),
+                    };
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    scan.close |= value
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                }
+                _ => {}
+            }
+        }
+        scan
+    }
+}
+
 /// The body length rules of RFC 9112 6.3 for a response.
 fn framing(
     method: &Method,
     status: StatusCode,
-    fields: &RawFields,
+    fields: &FramingFields<'_>,
 ) -> Result<ResponseFraming, HeadError> {
     if method == Method::HEAD
         || status.is_informational()
@@ -123,7 +162,7 @@ fn framing(
     {
         return Ok(ResponseFraming::Empty);
     }
-    if let Some(te) = fields.get_all("transfer-encoding").last() {
+    if let Some(te) = fields.transfer_encoding {
         // Chunked only when it is the final coding; otherwise the body
         // runs to the end of the connection.
         let last = te.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
@@ -132,15 +171,7 @@ fn framing(
             _ => ResponseFraming::Close,
         });
     }
-    let mut length = None;
-    for value in fields.get_all("content-length") {
-        let n = parse_length(value).ok_or(HeadError::ContentLength)?;
-        if length.is_some_and(|l| l != n) {
-            return Err(HeadError::ContentLength);
-        }
-        length = Some(n);
-    }
-    Ok(match length {
+    Ok(match fields.content_length.clone()? {
         Some(0) => ResponseFraming::Empty,
         Some(n) => ResponseFraming::Length(n),
         None => ResponseFraming::Close,
