@@ -151,6 +151,14 @@ pub enum Io {
 }
 
 impl Io {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(tcp) => tcp,
+            Io::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
     /// Whether the upstream chose HTTP/2 by ALPN.
     pub fn is_h2(&self) -> bool {
         match self {

@@ -94,15 +94,21 @@ impl Connection {
 
     /// Whether an idle connection can no longer be used: the upstream
     /// closed it, reset it or sent something unasked. Looks without
-    /// waiting.
+    /// waiting, and without a system call while the runtime has seen
+    /// nothing arrive on the socket since the last response was read.
     pub fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
         let mut cx = Context::from_waker(Waker::noop());
+        if self.io.tcp().poll_read_ready(&mut cx).is_pending() {
+            return false;
+        }
         let mut byte = [0u8; 1];
         let mut probe = ReadBuf::new(&mut byte);
-        !self.buf.is_empty()
-            || Pin::new(&mut self.io)
-                .poll_read(&mut cx, &mut probe)
-                .is_ready()
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut probe)
+            .is_ready()
     }
 
     /// Writes `req` and reads the response head, by `deadline`. `host` is

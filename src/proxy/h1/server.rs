@@ -220,25 +220,38 @@ async fn read_head(
                 return Ok(Some(head));
             }
         }
+        // Never hold more than a head may be: what the client sent beyond
+        // it stays unread, and the 431 reaches it.
+        let room = parser.max_bytes().saturating_sub(r.buf.len()).max(1);
+        // Stopping ends only a connection between requests.
+        let idle = r.buf.is_empty();
+        let read = async {
+            if r.buf.capacity() == 0 {
+                // A connection that has not spoken yet gets its buffer only
+                // once it does.
+                r.read.readable().await?;
+            }
+            if r.buf.capacity() - r.buf.len() < HEAD_READ_SIZE.min(room) {
+                r.buf.reserve(HEAD_READ_SIZE.min(room));
+            }
+            // Through AsyncRead, which marks the socket drained after a
+            // short read: the next head is waited for without a read that
+            // can only say "nothing yet".
+            std::future::poll_fn(|cx| {
+                tokio_util::io::poll_read_buf(
+                    Pin::new(&mut r.read),
+                    cx,
+                    &mut (&mut r.buf).limit(room),
+                )
+            })
+            .await
+        };
         tokio::select! {
             biased;
-            ready = r.read.readable() => {
-                if ready.is_err() {
-                    return Ok(None);
-                }
-                // Never hold more than a head may be: what the client sent
-                // beyond it stays unread, and the 431 reaches it.
-                let room = parser.max_bytes().saturating_sub(r.buf.len()).max(1);
-                if r.buf.capacity() - r.buf.len() < HEAD_READ_SIZE.min(room) {
-                    r.buf.reserve(HEAD_READ_SIZE.min(room));
-                }
-                match r.read.try_read_buf(&mut (&mut r.buf).limit(room)) {
-                    Ok(0) => return Ok(None),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Ok(None),
-                }
-            }
+            read = read => match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            },
             () = waits.timer.as_mut() => {
                 if Instant::now() >= waits.deadline {
                     return Ok(None);
@@ -246,7 +259,7 @@ async fn read_head(
                 waits.timer.as_mut().reset(waits.deadline);
             }
             // Done once and for all: the connection ends here.
-            () = waits.stopped.as_mut(), if r.buf.is_empty() => return Ok(None),
+            () = waits.stopped.as_mut(), if idle => return Ok(None),
         }
     }
 }
