@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::h1::request::RequestError;
-use crate::proxy::h1::server::{serve, ClientRequest, Limits};
+use crate::proxy::h1::server::{serve_once_spoken, ClientRequest, Limits};
 use crate::proxy::reply::Reply;
 use crate::proxy::{ProxyBody, Shared};
 
@@ -37,7 +37,7 @@ pub(crate) async fn accept_loop(
                     return;
                 };
                 let service = |req| std::future::ready(answer(&shared, req));
-                serve(stream, LIMITS, stop, bad_request, service).await;
+                serve_once_spoken(stream, LIMITS, stop, bad_request, service).await;
             }
         },
     )

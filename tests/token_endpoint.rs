@@ -170,7 +170,12 @@ async fn steady_traffic_across_short_lifetimes_never_waits_and_never_floods() {
         &proxy,
         "sidekey_token_fetches_total{route=\"algonomy\",outcome=\"ok\"}",
     );
-    assert_eq!(ok as usize, mints);
+    // Each mint is one successful fetch. The refresh keeps running while
+    // the two counts are read, so one may be counted on one side only.
+    assert!(
+        (ok as usize).abs_diff(mints) <= 1,
+        "{ok} successful fetches for {mints} mints"
+    );
     assert_eq!(readyz(&proxy).await, StatusCode::OK);
 }
 

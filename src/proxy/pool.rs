@@ -148,33 +148,19 @@ impl Upstreams {
                     }
                     Err(SendFailure::Failed(e)) => return Err(SendError::Upstream(innermost(&e))),
                 },
-                Conn::H2(mut sender) => {
-                    let ready = tokio::time::timeout_at(deadline, sender.ready());
-                    if let Err(e) = ready.await.map_err(|_| SendError::Timeout)? {
-                        if tries < MAX_SEND_TRIES {
-                            continue;
+                Conn::H2(sender) => {
+                    // Boxed: HTTP/2's futures are large, and inline they
+                    // would make every request's future (and every idle
+                    // client connection) larger.
+                    match Box::pin(send_h2(sender, out, https, authority, deadline)).await {
+                        H2Sent::Response(response) => return Ok(*response),
+                        H2Sent::Unsent(unsent) if tries < MAX_SEND_TRIES => out = *unsent,
+                        H2Sent::Unsent(_) => {
+                            return Err(SendError::Upstream(
+                                "the HTTP/2 connection closed before the request was sent".into(),
+                            ))
                         }
-                        return Err(SendError::Upstream(innermost(&e)));
-                    }
-                    let req = h2_request(&mut out, https, authority)?;
-                    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req));
-                    match sent.await.map_err(|_| SendError::Timeout)? {
-                        Ok(response) => {
-                            let (parts, body) = response.into_parts();
-                            return Ok(UpstreamResponse {
-                                status: parts.status,
-                                head: ReplyHead::Map(parts.headers),
-                                body: UpstreamBody(Inner::H2(body)),
-                            });
-                        }
-                        Err(mut e) => match e.take_message() {
-                            Some(unsent) if tries < MAX_SEND_TRIES => {
-                                let (parts, body) = unsent.into_parts();
-                                out.headers = ForwardHeaders::from_header_map(parts.headers);
-                                out.body = body;
-                            }
-                            _ => return Err(SendError::Upstream(innermost(&e.into_error()))),
-                        },
+                        H2Sent::Failed(e) => return Err(e),
                     }
                 }
             }
@@ -298,6 +284,54 @@ pub fn sweep() {
             });
         }
     });
+}
+
+/// How a request on an HTTP/2 connection went.
+enum H2Sent {
+    Response(Box<UpstreamResponse>),
+    /// Not sent (the connection was closing): may go on another one.
+    Unsent(Box<Outgoing>),
+    Failed(SendError),
+}
+
+async fn send_h2(
+    mut sender: http2::SendRequest<ProxyBody>,
+    mut out: Outgoing,
+    https: bool,
+    authority: &str,
+    deadline: tokio::time::Instant,
+) -> H2Sent {
+    let ready = tokio::time::timeout_at(deadline, sender.ready()).await;
+    match ready {
+        Err(_) => return H2Sent::Failed(SendError::Timeout),
+        Ok(Err(_)) => return H2Sent::Unsent(Box::new(out)),
+        Ok(Ok(())) => {}
+    }
+    let req = match h2_request(&mut out, https, authority) {
+        Ok(req) => req,
+        Err(e) => return H2Sent::Failed(e),
+    };
+    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+    match sent {
+        Err(_) => H2Sent::Failed(SendError::Timeout),
+        Ok(Ok(response)) => {
+            let (parts, body) = response.into_parts();
+            H2Sent::Response(Box::new(UpstreamResponse {
+                status: parts.status,
+                head: ReplyHead::Map(parts.headers),
+                body: UpstreamBody(Inner::H2(body)),
+            }))
+        }
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(unsent) => {
+                let (parts, body) = unsent.into_parts();
+                out.headers = ForwardHeaders::from_header_map(parts.headers);
+                out.body = body;
+                H2Sent::Unsent(Box::new(out))
+            }
+            None => H2Sent::Failed(SendError::Upstream(innermost(&e.into_error()))),
+        },
+    }
 }
 
 /// A request on its way upstream.

@@ -240,8 +240,11 @@ async fn proxy_accept_loop(
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
                 };
-                let service = |req| handle(&shared, &conn, req);
-                h1::server::serve(stream, limits, stop, bad_request, service).await;
+                // Boxed: the request's future (the largest state of a
+                // connection) is allocated only while a request is in
+                // flight, not kept in every idle connection.
+                let service = |req| Box::pin(handle(&shared, &conn, req));
+                h1::server::serve_once_spoken(stream, limits, stop, bad_request, service).await;
             }
         },
     )

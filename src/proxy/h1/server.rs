@@ -84,6 +84,37 @@ impl Slot {
     }
 }
 
+/// [`serve`], once the client has sent its first byte. Until then the
+/// connection is a socket and this small future: a client may open many
+/// connections it does not use yet (pools do), and each costs little.
+/// One that stays silent past `header_read_timeout`, or until `stop`, is
+/// closed.
+pub async fn serve_once_spoken<S, F>(
+    stream: TcpStream,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    on_bad_request: OnBadRequest,
+    service: S,
+) where
+    S: Fn(ClientRequest) -> F,
+    F: Future<Output = Reply>,
+{
+    // `peek`, not `readable`: tokio takes an accepted socket to be
+    // readable before any event, so only a peek that finds a byte tells
+    // (0 is the client closing).
+    let mut byte = [0u8; 1];
+    let spoke = tokio::select! {
+        peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut byte)) => {
+            matches!(peeked, Ok(Ok(n)) if n > 0)
+        }
+        _ = stop.wait_for(|stop| *stop) => false,
+    };
+    if spoke {
+        // Boxed: allocated only now, not for every silent connection.
+        Box::pin(serve(stream, limits, stop, on_bad_request, service)).await;
+    }
+}
+
 /// Serves one client connection until it closes, errs, stays silent past
 /// `header_read_timeout`, or `stop` turns true (a request in flight is
 /// answered first, with `Connection: close`).
