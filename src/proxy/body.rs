@@ -1,17 +1,14 @@
 //! [`ProxyBody`]: the body of every request sidekey forwards and every
 //! response it sends back, streamed, never buffered whole.
 //!
-//! An enum of the few kinds there are rather than a boxed trait object:
-//! the usual request and response bodies are then neither allocated nor
-//! called through a vtable.
+//! An enum of the three kinds there are rather than a boxed trait object:
+//! bodies are then neither allocated nor called through a vtable.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
-use http_body_util::BodyExt;
 
 use super::h1::server::RequestBody;
 use super::pool::UpstreamBody;
@@ -25,8 +22,6 @@ pub enum ProxyBody {
     Request(RequestBody),
     /// An upstream's response body, read from its connection as it goes.
     Upstream(UpstreamBody),
-    /// Anything else.
-    Other(BoxBody<Bytes, BoxError>),
 }
 
 impl ProxyBody {
@@ -37,14 +32,6 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         let bytes = bytes.into();
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
-    }
-
-    pub fn other<B>(body: B) -> ProxyBody
-    where
-        B: Body<Data = Bytes> + Send + Sync + 'static,
-        B::Error: Into<BoxError>,
-    {
-        ProxyBody::Other(body.map_err(Into::into).boxed())
     }
 }
 
@@ -72,7 +59,6 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Request(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
-            ProxyBody::Other(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -81,7 +67,6 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Request(body) => body.is_end_stream(),
             ProxyBody::Upstream(body) => body.is_end_stream(),
-            ProxyBody::Other(body) => body.is_end_stream(),
         }
     }
 
@@ -92,7 +77,6 @@ impl Body for ProxyBody {
             }
             ProxyBody::Request(body) => body.size_hint(),
             ProxyBody::Upstream(body) => body.size_hint(),
-            ProxyBody::Other(body) => body.size_hint(),
         }
     }
 }
@@ -100,6 +84,7 @@ impl Body for ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn a_full_body_is_one_frame_of_known_size() {

@@ -212,10 +212,7 @@ impl Connection {
                 Some(head) if head.status.is_informational() => continue,
                 Some(head) => return Ok(head),
                 None => {
-                    if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-                        self.buf.reserve(READ_SIZE);
-                    }
-                    if tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf).await? == 0 {
+                    if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
                         return Err(H1Error::ClosedBeforeHead);
                     }
                 }

@@ -471,13 +471,6 @@ enum Inner {
     },
 }
 
-impl RequestBody {
-    /// A body with nothing in it (for tests and internal requests).
-    pub fn empty() -> RequestBody {
-        RequestBody(Inner::Empty)
-    }
-}
-
 impl Drop for RequestBody {
     fn drop(&mut self) {
         if let Inner::Stream { reader, slot, .. } = &mut self.0 {
