@@ -29,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::chunked;
 use super::chunked::{ChunkError, Decoder, Step};
+use super::framed::{self, Framed};
 use super::request::{self, RequestFraming};
 use super::response::{self, HeadError, ResponseFraming, ResponseHead};
 use crate::proxy::pool::Outgoing;
@@ -222,10 +223,7 @@ impl Connection {
 
     /// Reads more into the buffer; `Ok(0)` at the end of the connection.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        framed::poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx)
     }
 }
 
@@ -254,30 +252,21 @@ async fn before<F: std::future::Future>(
     }
 }
 
-/// Where a response body is.
-#[derive(Debug)]
-enum State {
-    Length(u64),
-    Chunked(Decoder),
-    Close,
-    Done,
-}
-
 /// A response body read from its connection as the client side asks for
 /// it. Once it has ended, [`Body::reusable`] gives the connection back.
 pub struct Body {
     conn: Option<Box<Connection>>,
-    state: State,
+    state: Framed,
     keep_alive: bool,
 }
 
 impl Body {
     pub fn new(head: &ResponseHead, conn: Box<Connection>) -> Body {
         let state = match head.framing {
-            ResponseFraming::Empty => State::Done,
-            ResponseFraming::Length(n) => State::Length(n),
-            ResponseFraming::Chunked => State::Chunked(Decoder::new()),
-            ResponseFraming::Close => State::Close,
+            ResponseFraming::Empty => Framed::Done,
+            ResponseFraming::Length(n) => Framed::Length(n),
+            ResponseFraming::Chunked => Framed::Chunked(Decoder::new()),
+            ResponseFraming::Close => Framed::UntilClose,
         };
         Body {
             conn: Some(conn),
@@ -289,15 +278,15 @@ impl Body {
     /// The connection, once the body was read to its end and the upstream
     /// allows another request on it (and sent nothing more).
     pub fn reusable(&mut self) -> Option<Box<Connection>> {
-        match self.state {
-            State::Done if self.keep_alive => self.conn.take().filter(|conn| conn.buf.is_empty()),
-            _ => None,
+        if !(self.state.is_done() && self.keep_alive) {
+            return None;
         }
+        self.conn.take().filter(|conn| conn.buf.is_empty())
     }
 
     fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.conn = None;
-        self.state = State::Done;
+        self.state = Framed::Done;
         self.keep_alive = false;
         Poll::Ready(Some(Err(e.into())))
     }
@@ -316,40 +305,14 @@ impl HttpBody for Body {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match &mut this.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(left) => {
-                    if !conn.buf.is_empty() {
-                        let n = usize::try_from(*left)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.buf.len());
-                        *left -= n as u64;
-                        if *left == 0 {
-                            this.state = State::Done;
-                        }
-                        let data = conn.buf.split_to(n).freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                State::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
-                    Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Step::End) => {
-                        this.state = State::Done;
-                        return Poll::Ready(None);
-                    }
-                    Ok(Step::NeedMore) => {}
-                    Err(e) => return this.fail(e.into()),
-                },
-                State::Close => {
-                    if !conn.buf.is_empty() {
-                        let data = conn.buf.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
+            match this.state.take(&mut conn.buf) {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::NeedMore) => {}
+                Err(e) => return this.fail(e.into()),
             }
             match std::task::ready!(conn.poll_fill(cx)) {
-                Ok(0) if matches!(this.state, State::Close) => {
-                    this.state = State::Done;
+                Ok(0) if this.state.ends_at_close() => {
                     this.keep_alive = false;
                     return Poll::Ready(None);
                 }
@@ -361,14 +324,10 @@ impl HttpBody for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.state.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Done => SizeHint::with_exact(0),
-            State::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.state.size_hint()
     }
 }

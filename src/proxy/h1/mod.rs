@@ -2,8 +2,8 @@
 //! clients' requests and writes their responses, [`client`] writes
 //! requests to upstream connections and reads the responses. [`request`]
 //! and [`response`] parse (with `httparse`, the parser hyper uses) and
-//! write message heads, [`fields`] holds what they share, [`chunked`]
-//! decodes chunked bodies.
+//! write message heads, [`fields`] holds what they share, [`framed`]
+//! reads bodies by their framing and [`chunked`] decodes chunked ones.
 //!
 //! Why not hyper, as elsewhere: a proxy request passes through two HTTP/1.1
 //! connections, and with hyper each side parsed the head into its own
@@ -17,6 +17,7 @@
 pub mod chunked;
 pub mod client;
 pub mod fields;
+pub mod framed;
 pub mod request;
 pub mod response;
 pub mod server;

@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 use super::chunked;
 use super::chunked::{Decoder, Step};
 use super::fields::RawFields;
+use super::framed::{self, Framed};
 use super::request::{BodyFraming, RequestError, RequestHead, RequestParser};
 use super::response::{self, Fields, ResponseFraming};
 use crate::proxy::reply::{Reply, ReplyHead};
@@ -181,8 +182,8 @@ pub async fn serve<S, F>(
                     return;
                 }
                 let state = match framing {
-                    BodyFraming::Length(n) => State::Length(n),
-                    _ => State::Chunked(Decoder::new()),
+                    BodyFraming::Length(n) => Framed::Length(n),
+                    _ => Framed::Chunked(Decoder::new()),
                 };
                 RequestBody(Inner::Stream {
                     reader: Some(r),
@@ -449,14 +450,6 @@ pub struct ClientRequest {
     pub body: RequestBody,
 }
 
-/// Where a request body is.
-#[derive(Debug)]
-enum State {
-    Length(u64),
-    Chunked(Decoder),
-    Done,
-}
-
 /// The body of a client's request, read from the connection as it is
 /// forwarded.
 pub struct RequestBody(Inner);
@@ -466,7 +459,7 @@ enum Inner {
     Stream {
         /// Given back to `slot` at the end of the body, or on drop.
         reader: Option<Reader>,
-        state: State,
+        state: Framed,
         slot: Arc<Slot>,
     },
 }
@@ -506,50 +499,27 @@ impl Body for RequestBody {
             let Some(r) = reader.as_mut() else {
                 return Poll::Ready(None);
             };
-            let data = match state {
-                State::Done => None,
-                State::Length(_) if r.buf.is_empty() => Some(Bytes::new()),
-                State::Length(left) => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(r.buf.len());
-                    *left -= n as u64;
-                    if *left == 0 {
-                        *state = State::Done;
-                    }
-                    Some(r.buf.split_to(n).freeze())
-                }
-                State::Chunked(decoder) => match decoder.decode(&mut r.buf) {
-                    Ok(Step::Data(data)) => Some(data),
-                    Ok(Step::NeedMore) => Some(Bytes::new()),
-                    Ok(Step::End) => {
-                        *state = State::Done;
-                        None
-                    }
-                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                },
-            };
-            if matches!(state, State::Done) {
+            let step = state.take(&mut r.buf);
+            if state.is_done() {
                 // The end: the connection can read its next request.
                 if let Some(r) = reader.take() {
                     slot.put(r, true);
                 }
             }
-            match data {
-                None => return Poll::Ready(None),
-                Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Some(_) => {}
+            match step {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::NeedMore) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
             let Some(r) = reader.as_mut() else {
                 return Poll::Ready(None);
             };
-            if r.buf.capacity() - r.buf.len() < BODY_READ_SIZE / 4 {
-                r.buf.reserve(BODY_READ_SIZE);
-            }
-            match std::task::ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut r.read),
-                cx,
-                &mut r.buf
+            match std::task::ready!(framed::poll_fill(
+                &mut r.read,
+                &mut r.buf,
+                BODY_READ_SIZE,
+                cx
             )) {
                 Ok(0) => return Poll::Ready(Some(Err(Incomplete.into()))),
                 Ok(_) => {}
@@ -561,18 +531,14 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Inner::Empty => true,
-            Inner::Stream { state, reader, .. } => reader.is_none() || matches!(state, State::Done),
+            Inner::Stream { state, reader, .. } => reader.is_none() || state.is_done(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Inner::Empty => SizeHint::with_exact(0),
-            Inner::Stream { state, .. } => match state {
-                State::Length(n) => SizeHint::with_exact(*n),
-                State::Done => SizeHint::with_exact(0),
-                State::Chunked(_) => SizeHint::default(),
-            },
+            Inner::Stream { state, .. } => state.size_hint(),
         }
     }
 }
