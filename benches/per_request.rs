@@ -44,12 +44,12 @@ fn route(i: usize) -> Route {
 }
 
 fn target(query: &str) -> Target {
-    Target {
-        scheme: Scheme::HTTPS,
-        authority: "consumer.kouponmedia.com".into(),
-        path: "/v2/consumer/offers".into(),
-        query: query.into(),
-    }
+    Target::new(
+        Scheme::HTTPS,
+        "consumer.kouponmedia.com".into(),
+        "/v2/consumer/offers",
+        query,
+    )
 }
 
 /// Route lookup among 1,000 exact-host routes.

@@ -23,45 +23,80 @@ pub fn encode_query_component(s: &str) -> String {
 }
 
 /// The URL a request is forwarded to.
+///
+/// Path and query are kept together, as the origin form they are sent in
+/// (`/path?query`): one string per request, built once and handed to the
+/// upstream connection as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub scheme: Scheme,
     /// `host` or `host:port`, default port omitted.
     pub authority: Arc<str>,
-    /// Starts with '/'.
-    pub path: String,
-    /// Raw query without '?'; empty when there is none.
-    pub query: String,
+    /// `path` or `path?query`; the path starts with '/'.
+    origin_form: String,
+    /// Where the path ends: the '?' when there is a query.
+    path_len: usize,
 }
 
 impl Target {
+    /// The target `scheme://authority{path}?{query}` (`query` raw, without
+    /// '?'; empty for none).
+    pub fn new(scheme: Scheme, authority: Arc<str>, path: &str, query: &str) -> Target {
+        Target::joined(scheme, authority, &["", path], query)
+    }
+
+    /// Like [`Target::new`] with a path made of `path_parts` joined.
+    pub fn joined(scheme: Scheme, authority: Arc<str>, path_parts: &[&str], query: &str) -> Target {
+        let path_len = path_parts.iter().map(|p| p.len()).sum();
+        let query_len = if query.is_empty() { 0 } else { 1 + query.len() };
+        let mut origin_form = String::with_capacity(path_len + query_len);
+        for part in path_parts {
+            origin_form.push_str(part);
+        }
+        if !query.is_empty() {
+            origin_form.push('?');
+            origin_form.push_str(query);
+        }
+        Target {
+            scheme,
+            authority,
+            origin_form,
+            path_len,
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.origin_form[..self.path_len]
+    }
+
+    /// The raw query without '?'; empty when there is none.
+    pub fn query(&self) -> &str {
+        self.origin_form.get(self.path_len + 1..).unwrap_or("")
+    }
+
     /// `scheme://authority/path?query`, exactly as it will be sent.
     pub fn url(&self) -> String {
         let scheme = self.scheme.as_str();
-        let mut url = String::with_capacity(
-            scheme.len() + 3 + self.authority.len() + self.path.len() + 1 + self.query.len(),
-        );
+        let mut url =
+            String::with_capacity(scheme.len() + 3 + self.authority.len() + self.origin_form.len());
         url.push_str(scheme);
         url.push_str("://");
         url.push_str(&self.authority);
-        url.push_str(&self.path);
-        if !self.query.is_empty() {
-            url.push('?');
-            url.push_str(&self.query);
-        }
+        url.push_str(&self.origin_form);
         url
     }
 
     /// `/path?query`: the request target sent to the upstream (HTTP/1.1
     /// origin form; HTTP/2 adds the scheme and authority from the route).
-    pub fn origin_form(&self) -> String {
-        let mut pq = String::with_capacity(self.path.len() + 1 + self.query.len());
-        pq.push_str(&self.path);
-        if !self.query.is_empty() {
-            pq.push('?');
-            pq.push_str(&self.query);
-        }
-        pq
+    pub fn origin_form(&self) -> &str {
+        &self.origin_form
+    }
+
+    /// Takes the origin form out, leaving the path and query empty: for the
+    /// request that is sent, once the credential has been applied.
+    pub fn take_origin_form(&mut self) -> String {
+        self.path_len = 0;
+        std::mem::take(&mut self.origin_form)
     }
 
     pub fn is_https(&self) -> bool {
@@ -71,29 +106,45 @@ impl Target {
     /// Appends `name=value` (the value percent-encoded) after the client's
     /// own parameters.
     pub fn append_param(&mut self, name: &str, value: &str) {
-        if !self.query.is_empty() {
-            self.query.push('&');
-        }
+        self.origin_form
+            .push(if self.query().is_empty() { '?' } else { '&' });
         // Encoded straight into the query: no temporary strings.
-        self.query.extend(utf8_percent_encode(name, QUERY_VALUE));
-        self.query.push('=');
-        self.query.extend(utf8_percent_encode(value, QUERY_VALUE));
+        self.origin_form
+            .extend(utf8_percent_encode(name, QUERY_VALUE));
+        self.origin_form.push('=');
+        self.origin_form
+            .extend(utf8_percent_encode(value, QUERY_VALUE));
+    }
+
+    /// Appends a parameter that is already encoded, given in `parts` (e.g.
+    /// `name=` and the value), after the client's own parameters.
+    pub fn append_encoded(&mut self, parts: &[&str]) {
+        self.origin_form
+            .push(if self.query().is_empty() { '?' } else { '&' });
+        for part in parts {
+            self.origin_form.push_str(part);
+        }
     }
 
     /// Removes every parameter whose (decoded) name is in `names`, keeping
     /// the others byte for byte.
     pub fn remove_params<S: AsRef<str>>(&mut self, names: &[S]) {
-        if names.is_empty() || self.query.is_empty() {
+        let query = self.query();
+        if names.is_empty() || query.is_empty() {
             return;
         }
         // Usually the client sent none of them: then the query stays as it
         // is, without building a new one.
-        if self
-            .query
+        if query
             .split('&')
             .any(|pair| pair.is_empty() || pair_named(pair, names))
         {
-            self.query = remove_params(&self.query, names);
+            let kept = remove_params(query, names);
+            self.origin_form.truncate(self.path_len);
+            if !kept.is_empty() {
+                self.origin_form.push('?');
+                self.origin_form.push_str(&kept);
+            }
         }
     }
 }
@@ -169,19 +220,19 @@ mod tests {
     use super::*;
 
     fn target(query: &str) -> Target {
-        Target {
-            scheme: Scheme::HTTPS,
-            authority: "api.example.com:8443".into(),
-            path: "/base/v1/x".into(),
-            query: query.into(),
-        }
+        Target::new(
+            Scheme::HTTPS,
+            "api.example.com:8443".into(),
+            "/base/v1/x",
+            query,
+        )
     }
 
     #[test]
     fn appends_after_the_clients_parameters() {
         let mut t = target("a=1&b=%2F");
         t.append_param("access_token", "x y/z&");
-        assert_eq!(t.query, "a=1&b=%2F&access_token=x%20y%2Fz%26");
+        assert_eq!(t.query(), "a=1&b=%2F&access_token=x%20y%2Fz%26");
         assert_eq!(
             t.url(),
             "https://api.example.com:8443/base/v1/x?a=1&b=%2F&access_token=x%20y%2Fz%26"
@@ -195,16 +246,16 @@ mod tests {
     fn removes_every_copy_of_a_parameter_even_encoded() {
         let mut t = target("access_token=evil&a=1&access%5Ftoken=x&access_token&b=2&&");
         t.remove_params(&["access_token"]);
-        assert_eq!(t.query, "a=1&b=2");
+        assert_eq!(t.query(), "a=1&b=2");
         let mut t = target("a=1&a=2");
         t.remove_params(&["b"]);
-        assert_eq!(t.query, "a=1&a=2", "repeated parameters are kept as sent");
+        assert_eq!(t.query(), "a=1&a=2", "repeated parameters are kept as sent");
         let mut t = target("a=1&&b=%2F+x");
         t.remove_params(&["c"]);
-        assert_eq!(t.query, "a=1&b=%2F+x", "empty pairs are dropped");
+        assert_eq!(t.query(), "a=1&b=%2F+x", "empty pairs are dropped");
         let mut t = target("a+b=1&a%20b=2&c=3");
         t.remove_params(&["a b"]);
-        assert_eq!(t.query, "c=3", "'+' and %20 both decode to a space");
+        assert_eq!(t.query(), "c=3", "'+' and %20 both decode to a space");
     }
 
     #[test]
@@ -237,5 +288,15 @@ mod tests {
             target("a=1&b=%2F&x=[1]").origin_form(),
             "/base/v1/x?a=1&b=%2F&x=[1]"
         );
+        let t = target("a=1");
+        assert_eq!((t.path(), t.query()), ("/base/v1/x", "a=1"));
+        let mut t = target("access_token=x");
+        t.remove_params(&["access_token"]);
+        assert_eq!(
+            t.origin_form(),
+            "/base/v1/x",
+            "no '?' once the query is empty"
+        );
+        assert_eq!(t.take_origin_form(), "/base/v1/x");
     }
 }

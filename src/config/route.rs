@@ -127,15 +127,12 @@ impl RouteConfig {
             None if !host.is_empty() => (Scheme::HTTPS, Arc::from(host), ""),
             None => return None,
         };
-        let mut joined = String::with_capacity(base_path.len() + path.len());
-        joined.push_str(base_path);
-        joined.push_str(path);
-        Some(Target {
+        Some(Target::joined(
             scheme,
             authority,
-            path: joined,
-            query: query.unwrap_or("").to_string(),
-        })
+            &[base_path, path],
+            query.unwrap_or(""),
+        ))
     }
 
     pub(super) fn from_file(index: usize, raw: FileRoute, ctx: &mut Ctx) -> Option<RouteConfig> {

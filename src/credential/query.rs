@@ -47,12 +47,12 @@ mod tests {
     async fn copernica_style_access_token() {
         let source = TokenSource::fixed(SecretString::from("ed430a95c58fd7d2830c9dc453396cf5"));
         let q = QueryInjector::new("access_token".into(), source);
-        let mut t = Target {
-            scheme: Scheme::HTTPS,
-            authority: "api.copernica.com".into(),
-            path: "/v1/profile/123456".into(),
-            query: "access_token=from-client".into(),
-        };
+        let mut t = Target::new(
+            Scheme::HTTPS,
+            "api.copernica.com".into(),
+            "/v1/profile/123456",
+            "access_token=from-client",
+        );
         q.apply(&mut t).await.unwrap();
         // The Copernica document's own example call.
         assert_eq!(

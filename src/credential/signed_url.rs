@@ -15,7 +15,7 @@ use sha2::Sha256;
 use thiserror::Error;
 
 use crate::config::{AuthConfig, Config, SignAlgorithm, SignedUrlConfig};
-use crate::target::Target;
+use crate::target::{encode_query_component, Target};
 
 /// Why `sidekey sign` could not sign a URL.
 #[derive(Debug, Error)]
@@ -49,12 +49,16 @@ pub fn sign_url(config: &Config, route: &str, url: &str) -> Result<String, SignE
 }
 
 pub struct SignedUrl {
-    key: SecretString,
     /// HMAC already keyed with the secret (done once at load); each
     /// signature clones it instead of deriving the key pads again.
     keyed: KeyedMac,
     /// key, timestamp and signature parameter names, in that order.
     params: [String; 3],
+    /// `key_param=<key>&timestamp_param=`, encoded once at load: what each
+    /// request appends before its timestamp.
+    key_and_timestamp: SecretString,
+    /// `signature_param=`, encoded.
+    signature_prefix: String,
     algorithm: SignAlgorithm,
 }
 
@@ -96,14 +100,21 @@ pub fn unix_now() -> u64 {
 
 impl SignedUrl {
     pub fn new(config: &SignedUrlConfig) -> SignedUrl {
+        let key_and_timestamp = format!(
+            "{}={}&{}=",
+            encode_query_component(&config.key_param),
+            encode_query_component(config.key.expose_secret()),
+            encode_query_component(&config.timestamp_param),
+        );
         SignedUrl {
-            key: config.key.clone(),
             keyed: KeyedMac::new(config.algorithm, config.secret.expose_secret().as_bytes()),
             params: [
                 config.key_param.clone(),
                 config.timestamp_param.clone(),
                 config.signature_param.clone(),
             ],
+            key_and_timestamp: SecretString::from(key_and_timestamp),
+            signature_prefix: format!("{}=", encode_query_component(&config.signature_param)),
             algorithm: config.algorithm,
         }
     }
@@ -113,27 +124,59 @@ impl SignedUrl {
         &self.params
     }
 
-    /// Signs `target` as of `timestamp` (epoch seconds).
+    /// Signs `target` as of `timestamp` (epoch seconds): its parameters
+    /// are appended to the query in place, and the URL is fed to the HMAC
+    /// in its parts, without building it.
     pub fn apply(&self, target: &mut Target, timestamp: u64) {
         target.remove_params(&self.params);
-        target.append_param(&self.params[0], self.key.expose_secret());
-        target.append_param(&self.params[1], &timestamp.to_string());
-        let signature = self.sign(&target.url());
-        target.append_param(&self.params[2], &signature);
+        let mut digits = itoa::Buffer::new();
+        target.append_encoded(&[
+            self.key_and_timestamp.expose_secret(),
+            digits.format(timestamp),
+        ]);
+        let scheme = target.scheme.as_str();
+        let url = [scheme, "://", &target.authority, target.origin_form()];
+        let mut hex = [0u8; MAX_HEX];
+        let signature = self.keyed.sign_hex(&url, &mut hex);
+        target.append_encoded(&[&self.signature_prefix, signature]);
     }
 
     /// hex(HMAC(secret, message)).
     pub fn sign(&self, message: &str) -> String {
-        match &self.keyed {
-            KeyedMac::Sha1(mac) => hmac_hex(mac.clone(), message),
-            KeyedMac::Sha256(mac) => hmac_hex(mac.clone(), message),
+        let mut hex = [0u8; MAX_HEX];
+        self.keyed.sign_hex(&[message], &mut hex).to_string()
+    }
+}
+
+/// The longest signature in hex: HMAC-SHA256's.
+const MAX_HEX: usize = 64;
+
+impl KeyedMac {
+    /// hex(HMAC(secret, the concatenation of `parts`)), written into `out`.
+    fn sign_hex<'a>(&self, parts: &[&str], out: &'a mut [u8; MAX_HEX]) -> &'a str {
+        match self {
+            KeyedMac::Sha1(mac) => hmac_hex(mac.clone(), parts, out),
+            KeyedMac::Sha256(mac) => hmac_hex(mac.clone(), parts, out),
         }
     }
 }
 
-fn hmac_hex<M: Mac>(mut mac: M, message: &str) -> String {
-    mac.update(message.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+fn hmac_hex<'a, M: Mac>(mut mac: M, parts: &[&str], out: &'a mut [u8; MAX_HEX]) -> &'a str {
+    for part in parts {
+        mac.update(part.as_bytes());
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = mac.finalize().into_bytes();
+    // SHA-1 and SHA-256 digests are 20 and 32 bytes: `out` has room.
+    let hex = out.chunks_exact_mut(2).zip(digest.iter());
+    let mut len = 0;
+    for (pair, byte) in hex {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+        len += 2;
+    }
+    // Hex digits are ASCII.
+    std::str::from_utf8(&out[..len]).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -156,12 +199,7 @@ mod tests {
     }
 
     fn target(authority: &str, path: &str, query: &str) -> Target {
-        Target {
-            scheme: Scheme::HTTP,
-            authority: authority.into(),
-            path: path.into(),
-            query: query.into(),
-        }
+        Target::new(Scheme::HTTP, authority.into(), path, query)
     }
 
     #[test]
@@ -187,7 +225,7 @@ mod tests {
             "zip=10001&authSignature=forged&q=a%20b&zip=10002&timestamp=1",
         );
         s.apply(&mut t, 1700000000);
-        let (signed, signature) = t.query.rsplit_once("&authSignature=").unwrap();
+        let (signed, signature) = t.query().rsplit_once("&authSignature=").unwrap();
         assert_eq!(
             signed,
             format!("zip=10001&q=a%20b&zip=10002&identifier={KEY}&timestamp=1700000000")

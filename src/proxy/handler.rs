@@ -5,6 +5,7 @@
 //! [`ProxyError`] to its response, counts it and writes the one access log
 //! line. [`forward`] is the inner function that uses `?`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,15 +36,46 @@ pub struct ConnInfo {
 }
 
 /// Handles one request; never fails (errors become JSON responses).
-pub async fn handle(shared: &Shared, conn: &ConnInfo, req: ClientRequest) -> Reply {
+///
+/// The request is checked, routed and prepared at once, without awaiting;
+/// the future returned holds the prepared request, and the parts that are
+/// awaited get it by reference. (Every future of the chain down to the
+/// upstream connection is moved into its parent when it starts: what they
+/// hold by value is copied at every level, for every request.)
+pub fn handle<'a>(
+    shared: &'a Shared,
+    conn: &ConnInfo,
+    req: ClientRequest,
+) -> impl Future<Output = Reply> + 'a {
     let start = Instant::now();
     let runtime = shared.runtime.load_full();
     let method = req.method.clone();
     // Logged: the path only, never the query (it may carry credentials).
     let uri = req.uri.clone();
-    let path = uri.path();
     let mut route: Option<Arc<Route>> = None;
-    let result = forward(&runtime, conn, req, &mut route).await;
+    let mut next = prepare(&runtime, conn, req, &mut route);
+    async move {
+        let result = match next {
+            // By reference: the plan stays where it is.
+            Ok(Next::Forward(ref mut plan)) => forward(&runtime, plan).await,
+            // Rare, and its future as large as forwarding's: kept out of
+            // every request's future.
+            Ok(Next::Passthrough(plan)) => Box::pin(passthrough(&runtime, *plan)).await,
+            Err(e) => Err(e),
+        };
+        finish(shared, start, &method, uri.path(), route, result)
+    }
+}
+
+/// Logs, counts and returns the outcome of a request.
+fn finish(
+    shared: &Shared,
+    start: Instant,
+    method: &Method,
+    path: &str,
+    route: Option<Arc<Route>>,
+    result: Result<Reply, ProxyError>,
+) -> Reply {
     let name = route.as_ref().map_or("-", |r| r.name());
     // Read only when the line is logged.
     let latency_ms = || start.elapsed().as_secs_f64() * 1000.0;
@@ -96,12 +128,40 @@ fn request_host(req: &ClientRequest) -> Result<RequestHost, ProxyError> {
     ))
 }
 
-async fn forward(
+/// What to do with a request once it has been checked and routed.
+// The large variant is the usual one: boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Forward(Plan),
+    /// Boxed: rare, and as large as a plan.
+    Passthrough(Box<Passthrough>),
+}
+
+/// A routed request, ready for its credential: the upstream URL and the
+/// request to send there (whose `target` is filled in from `target` once
+/// the credential has been applied).
+struct Plan {
+    route: Arc<Route>,
+    target: Target,
+    out: Outgoing,
+}
+
+/// A request for an unconfigured host, forwarded as it came (opt-in).
+struct Passthrough {
+    https: bool,
+    authority: String,
+    out: Outgoing,
+}
+
+/// Checks and routes a request, and builds what is sent upstream (all but
+/// the credential). Sets `matched` as soon as the route is known, so that
+/// errors from then on name it.
+fn prepare(
     runtime: &Runtime,
     conn: &ConnInfo,
     req: ClientRequest,
     matched: &mut Option<Arc<Route>>,
-) -> Result<Reply, ProxyError> {
+) -> Result<Next, ProxyError> {
     if req.method == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
@@ -126,7 +186,7 @@ async fn forward(
             Unmatched::Reject => Err(ProxyError::NoRoute {
                 host: host.to_string(),
             }),
-            Unmatched::Passthrough => passthrough(runtime, req, host).await,
+            Unmatched::Passthrough => Ok(Next::Passthrough(Box::new(passthrough_plan(req, host)))),
         };
     };
     *matched = Some(route.clone());
@@ -164,106 +224,95 @@ async fn forward(
         }
     }
     add_forwarded(&mut headers, runtime.settings.forwarded, conn, host);
+    Ok(Next::Forward(Plan {
+        route,
+        target,
+        out: Outgoing {
+            method,
+            target: String::new(),
+            headers,
+            body: ProxyBody::from(body),
+        },
+    }))
+}
 
+async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError> {
+    let Plan { route, target, out } = plan;
+    let route = &**route;
+    let injected = route.credential.injected_params();
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
-        true => body_len(&headers).filter(|n| *n <= runtime.settings.retry_body_limit as u64),
+        true => body_len(&out.headers).filter(|n| *n <= runtime.settings.retry_body_limit as u64),
         false => None,
     };
-    let replay = if len == Some(0) {
+    let Some(len) = len else {
+        // Streamed body: no retry, but a 401 still invalidates the token.
+        let (response, applied) = attempt(runtime, route, target, out).await?;
+        if response.status == StatusCode::UNAUTHORIZED {
+            route.credential.reject(&applied);
+        }
+        return clean_response(response, injected);
+    };
+    let bytes = if len == 0 {
         // Nothing to read (and nothing to wait for).
-        Ok(Bytes::new())
-    } else if len.is_some() {
-        let bytes = Limited::new(body, runtime.settings.retry_body_limit)
+        Bytes::new()
+    } else {
+        let body = std::mem::replace(&mut out.body, ProxyBody::empty());
+        Limited::new(body, runtime.settings.retry_body_limit)
             .collect()
             .await
             .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?
-            .to_bytes();
-        Ok(bytes)
-    } else {
-        Err(ProxyBody::from(body))
-    };
-
-    let injected = route.credential.injected_params();
-    let bytes = match replay {
-        Ok(bytes) => bytes,
-        Err(body) => {
-            // Streamed body: no retry, but a 401 still invalidates the token.
-            let (response, applied) =
-                attempt(runtime, &route, &method, target, headers, body).await?;
-            if response.status == StatusCode::UNAUTHORIZED {
-                route.credential.reject(&applied);
-            }
-            return clean_response(response, injected);
-        }
+            .to_bytes()
     };
     // The copies are for the retry; the first attempt takes the originals,
     // whose header map has room for the credential (a fresh clone is
     // exactly full, and inserting into it reallocates).
-    let retry = (target.clone(), headers.clone());
-    let (response, applied) = attempt(
-        runtime,
-        &route,
-        &method,
-        target,
-        headers,
-        ProxyBody::full(bytes.clone()),
-    )
-    .await?;
+    let retry = (target.clone(), out.headers.clone());
+    out.body = ProxyBody::full(bytes.clone());
+    let (response, applied) = attempt(runtime, route, target, out).await?;
     if response.status == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
         tracing::info!(
             route = route.name(),
             "upstream answered 401; retrying once with a fresh token"
         );
-        let (target, headers) = retry;
-        let (response, _) = attempt(
-            runtime,
-            &route,
-            &method,
-            target,
-            headers,
-            ProxyBody::full(bytes),
-        )
-        .await?;
+        drop(response);
+        (*target, out.headers) = retry;
+        out.body = ProxyBody::full(bytes);
+        let (response, _) = attempt(runtime, route, target, out).await?;
         return clean_response(response, injected);
     }
     clean_response(response, injected)
 }
 
-/// Applies the credential and sends one request upstream.
+/// Applies the credential to `target` and `out`, and sends `out` upstream.
 async fn attempt(
     runtime: &Runtime,
     route: &Route,
-    method: &Method,
-    mut target: Target,
-    mut headers: ForwardHeaders,
-    body: ProxyBody,
+    target: &mut Target,
+    out: &mut Outgoing,
 ) -> Result<(UpstreamResponse, Applied), ProxyError> {
     let applied = route
         .credential
-        .apply(&mut target, &mut headers)
+        .apply(target, &mut out.headers)
         .await
         .map_err(ProxyError::Credential)?;
-    let request = Outgoing {
-        method: method.clone(),
-        target: target.origin_form(),
-        headers,
-        body,
-    };
+    out.target = target.take_origin_form();
     let sent = tokio::time::Instant::now();
-    let response = send(runtime, target.is_https(), &target.authority, request, sent).await?;
+    let timeout = runtime.settings.request_timeout;
+    let response = runtime
+        .upstreams
+        .send(target.is_https(), &target.authority, out, sent, timeout)
+        .await
+        .map_err(|e| send_error(e, timeout))?;
     if let Some(histogram) = &route.upstream_latency {
         histogram.observe(sent.elapsed().as_secs_f64());
     }
     Ok((response, applied))
 }
 
-/// Forwards a request for an unconfigured host unchanged (opt-in).
-async fn passthrough(
-    runtime: &Runtime,
-    req: ClientRequest,
-    host: &str,
-) -> Result<Reply, ProxyError> {
+/// The upstream request for an unconfigured host: as the client sent it,
+/// to the host it named.
+fn passthrough_plan(req: ClientRequest, host: &str) -> Passthrough {
     let authority = match req.uri.authority() {
         Some(a) => a.to_string(),
         None => req
@@ -276,23 +325,35 @@ async fn passthrough(
     let https = req.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let mut headers = ForwardHeaders::new(req.fields);
     headers.remove(&header::HOST);
-    let request = Outgoing {
-        target: req
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
-        method: req.method,
-        headers,
-        body: ProxyBody::from(req.body),
-    };
-    let response = send(
-        runtime,
+    Passthrough {
         https,
-        &authority,
-        request,
-        tokio::time::Instant::now(),
-    )
-    .await?;
+        authority,
+        out: Outgoing {
+            target: req
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+            method: req.method,
+            headers,
+            body: ProxyBody::from(req.body),
+        },
+    }
+}
+
+/// Forwards a request for an unconfigured host unchanged.
+async fn passthrough(runtime: &Runtime, mut plan: Passthrough) -> Result<Reply, ProxyError> {
+    let timeout = runtime.settings.request_timeout;
+    let response = runtime
+        .upstreams
+        .send(
+            plan.https,
+            &plan.authority,
+            &mut plan.out,
+            tokio::time::Instant::now(),
+            timeout,
+        )
+        .await
+        .map_err(|e| send_error(e, timeout))?;
     clean_response(response, &[])
 }
 
@@ -338,30 +399,16 @@ fn add_forwarded(headers: &mut ForwardHeaders, mode: Forwarded, conn: &ConnInfo,
     }
 }
 
-/// Sends with the request timeout, mapping failures to [`ProxyError`].
-async fn send(
-    runtime: &Runtime,
-    https: bool,
-    authority: &str,
-    req: Outgoing,
-    now: tokio::time::Instant,
-) -> Result<UpstreamResponse, ProxyError> {
-    let timeout = runtime.settings.request_timeout;
-    match runtime
-        .upstreams
-        .send(https, authority, req, now, timeout)
-        .await
-    {
-        Ok(response) => Ok(response),
-        Err(SendError::Timeout) => Err(ProxyError::UpstreamTimeout(timeout)),
-        Err(SendError::Connect(cause)) => Err(ProxyError::UpstreamConnect(cause)),
-        Err(SendError::Upstream(cause)) => Err(ProxyError::Upstream(cause)),
-        Err(SendError::BadAuthority) => Err(ProxyError::BadRequest(
-            "the upstream host cannot be forwarded to",
-        )),
-        Err(SendError::BadTarget) => Err(ProxyError::BadRequest(
-            "the request path cannot be forwarded",
-        )),
+/// What a failed upstream exchange means for the client.
+fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
+    match e {
+        SendError::Timeout => ProxyError::UpstreamTimeout(timeout),
+        SendError::Connect(cause) => ProxyError::UpstreamConnect(cause),
+        SendError::Upstream(cause) => ProxyError::Upstream(cause),
+        SendError::BadAuthority => {
+            ProxyError::BadRequest("the upstream host cannot be forwarded to")
+        }
+        SendError::BadTarget => ProxyError::BadRequest("the request path cannot be forwarded"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! (RFC 9110 7.6.1) and proxy credentials are never forwarded.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use super::h1::fields::RawFields;
 
@@ -44,10 +45,14 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 /// and response, so the usual case (no `Connection` field, or one that
 /// only says `keep-alive` or `close`) costs one pass of length compares.
 pub fn end_to_end(fields: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let end_to_end = end_to_end_names(fields);
+    fields.iter().filter(move |(name, _)| end_to_end(name))
+}
+
+/// [`end_to_end`] as a test of a field name of `fields`.
+pub fn end_to_end_names(fields: &RawFields) -> impl Fn(&[u8]) -> bool + '_ {
     let listed = names_listed(fields).then_some(fields);
-    fields.iter().filter(move |(name, _)| {
-        !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
-    })
+    move |name| !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
 }
 
 /// The comma-separated tokens of the `Connection` fields.
@@ -120,21 +125,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// replaces, then sidekey's own. No header map is built for the usual
 /// HTTP/1.1 request; [`ForwardHeaders::into_header_map`] makes one when
 /// one is needed (HTTP/2).
+///
+/// What sidekey removes and adds is kept inline for the usual few fields
+/// (`Host`, `Expect`, the credential's): no allocation per request.
 #[derive(Clone, Debug, Default)]
 pub struct ForwardHeaders {
     client: RawFields,
     /// Client fields left out (besides the hop-by-hop ones).
-    removed: Vec<HeaderName>,
+    removed: SmallVec<[HeaderName; 4]>,
     /// sidekey's own fields, written after the client's.
-    added: Vec<(HeaderName, HeaderValue)>,
+    added: SmallVec<[(HeaderName, HeaderValue); 3]>,
 }
 
 impl ForwardHeaders {
     pub fn new(client: RawFields) -> ForwardHeaders {
         ForwardHeaders {
             client,
-            removed: Vec::with_capacity(4),
-            added: Vec::with_capacity(4),
+            removed: SmallVec::new(),
+            added: SmallVec::new(),
         }
     }
 
@@ -198,13 +206,21 @@ impl ForwardHeaders {
         end_to_end(&self.client).filter(|(name, _)| !self.is_removed(name))
     }
 
-    /// Calls `f` with each field to send, in order.
-    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        for (name, value) in self.client_fields() {
-            f(name, value);
-        }
+    /// Writes the fields to send as header lines, leaving out those that
+    /// `skip` names (e.g. framing fields the writer sets itself).
+    pub fn write_lines(&self, buf: &mut Vec<u8>, skip: impl Fn(&[u8]) -> bool) {
+        let end_to_end = end_to_end_names(&self.client);
+        self.client.write_lines(buf, |name, _| {
+            end_to_end(name) && !self.is_removed(name) && !skip(name)
+        });
         for (name, value) in &self.added {
-            f(name.as_str().as_bytes(), value.as_bytes());
+            if skip(name.as_str().as_bytes()) {
+                continue;
+            }
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
         }
     }
 

@@ -91,11 +91,13 @@ impl Upstreams {
     /// upstream's response head; the body streams from the connection,
     /// which goes back to this thread's pool when the body has been read to
     /// its end. The response head must come within `timeout` of `now`.
+    /// `out` is borrowed so that it is not copied into every future down to
+    /// the connection's; after an error, its body may have been used.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
-        mut out: Outgoing,
+        out: &mut Outgoing,
         now: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<UpstreamResponse, SendError> {
@@ -126,8 +128,8 @@ impl Upstreams {
                     .map_err(|_| SendError::Timeout)??,
             };
             match conn {
-                Conn::H1(conn) => match conn.send(out, authority, deadline).await {
-                    Ok((head, conn)) => {
+                Conn::H1(mut conn) => match conn.send(out, authority, deadline).await {
+                    Ok(head) => {
                         let back = Return {
                             key,
                             https,
@@ -137,8 +139,8 @@ impl Upstreams {
                     }
                     // The connection had closed under us (an idle
                     // keep-alive connection the upstream dropped).
-                    Err(SendFailure::Unsent(unsent)) if tries < MAX_SEND_TRIES => out = *unsent,
-                    Err(SendFailure::Unsent(_)) => {
+                    Err(SendFailure::Unsent) if tries < MAX_SEND_TRIES => {}
+                    Err(SendFailure::Unsent) => {
                         return Err(SendError::Upstream(
                             "the upstream connection closed before the request was written".into(),
                         ))
@@ -154,8 +156,8 @@ impl Upstreams {
                     // client connection) larger.
                     match Box::pin(send_h2(sender, out, https, authority, deadline)).await {
                         H2Sent::Response(response) => return Ok(*response),
-                        H2Sent::Unsent(unsent) if tries < MAX_SEND_TRIES => out = *unsent,
-                        H2Sent::Unsent(_) => {
+                        H2Sent::Unsent if tries < MAX_SEND_TRIES => {}
+                        H2Sent::Unsent => {
                             return Err(SendError::Upstream(
                                 "the HTTP/2 connection closed before the request was sent".into(),
                             ))
@@ -289,14 +291,15 @@ pub fn sweep() {
 /// How a request on an HTTP/2 connection went.
 enum H2Sent {
     Response(Box<UpstreamResponse>),
-    /// Not sent (the connection was closing): may go on another one.
-    Unsent(Box<Outgoing>),
+    /// Not sent (the connection was closing): may go on another one, and
+    /// the request is back in its `Outgoing`.
+    Unsent,
     Failed(SendError),
 }
 
 async fn send_h2(
     mut sender: http2::SendRequest<ProxyBody>,
-    mut out: Outgoing,
+    out: &mut Outgoing,
     https: bool,
     authority: &str,
     deadline: tokio::time::Instant,
@@ -304,10 +307,10 @@ async fn send_h2(
     let ready = tokio::time::timeout_at(deadline, sender.ready()).await;
     match ready {
         Err(_) => return H2Sent::Failed(SendError::Timeout),
-        Ok(Err(_)) => return H2Sent::Unsent(Box::new(out)),
+        Ok(Err(_)) => return H2Sent::Unsent,
         Ok(Ok(())) => {}
     }
-    let req = match h2_request(&mut out, https, authority) {
+    let req = match h2_request(out, https, authority) {
         Ok(req) => req,
         Err(e) => return H2Sent::Failed(e),
     };
@@ -327,7 +330,7 @@ async fn send_h2(
                 let (parts, body) = unsent.into_parts();
                 out.headers = ForwardHeaders::from_header_map(parts.headers);
                 out.body = body;
-                H2Sent::Unsent(Box::new(out))
+                H2Sent::Unsent
             }
             None => H2Sent::Failed(SendError::Upstream(innermost(&e.into_error()))),
         },

@@ -67,8 +67,7 @@ pub enum H1Error {
 /// Why [`Connection::send`] failed.
 pub enum SendFailure {
     /// Nothing of the request was written: it may go on another connection.
-    /// (Boxed: the rare case should not make every result large.)
-    Unsent(Box<Outgoing>),
+    Unsent,
     Failed(H1Error),
 }
 
@@ -79,7 +78,7 @@ pub struct Connection {
     buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     out: Vec<u8>,
-    /// Bounds each request's exchange (see [`before`]); made on first use.
+    /// Bounds each request's exchange (see [`Before`]); made on first use.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -115,11 +114,11 @@ impl Connection {
     /// Writes `req` and reads the response head, by `deadline`. `host` is
     /// sent as `Host` when the request has none.
     pub async fn send(
-        mut self: Box<Self>,
-        mut req: Outgoing,
+        &mut self,
+        req: &mut Outgoing,
         host: &str,
         deadline: Instant,
-    ) -> Result<(ResponseHead, Box<Connection>), SendFailure> {
+    ) -> Result<ResponseHead, SendFailure> {
         let framing = if req.body.is_end_stream() {
             // A body-carrying method says "empty" explicitly.
             match req.method {
@@ -132,93 +131,36 @@ impl Connection {
                 None => RequestFraming::Chunked,
             }
         };
-        let mut out = std::mem::take(&mut self.out);
+        let Connection {
+            io,
+            buf,
+            out,
+            timer,
+        } = self;
         out.clear();
-        request::encode_request(
-            &mut out,
-            &req.method,
-            &req.target,
-            &req.headers,
-            host,
-            framing,
-        );
+        request::encode_request(out, &req.method, &req.target, &req.headers, host, framing);
         // A pooled connection the upstream closed just now fails here, with
         // nothing written: the request can go on another connection.
-        let written = match self.io.write(&out).await {
+        let written = match io.write(out).await {
             Ok(n) if n > 0 => n,
-            _ => return Err(SendFailure::Unsent(Box::new(req))),
+            _ => return Err(SendFailure::Unsent),
         };
-        let mut timer = self
-            .timer
-            .take()
-            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline)));
-        let exchange = async {
-            self.io.write_all(&out[written..]).await?;
-            self.write_body(&mut req.body, framing, &mut out).await?;
-            self.io.flush().await?;
-            self.read_head(&req.method).await
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let exchange = std::pin::pin!(async {
+            io.write_all(&out[written..]).await?;
+            write_body(io, &mut req.body, framing, out).await?;
+            io.flush().await?;
+            read_head(io, buf, &req.method).await
+        });
+        let bounded = Before {
+            deadline,
+            timer: timer.as_mut(),
+            work: exchange,
         };
-        let head = before(deadline, &mut timer, exchange)
+        bounded
             .await
             .unwrap_or(Err(H1Error::Timeout))
-            .map_err(SendFailure::Failed)?;
-        self.out = out;
-        self.timer = Some(timer);
-        Ok((head, self))
-    }
-
-    async fn write_body(
-        &mut self,
-        body: &mut ProxyBody,
-        framing: RequestFraming,
-        out: &mut Vec<u8>,
-    ) -> Result<(), H1Error> {
-        let mut sent: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(H1Error::RequestBody)?;
-            // Request trailers are not forwarded.
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            sent += data.len() as u64;
-            match framing {
-                RequestFraming::Chunked => {
-                    out.clear();
-                    chunked::encode_chunk(out, &data);
-                    self.io.write_all(out).await?;
-                }
-                RequestFraming::Length(n) if sent <= n => self.io.write_all(&data).await?,
-                _ => return Err(H1Error::RequestBodyLength),
-            }
-        }
-        match framing {
-            RequestFraming::Chunked => self.io.write_all(chunked::LAST_CHUNK).await?,
-            RequestFraming::Length(n) if sent != n => return Err(H1Error::RequestBodyLength),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Reads until a final (non-1xx) response head is complete.
-    async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, H1Error> {
-        loop {
-            match response::parse_response(&mut self.buf, method, MAX_HEAD_BYTES)? {
-                Some(head) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
-                    return Err(H1Error::SwitchingProtocols)
-                }
-                // 100 Continue, 103 Early Hints: the final answer follows.
-                Some(head) if head.status.is_informational() => continue,
-                Some(head) => return Ok(head),
-                None => {
-                    if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
-                        return Err(H1Error::ClosedBeforeHead);
-                    }
-                }
-            }
-        }
+            .map_err(SendFailure::Failed)
     }
 
     /// Reads more into the buffer; `Ok(0)` at the end of the connection.
@@ -227,27 +169,95 @@ impl Connection {
     }
 }
 
+/// Writes a request body in `framing`; `out` is scratch space for chunk
+/// heads.
+async fn write_body(
+    io: &mut Io,
+    body: &mut ProxyBody,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) -> Result<(), H1Error> {
+    let mut sent: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(H1Error::RequestBody)?;
+        // Request trailers are not forwarded.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match framing {
+            RequestFraming::Chunked => {
+                out.clear();
+                chunked::encode_chunk(out, &data);
+                io.write_all(out).await?;
+            }
+            RequestFraming::Length(n) if sent <= n => io.write_all(&data).await?,
+            _ => return Err(H1Error::RequestBodyLength),
+        }
+    }
+    match framing {
+        RequestFraming::Chunked => io.write_all(chunked::LAST_CHUNK).await?,
+        RequestFraming::Length(n) if sent != n => return Err(H1Error::RequestBodyLength),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads until a final (non-1xx) response head is complete.
+async fn read_head(
+    io: &mut Io,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<ResponseHead, H1Error> {
+    loop {
+        match response::parse_response(buf, method, MAX_HEAD_BYTES)? {
+            Some(head) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(H1Error::SwitchingProtocols)
+            }
+            // 100 Continue, 103 Early Hints: the final answer follows.
+            Some(head) if head.status.is_informational() => continue,
+            Some(head) => return Ok(head),
+            None => {
+                let filled =
+                    std::future::poll_fn(|cx| framed::poll_fill(io, buf, READ_SIZE, cx)).await?;
+                if filled == 0 {
+                    return Err(H1Error::ClosedBeforeHead);
+                }
+            }
+        }
+    }
+}
+
 /// Runs `work` until `deadline`; `None` if the deadline came first.
 ///
 /// `timer` is the connection's one timer: it may still be set for an
 /// earlier request's (earlier) deadline, and is moved on only when it
 /// fires before this one, instead of being armed anew for every request.
-async fn before<F: std::future::Future>(
+/// A future of its own rather than an `async fn`: it borrows `work` where
+/// it is, instead of holding (and copying) another copy of it.
+struct Before<'a, F> {
     deadline: Instant,
-    timer: &mut Pin<Box<Sleep>>,
-    work: F,
-) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return Some(out),
-            () = timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                timer.as_mut().reset(deadline);
+    timer: Pin<&'a mut Sleep>,
+    work: Pin<&'a mut F>,
+}
+
+impl<F: std::future::Future> std::future::Future for Before<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        loop {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            if Instant::now() >= this.deadline {
+                return Poll::Ready(None);
             }
+            this.timer.as_mut().reset(this.deadline);
         }
     }
 }

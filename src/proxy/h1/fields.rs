@@ -81,6 +81,29 @@ impl RawFields {
         self.get(name).is_some()
     }
 
+    /// Writes the fields `keep` says yes to as header lines. A run of kept
+    /// fields that came one after the other, each line ending in CRLF, is
+    /// copied in one piece, as it came (`name:value`, whitespace included).
+    pub fn write_lines(&self, buf: &mut Vec<u8>, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let bytes = &self.bytes[..];
+        // The pending run: from a name's start to a value's end.
+        let mut run: Option<(usize, usize)> = None;
+        for &[ns, ne, vs, ve] in &self.spans {
+            if !keep(&bytes[ns..ne], &bytes[vs..ve]) {
+                flush_run(buf, bytes, run.take());
+                continue;
+            }
+            run = match run {
+                Some((start, end)) if bytes.get(end..ns) == Some(b"\r\n") => Some((start, ve)),
+                pending => {
+                    flush_run(buf, bytes, pending);
+                    Some((ns, ve))
+                }
+            };
+        }
+        flush_run(buf, bytes, run);
+    }
+
     /// How many fields there are.
     pub fn len(&self) -> usize {
         self.spans.len()
@@ -93,6 +116,14 @@ impl RawFields {
     /// The fields as a header map with room for `extra` more entries.
     pub fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
         header_map(&self.bytes, &self.spans, extra)
+    }
+}
+
+/// Writes the lines `bytes[start..end]` and the CRLF that ends the last.
+fn flush_run(buf: &mut Vec<u8>, bytes: &[u8], run: Option<(usize, usize)>) {
+    if let Some((start, end)) = run {
+        buf.extend_from_slice(&bytes[start..end]);
+        buf.extend_from_slice(b"\r\n");
     }
 }
 
@@ -115,4 +146,30 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(fields: &RawFields, skip: &[&str]) -> String {
+        let mut buf = Vec::new();
+        fields.write_lines(&mut buf, |name, _| {
+            !skip.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+        });
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn writes_kept_lines_as_they_came_with_crlf_endings() {
+        let fields = RawFields::parse(b"A: 1\r\nB:2\r\nC: 3\nD:  4\r\n\r\n").unwrap();
+        assert_eq!(
+            written(&fields, &[]),
+            "A: 1\r\nB:2\r\nC: 3\r\nD:  4\r\n",
+            "a bare LF ending is written as CRLF"
+        );
+        assert_eq!(written(&fields, &["b"]), "A: 1\r\nC: 3\r\nD:  4\r\n");
+        assert_eq!(written(&fields, &["a", "d"]), "B:2\r\nC: 3\r\n");
+        assert_eq!(written(&fields, &["a", "b", "c", "d"]), "");
+    }
 }

@@ -40,16 +40,10 @@ pub fn encode_request(
         buf.extend_from_slice(host.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
-    headers.for_each(|name, value| {
-        if name.eq_ignore_ascii_case(b"content-length")
+    // Any framing field is replaced by those of the framing chosen here.
+    headers.write_lines(buf, |name| {
+        name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
-        {
-            return;
-        }
-        buf.extend_from_slice(name);
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value);
-        buf.extend_from_slice(b"\r\n");
     });
     match framing {
         RequestFraming::Empty => {}

@@ -16,7 +16,7 @@ use http::{Method, StatusCode, Version};
 use thiserror::Error;
 
 use super::fields::{self, parse_length, RawFields};
-use crate::proxy::headers::end_to_end;
+use crate::proxy::headers::end_to_end_names;
 
 /// At most this many header fields in a response head.
 pub const MAX_HEADERS: usize = 100;
@@ -205,31 +205,26 @@ pub fn encode_response(
     // Bodyless responses keep the upstream's Content-Length (a HEAD
     // answer's describes the GET's body).
     let keep_length = framing == ResponseFraming::Empty;
-    let mut line = |name: &[u8], value: &[u8]| {
-        buf.extend_from_slice(name);
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value);
-        buf.extend_from_slice(b"\r\n");
-    };
     let has_date = match fields {
         Fields::Map(headers) => {
             for (name, value) in headers {
                 let name = name.as_str().as_bytes();
                 if !is_framing(name, keep_length) {
-                    line(name, value.as_bytes());
+                    buf.extend_from_slice(name);
+                    buf.extend_from_slice(b": ");
+                    buf.extend_from_slice(value.as_bytes());
+                    buf.extend_from_slice(b"\r\n");
                 }
             }
             headers.contains_key(http::header::DATE)
         }
         Fields::Raw(head) => {
             let mut has_date = false;
-            for (name, value) in end_to_end(head) {
-                if is_framing(name, keep_length) {
-                    continue;
-                }
-                has_date |= name.eq_ignore_ascii_case(b"date");
-                line(name, value);
-            }
+            let end_to_end = end_to_end_names(head);
+            head.write_lines(buf, |name, _| {
+                has_date |= name.len() == 4 && name.eq_ignore_ascii_case(b"date");
+                end_to_end(name) && !is_framing(name, keep_length)
+            });
             has_date
         }
     };
