@@ -49,7 +49,7 @@ mod tests {
             b"Authorization: Basic Y2xpZW50OmNvcHk=\r\nAuthorization: Bearer other\r\n\r\n";
         let mut forward = ForwardHeaders::new(RawFields::parse(client).unwrap());
         basic.apply(&mut forward);
-        let headers = forward.into_header_map();
+        let headers = forward.to_header_map();
         let values: Vec<_> = headers.get_all(AUTHORIZATION).iter().collect();
         assert_eq!(
             values,

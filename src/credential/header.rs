@@ -99,7 +99,7 @@ mod tests {
         let client = b"authorization: Bearer client\r\nAuthorization: Bearer client2\r\n\r\n";
         let mut forward = ForwardHeaders::new(RawFields::parse(client).unwrap());
         injector.apply(&mut forward).await.unwrap();
-        let headers = forward.into_header_map();
+        let headers = forward.to_header_map();
         let values: Vec<_> = headers.get_all("authorization").iter().collect();
         assert_eq!(values, ["Bearer tok"]);
         assert!(values[0].is_sensitive());

@@ -264,10 +264,10 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
             .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?
             .to_bytes()
     };
-    // The copies are for the retry; the first attempt takes the originals,
-    // whose header map has room for the credential (a fresh clone is
-    // exactly full, and inserting into it reallocates).
-    let retry = (target.clone(), out.headers.clone());
+    // A retry applies the credential again, which replaces what the first
+    // attempt injected: only the target (whose origin form the first
+    // attempt hands to the connection) is kept for it.
+    let retry = target.clone();
     out.body = ProxyBody::full(bytes.clone());
     let (response, applied) = attempt(runtime, route, target, out).await?;
     if response.status == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
@@ -276,7 +276,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
             "upstream answered 401; retrying once with a fresh token"
         );
         drop(response);
-        (*target, out.headers) = retry;
+        *target = retry;
         out.body = ProxyBody::full(bytes);
         let (response, _) = attempt(runtime, route, target, out).await?;
         return clean_response(response, injected);

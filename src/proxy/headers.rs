@@ -123,7 +123,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The header fields of a request on its way upstream: the client's, as
 /// they came, minus hop-by-hop fields and those sidekey removes or
 /// replaces, then sidekey's own. No header map is built for the usual
-/// HTTP/1.1 request; [`ForwardHeaders::into_header_map`] makes one when
+/// HTTP/1.1 request; [`ForwardHeaders::to_header_map`] makes one when
 /// one is needed (HTTP/2).
 ///
 /// What sidekey removes and adds is kept inline for the usual few fields
@@ -144,22 +144,6 @@ impl ForwardHeaders {
             removed: SmallVec::new(),
             added: SmallVec::new(),
         }
-    }
-
-    /// Headers that are all sidekey's own, from a map.
-    pub fn from_header_map(map: HeaderMap) -> ForwardHeaders {
-        let mut headers = ForwardHeaders::default();
-        let mut last = None;
-        for (name, value) in map {
-            // A map yields a name once, before the first of its values.
-            if let Some(name) = name {
-                last = Some(name);
-            }
-            if let Some(name) = &last {
-                headers.added.push((name.clone(), value));
-            }
-        }
-        headers
     }
 
     /// Sets `name` to `value`, replacing every value the client sent or
@@ -226,7 +210,7 @@ impl ForwardHeaders {
 
     /// The fields to send as a header map (sidekey's own values as they
     /// are, sensitive ones still marked so).
-    pub fn into_header_map(self) -> HeaderMap {
+    pub fn to_header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.client.len() + self.added.len());
         for (name, value) in self.client_fields() {
             if let (Ok(name), Ok(value)) =
@@ -235,8 +219,8 @@ impl ForwardHeaders {
                 map.append(name, value);
             }
         }
-        for (name, value) in self.added {
-            map.append(name, value);
+        for (name, value) in &self.added {
+            map.append(name.clone(), value.clone());
         }
         map
     }

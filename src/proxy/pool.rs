@@ -327,9 +327,8 @@ async fn send_h2(
         }
         Ok(Err(mut e)) => match e.take_message() {
             Some(unsent) => {
-                let (parts, body) = unsent.into_parts();
-                out.headers = ForwardHeaders::from_header_map(parts.headers);
-                out.body = body;
+                // The headers were copied, the body is given back.
+                out.body = unsent.into_body();
                 H2Sent::Unsent
             }
             None => H2Sent::Failed(SendError::Upstream(innermost(&e.into_error()))),
@@ -346,7 +345,8 @@ pub struct Outgoing {
     pub body: ProxyBody,
 }
 
-/// The HTTP/2 request for `out`, whose headers and body it takes: the
+/// The HTTP/2 request for `out`, whose body it takes (the headers stay,
+/// for a retry with a fresh token): the
 /// scheme and authority go into the URI (`:scheme`, `:authority`) instead
 /// of `Host`.
 fn h2_request(
@@ -358,7 +358,7 @@ fn h2_request(
     let uri: Uri = format!("{scheme}://{authority}{}", out.target)
         .parse()
         .map_err(|_| SendError::BadTarget)?;
-    let mut headers = std::mem::take(&mut out.headers).into_header_map();
+    let mut headers = out.headers.to_header_map();
     headers.remove(HOST);
     let mut req = Request::new(std::mem::replace(&mut out.body, ProxyBody::empty()));
     *req.method_mut() = out.method.clone();
