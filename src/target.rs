@@ -116,6 +116,11 @@ impl Target {
             .extend(utf8_percent_encode(value, QUERY_VALUE));
     }
 
+    /// Makes room for `additional` more bytes of query.
+    pub fn reserve(&mut self, additional: usize) {
+        self.origin_form.reserve(additional);
+    }
+
     /// Appends a parameter that is already encoded, given in `parts` (e.g.
     /// `name=` and the value), after the client's own parameters.
     pub fn append_encoded(&mut self, parts: &[&str]) {
@@ -152,6 +157,10 @@ impl Target {
 /// True when the decoded name of the `key[=value]` pair is one of `names`.
 fn pair_named<S: AsRef<str>>(pair: &str, names: &[S]) -> bool {
     let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+    if !key.bytes().any(|b| b == b'+' || b == b'%') {
+        // Nothing to decode (the usual case).
+        return names.iter().any(|n| n.as_ref() == key);
+    }
     let key = if key.contains('+') {
         Cow::Owned(key.replace('+', " "))
     } else {

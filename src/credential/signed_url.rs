@@ -129,6 +129,14 @@ impl SignedUrl {
     /// in its parts, without building it.
     pub fn apply(&self, target: &mut Target, timestamp: u64) {
         target.remove_params(&self.params);
+        // '&', the key and timestamp, '&', the signature: one allocation.
+        target.reserve(
+            self.key_and_timestamp.expose_secret().len()
+                + 20
+                + self.signature_prefix.len()
+                + 2
+                + MAX_HEX,
+        );
         let mut digits = itoa::Buffer::new();
         target.append_encoded(&[
             self.key_and_timestamp.expose_secret(),
