@@ -4,8 +4,8 @@
 //! Each request takes a token out of the pool (or, when the pool is empty,
 //! mints one itself); a token leaves the pool under its lock, so no two
 //! requests can ever get the same one. With `pool_size > 0` the pool is
-//! filled ahead in the background (at warm-up and after every request), so
-//! minting is off the request path. Pooled tokens older than
+//! filled ahead in the background (at warm-up, then a quarter of the pool
+//! at a time), so minting is off the request path. Pooled tokens older than
 //! `pool_max_age` (or past their own lifetime) are discarded when a request
 //! looks for one; an idle route does not mint.
 //!
@@ -202,32 +202,46 @@ impl Inner {
     }
 
     /// Starts background mints until the pool (with mints in flight) is
-    /// full, unless backing off.
+    /// full, unless backing off. A pool refills in batches (a quarter of
+    /// it at a time, see [`refill_batch`]): one wake-up of the background
+    /// runtime starts several mints, instead of one per request.
     fn top_up(self: &Arc<Self>, st: &mut State, now: Instant) {
         if st.backoff_until.is_some_and(|u| now < u) {
             return;
         }
-        while st.pool.len() + st.minting < self.pool_size {
-            st.minting += 1;
-            let inner = self.clone();
-            self.background.spawn(async move {
-                let result = inner.fetcher.fetch().await;
-                let now = Instant::now();
-                let mut st = inner.lock();
-                st.minting -= 1;
-                match result {
-                    Ok(fetched) => {
-                        let pooled = inner.accept(&mut st, fetched, now);
-                        st.pool.push_back(pooled);
-                    }
-                    Err(err) => {
-                        let until = inner.failed(&mut st, err, now);
-                        if st.minting == 0 {
-                            inner.retry_at(until);
-                        }
-                    }
+        let have = st.pool.len() + st.minting;
+        let missing = self.pool_size.saturating_sub(have);
+        if missing == 0 || (missing < refill_batch(self.pool_size) && !st.pool.is_empty()) {
+            return;
+        }
+        st.minting += missing;
+        let inner = self.clone();
+        self.background.spawn(async move {
+            for _ in 1..missing {
+                tokio::spawn(inner.clone().mint_into_pool());
+            }
+            inner.mint_into_pool().await;
+        });
+    }
+
+    /// Mints one token in the background and pools it (a mint counted in
+    /// `minting` by the caller).
+    async fn mint_into_pool(self: Arc<Self>) {
+        let result = self.fetcher.fetch().await;
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.minting -= 1;
+        match result {
+            Ok(fetched) => {
+                let pooled = self.accept(&mut st, fetched, now);
+                st.pool.push_back(pooled);
+            }
+            Err(err) => {
+                let until = self.failed(&mut st, err, now);
+                if st.minting == 0 {
+                    self.retry_at(until);
                 }
-            });
+            }
         }
     }
 
@@ -243,6 +257,12 @@ impl Inner {
             }
         });
     }
+}
+
+/// How many tokens a pool of `pool_size` must be missing before it
+/// refills: a quarter of it (at least one).
+fn refill_batch(pool_size: usize) -> usize {
+    (pool_size / 4).max(1)
 }
 
 #[cfg(test)]
@@ -302,6 +322,25 @@ mod tests {
         for p in source.inner.lock().pool.iter() {
             assert!(!seen.contains(&value(&p.token)));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_refills_a_quarter_at_a_time() {
+        let fetcher = FakeFetcher::new();
+        let source = source(&fetcher, 8, S(60));
+        source.warm_up();
+        settle().await;
+        assert_eq!(fetcher.calls(), 8);
+        // One missing of 8: below the batch of 2, no mint yet.
+        source.token().await.unwrap();
+        settle().await;
+        assert_eq!(fetcher.calls(), 8);
+        assert_eq!(source.inner.lock().pool.len(), 7);
+        // Two missing: both minted, the pool full again.
+        source.token().await.unwrap();
+        settle().await;
+        assert_eq!(fetcher.calls(), 10);
+        assert_eq!(source.inner.lock().pool.len(), 8);
     }
 
     #[tokio::test(start_paused = true)]
