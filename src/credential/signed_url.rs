@@ -129,7 +129,8 @@ impl SignedUrl {
     /// in its parts, without building it.
     pub fn apply(&self, target: &mut Target, timestamp: u64) {
         target.remove_params(&self.params);
-        // '&', the key and timestamp, '&', the signature: one allocation.
+        // Room for '&', the key and timestamp (at most 20 digits), '&' and
+        // the signature: at most one allocation.
         target.reserve(
             self.key_and_timestamp.expose_secret().len()
                 + 20
