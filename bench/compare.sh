@@ -339,6 +339,9 @@ host_of() {
 url_of() {
     local s=$1 t=$2
     case $t in
+    # sidekey's Basic route, run in the same reps as the route it is
+    # compared with.
+    basic) url_of plain sidekey ;;
     direct)
         case $s in
         tls) echo "https://127.0.0.1:$UP_TLS$(path_of "$s")" ;;
@@ -357,6 +360,10 @@ url_of() {
 # Headers (one per line) a client sends to TARGET.
 headers_of() {
     local s=$1 t=$2
+    if [[ $t == basic ]]; then
+        headers_of plain sidekey
+        return 0
+    fi
     echo "Host: $(host_of "$s")"
     if [[ $t == direct ]]; then
         case $s in
@@ -370,8 +377,9 @@ headers_of() {
 targets_of() {
     case $1 in
     # nginx has no HMAC URL signing, token fetching or minting without
-    # extra modules.
-    signed | cached | onetime | onetime_pool) echo "direct sidekey" ;;
+    # extra modules. `basic` is sidekey's Basic route in the same reps, the
+    # baseline of the route-vs-Basic ratios.
+    signed | cached | onetime | onetime_pool) echo "direct sidekey basic" ;;
     *) echo "direct nginx sidekey" ;;
     esac
 }
@@ -430,7 +438,7 @@ RESULTS="$WORK/results.tsv"
 pid_of() {
     case $1 in
     nginx) echo "$NGINX_PID" ;;
-    sidekey) echo "$SIDEKEY_PID" ;;
+    sidekey | basic) echo "$SIDEKEY_PID" ;;
     *) echo "" ;;
     esac
 }
@@ -508,13 +516,14 @@ median() {
             else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
-# rep_ratio SCENARIO LOAD: the median over reps of sidekey's req/s divided by
-# nginx's req/s in the same rep (the two ran back to back, so a rep's ratio
-# is less exposed to the machine's drift than a ratio of medians).
+# rep_ratio SCENARIO LOAD [OTHER [COLUMN]]: the median over reps of sidekey's
+# value in COLUMN (5: req/s) divided by OTHER's (nginx) in the same rep (the
+# two ran back to back, so a rep's ratio is less exposed to the machine's
+# drift than a ratio of medians).
 rep_ratio() {
-    awk -F'\t' -v s="$1" -v l="$2" '
-        $1 == s && $2 == l && $3 == "sidekey" { sk[$4] = $5 }
-        $1 == s && $2 == l && $3 == "nginx" { ng[$4] = $5 }
+    awk -F'\t' -v s="$1" -v l="$2" -v o="${3:-nginx}" -v c="${4:-5}" '
+        $1 == s && $2 == l && $3 == "sidekey" { sk[$4] = $c }
+        $1 == s && $2 == l && $3 == o { ng[$4] = $c }
         END { for (r in sk) if ((r in ng) && ng[r] > 0) printf "%.4f\n", sk[r] / ng[r] }' "$RESULTS" |
         sort -g | awk '{ a[NR] = $1 } END {
             if (NR == 0) print "-";
@@ -566,7 +575,7 @@ measure_ir() {
     local s t n m
     for s in $SCENARIOS; do
         for t in $(targets_of "$s"); do
-            [[ $t == direct || ${AUTH_OK[$s.$t]} != 1 ]] && continue
+            [[ $t == direct || $t == basic || ${AUTH_OK[$s.$t]} != 1 ]] && continue
             # One-time scenarios: a mint is another process's work, and the
             # pool's refills are not per-request work of this process.
             # (The cached-token route is counted: a cache hit is per-request.)
@@ -697,7 +706,7 @@ print_tables() {
                 ir=$(us "${IR[$s.$t]:-}")
                 cpu=$(us "$(median "$s" "$load" "$t" 11)")
                 peak="-"
-                [[ $t != direct ]] && peak=$(mib "${PEAK_RSS[$t]}")
+                [[ $t == nginx || $t == sidekey ]] && peak=$(mib "${PEAK_RSS[$t]}")
                 echo "| $s | $load | $t | $(us "$rps")$flag | $(us "$p50") | $(us "$p90") | $(us "$p99") | $added | $added90 | $ratio | $ir | $cpu | $peak |"
             done
         done
@@ -723,25 +732,23 @@ print_tables() {
     route_vs_basic
 }
 
-# sidekey's routes against its own Basic route (plain) under the same load.
+# sidekey's routes against its own Basic route, run in the same reps
+# (target `basic`): medians of the per-rep ratios.
 route_vs_basic() {
     local s load rps p50 brps bp50 m
-    [[ " $SCENARIOS " == *" plain "* ]] || return 0
-    [[ ${AUTH_OK[plain.sidekey]:-0} == 1 ]] || return 0
     echo
-    echo "| sidekey route vs its Basic route (plain) | load | req/s | Basic req/s | req/s ratio | p50 µs | Basic p50 µs | p50 ratio |"
+    echo "| sidekey route vs its Basic route (same reps) | load | req/s | Basic req/s | req/s ratio (median per rep) | p50 µs | Basic p50 µs | p50 ratio (median per rep) |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     for s in $SCENARIOS; do
         case $s in signed | cached | onetime | onetime_pool) ;; *) continue ;; esac
-        [[ ${AUTH_OK[$s.sidekey]:-0} == 1 ]] || continue
+        [[ ${AUTH_OK[$s.sidekey]:-0} == 1 && ${AUTH_OK[$s.basic]:-0} == 1 ]] || continue
         for load in $LOADS; do
             rps=$(median "$s" "$load" sidekey 5)
             p50=$(median "$s" "$load" sidekey 6)
-            brps=$(median plain "$load" sidekey 5)
-            bp50=$(median plain "$load" sidekey 6)
+            brps=$(median "$s" "$load" basic 5)
+            bp50=$(median "$s" "$load" basic 6)
             [[ -n $rps && -n $brps ]] || continue
-            echo "| $s | $load | $rps | $brps | $(awk -v a="$rps" -v b="$brps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |" \
-                "$p50 | $bp50 | $(awk -v a="$p50" -v b="$bp50" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
+            echo "| $s | $load | $rps | $brps | $(rep_ratio "$s" "$load" basic 5) | $p50 | $bp50 | $(rep_ratio "$s" "$load" basic 6) |"
         done
     done
     for s in onetime onetime_pool; do
