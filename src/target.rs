@@ -99,6 +99,13 @@ impl Target {
         std::mem::take(&mut self.origin_form)
     }
 
+    /// Puts back an origin form taken with [`Target::take_origin_form`]
+    /// (for a retry: applying a credential again replaces what it added).
+    pub fn restore_origin_form(&mut self, origin_form: String) {
+        self.path_len = origin_form.find('?').unwrap_or(origin_form.len());
+        self.origin_form = origin_form;
+    }
+
     pub fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
@@ -307,5 +314,16 @@ mod tests {
             "no '?' once the query is empty"
         );
         assert_eq!(t.take_origin_form(), "/base/v1/x");
+
+        let mut t = target("a=1&access_token=old");
+        let taken = t.take_origin_form();
+        t.restore_origin_form(taken);
+        assert_eq!(
+            (t.path(), t.query()),
+            ("/base/v1/x", "a=1&access_token=old")
+        );
+        t.remove_params(&["access_token"]);
+        t.append_param("access_token", "new");
+        assert_eq!(t.origin_form(), "/base/v1/x?a=1&access_token=new");
     }
 }

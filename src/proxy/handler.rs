@@ -265,9 +265,8 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
             .to_bytes()
     };
     // A retry applies the credential again, which replaces what the first
-    // attempt injected: only the target (whose origin form the first
-    // attempt hands to the connection) is kept for it.
-    let retry = target.clone();
+    // attempt injected: the same headers, and the target whose origin form
+    // the first attempt handed to the connection.
     out.body = ProxyBody::full(bytes.clone());
     let (response, applied) = attempt(runtime, route, target, out).await?;
     if response.status == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
@@ -276,7 +275,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
             "upstream answered 401; retrying once with a fresh token"
         );
         drop(response);
-        *target = retry;
+        target.restore_origin_form(std::mem::take(&mut out.target));
         out.body = ProxyBody::full(bytes);
         let (response, _) = attempt(runtime, route, target, out).await?;
         return clean_response(response, injected);
