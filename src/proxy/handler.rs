@@ -1,9 +1,12 @@
 //! One proxied request: find the route, rewrite the request for the
 //! upstream, inject the credential, forward, and clean the response.
 //!
-//! [`handle`] is the outer function: it times the request, maps any
-//! [`ProxyError`] to its response, counts it and writes the one access log
-//! line. [`forward`] is the inner function that uses `?`.
+//! [`handle`] is the outer function: it times the request and, through
+//! `finish`, maps any [`ProxyError`] to its response, counts it and
+//! writes the one access log line. The inner functions use `?`:
+//! `prepare` checks and routes the request and builds the upstream
+//! request without awaiting, `forward` and `attempt` apply the
+//! credential and send it (retrying once after a 401 for token routes).
 
 use std::future::Future;
 use std::net::SocketAddr;
