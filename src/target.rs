@@ -113,8 +113,8 @@ impl Target {
     /// Appends `name=value` (the value percent-encoded) after the client's
     /// own parameters.
     pub fn append_param(&mut self, name: &str, value: &str) {
-        self.origin_form
-            .push(if self.query().is_empty() { '?' } else { '&' });
+        // Room for the pair as it usually is (unreserved characters).
+        self.start_param(name.len() + 1 + value.len());
         // Encoded straight into the query: no temporary strings.
         self.origin_form
             .extend(utf8_percent_encode(name, QUERY_VALUE));
@@ -123,7 +123,8 @@ impl Target {
             .extend(utf8_percent_encode(value, QUERY_VALUE));
     }
 
-    /// Makes room for `additional` more bytes of query.
+    /// Makes room for `additional` more bytes of query, e.g. for several
+    /// parameters appended one after the other.
     pub fn reserve(&mut self, additional: usize) {
         self.origin_form.reserve(additional);
     }
@@ -131,11 +132,18 @@ impl Target {
     /// Appends a parameter that is already encoded, given in `parts` (e.g.
     /// `name=` and the value), after the client's own parameters.
     pub fn append_encoded(&mut self, parts: &[&str]) {
-        self.origin_form
-            .push(if self.query().is_empty() { '?' } else { '&' });
+        self.start_param(parts.iter().map(|p| p.len()).sum());
         for part in parts {
             self.origin_form.push_str(part);
         }
+    }
+
+    /// Writes the separator before a new parameter ('?' for the first),
+    /// with room for `len` more bytes after it.
+    fn start_param(&mut self, len: usize) {
+        self.origin_form.reserve(1 + len);
+        self.origin_form
+            .push(if self.query().is_empty() { '?' } else { '&' });
     }
 
     /// Removes every parameter whose (decoded) name is in `names`, keeping

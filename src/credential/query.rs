@@ -28,10 +28,7 @@ impl QueryInjector {
     pub async fn apply(&self, target: &mut Target) -> Result<Applied, CredentialError> {
         let token = self.source.token().await?;
         target.remove_params(std::slice::from_ref(&self.param));
-        let value = token.value.expose_secret();
-        // Room for `&param=value` as it usually is (unreserved characters).
-        target.reserve(self.param.len() + 2 + value.len());
-        target.append_param(&self.param, value);
+        target.append_param(&self.param, token.value.expose_secret());
         let token = match &self.source {
             TokenSource::Static(_) => None,
             TokenSource::Provider(_) => Some(token),

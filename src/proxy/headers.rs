@@ -40,16 +40,11 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
     candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// The end-to-end fields of a head as it came: without the hop-by-hop
-/// fields and those its `Connection` header names. Runs for every request
-/// and response, so the usual case (no `Connection` field, or one that
-/// only says `keep-alive` or `close`) costs one pass of length compares.
-pub fn end_to_end(fields: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let end_to_end = end_to_end_names(fields);
-    fields.iter().filter(move |(name, _)| end_to_end(name))
-}
-
-/// [`end_to_end`] as a test of a field name of `fields`.
+/// Which fields of a head as it came are end-to-end: a test of a field
+/// name of `fields`, false for the hop-by-hop fields and those its
+/// `Connection` header names. Runs for every request and response, so the
+/// usual case (no `Connection` field, or one that only says `keep-alive`
+/// or `close`) costs one pass of length compares.
 pub fn end_to_end_names(fields: &RawFields) -> impl Fn(&[u8]) -> bool + '_ {
     let listed = names_listed(fields).then_some(fields);
     move |name| !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
@@ -185,18 +180,18 @@ impl ForwardHeaders {
             .any(|r| name.eq_ignore_ascii_case(r.as_str().as_bytes()))
     }
 
-    /// The client's fields that are forwarded.
-    fn client_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        end_to_end(&self.client).filter(|(name, _)| !self.is_removed(name))
+    /// Which of the client's fields are forwarded: a test of a field name.
+    fn forwards(&self) -> impl Fn(&[u8]) -> bool + '_ {
+        let end_to_end = end_to_end_names(&self.client);
+        move |name| end_to_end(name) && !self.is_removed(name)
     }
 
     /// Writes the fields to send as header lines, leaving out those that
     /// `skip` names (e.g. framing fields the writer sets itself).
     pub fn write_lines(&self, buf: &mut Vec<u8>, skip: impl Fn(&[u8]) -> bool) {
-        let end_to_end = end_to_end_names(&self.client);
-        self.client.write_lines(buf, |name, _| {
-            end_to_end(name) && !self.is_removed(name) && !skip(name)
-        });
+        let forwards = self.forwards();
+        self.client
+            .write_lines(buf, |name, _| forwards(name) && !skip(name));
         for (name, value) in &self.added {
             if skip(name.as_str().as_bytes()) {
                 continue;
@@ -212,7 +207,8 @@ impl ForwardHeaders {
     /// are, sensitive ones still marked so).
     pub fn to_header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.client.len() + self.added.len());
-        for (name, value) in self.client_fields() {
+        let forwards = self.forwards();
+        for (name, value) in self.client.iter().filter(|(name, _)| forwards(name)) {
             if let (Ok(name), Ok(value)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
             {

@@ -345,10 +345,9 @@ pub struct Outgoing {
     pub body: ProxyBody,
 }
 
-/// The HTTP/2 request for `out`, whose body it takes (the headers stay,
-/// for a retry with a fresh token): the
-/// scheme and authority go into the URI (`:scheme`, `:authority`) instead
-/// of `Host`.
+/// The HTTP/2 request for `out`: the scheme and authority go into the URI
+/// (`:scheme`, `:authority`) instead of `Host`. It takes the body and
+/// copies the headers, which stay for a retry with a fresh token.
 fn h2_request(
     out: &mut Outgoing,
     https: bool,
