@@ -36,7 +36,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, OAuth2CodeConfig, TokenConfig};
-use crate::proxy::upstream::{self, UpstreamClient, UpstreamError};
+use crate::proxy::pool::Upstreams;
+use crate::proxy::upstream::{self, UpstreamError};
 use crate::redact::url_without_query;
 use crate::token::endpoint::{self, FetchError};
 use crate::token::store::{self, StoreError};
@@ -158,7 +159,10 @@ pub async fn run(
         _ => return Err(AuthorizeError::NotOAuth2Code(route.to_string())),
     };
     let tls = upstream::tls_config(&config.proxy)?;
-    let client = upstream::client(upstream::connector(tls, &config.proxy), &config.proxy);
+    let upstreams = Upstreams::new(
+        upstream::Connector::new(tls, &config.proxy),
+        config.proxy.pool_idle_timeout,
+    );
     let addr = listen_addr(&code_config.redirect_uri)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -175,7 +179,7 @@ pub async fn run(
         route: route.to_string(),
         config: code_config,
         state,
-        client,
+        upstreams,
         claimed: AtomicBool::new(false),
     });
     let (done_tx, mut done_rx) = mpsc::channel(1);
@@ -195,7 +199,7 @@ struct Flow {
     route: String,
     config: OAuth2CodeConfig,
     state: String,
-    client: UpstreamClient,
+    upstreams: Upstreams,
     /// Set by the first callback; any later one is turned away.
     claimed: AtomicBool,
 }
@@ -300,7 +304,7 @@ async fn callback(flow: &Flow, query: &str) -> Outcome {
         _ => return Err(AuthorizeError::MissingCode),
     };
     let request = oauth2::code_exchange(&flow.config, &code)?;
-    let (status, body) = endpoint::send(&flow.client, &request, EXCHANGE_TIMEOUT)
+    let (status, body) = endpoint::send(&flow.upstreams, &request, EXCHANGE_TIMEOUT)
         .await
         .map_err(AuthorizeError::Exchange)?;
     let fetched = endpoint::parse_response(

@@ -130,6 +130,19 @@ pub(crate) fn innermost_cause<'a>(
     cause
 }
 
+/// What went wrong, in a few words: the innermost cause of `e`, with the
+/// usual socket errors named plainly ("connection refused") rather than
+/// as the OS words them.
+pub(crate) fn describe_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let cause = innermost_cause(e);
+    match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+        Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_string(),
+        Some(std::io::ErrorKind::TimedOut) => "connect timed out".to_string(),
+        _ => cause.to_string(),
+    }
+}
+
 fn response_status_closes(status: StatusCode) -> bool {
     status == StatusCode::BAD_REQUEST || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
 }

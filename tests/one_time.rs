@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use sidekey::{Config, RunningProxy};
+use support::harness::{proxy_toml, start_sidekey};
 use support::invoca::{self, INVOCA_HOST};
 use support::*;
 
@@ -47,8 +48,13 @@ impl Setup {
 
     /// Starts sidekey; `pool` adds `pool_size` (and a max age) to the route.
     async fn start(&self, pool: usize) -> RunningProxy {
+        self.start_with(pool, "").await
+    }
+
+    /// [`Setup::start`] with more `[proxy]` lines.
+    async fn start_with(&self, pool: usize, proxy_lines: &str) -> RunningProxy {
         let mut toml = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nca_file = {}\n[proxy.connect_to]\n{}\n{SEED_ROUTE}",
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nca_file = {}\n{proxy_lines}[proxy.connect_to]\n{}\n{SEED_ROUTE}",
             toml_str(&self.env.ca_file().display().to_string()),
             self.api.connect_to_toml(),
         );
@@ -132,6 +138,105 @@ async fn every_request_gets_a_fresh_token_even_under_concurrency() {
     assert_eq!(last.query_values("x"), ["1"]);
     assert_eq!(last.query_values("access_token").len(), 1);
     assert_ne!(last.query_values("access_token")[0], "from-the-app");
+}
+
+/// Mints travel like proxied requests: over the worker's kept-alive
+/// connection (HTTP/2 here, as the stand-in offers it), not a new
+/// connection per mint.
+#[tokio::test]
+async fn mints_reuse_a_kept_alive_connection() {
+    let s = Setup::new();
+    // One worker: every request, and so every mint, on one thread's pool.
+    let proxy = s.start_with(0, "workers = 1\n").await;
+    for i in 0..5 {
+        let resp = get(proxy.proxy_addr(), &url(&format!("/calls/{i}"))).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    }
+    let mints: Vec<_> = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == invoca::mint_path())
+        .collect();
+    assert_eq!(mints.len(), 5);
+    assert!(
+        mints.iter().all(|r| r.version == http::Version::HTTP_2),
+        "{:?}",
+        mints.iter().map(|r| r.version).collect::<Vec<_>>()
+    );
+    let connections: HashSet<usize> = mints.iter().map(|r| r.connection_id).collect();
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    assert_eq!(s.api.accepted(), 5);
+}
+
+/// The same over a plain HTTP/1.1 endpoint (e.g. a mint service beside
+/// the app): the POST carries its form body with a Content-Length, and one
+/// kept-alive connection carries every mint.
+#[tokio::test]
+async fn an_http1_mint_endpoint_is_kept_alive() {
+    let env = TestEnv::new();
+    let minted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mint = {
+        let minted = minted.clone();
+        StandIn::spawn_fn(None, move |_| {
+            let n = minted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            json_reply(
+                StatusCode::OK,
+                &serde_json::json!({ "token": format!("t{n}") }),
+            )
+        })
+    };
+    let api = StandIn::ok(None);
+    let config = proxy_toml(&env, "workers = 1", &[])
+        + &format!(
+            r#"
+[[route]]
+name = "local"
+host = "api.example.test"
+upstream = "http://{api}"
+[route.auth]
+kind = "query"
+param = "access_token"
+[route.auth.token]
+source = "endpoint"
+method = "POST"
+url = "http://{mint}/mint"
+form = {{ scope = "calls read" }}
+token_pointer = "/token"
+one_time = true
+"#,
+            api = api.addr(),
+            mint = mint.addr(),
+        );
+    let proxy = start_sidekey(&env, &config).await;
+    for i in 0..3 {
+        let resp = get(
+            proxy.proxy_addr(),
+            &format!("http://api.example.test/v1/{i}"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    }
+    let mints = mint.requests();
+    assert_eq!(mints.len(), 3);
+    for m in &mints {
+        assert_eq!(m.version, http::Version::HTTP_11);
+        assert_eq!(m.method, http::Method::POST);
+        assert_eq!(m.body_text(), "scope=calls%20read");
+        assert_eq!(m.header("content-length"), Some("18"));
+        assert_eq!(
+            m.header("content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+    }
+    let connections: HashSet<usize> = mints.iter().map(|r| r.connection_id).collect();
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    let tokens: Vec<String> = api
+        .requests()
+        .iter()
+        .flat_map(|r| r.query_values("access_token"))
+        .collect();
+    assert_eq!(tokens, ["t0", "t1", "t2"]);
 }
 
 #[tokio::test]

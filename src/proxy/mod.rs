@@ -47,24 +47,28 @@ pub enum RuntimeError {
 pub struct Runtime {
     pub settings: ProxySettings,
     pub table: RouteTable,
-    /// Where forwarded requests go (per-thread connection pools).
-    pub upstreams: pool::Upstreams,
+    /// Where forwarded requests and token requests go (per-thread
+    /// connection pools).
+    pub upstreams: Arc<pool::Upstreams>,
 }
 
 impl Runtime {
-    /// Builds credentials, token sources and the upstream clients.
+    /// Builds credentials, token sources and the upstream connector.
     pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, RuntimeError> {
         let tls = upstream::tls_config(&config.proxy)?;
-        let client = upstream::client(
-            upstream::connector(tls.clone(), &config.proxy),
-            &config.proxy,
-        );
+        // One for proxied requests and token fetches: they share the
+        // per-thread pools (a pool serves one config's `Upstreams` at a
+        // time).
+        let upstreams = Arc::new(pool::Upstreams::new(
+            upstream::Connector::new(tls, &config.proxy),
+            config.proxy.pool_idle_timeout,
+        ));
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
         for route in &config.routes {
             let ctx = TokenContext {
                 route: route.name.clone(),
-                client: client.clone(),
+                upstreams: upstreams.clone(),
                 metrics: metrics.clone(),
             };
             match Credential::build(&route.auth, &ctx) {
@@ -80,10 +84,7 @@ impl Runtime {
         Ok(Runtime {
             settings: config.proxy.clone(),
             table: RouteTable::new(routes),
-            upstreams: pool::Upstreams::new(
-                upstream::Connector::new(tls, &config.proxy),
-                config.proxy.pool_idle_timeout,
-            ),
+            upstreams,
         })
     }
 

@@ -62,6 +62,20 @@ pub struct RunningProxy {
     workers: Arc<Workers>,
 }
 
+/// Drops the idle upstream connections of the control runtime's thread
+/// (token fetches run there) the way the workers drop theirs, until
+/// shutdown.
+async fn sweep_loop(mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(super::workers::SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => super::pool::sweep(),
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -129,6 +143,7 @@ impl RunningProxy {
                 workers.clone(),
             )));
         }
+        tasks.push(tokio::spawn(sweep_loop(shutdown.subscribe())));
         if let Some(listener) = admin {
             tasks.push(tokio::spawn(crate::admin::accept_loop(
                 listener,

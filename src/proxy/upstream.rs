@@ -2,10 +2,9 @@
 //! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, and `proxy.connect_to`
 //! overrides of where a `host:port` is dialled.
 //!
-//! [`Connector`] dials for the request path (per-thread pools,
-//! [`super::pool`]); [`client`] is the shared pooled client of token
-//! fetches, which run off the request path on any thread. Both verify with
-//! the same [`tls_config`].
+//! [`Connector`] dials for [`super::pool::Upstreams`], which proxied
+//! requests and token fetches share (per-thread pools), and verifies with
+//! [`tls_config`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,10 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Uri;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,25 +22,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tower::Service;
 
-use super::ProxyBody;
 use crate::config::ProxySettings;
 
 #[derive(Debug, Error)]
 pub enum UpstreamError {
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
-}
-
-/// The client token fetches go through.
-pub type UpstreamClient = Client<HttpsConnector<Dialer>, ProxyBody>;
-
-/// Builds the token fetches' client from the `[proxy]` settings.
-pub fn client(connector: HttpsConnector<Dialer>, settings: &ProxySettings) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(settings.pool_idle_timeout)
-        .build(connector)
 }
 
 /// The TLS client settings from the `[proxy]` settings: the built-in
@@ -72,16 +55,6 @@ fn dialer(settings: &ProxySettings) -> Dialer {
         http,
         connect_to: Arc::new(settings.connect_to.clone()),
     }
-}
-
-/// The token fetches' connector (hyper-util's client).
-pub fn connector(tls: rustls::ClientConfig, settings: &ProxySettings) -> HttpsConnector<Dialer> {
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(dialer(settings))
 }
 
 /// Why an upstream connection could not be opened.
@@ -122,11 +95,11 @@ impl Connector {
         let mut dialer = self.dialer.clone();
         std::future::poll_fn(|cx| dialer.poll_ready(cx))
             .await
-            .map_err(|e| ConnectError::Dial(crate::error::innermost_cause(&e).to_string()))?;
+            .map_err(|e| ConnectError::Dial(crate::error::describe_cause(&e)))?;
         let tcp = dialer
             .call(uri.clone())
             .await
-            .map_err(|e| ConnectError::Dial(crate::error::innermost_cause(&e).to_string()))?
+            .map_err(|e| ConnectError::Dial(crate::error::describe_cause(&e)))?
             .into_inner();
         if !https {
             return Ok(Io::Plain(tcp));

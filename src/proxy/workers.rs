@@ -19,7 +19,7 @@ use super::pool;
 
 /// How often a worker drops its pooled connections that have been idle
 /// past `proxy.pool_idle_timeout` (or were closed by the upstream).
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The running worker threads of one proxy. Dropping it stops them; the
 /// tasks still on them (connections past the drain timeout, pooled

@@ -4,9 +4,10 @@
 //! ([`super::cache`]) and the one-time pool ([`super::one_time`]) only call
 //! `fetch()`, so they are unit-tested with a fake fetcher and paused time.
 //! [`HttpFetcher`] is the real one: a request prepared once at load
-//! ([`PreparedRequest`], header values and body already encoded) sent through
-//! the upstream client (same TLS roots and `connect_to` as proxied requests),
-//! and a response read by JSON pointers ([`ResponseSpec`]).
+//! ([`PreparedRequest`], header values and body already encoded) sent the
+//! way proxied requests are ([`Upstreams`]: same TLS roots and `connect_to`,
+//! kept-alive connections of the thread the fetch runs on), and a response
+//! read by JSON pointers ([`ResponseSpec`]).
 //!
 //! Errors ([`FetchError`]) name the endpoint's host and what failed (status
 //! code, "connection refused", "no token at /token"); never the URL's path
@@ -14,19 +15,21 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use http::{Method, Request, Uri};
+use http::{Method, Uri};
 use http_body_util::{BodyExt, Limited};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
 use super::BuildError;
 use crate::config::{EndpointConfig, TokenBody};
-use crate::proxy::upstream::UpstreamClient;
+use crate::proxy::headers::ForwardHeaders;
+use crate::proxy::pool::{Outgoing, SendError, Upstreams};
 use crate::proxy::ProxyBody;
 use crate::target::encode_query_component;
 
@@ -159,12 +162,40 @@ impl PreparedRequest {
         self.body = Bytes::from(value.to_string());
     }
 
-    fn to_request(&self) -> Request<ProxyBody> {
-        let mut req = Request::new(ProxyBody::full(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
+    /// The request to send: over TLS or not, to which `host[:port]`, and
+    /// what (`Host` is written from the authority).
+    fn outgoing(&self) -> Result<(bool, &str, Outgoing), FetchError> {
+        let https = match self.uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(FetchError::Internal("a token URL is http or https")),
+        };
+        let authority = self
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .ok_or(FetchError::Internal("a token URL has a host"))?;
+        let target = self
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let mut headers = ForwardHeaders::default();
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let body = if self.body.is_empty() {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::full(self.body.clone())
+        };
+        let out = Outgoing {
+            method: self.method.clone(),
+            target,
+            headers,
+            body,
+        };
+        Ok((https, authority, out))
     }
 }
 
@@ -274,18 +305,20 @@ fn seconds(value: &serde_json::Value) -> Option<Duration> {
 /// Sends `req` and reads the whole (bounded) response. Connection, timeout
 /// and read failures become [`FetchError`]s that name only the host.
 pub async fn send(
-    client: &UpstreamClient,
+    upstreams: &Upstreams,
     req: &PreparedRequest,
     timeout: Duration,
 ) -> Result<(u16, Bytes), FetchError> {
     let host = req.host();
+    let (https, authority, mut out) = req.outgoing()?;
     let exchange = async {
-        let response = client
-            .request(req.to_request())
+        let now = tokio::time::Instant::now();
+        let response = upstreams
+            .send(https, authority, &mut out, now, timeout)
             .await
-            .map_err(|e| client_error(&host, &e))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .map_err(|e| send_error(&host, timeout, e))?;
+        let status = response.status.as_u16();
+        let body = Limited::new(response.body, MAX_RESPONSE_BYTES)
             .collect()
             .await
             .map_err(|e| FetchError::Request {
@@ -305,32 +338,25 @@ pub async fn send(
     }
 }
 
-/// Names a client error by its innermost cause (an I/O or TLS error, which
-/// holds no request data).
-fn client_error(host: &str, e: &hyper_util::client::legacy::Error) -> FetchError {
-    let cause = crate::error::innermost_cause(e);
-    let text = match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
-        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
-        Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_string(),
-        Some(std::io::ErrorKind::TimedOut) => "connect timed out".to_string(),
-        _ => cause.to_string(),
-    };
-    if e.is_connect() {
-        FetchError::Connect {
-            host: host.to_string(),
-            cause: text,
-        }
-    } else {
-        FetchError::Request {
-            host: host.to_string(),
-            cause: text,
+/// Names a send error by what failed: connecting, or the exchange. Its
+/// text is an I/O or TLS cause, which holds no request data.
+fn send_error(host: &str, timeout: Duration, e: SendError) -> FetchError {
+    let host = host.to_string();
+    match e {
+        SendError::Connect(cause) => FetchError::Connect { host, cause },
+        SendError::Timeout => FetchError::Timeout { host, timeout },
+        e @ (SendError::Upstream(_) | SendError::BadAuthority | SendError::BadTarget) => {
+            FetchError::Request {
+                host,
+                cause: e.to_string(),
+            }
         }
     }
 }
 
 /// A token endpoint reached over HTTP(S).
 pub struct HttpFetcher {
-    client: UpstreamClient,
+    upstreams: Arc<Upstreams>,
     request: PreparedRequest,
     spec: ResponseSpec,
     timeout: Duration,
@@ -338,13 +364,13 @@ pub struct HttpFetcher {
 
 impl HttpFetcher {
     pub fn new(
-        client: UpstreamClient,
+        upstreams: Arc<Upstreams>,
         request: PreparedRequest,
         spec: ResponseSpec,
         timeout: Duration,
     ) -> HttpFetcher {
         HttpFetcher {
-            client,
+            upstreams,
             request,
             spec,
             timeout,
@@ -352,7 +378,10 @@ impl HttpFetcher {
     }
 
     /// The fetcher of an `endpoint` token source.
-    pub fn endpoint(client: UpstreamClient, config: &EndpointConfig) -> Result<Self, BuildError> {
+    pub fn endpoint(
+        upstreams: Arc<Upstreams>,
+        config: &EndpointConfig,
+    ) -> Result<Self, BuildError> {
         let mut request = PreparedRequest::new(config.method.clone(), config.url.clone());
         if let Some((user, password)) = &config.basic {
             request.basic(user.expose_secret(), password.expose_secret())?;
@@ -373,14 +402,14 @@ impl HttpFetcher {
             expires_in_pointer: config.expires_in_pointer.clone(),
             ttl: config.ttl,
         };
-        Ok(HttpFetcher::new(client, request, spec, config.timeout))
+        Ok(HttpFetcher::new(upstreams, request, spec, config.timeout))
     }
 }
 
 impl TokenFetcher for HttpFetcher {
     fn fetch(&self) -> FetchFuture<'_> {
         Box::pin(async move {
-            let (status, body) = send(&self.client, &self.request, self.timeout).await?;
+            let (status, body) = send(&self.upstreams, &self.request, self.timeout).await?;
             parse_response(&self.request.host(), status, &body, &self.spec)
         })
     }

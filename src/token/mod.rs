@@ -38,16 +38,16 @@ use thiserror::Error;
 
 use crate::config::TokenConfig;
 use crate::metrics::{Metrics, OutcomeLabels, RouteLabels, RouteName};
-use crate::proxy::upstream::UpstreamClient;
+use crate::proxy::pool::Upstreams;
 
 /// What a token source needs from the rest of sidekey.
 #[derive(Clone)]
 pub struct TokenContext {
     /// The route the source belongs to (for metrics, logs and errors).
     pub route: String,
-    /// The upstream client (same TLS roots and `connect_to` as proxied
-    /// requests).
-    pub client: UpstreamClient,
+    /// Where token requests go: the same connector (TLS roots,
+    /// `connect_to`) and per-thread connection pools as proxied requests.
+    pub upstreams: std::sync::Arc<Upstreams>,
     pub metrics: std::sync::Arc<Metrics>,
 }
 
@@ -165,7 +165,7 @@ impl TokenSource {
             TokenConfig::File(path) => Arc::new(file::FileSource::new(path.clone())),
             TokenConfig::Endpoint(endpoint) => {
                 let fetcher = Box::new(endpoint::HttpFetcher::endpoint(
-                    ctx.client.clone(),
+                    ctx.upstreams.clone(),
                     endpoint,
                 )?);
                 if endpoint.one_time {
@@ -185,7 +185,7 @@ impl TokenSource {
             }
             TokenConfig::OAuth2Code(code) => Arc::new(oauth2::CodeSource::new(&ctx.route, code)),
             TokenConfig::OAuth2ClientCredentials(cc) => {
-                let fetcher = oauth2::client_credentials_fetcher(ctx.client.clone(), cc)?;
+                let fetcher = oauth2::client_credentials_fetcher(ctx.upstreams.clone(), cc)?;
                 Arc::new(cache::TokenCache::new(
                     Box::new(fetcher),
                     cc.refresh_before,

@@ -23,7 +23,7 @@ use super::{store, BuildError, Token, TokenError};
 use crate::config::{
     ClientAuth, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenRequestStyle,
 };
-use crate::proxy::upstream::UpstreamClient;
+use crate::proxy::pool::Upstreams;
 use crate::target::encode_query_component;
 
 /// `source = "oauth2_code"`: the token in `store`.
@@ -100,7 +100,7 @@ fn client_basic(
 /// authenticated by Basic or in the form; `access_token` and `expires_in`
 /// read from the JSON answer.
 pub fn client_credentials_fetcher(
-    client: UpstreamClient,
+    upstreams: Arc<Upstreams>,
     config: &OAuth2ClientCredentialsConfig,
 ) -> Result<HttpFetcher, BuildError> {
     let mut req = PreparedRequest::new(Method::POST, config.token_url.clone());
@@ -121,7 +121,7 @@ pub fn client_credentials_fetcher(
         expires_in_pointer: Some("/expires_in".into()),
         ttl: None,
     };
-    Ok(HttpFetcher::new(client, req, spec, config.timeout))
+    Ok(HttpFetcher::new(upstreams, req, spec, config.timeout))
 }
 
 /// What reads the answer to a code exchange.

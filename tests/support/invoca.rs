@@ -118,6 +118,11 @@ impl InvocaApi {
         self.lock().book.reused()
     }
 
+    /// Every request the stand-in received (mints and platform calls).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
     pub fn presented(&self) -> Vec<String> {
         self.lock().presented.clone()
     }
