@@ -24,7 +24,7 @@
 #                     (onetime = one-time token minted per request, no pool;
 #                     onetime_pool = the same with POOL_SIZE tokens minted ahead)
 #   POOL_SIZE=32      pool_size of the onetime_pool route
-#   MINT_MS=20        how long bench/mint_server.py takes per mint
+#   MINT_MS=20        how long the mint server (mint-nginx.conf.in) takes per mint
 #   LOADS="c64 c1 c1p"  loads to run ("" = none: only callgrind and resources);
 #                     c1p = one connection paced: PACE_MS between requests
 #   PACE_MS=1         pause before each request of the c1p load (wrk delay())
@@ -67,6 +67,9 @@ die() { log "error: $*"; exit 1; }
 
 # --- dependencies ----------------------------------------------------------
 
+# The nginx module that lets the mint server wait before answering.
+ECHO_MODULE=${ECHO_MODULE:-/usr/lib/nginx/modules/ngx_http_echo_module.so}
+
 install_missing() {
     local -a pkgs=()
     command -v nginx >/dev/null || pkgs+=(nginx)
@@ -75,6 +78,7 @@ install_missing() {
     command -v openssl >/dev/null || pkgs+=(openssl)
     command -v curl >/dev/null || pkgs+=(curl)
     command -v python3 >/dev/null || pkgs+=(python3)
+    [[ -e $ECHO_MODULE ]] || pkgs+=(libnginx-mod-http-echo)
     command -v pgrep >/dev/null || pkgs+=(procps)
     [[ ${#pkgs[@]} -eq 0 ]] && return
     log "installing ${pkgs[*]} (apt-get)"
@@ -227,7 +231,7 @@ UP_TLS=$(distinct_port); TAKEN+=("$UP_TLS")
 PEER=$(distinct_port); TAKEN+=("$PEER")
 SIDEKEY_PORT=$(distinct_port); TAKEN+=("$SIDEKEY_PORT")
 TOKEN_PORT=$(distinct_port); TAKEN+=("$TOKEN_PORT") # the cached route's token endpoint (upstream nginx)
-MINT_PORT=$(distinct_port); TAKEN+=("$MINT_PORT")   # bench/mint_server.py
+MINT_PORT=$(distinct_port); TAKEN+=("$MINT_PORT")   # the one-time routes' token endpoint
 
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
@@ -247,11 +251,14 @@ fill() {
         -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
         -e "s|@TOKEN_PORT@|$TOKEN_PORT|g" -e "s|@MINT_PORT@|$MINT_PORT|g" \
         -e "s|@BEARER_TOKEN@|$BEARER_TOKEN|g" -e "s|@POOL_SIZE@|$POOL_SIZE|g" \
+        -e "s|@ECHO_MODULE@|$ECHO_MODULE|g" -e "s|@MINT_MS@|$MINT_MS|g" \
+        -e "s|@MINT_SECONDS@|$(awk -v ms="$MINT_MS" 'BEGIN { printf "%.3f", ms / 1000 }')|g" \
         "$1" >"$2"
 }
 fill "$BENCH/upstream-nginx.conf.in" "$WORK/upstream.conf"
 fill "$BENCH/peer-nginx.conf.in" "$WORK/peer.conf"
 fill "$BENCH/sidekey.toml.in" "$WORK/sidekey.toml"
+fill "$BENCH/mint-nginx.conf.in" "$WORK/mint.conf"
 
 # The most file descriptors we may have (idle-connection scenario).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -273,19 +280,20 @@ start_upstream() {
         die "the upstream nginx did not start: $(tail -n5 "$WORK/upstream-error.log")"
 }
 
-# The one-time token endpoint: MINT_MS per mint, counts its mints.
+# The one-time token endpoint (nginx with the echo module): MINT_MS per
+# mint, one line in mints.log per mint.
 start_mint() {
-    python3 "$BENCH/mint_server.py" "$MINT_PORT" "$MINT_MS" >>"$WORK/mint.out" 2>&1 &
+    : >"$WORK/mints.log"
+    "$NGINX" -p "$WORK" -e "$WORK/mint-error.log" -c "$WORK/mint.conf" -g 'daemon off;' \
+        >>"$WORK/mint.out" 2>&1 &
     MINT_PID=$!
     PIDS+=("$MINT_PID")
     wait_listen "$MINT_PORT" "$MINT_PID" ||
-        die "bench/mint_server.py did not start: $(tail -n5 "$WORK/mint.out")"
+        die "the mint server (nginx) did not start: $(tail -n5 "$WORK/mint-error.log")"
 }
 
-# Mints so far (or "" if the mint server does not answer).
-mint_count() {
-    curl -s --max-time 5 "http://127.0.0.1:$MINT_PORT/count" | sed -n 's/.*"mints":\([0-9]*\).*/\1/p' || true
-}
+# Mints so far.
+mint_count() { wc -l <"$WORK/mints.log"; }
 
 # start_nginx [wrapper...]: the peer proxy, optionally under valgrind (then
 # in one process, so that every instruction is counted).
@@ -444,9 +452,12 @@ pid_of() {
 }
 
 # run_wrk SCENARIO TARGET LOAD SECONDS
-#   -> "rps p50 p90 p99 non2xx errors cpu_us_per_request requests"
+#   -> "rps p50 p90 p99 non2xx errors cpu_us_per_request requests
+#       upstream_cpu_us_per_request mint_cpu_us_per_request"
+# (the last two: what the same requests cost the upstream nginx and the mint
+# server, which share the cores with the proxy)
 run_wrk() {
-    local s=$1 t=$2 load=$3 secs=$4 h out pid c0=0 c1=0
+    local s=$1 t=$2 load=$3 secs=$4 h out pid c0=0 c1=0 u0 u1 m0=0 m1=0
     local -a args=(--latency -s "$BENCH/report.lua" -d "${secs}s" --timeout 5s)
     case $load in
     c1) args+=(-t1 -c1) ;;
@@ -458,15 +469,27 @@ run_wrk() {
     while IFS= read -r h; do args+=(-H "$h"); done < <(headers_of "$s" "$t")
     pid=$(pid_of "$t")
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    u0=$(cpu_ticks "$UPSTREAM_PID")
+    [[ -n $MINT_PID ]] && m0=$(cpu_ticks "$MINT_PID")
     out=$(BENCH_PACE_MS=$pace timeout $((secs + 30)) wrk "${args[@]}" "$(url_of "$s" "$t")" 2>&1) || true
     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
-    awk -v cpu=$((c1 - c0)) -v hz="$CLK_TCK" -v has_pid="${pid:+1}" '/^BENCH/ {
+    u1=$(cpu_ticks "$UPSTREAM_PID")
+    [[ -n $MINT_PID ]] && m1=$(cpu_ticks "$MINT_PID")
+    awk -v cpu=$((c1 - c0)) -v up=$((u1 - u0)) -v mint=$((m1 - m0)) -v hz="$CLK_TCK" \
+        -v has_pid="${pid:+1}" '
+        function per_request(ticks) { return sprintf("%.1f", ticks * 1e6 / hz / v["requests"]) }
+        /^BENCH/ {
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        cpu_us = (has_pid && v["requests"] > 0) ? sprintf("%.1f", cpu * 1e6 / hz / v["requests"]) : "-"
-        printf "%.0f %s %s %s %s %s %s %d\n", v["requests"] / (v["duration_us"] / 1e6),
-            v["p50"], v["p90"], v["p99"], v["non2xx"], v["errors"], cpu_us, v["requests"]
+        ok = v["requests"] > 0
+        cpu_us = (has_pid && ok) ? per_request(cpu) : "-"
+        printf "%.0f %s %s %s %s %s %s %d %s %s\n", v["requests"] / (v["duration_us"] / 1e6),
+            v["p50"], v["p90"], v["p99"], v["non2xx"], v["errors"], cpu_us, v["requests"],
+            ok ? per_request(up) : "-", ok ? per_request(mint) : "-"
     }' <<<"$out"
 }
+
+# requests_of RUN_WRK_OUTPUT: the requests wrk completed (field 8).
+requests_of() { awk '{ print $8 + 0 }' <<<"$1"; }
 
 # One-time scenarios: mints during the scenario's loads, and requests
 # sidekey served (warm-ups included), per scenario.
@@ -483,7 +506,7 @@ run_loads() {
             for t in "${targets[@]}"; do
                 [[ ${AUTH_OK[$s.$t]} == 1 ]] || continue
                 r=$(run_wrk "$s" "$t" "$load" "$WARMUP")
-                if [[ $t == sidekey && -n $r ]]; then SERVED[$s]=$((SERVED[$s] + ${r##* })); fi
+                if [[ $t == sidekey && -n $r ]]; then SERVED[$s]=$((SERVED[$s] + $(requests_of "$r"))); fi
             done
             for ((rep = 1; rep <= REPS; rep++)); do
                 # Rotate the order so that no target always runs first.
@@ -493,8 +516,8 @@ run_loads() {
                 for t in "${order[@]}"; do
                     [[ ${AUTH_OK[$s.$t]} == 1 ]] || continue
                     r=$(run_wrk "$s" "$t" "$load" "$DURATION")
-                    [[ -n $r ]] || r="0 0 0 0 0 1 - 0"
-                    if [[ $t == sidekey ]]; then SERVED[$s]=$((SERVED[$s] + ${r##* })); fi
+                    [[ -n $r ]] || r="0 0 0 0 0 1 - 0 - -"
+                    if [[ $t == sidekey ]]; then SERVED[$s]=$((SERVED[$s] + $(requests_of "$r"))); fi
                     log "$s $load rep $rep $t: $r"
                     printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$load" "$t" "$rep" "${r// /$'\t'}" >>"$RESULTS"
                 done
@@ -505,8 +528,9 @@ run_loads() {
     done
 }
 
-# median SCENARIO LOAD TARGET COLUMN (5=rps 6=p50 7=p90 8=p99 11=CPU µs/req;
-# 9 non-2xx and 10 socket errors are summed by `failures`)
+# median SCENARIO LOAD TARGET COLUMN (5=rps 6=p50 7=p90 8=p99 11=CPU µs/req,
+# 13 and 14 the upstream's and the mint server's CPU µs/req; 9 non-2xx and
+# 10 socket errors are summed by `failures`, 12 is requests)
 median() {
     awk -F'\t' -v s="$1" -v l="$2" -v t="$3" -v c="$4" \
         '$1 == s && $2 == l && $3 == t && $c != "-" { print $c }' "$RESULTS" | sort -g |
@@ -728,7 +752,7 @@ print_tables() {
     [[ $SCENARIOS == *cached* ]] &&
         echo "cached: Bearer token from a local token endpoint (ttl 15m), cached by sidekey; no nginx equivalent: sidekey vs direct only."
     [[ $SCENARIOS == *onetime* ]] &&
-        echo "onetime / onetime_pool: a fresh ?access_token= per request from bench/mint_server.py (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
+        echo "onetime / onetime_pool: a fresh ?access_token= per request from the mint server (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
     route_vs_basic
 }
 
@@ -737,8 +761,8 @@ print_tables() {
 route_vs_basic() {
     local s load rps p50 brps bp50 m
     echo
-    echo "| sidekey route vs its Basic route (same reps) | load | req/s | Basic req/s | req/s ratio (median per rep) | p50 µs | Basic p50 µs | p50 ratio (median per rep) |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| sidekey route vs its Basic route (same reps) | load | req/s | Basic req/s | req/s ratio (median per rep) | p50 µs | Basic p50 µs | p50 ratio (median per rep) | sidekey CPU µs/req (route / Basic) | upstream CPU µs/req (route / Basic) | mint server CPU µs/req |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for s in $SCENARIOS; do
         case $s in signed | cached | onetime | onetime_pool) ;; *) continue ;; esac
         [[ ${AUTH_OK[$s.sidekey]:-0} == 1 && ${AUTH_OK[$s.basic]:-0} == 1 ]] || continue
@@ -748,14 +772,14 @@ route_vs_basic() {
             brps=$(median "$s" "$load" basic 5)
             bp50=$(median "$s" "$load" basic 6)
             [[ -n $rps && -n $brps ]] || continue
-            echo "| $s | $load | $rps | $brps | $(rep_ratio "$s" "$load" basic 5) | $p50 | $bp50 | $(rep_ratio "$s" "$load" basic 6) |"
+            echo "| $s | $load | $rps | $brps | $(rep_ratio "$s" "$load" basic 5) | $p50 | $bp50 | $(rep_ratio "$s" "$load" basic 6) | $(median "$s" "$load" sidekey 11) / $(median "$s" "$load" basic 11) | $(median "$s" "$load" sidekey 13) / $(median "$s" "$load" basic 13) | $(median "$s" "$load" sidekey 14) |"
         done
     done
     for s in onetime onetime_pool; do
         m=${MINTS[$s]:-}
         [[ -n $m ]] || continue
         echo
-        echo "$s: $m mints during its loads for ${SERVED[$s]:-?} requests through sidekey (warm-ups included; a pool mints ahead, so up to $POOL_SIZE more)."
+        echo "$s: $m mints during its loads for ${SERVED[$s]:-?} requests through sidekey (warm-ups included; a pool mints ahead, so the two may differ by up to $POOL_SIZE)."
     done
     return 0
 }
