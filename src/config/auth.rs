@@ -200,10 +200,16 @@ fn param_name(ctx: &mut Ctx, key: &str, raw: Option<&str>, default: &str) -> Opt
     Some(value)
 }
 
-/// Parses an absolute http(s) URL.
+/// Parses an absolute http(s) URL without `user:password@` (credentials
+/// go in `basic` or the form, where they are kept secret; in the URL they
+/// would end up in the `Host` header).
 pub(super) fn http_url(ctx: &mut Ctx, key: &str, raw: &str) -> Option<Uri> {
     let value = ctx.expand_nonempty(key, raw)?;
     match value.parse::<Uri>() {
+        Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
+            ctx.problem(key, "must not carry user:password@ (use `basic`)");
+            None
+        }
         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
             Some(uri)
         }

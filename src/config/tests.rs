@@ -259,6 +259,30 @@ algorithm = "md5"
 }
 
 #[test]
+fn a_token_url_cannot_carry_credentials() {
+    let text = r#"
+[[route]]
+name = "cdp"
+host = "api.example.com"
+[route.auth]
+kind = "header"
+name = "Authorization"
+value = "Bearer {token}"
+[route.auth.token]
+source = "endpoint"
+url = "https://svc:pa55@auth.example.com/token"
+"#;
+    let problems = parse_with(text, &HashMap::new()).unwrap_err().problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("route \"cdp\": auth.token.url:") && p.contains("basic")),
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| !p.contains("pa55")), "{problems:?}");
+}
+
+#[test]
 fn syntax_errors_have_a_position() {
     let err = parse_with("[proxy\nlisten = 1", &HashMap::new())
         .unwrap_err()
