@@ -1,8 +1,8 @@
 //! Validated configuration.
 //!
-//! Loading is two steps: [`file`] parses the TOML into raw types (syntax and
+//! Loading is two steps: [`file`](mod@file) parses the TOML into raw types (syntax and
 //! shape errors, with line and column), then [`Config::from_file`] expands
-//! `${VAR}` ([`env`]), parses durations, URLs, addresses and header names,
+//! `${VAR}` ([`env`](mod@env)), parses durations, URLs, addresses and header names,
 //! loads CA files and checks cross-route rules (duplicate names, hosts and
 //! listeners). Every problem is collected, so `sidekey check` lists them all
 //! at once; each names its route and key, never a value.

@@ -10,7 +10,7 @@
 //! | [`cache`] | a cached token: single flight, refresh-ahead, backoff |
 //! | [`timing`] | when to refresh and how long to back off (pure functions) |
 //! | [`one_time`] | `one_time = true`: a fresh token per request, optionally minted ahead into a pool |
-//! | [`file`] | `source = "file"`, re-read when the file changes |
+//! | [`file`](mod@file) | `source = "file"`, re-read when the file changes |
 //! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
 //! | [`store`] | the token store file: atomic 0600 writes, reads |
 //!
