@@ -217,9 +217,10 @@ async fn a_wildcard_route_matches_subdomains_only() {
         "tenants",
     );
     let hole = Blackhole::spawn_for(&env.ca, &["example.test"]);
+    // One worker: every request on the same thread's upstream connections.
     let config = proxy_toml(
         &env,
-        "",
+        "workers = 1",
         &[
             connect_to("one.example.test:443", tenants.addr()),
             connect_to("two.deep.example.test:443", tenants.addr()),
@@ -251,15 +252,11 @@ token = "tenant-key"
         );
     }
     let recs = tenants.wait_for_responses(3).await;
-    // Without `upstream`, a wildcard route goes to https://{the request's host}.
+    // Without `upstream`, a wildcard route goes to https://{the request's
+    // host}, in lowercase however the client spelled it.
     let seen: Vec<_> = recs
         .iter()
-        .map(|r| {
-            (
-                r.authority().map(|a| a.to_ascii_lowercase()),
-                r.tls.as_ref().and_then(|t| t.sni.clone()),
-            )
-        })
+        .map(|r| (r.authority(), r.tls.as_ref().and_then(|t| t.sni.clone())))
         .collect();
     assert_eq!(
         seen,
@@ -281,6 +278,8 @@ token = "tenant-key"
     for rec in &recs {
         assert_eq!(rec.header_values("x-api-key"), ["tenant-key"]);
     }
+    // ONE.Example.Test reused one.example.test's upstream connection.
+    assert_eq!(recs[2].connection_id, recs[0].connection_id);
 
     // The apex is not a subdomain, nor is a look-alike.
     for host in ["example.test", "evil-example.test"] {

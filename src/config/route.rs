@@ -124,7 +124,9 @@ impl RouteConfig {
     pub fn target(&self, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
         let (scheme, authority, base_path) = match &self.upstream {
             Some(u) => (u.scheme.clone(), u.authority.clone(), u.base_path.as_str()),
-            None if !host.is_empty() => (Scheme::HTTPS, Arc::from(host), ""),
+            // Lowercased: one pool entry (and `Host`, SNI) per host, however
+            // clients spell it.
+            None if !host.is_empty() => (Scheme::HTTPS, lowercase(host), ""),
             None => return None,
         };
         Some(Target::joined(
@@ -234,6 +236,15 @@ fn host_pattern(ctx: &mut Ctx, host: &str) -> Option<HostPattern> {
     } else {
         HostPattern::Exact(name.to_string())
     })
+}
+
+/// `host` in lowercase, allocated once either way.
+fn lowercase(host: &str) -> Arc<str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Arc::from(host.to_ascii_lowercase())
+    } else {
+        Arc::from(host)
+    }
 }
 
 #[cfg(test)]
