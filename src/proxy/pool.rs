@@ -258,6 +258,25 @@ fn h1_response(head: ResponseHead, conn: Box<h1::Connection>, back: Return) -> U
     }
 }
 
+/// How often a thread drops its pooled connections that have been idle
+/// past `proxy.pool_idle_timeout` (or were closed by the upstream).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Sweeps this thread's idle connections every [`SWEEP_EVERY`] until
+/// `stop` completes: the loop of each worker thread, and a task on the
+/// control runtime (token requests keep connections there).
+pub async fn sweep_until(stop: impl std::future::Future) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => sweep(),
+        }
+    }
+}
+
 /// Drops the idle connections of this thread that have been idle longer
 /// than their config allows, or have closed. Worker threads call it
 /// periodically.

@@ -22,7 +22,7 @@ use super::h1::server::Limits;
 use super::handler::{handle, ConnInfo};
 use super::reply::Reply;
 use super::workers::Workers;
-use super::{h1, Runtime, RuntimeError, Shared};
+use super::{h1, pool, Runtime, RuntimeError, Shared};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -60,20 +60,6 @@ pub struct RunningProxy {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Arc<Workers>,
-}
-
-/// Drops the idle upstream connections of the control runtime's thread
-/// (token fetches run there) the way the workers drop theirs, until
-/// shutdown.
-async fn sweep_loop(mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(super::workers::SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            _ = tick.tick() => super::pool::sweep(),
-        }
-    }
 }
 
 async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, StartError> {
@@ -143,7 +129,12 @@ impl RunningProxy {
                 workers.clone(),
             )));
         }
-        tasks.push(tokio::spawn(sweep_loop(shutdown.subscribe())));
+        // The control runtime's thread keeps the connections of the token
+        // requests made there: swept like the workers' until shutdown.
+        let mut stop = shutdown.subscribe();
+        tasks.push(tokio::spawn(pool::sweep_until(async move {
+            let _ = stop.changed().await;
+        })));
         if let Some(listener) = admin {
             tasks.push(tokio::spawn(crate::admin::accept_loop(
                 listener,

@@ -10,16 +10,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::pool;
-
-/// How often a worker drops its pooled connections that have been idle
-/// past `proxy.pool_idle_timeout` (or were closed by the upstream).
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The running worker threads of one proxy. Dropping it stops them; the
 /// tasks still on them (connections past the drain timeout, pooled
@@ -51,17 +46,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("sidekey-worker-{i}"))
                 .spawn(move || {
-                    runtime.block_on(async {
-                        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-                        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                        tokio::pin!(stopped);
-                        loop {
-                            tokio::select! {
-                                _ = &mut stopped => break,
-                                _ = sweep.tick() => pool::sweep(),
-                            }
-                        }
-                    });
+                    runtime.block_on(pool::sweep_until(stopped));
                     // Dropping the runtime here, on its own thread, drops
                     // the tasks left on it.
                     drop(runtime);
