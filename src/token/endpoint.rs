@@ -184,16 +184,12 @@ impl PreparedRequest {
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }
-        let body = if self.body.is_empty() {
-            ProxyBody::empty()
-        } else {
-            ProxyBody::full(self.body.clone())
-        };
         let out = Outgoing {
             method: self.method.clone(),
             target,
             headers,
-            body,
+            // An empty body is no body (`ProxyBody::full` sees to it).
+            body: ProxyBody::full(self.body.clone()),
         };
         Ok((https, authority, out))
     }
