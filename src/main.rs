@@ -103,7 +103,7 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     let metrics = std::sync::Arc::new(sidekey::metrics::Metrics::new());
-    let runtime = sidekey::proxy::Runtime::build(&config, &metrics);
+    let runtime = sidekey::proxy::Runtime::build(&config, &metrics, None);
     println!(
         "{}: {} route{}, listening on {}{}",
         path.display(),

@@ -53,6 +53,13 @@ impl Setup {
 
     /// [`Setup::start`] with more `[proxy]` lines.
     async fn start_with(&self, pool: usize, proxy_lines: &str) -> RunningProxy {
+        RunningProxy::start(self.config(pool, proxy_lines))
+            .await
+            .expect("sidekey starts")
+    }
+
+    /// The config [`Setup::start_with`] starts.
+    fn config(&self, pool: usize, proxy_lines: &str) -> Config {
         let mut toml = format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nca_file = {}\n{proxy_lines}[proxy.connect_to]\n{}\n{SEED_ROUTE}",
             toml_str(&self.env.ca_file().display().to_string()),
@@ -74,9 +81,7 @@ impl Setup {
                 .to_string(),
             )
         };
-        let config =
-            Config::parse(&toml, self.env.dir(), &lookup).unwrap_or_else(|e| panic!("config: {e}"));
-        RunningProxy::start(config).await.expect("sidekey starts")
+        Config::parse(&toml, self.env.dir(), &lookup).unwrap_or_else(|e| panic!("config: {e}"))
     }
 }
 
@@ -276,6 +281,29 @@ async fn a_pool_takes_minting_off_the_request_path() {
         "sidekey_token_fetches_total{route=\"invoca\",outcome=\"ok\"}",
     );
     assert_eq!(ok, 36.0);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_pool_of_an_unchanged_route() {
+    let s = Setup::new();
+    let proxy = s.start(4).await;
+    wait_until("the pool is filled", WAIT_TIMEOUT, || async {
+        s.api.mints() == 4
+    })
+    .await;
+    // From here on the mint endpoint answers nothing: only the tokens
+    // minted before the reload can serve these requests.
+    let gate = s.api.hold_mints();
+    proxy.reload(s.config(4, "")).unwrap();
+    let addr = proxy.proxy_addr();
+    for i in 0..3 {
+        let resp = get(addr, &url(&format!("/advertisers/{i}"))).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    }
+    assert_eq!(s.api.accepted(), 3);
+    assert_eq!(s.api.reused(), 0);
+    assert_eq!(s.api.mints(), 4);
+    gate.open();
 }
 
 #[tokio::test]

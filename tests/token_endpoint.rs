@@ -66,6 +66,12 @@ impl Setup {
     }
 
     async fn start_with(&self, ttl: Option<(Duration, &str)>, connect_to: &str) -> RunningProxy {
+        RunningProxy::start(self.config(ttl, connect_to))
+            .await
+            .expect("sidekey starts")
+    }
+
+    fn config(&self, ttl: Option<(Duration, &str)>, connect_to: &str) -> Config {
         let ttl_text = ttl.map(|(t, _)| format!("{}ms", t.as_millis()));
         if let Some((t, _)) = ttl {
             self.api.set_token_lifetime(t);
@@ -81,9 +87,8 @@ impl Setup {
                 _ => None,
             }
         };
-        let config = Config::parse(&self.toml(connect_to), self.env.dir(), &lookup)
-            .unwrap_or_else(|e| panic!("config: {e}"));
-        RunningProxy::start(config).await.expect("sidekey starts")
+        Config::parse(&self.toml(connect_to), self.env.dir(), &lookup)
+            .unwrap_or_else(|e| panic!("config: {e}"))
     }
 }
 
@@ -149,10 +154,7 @@ async fn steady_traffic_across_short_lifetimes_never_waits_and_never_floods() {
         mints <= 8,
         "{mints} tokens for {requests} requests: a flood"
     );
-    let used: HashSet<String> = api_calls(&s.api)
-        .iter()
-        .filter_map(|r| r.header("authorization").map(str::to_string))
-        .collect();
+    let used: HashSet<String> = tokens_used(&s.api).into_iter().collect();
     assert!(used.len() >= 3, "only {} distinct tokens used", used.len());
     // Only the first request may have waited (if the warm-up fetch was
     // still running); every refresh happened off the request path.
@@ -177,6 +179,45 @@ async fn steady_traffic_across_short_lifetimes_never_waits_and_never_floods() {
         "{ok} successful fetches for {mints} mints"
     );
     assert_eq!(readyz(&proxy).await, StatusCode::OK);
+}
+
+/// The `Authorization` values of the API calls so far.
+fn tokens_used(api: &AlgonomyApi) -> Vec<String> {
+    api_calls(api)
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_token_of_an_unchanged_route_and_fetches_anew_for_a_changed_one() {
+    let s = Setup::new();
+    let connect_to = s.api.connect_to_toml();
+    let proxy = s.start(None).await;
+    let addr = proxy.proxy_addr();
+    let resp = get(addr, &url("/api/v1/profile/1")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(s.api.mints(), 1);
+
+    // The same config again, as a SIGHUP after an unrelated edit loads it.
+    proxy.reload(s.config(None, &connect_to)).unwrap();
+    let resp = get(addr, &url("/api/v1/profile/2")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(s.api.mints(), 1, "the reload fetched a token it had");
+    let used = tokens_used(&s.api);
+    assert_eq!(used.len(), 2);
+    assert_eq!(used[0], used[1]);
+
+    // A changed token setting (here its lifetime) is a new token source.
+    proxy
+        .reload(s.config(Some((Duration::from_secs(600), "60s")), &connect_to))
+        .unwrap();
+    let resp = get(addr, &url("/api/v1/profile/3")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(s.api.mints(), 2);
+    let used = tokens_used(&s.api);
+    assert_eq!(used.len(), 3);
+    assert_ne!(used[2], used[1]);
 }
 
 #[tokio::test]

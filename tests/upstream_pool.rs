@@ -1,7 +1,8 @@
 //! Upstream connections: kept alive and reused, HTTP/2 shared, never
-//! reused mid-response, dropped after `pool_idle_timeout`, and not carried
-//! over a reload. An upstream that closes idle connections without notice
-//! still gets every request exactly once.
+//! reused mid-response, dropped after `pool_idle_timeout`, and carried
+//! over a reload only when the new config connects the same way. An
+//! upstream that closes idle connections without notice still gets every
+//! request exactly once.
 
 mod support;
 
@@ -127,13 +128,30 @@ async fn idle_upstream_connections_are_closed_after_pool_idle_timeout() {
 }
 
 #[tokio::test]
-async fn after_a_reload_upstream_connections_of_the_old_config_are_not_reused() {
+async fn a_reload_that_connects_the_same_way_keeps_upstream_connections() {
     let env = TestEnv::new();
     let server = StandIn::ok(None);
     let config = echo_config(&env, server.addr(), "workers = 1");
     let proxy = start_sidekey(&env, &config).await;
     assert_eq!(get_echo(&proxy, "/before").await.status(), StatusCode::OK);
-    proxy.reload(parse_config(&env, &config)).unwrap();
+    // Routes may change; `ca_file`, `connect_to` and the timeouts of
+    // connections do not.
+    let more_routes =
+        format!("{config}\n[[route]]\nname = \"other\"\nhost = \"other.example.test\"\n");
+    proxy.reload(parse_config(&env, &more_routes)).unwrap();
+    assert_eq!(get_echo(&proxy, "/after").await.status(), StatusCode::OK);
+    let ids: Vec<usize> = server.requests().iter().map(|r| r.connection_id).collect();
+    assert_eq!(ids, [1, 1]);
+}
+
+#[tokio::test]
+async fn after_a_reload_that_changes_how_to_connect_old_connections_are_not_reused() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), "workers = 1")).await;
+    assert_eq!(get_echo(&proxy, "/before").await.status(), StatusCode::OK);
+    let changed = echo_config(&env, server.addr(), "workers = 1\nconnect_timeout = \"3s\"");
+    proxy.reload(parse_config(&env, &changed)).unwrap();
     assert_eq!(get_echo(&proxy, "/after").await.status(), StatusCode::OK);
     let ids: Vec<usize> = server.requests().iter().map(|r| r.connection_id).collect();
     assert_eq!(ids, [1, 2]);

@@ -13,6 +13,7 @@ pub mod file;
 mod problems;
 mod proxy;
 mod route;
+mod same;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

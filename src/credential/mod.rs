@@ -50,8 +50,15 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// Builds the credential of a route from its config.
-    pub fn build(auth: &AuthConfig, ctx: &TokenContext) -> Result<Credential, BuildError> {
+    /// Builds the credential of a route from its config. A route with a
+    /// token source takes `kept` when given (a reload keeping an unchanged
+    /// route's tokens) and builds a new source otherwise.
+    pub fn build(
+        auth: &AuthConfig,
+        ctx: &TokenContext,
+        kept: Option<TokenSource>,
+    ) -> Result<Credential, BuildError> {
+        let source = |token| kept.map_or_else(|| TokenSource::build(token, ctx), Ok);
         Ok(match auth {
             AuthConfig::None => Credential::None,
             AuthConfig::Basic { username, password } => {
@@ -64,12 +71,11 @@ impl Credential {
             } => Credential::Header(HeaderInjector::new(
                 name.clone(),
                 template.as_deref(),
-                TokenSource::build(token, ctx)?,
+                source(token)?,
             )?),
-            AuthConfig::Query { param, token } => Credential::Query(QueryInjector::new(
-                param.clone(),
-                TokenSource::build(token, ctx)?,
-            )),
+            AuthConfig::Query { param, token } => {
+                Credential::Query(QueryInjector::new(param.clone(), source(token)?))
+            }
             AuthConfig::SignedUrl(config) => Credential::SignedUrl(SignedUrl::new(config)),
         })
     }

@@ -22,11 +22,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use thiserror::Error;
 
-use crate::config::{Config, ProxySettings};
+use crate::config::{Config, ProxySettings, RouteConfig};
 use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::route::{Route, RouteTable};
-use crate::token::{BuildError, TokenContext};
+use crate::token::{BuildError, TokenContext, TokenSource};
 
 /// The error of a body: hyper's, or sidekey's own HTTP/1.1 client's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,15 +54,26 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds credentials, token sources and the upstream connector.
-    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, RuntimeError> {
-        let tls = upstream::tls_config(&config.proxy)?;
-        // One for proxied requests and token fetches: they share the
-        // per-thread pools (a pool serves one config's `Upstreams` at a
-        // time).
-        let upstreams = Arc::new(pool::Upstreams::new(
-            upstream::Connector::new(tls, &config.proxy),
-            config.proxy.pool_idle_timeout,
-        ));
+    /// With `previous` (a reload), keeps what the new config leaves as it
+    /// was: its upstream connections when `[proxy]` connects the same way,
+    /// and then the token source (cached token, minted pool) of each route
+    /// whose name and token settings are unchanged.
+    pub fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, RuntimeError> {
+        let kept = previous.filter(|p| p.settings.connects_like(&config.proxy));
+        let upstreams = match kept {
+            Some(previous) => previous.upstreams.clone(),
+            // One for proxied requests and token fetches: they share the
+            // per-thread pools (a pool serves one config's `Upstreams` at
+            // a time).
+            None => Arc::new(pool::Upstreams::new(
+                upstream::Connector::new(upstream::tls_config(&config.proxy)?, &config.proxy),
+                config.proxy.pool_idle_timeout,
+            )),
+        };
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
         for route in &config.routes {
@@ -71,7 +82,10 @@ impl Runtime {
                 upstreams: upstreams.clone(),
                 metrics: metrics.clone(),
             };
-            match Credential::build(&route.auth, &ctx) {
+            // Token sources fetch through `upstreams`: one is kept only
+            // with them.
+            let source = kept.and_then(|previous| previous.token_source_like(route));
+            match Credential::build(&route.auth, &ctx, source) {
                 Ok(credential) => {
                     routes.push(Route::new(route.clone(), credential).with_metrics(metrics))
                 }
@@ -86,6 +100,21 @@ impl Runtime {
             table: RouteTable::new(routes),
             upstreams,
         })
+    }
+
+    /// The token source of this runtime's route named like `route`, if
+    /// its token settings are the same.
+    fn token_source_like(&self, route: &RouteConfig) -> Option<TokenSource> {
+        let token = route.auth.token()?;
+        let old = self
+            .table
+            .routes()
+            .iter()
+            .find(|r| r.config.name == route.name)?;
+        if old.config.auth.token() != Some(token) {
+            return None;
+        }
+        old.credential.token_source().cloned()
     }
 
     /// Starts fetching tokens (and filling one-time pools, reading token

@@ -11,9 +11,10 @@
 //! `h2` by ALPN; hyper's client, in a task of the thread) is shared by
 //! every request of the thread.
 //!
-//! The pool belongs to one [`Upstreams`] (one config): after a reload,
-//! connections of the previous config are not reused, since `ca_file` or
-//! `connect_to` may have changed what they may be used for.
+//! The pool belongs to one [`Upstreams`]: a reload keeps it when the new
+//! config connects the same way (`ProxySettings::connects_like`);
+//! otherwise connections of the previous config are not reused, since
+//! `ca_file` or `connect_to` may have changed what they may be used for.
 
 use foldhash::HashMap;
 use std::cell::RefCell;

@@ -76,7 +76,7 @@ impl RunningProxy {
     /// Builds the runtime and binds every listener.
     pub async fn start(config: Config) -> Result<RunningProxy, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let runtime = Runtime::build(&config, &metrics)?;
+        let runtime = Runtime::build(&config, &metrics, None)?;
         runtime.warm_up();
         let shared = Arc::new(Shared {
             unmatched_requests: crate::metrics::RequestCounter::new(
@@ -198,7 +198,8 @@ impl RunningProxy {
                 "proxy.workers changed; the new number applies after a restart"
             );
         }
-        let runtime = Runtime::build(&config, &self.shared.metrics)?;
+        let previous = self.shared.runtime.load();
+        let runtime = Runtime::build(&config, &self.shared.metrics, Some(&previous))?;
         runtime.warm_up();
         self.shared.runtime.store(Arc::new(runtime));
         self.config.store(Arc::new(config));
