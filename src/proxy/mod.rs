@@ -76,6 +76,7 @@ impl Runtime {
         };
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
+        let mut kept_sources = 0;
         for route in &config.routes {
             let ctx = TokenContext {
                 route: route.name.clone(),
@@ -85,6 +86,7 @@ impl Runtime {
             // Token sources fetch through `upstreams`: one is kept only
             // with them.
             let source = kept.and_then(|previous| previous.token_source_like(route));
+            kept_sources += usize::from(source.is_some());
             match Credential::build(&route.auth, &ctx, source) {
                 Ok(credential) => {
                     routes.push(Route::new(route.clone(), credential).with_metrics(metrics))
@@ -94,6 +96,13 @@ impl Runtime {
         }
         if !errors.is_empty() {
             return Err(RuntimeError::Credentials(errors));
+        }
+        if previous.is_some() {
+            tracing::info!(
+                upstream_connections = if kept.is_some() { "kept" } else { "new" },
+                token_sources_kept = kept_sources,
+                "what the reload kept of the running config"
+            );
         }
         Ok(Runtime {
             settings: config.proxy.clone(),
