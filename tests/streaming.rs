@@ -83,3 +83,73 @@ token = "download-token"
         assert_eq!(len.to_str().ok(), Some(SIZE.to_string().as_str()));
     }
 }
+
+/// A chunked body, as a client that streams an upload of unknown length
+/// sends it: `body` in chunks of at most `chunk` bytes.
+fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in body.chunks(chunk) {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_on_a_token_route_reaches_the_upstream_whole() {
+    let env = TestEnv::new();
+    let api = StandIn::spawn_fn(Some(env.ca.server_config(&["files.example.test"])), |rec| {
+        if rec.path() == "/token" {
+            json_reply(
+                StatusCode::OK,
+                &serde_json::json!({"token": "upload-token"}),
+            )
+        } else if rec.header("authorization") == Some("Bearer upload-token") {
+            empty_reply(StatusCode::OK)
+        } else {
+            empty_reply(StatusCode::UNAUTHORIZED)
+        }
+    });
+    let config = proxy_toml(
+        &env,
+        "",
+        &[connect_to("files.example.test:443", api.addr())],
+    ) + r#"
+[[route]]
+name = "files"
+host = "files.example.test"
+[route.auth]
+kind = "header"
+name = "Authorization"
+value = "Bearer {token}"
+[route.auth.token]
+source = "endpoint"
+method = "POST"
+url = "https://files.example.test/token"
+token_pointer = "/token"
+ttl = "15m"
+"#;
+    let proxy = start_sidekey(&env, &config).await;
+    // Below and above `retry_body_limit` (64 KiB): a chunked body's length
+    // is not known up front, so both are streamed.
+    for (i, size) in [1_000usize, 200_000].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+        let mut request = format!(
+            "POST /upload/{i} HTTP/1.1\r\nHost: files.example.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend_from_slice(&chunked(&payload, 4096));
+        let resp = parse_response(&raw(proxy.proxy_addr(), &request).await);
+        assert_eq!(resp.status, 200, "{}", resp.body_text());
+        let path = format!("/upload/{i}");
+        let rec = api
+            .requests()
+            .into_iter()
+            .find(|r| r.path() == path)
+            .expect("the upload reached the upstream");
+        assert_eq!(rec.body_len, size as u64);
+        assert_eq!(rec.body.as_deref(), Some(&payload[..]));
+    }
+}

@@ -16,6 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
 use super::h1::server::ClientRequest;
@@ -245,7 +246,13 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
     let injected = route.credential.injected_params();
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
-        true => body_len(&out.headers).filter(|n| *n <= runtime.settings.retry_body_limit as u64),
+        // Known when the body's framing gives it (none, or Content-Length);
+        // a chunked body streams.
+        true => out
+            .body
+            .size_hint()
+            .exact()
+            .filter(|n| *n <= runtime.settings.retry_body_limit as u64),
         false => None,
     };
     let Some(len) = len else {
@@ -357,19 +364,6 @@ async fn passthrough(runtime: &Runtime, mut plan: Passthrough) -> Result<Reply, 
         .await
         .map_err(|e| send_error(e, timeout))?;
     clean_response(response, &[])
-}
-
-/// The body length when it is known and small enough to matter: `Some(0)`
-/// for a request with no body, `Some(n)` for `Content-Length: n`, `None`
-/// for a chunked body.
-fn body_len(headers: &ForwardHeaders) -> Option<u64> {
-    if headers.client_value("transfer-encoding").is_some() {
-        return None;
-    }
-    match headers.client_value("content-length") {
-        None => Some(0),
-        Some(v) => std::str::from_utf8(v).ok()?.parse().ok(),
-    }
 }
 
 fn add_forwarded(headers: &mut ForwardHeaders, mode: Forwarded, conn: &ConnInfo, host: &str) {
