@@ -228,31 +228,30 @@ async fn wait_for_signals(
 }
 
 /// Re-reads the config; an invalid one is logged and the old one stays.
+/// The outcome is counted before it is logged, so that whoever reads the
+/// log line finds it counted.
 fn reload(proxy: &RunningProxy, path: &Path) {
-    let outcome = match Config::load(path) {
-        Err(e) => {
-            tracing::error!(problems = ?e.problems(), "config reload failed; keeping the running config");
-            "invalid"
-        }
-        Ok(config) => match proxy.reload(config) {
-            Ok(()) => {
-                tracing::info!("config reloaded");
-                "ok"
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "config reload failed; keeping the running config");
-                "rejected"
-            }
-        },
+    let result = Config::load(path).map_err(|e| ("invalid", e.problems().join("; ")));
+    let result = result.and_then(|config| {
+        proxy
+            .reload(config)
+            .map_err(|e| ("rejected", e.to_string()))
+    });
+    let outcome = match &result {
+        Ok(()) => "ok",
+        Err((outcome, _)) => outcome,
     };
     proxy
         .metrics()
         .reloads
-        .get_or_create(&sidekey::metrics::OutcomeLabels {
-            route: sidekey::metrics::RouteName::new("-"),
-            outcome,
-        })
+        .get_or_create(&sidekey::metrics::ReloadLabels { outcome })
         .inc();
+    match result {
+        Ok(()) => tracing::info!("config reloaded"),
+        Err((_, problems)) => {
+            tracing::error!(%problems, "config reload failed; keeping the running config")
+        }
+    }
 }
 
 fn sign(path: &Path, route: &str, url: &str) -> anyhow::Result<()> {

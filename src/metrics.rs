@@ -94,6 +94,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// `sidekey_config_reloads_total`: per outcome only (a reload is not a
+/// route's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
@@ -109,7 +116,7 @@ pub struct Metrics {
     pub token_cache_hits: Family<RouteLabels, Counter>,
     pub token_wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub reloads: Family<OutcomeLabels, Counter>,
+    pub reloads: Family<ReloadLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,7 +181,7 @@ impl Metrics {
             "Seconds until the cached token of a route expires, as of its last fetch",
             token_expiry_seconds.clone(),
         );
-        let reloads = Family::<OutcomeLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
             "Config reloads by outcome",

@@ -182,6 +182,14 @@ async fn sighup_reloads_and_an_invalid_config_keeps_the_old_one() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
+    let admin = sidekey.admin_addr.expect("the admin listener");
+    let metrics = body_text(&get(admin, "/metrics").await);
+    for series in [
+        "sidekey_config_reloads_total{outcome=\"ok\"} 1",
+        "sidekey_config_reloads_total{outcome=\"invalid\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series}:\n{metrics}");
+    }
 
     let (status, output) = sidekey.stop();
     assert!(
