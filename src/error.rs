@@ -22,6 +22,9 @@ pub enum ProxyError {
     NoRoute { host: String },
     #[error("the request names no host (send an absolute http:// URL or a Host header)")]
     NoHost,
+    /// On a route's own listener, a path outside its `path_prefix`.
+    #[error("this listener serves only paths under {prefix:?}")]
+    OutsidePrefix { prefix: String },
     #[error(
         "CONNECT tunnels are not supported: send plain http:// URLs to sidekey, which adds the credentials and upgrades to TLS itself"
     )]
@@ -38,15 +41,13 @@ pub enum ProxyError {
     UpstreamTimeout(Duration),
     #[error("the upstream request failed: {0}")]
     Upstream(String),
-    #[error("internal error: {0}")]
-    Internal(&'static str),
 }
 
 impl ProxyError {
     /// The status code the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute { .. } => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute { .. } | ProxyError::OutsidePrefix { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Connect => StatusCode::NOT_IMPLEMENTED,
@@ -57,14 +58,13 @@ impl ProxyError {
             ProxyError::Credential(CredentialError::InvalidToken) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// A short machine-readable code for the JSON body and logs.
     pub fn code(&self) -> &'static str {
         match self {
-            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::NoRoute { .. } | ProxyError::OutsidePrefix { .. } => "no_route",
             ProxyError::NoHost => "no_host",
             ProxyError::Connect => "connect_not_supported",
             ProxyError::BadRequest(_) => "bad_request",
@@ -73,7 +73,6 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::Upstream(_) => "upstream_error",
-            ProxyError::Internal(_) => "internal",
         }
     }
 

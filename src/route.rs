@@ -42,6 +42,12 @@ impl std::fmt::Debug for Route {
 }
 
 impl Route {
+    /// Whether `path` is under this route's `path_prefix` (any path when
+    /// it has none).
+    pub fn serves_path(&self, path: &str) -> bool {
+        prefix_matches(self.config.path_prefix.as_deref(), path)
+    }
+
     pub fn new(config: RouteConfig, credential: Credential) -> Route {
         let label = RouteName::new(&config.name);
         let requests = RequestCounter::new(label.clone());
@@ -155,7 +161,7 @@ impl RouteTable {
         candidates
             .iter()
             .map(|i| &self.routes[*i])
-            .find(|r| prefix_matches(r.config.path_prefix.as_deref(), path))
+            .find(|r| r.serves_path(path))
     }
 }
 

@@ -136,6 +136,38 @@ async fn a_routes_own_listener_takes_any_host() {
 }
 
 #[tokio::test]
+async fn a_routes_own_listener_keeps_to_its_path_prefix() {
+    let (env, copilot) = copilot_env();
+    let config = copilot_config(&env, &copilot).replace(
+        "host = \"api.copilot.cx\"\n",
+        "host = \"api.copilot.cx\"\nlisten = \"127.0.0.1:0\"\npath_prefix = \"/v1\"\n",
+    );
+    // Even with unmatched requests passed through: a request outside the
+    // prefix is not forwarded anywhere, with or without the credential.
+    let config = config.replacen("[proxy]\n", "[proxy]\nunmatched = \"passthrough\"\n", 1);
+    let proxy = start_sidekey(&env, &config).await;
+    let own = proxy.route_addr("copilot").expect("copilot has a listener");
+
+    let resp = get(own, "/v1/inside").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    for path in ["/v2/outside", "/v1x", "/"] {
+        let resp = get(own, path).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        let body = body_json(&resp);
+        assert_eq!(body["error"], "no_route", "{path}");
+        assert_eq!(body["route"], "copilot", "{path}");
+    }
+    assert_eq!(copilot.request_count(), 1);
+    assert_eq!(
+        copilot
+            .last_request()
+            .map(|r| r.path().to_string())
+            .as_deref(),
+        Some("/v1/inside")
+    );
+}
+
+#[tokio::test]
 async fn the_longest_path_prefix_wins() {
     let env = TestEnv::new();
     let root = named_tls(&env, &["root.upstream.test"], "root");

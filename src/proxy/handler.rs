@@ -177,7 +177,19 @@ fn prepare(
     }
     let host = request_host(&req);
     let route = match &conn.route {
-        Some(name) => runtime.table.by_name(name),
+        // A route's own listener: that route whatever the host, under its
+        // `path_prefix` only. Never passed through: the host may well be
+        // this listener itself.
+        Some(name) => {
+            let route = runtime.table.by_name(name);
+            if let Some(r) = route.filter(|r| !r.serves_path(req.uri.path())) {
+                *matched = Some(r.clone());
+                return Err(ProxyError::OutsidePrefix {
+                    prefix: r.config.path_prefix.clone().unwrap_or_default(),
+                });
+            }
+            route
+        }
         None => runtime.table.find(
             host.as_ref().map_or("", RequestHost::as_str),
             req.uri.path(),
