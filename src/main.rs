@@ -163,8 +163,11 @@ fn run(path: &Path, watch: bool) -> anyhow::Result<()> {
         tracing::warn!(%warning, "config warning");
     }
     tokio_runtime()?.block_on(async {
+        // Before the proxy says it is listening: whoever signals it after
+        // that line must find the signal handled.
+        let signals = Signals::install()?;
         let proxy = RunningProxy::start(config).await?;
-        wait_for_signals(&proxy, path, watch.then_some(stamp)).await?;
+        wait_for_signals(signals, &proxy, path, watch.then_some(stamp)).await?;
         tracing::info!("shutting down: draining in-flight requests");
         proxy.shutdown().await;
         tracing::info!("stopped");
@@ -181,26 +184,43 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// The signals `run` handles, installed before the proxy starts.
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?,
+        })
+    }
+}
+
 #[cfg(unix)]
 /// Waits for SIGTERM/SIGINT, reloading on SIGHUP and, when `watch` holds
 /// the file's stamp at load, whenever the file changes.
 async fn wait_for_signals(
+    mut signals: Signals,
     proxy: &RunningProxy,
     path: &Path,
     watch: Option<Option<FileStamp>>,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let watching = watch.is_some();
     let mut stamp = watch.flatten();
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return Ok(()),
+            _ = signals.int.recv() => return Ok(()),
+            _ = signals.hup.recv() => {
                 stamp = file_stamp(path);
                 reload(proxy, path);
             }
@@ -217,7 +237,18 @@ async fn wait_for_signals(
 }
 
 #[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+}
+
+#[cfg(not(unix))]
 async fn wait_for_signals(
+    _signals: Signals,
     _proxy: &RunningProxy,
     _path: &Path,
     _watch: Option<Option<FileStamp>>,

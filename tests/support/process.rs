@@ -141,8 +141,14 @@ impl SidekeyProcess {
 
     /// Sends SIGTERM, waits for the process to exit and returns its status
     /// and everything it printed.
-    pub fn stop(mut self) -> (ExitStatus, String) {
-        self.signal("TERM");
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with("TERM")
+    }
+
+    /// Stops sidekey with signal `name` (as [`SidekeyProcess::signal`]
+    /// names it); returns how it exited and everything it printed.
+    pub fn stop_with(mut self, name: &str) -> (ExitStatus, String) {
+        self.signal(name);
         let status = self.child.wait().expect("wait for sidekey");
         // The reader threads end at EOF; collect what they read.
         let deadline = Instant::now() + LINE_TIMEOUT;
