@@ -124,6 +124,34 @@ fn config_defaults_to_sidekey_config_env() {
     assert!(stdout.contains(&path.display().to_string()), "{stdout}");
 }
 
+#[test]
+fn config_defaults_to_sidekey_toml_in_the_working_directory() {
+    let env = TestEnv::new();
+    env.write_config("[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    let out = std::process::Command::new(sidekey_bin())
+        .arg("check")
+        .current_dir(env.dir())
+        .env_clear()
+        .output()
+        .expect("run the sidekey binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("sidekey.toml: "), "{stdout}");
+}
+
+#[test]
+fn sigint_stops_as_cleanly_as_sigterm() {
+    let env = TestEnv::new();
+    let path = env.write_config("[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    let sidekey = SidekeyProcess::spawn(&path, &[], &[]);
+    let (status, output) = sidekey.stop_with("INT");
+    assert!(
+        status.success(),
+        "SIGINT is a clean stop: {status:?}\n{output}"
+    );
+    assert!(output.contains("stopped"), "{output}");
+}
+
 fn copilot_config(env: &TestEnv, copilot: &CopilotApi, password_var: &str) -> String {
     format!(
         r#"

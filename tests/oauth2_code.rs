@@ -91,6 +91,11 @@ impl Setup {
 
     /// Runs the sidekey binary with `args` (after `--config FILE`).
     fn sidekey(&self, args: &[&str]) -> SidekeyCommand {
+        self.sidekey_with(args, &[])
+    }
+
+    /// [`Setup::sidekey`] with some variables set otherwise.
+    fn sidekey_with(&self, args: &[&str], vars: &[(&str, &str)]) -> SidekeyCommand {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidekey"));
         cmd.arg("--config")
             .arg(&self.config)
@@ -101,6 +106,9 @@ impl Setup {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in self.vars() {
+            cmd.env(k, v);
+        }
+        for (k, v) in vars {
             cmd.env(k, v);
         }
         SidekeyCommand::spawn(cmd)
@@ -284,6 +292,34 @@ async fn a_wrong_state_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn a_missing_state_is_refused_and_nothing_is_written() {
     refused(Tamper::Drop).await;
+}
+
+#[tokio::test]
+async fn a_failed_code_exchange_exits_non_zero_and_writes_nothing() {
+    let s = Setup::new();
+    // Copernica refuses the exchange: the client secret is not its.
+    let mut cli = s.sidekey_with(
+        &["authorize", "copernica", "--timeout", "60s"],
+        &[("COPERNICA_CLIENT_SECRET", "not-the-secret")],
+    );
+    let url = cli.next_line().await;
+    let page = browse(&s, &url).await;
+    assert!(
+        !page.status().is_success(),
+        "the browser is told it failed: {}",
+        body_text(&page)
+    );
+    let (status, _, stderr) = cli.finish().await;
+    assert!(!status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("exchanging the code for a token failed")
+            && stderr.contains("answered HTTP 401"),
+        "the cause is named: {stderr}"
+    );
+    assert_eq!(s.api.exchanges(), 0);
+    assert!(!s.store().exists(), "nothing may be written");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+    assert_no_secrets(&stderr, &s);
 }
 
 #[tokio::test]

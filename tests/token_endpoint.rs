@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use sidekey::{Config, RunningProxy};
 use support::algonomy::{ALGONOMY_HOST, CREATE_PATH};
+use support::harness::*;
 use support::*;
 
 const KEY_SECRET: &str = "4faeaf752ee40a0f";
@@ -72,6 +73,11 @@ impl Setup {
     }
 
     fn config(&self, ttl: Option<(Duration, &str)>, connect_to: &str) -> Config {
+        self.parse(&self.toml(connect_to), ttl)
+    }
+
+    /// Parses `toml` with the seed route's variables (token lifetime `ttl`).
+    fn parse(&self, toml: &str, ttl: Option<(Duration, &str)>) -> Config {
         let ttl_text = ttl.map(|(t, _)| format!("{}ms", t.as_millis()));
         if let Some((t, _)) = ttl {
             self.api.set_token_lifetime(t);
@@ -87,8 +93,7 @@ impl Setup {
                 _ => None,
             }
         };
-        Config::parse(&self.toml(connect_to), self.env.dir(), &lookup)
-            .unwrap_or_else(|e| panic!("config: {e}"))
+        Config::parse(toml, self.env.dir(), &lookup).unwrap_or_else(|e| panic!("config: {e}"))
     }
 }
 
@@ -404,6 +409,39 @@ async fn the_503_names_a_refused_connection() {
     assert_eq!(json["route"], "algonomy");
     let message = json["message"].as_str().unwrap_or_default();
     assert!(message.contains("connection refused"), "{message}");
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_does_not_answer_gives_503_and_other_routes_are_unaffected() {
+    let s = Setup::new();
+    let copilot = CopilotApi::spawn(&s.env.ca, COPILOT_ID, COPILOT_SECRET);
+    // The endpoint accepts the token request and never answers it.
+    let _held = s.api.hold_mints();
+    let connect_to = format!("{}\n{}", s.api.connect_to_toml(), copilot.connect_to_toml());
+    let toml = s.toml(&connect_to).replace(
+        "token_pointer = \"/token\"",
+        "token_pointer = \"/token\"\ntimeout = \"300ms\"",
+    ) + &copilot_route();
+    let proxy = RunningProxy::start(s.parse(&toml, None))
+        .await
+        .expect("sidekey starts");
+    let addr = proxy.proxy_addr();
+
+    let resp = get(addr, &url("/api/v1/x")).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let json = body_json(&resp);
+    assert_eq!(json["error"], "credential_unavailable");
+    assert_eq!(json["route"], "algonomy");
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not answer within 300ms"), "{message}");
+    assert!(s.api.mint_attempts() >= 1);
+    assert_eq!(s.api.api_accepted(), 0);
+
+    // The Basic route beside it does not notice.
+    let resp = get(addr, "http://api.copilot.cx/v1/users").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(copilot.accepted(), 1, "{:?}", copilot.rejections());
 }
 
 #[tokio::test]
