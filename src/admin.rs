@@ -21,11 +21,13 @@ use crate::proxy::{ProxyBody, Shared};
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    close: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
     let metrics = shared.metrics.clone();
     crate::proxy::server::accept_loop(
         listener,
+        close,
         shutdown,
         Duration::from_secs(1),
         &metrics,

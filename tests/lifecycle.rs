@@ -1,5 +1,6 @@
 //! The proxy over time: admin endpoints, reload with requests in flight,
-//! refused reloads, and graceful shutdown.
+//! listeners opened and closed by a reload, refused reloads, and graceful
+//! shutdown.
 
 mod support;
 
@@ -174,17 +175,98 @@ async fn an_invalid_reload_is_refused_and_the_old_config_keeps_serving() {
     assert!(::sidekey::Config::parse(&bad_kind, env.dir(), &|_| None).is_err());
     serves_from_a().await;
 
-    // A valid config whose listeners differ is refused by reload.
+    // A valid config with a listener that cannot be bound (the address
+    // is taken) is refused by reload, and changes nothing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let taken_addr = taken.local_addr().expect("its address");
     let moved = config_to(&env, &b, OTHER_ID, OTHER_SECRET, "").replace(
         "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{}\"", unused_local_addr()),
+        &format!("listen = \"{taken_addr}\""),
     );
     let err = proxy
         .reload(parse_config(&env, &moved))
-        .expect_err("listeners cannot change on reload");
-    assert!(err.to_string().contains("listen"), "{err}");
+        .expect_err("an address in use cannot be listened on");
+    assert!(
+        err.to_string()
+            .contains(&format!("cannot listen on {taken_addr} (proxy.listen)")),
+        "{err}"
+    );
     serves_from_a().await;
     assert_eq!(b.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_opens_moves_and_closes_listeners() {
+    let env = TestEnv::new();
+    let open = Gate::new();
+    open.open();
+    let a = copilot_like(&env, "A", COPILOT_ID, COPILOT_SECRET, &open);
+    let b = copilot_like(&env, "B", OTHER_ID, OTHER_SECRET, &open);
+    let proxy = start_sidekey(&env, &config_to(&env, &a, COPILOT_ID, COPILOT_SECRET, "")).await;
+    let old_addr = proxy.proxy_addr();
+    assert_eq!(proxy.route_addr("copilot"), None);
+    // A client connection kept alive across the reload.
+    let mut kept = ProxyConn::connect(old_addr).await.expect("connect");
+    let resp = kept
+        .send(
+            http::Request::get("http://api.copilot.cx/v1/before")
+                .body(empty_body())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(server_name(&resp), "A");
+
+    // The main listener moves; the route gets a listener of its own.
+    let new_addr = unused_local_addr();
+    let moved = config_to(&env, &b, OTHER_ID, OTHER_SECRET, "")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{new_addr}\""),
+        )
+        .replace(
+            "host = \"api.copilot.cx\"\n",
+            "host = \"api.copilot.cx\"\nlisten = \"127.0.0.1:0\"\n",
+        );
+    proxy
+        .reload(parse_config(&env, &moved))
+        .expect("a config with new listeners reloads");
+    assert_eq!(proxy.proxy_addr(), new_addr);
+    let resp = get(new_addr, "http://api.copilot.cx/v1/moved").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(server_name(&resp), "B");
+    let own = proxy
+        .route_addr("copilot")
+        .expect("the route's own listener");
+    let resp = get(own, "/v1/own").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(server_name(&resp), "B");
+
+    // The old address takes no new connections; the kept one runs on,
+    // under the new config.
+    wait_until_refused(old_addr).await;
+    let resp = kept
+        .send(
+            http::Request::get("http://api.copilot.cx/v1/after")
+                .body(empty_body())
+                .expect("request"),
+        )
+        .await
+        .expect("the kept connection still answers");
+    assert_eq!(server_name(&resp), "B");
+    assert_eq!(a.request_count(), 1);
+    assert_eq!(b.request_count(), 3);
+
+    // And back: the route's listener closes again.
+    proxy
+        .reload(parse_config(
+            &env,
+            &config_to(&env, &a, COPILOT_ID, COPILOT_SECRET, ""),
+        ))
+        .expect("reloads");
+    assert_eq!(proxy.route_addr("copilot"), None);
+    wait_until_refused(own).await;
+    proxy.shutdown().await;
 }
 
 /// Polls until `addr` refuses connections; panics after 10 s.

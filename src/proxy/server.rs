@@ -2,18 +2,18 @@
 //!
 //! [`RunningProxy::start`] binds every listener of a config (port 0 picks
 //! a free port, which is how tests run many proxies at once) and returns a
-//! handle with the bound addresses, [`RunningProxy::reload`] and
+//! handle with the bound addresses, [`RunningProxy::reload`] (which opens
+//! and closes listeners as the new config says) and
 //! [`RunningProxy::shutdown`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -27,15 +27,20 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
+/// A listener that could not be bound.
+#[derive(Debug, Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    addr: SocketAddr,
+    what: String,
+    #[source]
+    source: std::io::Error,
+}
+
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        addr: SocketAddr,
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
     #[error(transparent)]
@@ -44,32 +49,93 @@ pub enum StartError {
 
 #[derive(Debug, Error)]
 pub enum ReloadError {
-    #[error("listen addresses changed (restart sidekey to apply): {0}")]
-    ListenersChanged(String),
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+/// What a listener is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Role {
+    /// `proxy.listen`: routed by host.
+    Proxy,
+    /// A route's own `listen`.
+    Route(Arc<str>),
+    /// `proxy.admin`.
+    Admin,
+}
+
+impl Role {
+    /// The config key that asks for it.
+    fn key(&self) -> String {
+        match self {
+            Role::Proxy => "proxy.listen".into(),
+            Role::Route(name) => format!("route \"{name}\" listen"),
+            Role::Admin => "proxy.admin".into(),
+        }
+    }
+}
+
+/// The listeners `config` asks for, with their configured addresses.
+fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
+    let mut wanted = vec![(Role::Proxy, config.proxy.listen)];
+    wanted.extend(config.proxy.admin.map(|addr| (Role::Admin, addr)));
+    for route in &config.routes {
+        if let Some(addr) = route.listen {
+            wanted.push((Role::Route(Arc::from(route.name.as_str())), addr));
+        }
+    }
+    wanted
+}
+
+/// Binds `addr` for `role` (port 0: a free port), as Tokio's
+/// `TcpListener::bind` would (`SO_REUSEADDR`, backlog 1024) but without
+/// awaiting, so that a reload binds everything before it changes anything.
+fn bind(role: &Role, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let error = |source| BindError {
+        addr,
+        what: role.key(),
+        source,
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(error)?;
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    let listener = socket.listen(1024).map_err(error)?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    Ok((listener, bound))
+}
+
+/// One open listener.
+struct Listening {
+    role: Role,
+    /// As configured (port 0 stays 0 here: the same config keeps it).
+    configured: SocketAddr,
+    bound: SocketAddr,
+    /// Closes it: it stops accepting, its connections run on.
+    close: watch::Sender<bool>,
+}
+
+/// The open listeners and every accept loop task started (a closed
+/// listener's task ends once its connections have).
+#[derive(Default)]
+struct Listeners {
+    open: Vec<Listening>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// A running proxy: its bound addresses and its controls.
 pub struct RunningProxy {
     shared: Arc<Shared>,
     config: ArcSwap<Config>,
-    proxy_addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    route_addrs: HashMap<String, SocketAddr>,
+    listeners: Mutex<Listeners>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
     workers: Arc<Workers>,
-}
-
-async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, what, source })
-}
-
-fn local_addr(l: &TcpListener, addr: SocketAddr) -> SocketAddr {
-    l.local_addr().unwrap_or(addr)
 }
 
 impl RunningProxy {
@@ -87,93 +153,114 @@ impl RunningProxy {
             listening: AtomicBool::new(false),
         });
         let (shutdown, _) = watch::channel(false);
-        let drain = config.proxy.drain_timeout;
         let workers = Arc::new(Workers::start(config.proxy.workers).map_err(StartError::Workers)?);
-
-        let proxy_listener = bind(config.proxy.listen, "proxy.listen".into()).await?;
-        let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
-        let mut route_listeners = Vec::new();
-        let mut route_addrs = HashMap::new();
-        for route in &config.routes {
-            if let Some(addr) = route.listen {
-                let l = bind(addr, format!("route \"{}\" listen", route.name)).await?;
-                route_addrs.insert(route.name.clone(), local_addr(&l, addr));
-                route_listeners.push((l, Arc::<str>::from(route.name.as_str())));
-            }
+        let mut bound = Vec::new();
+        for (role, addr) in wanted(&config) {
+            let (listener, local) = bind(&role, addr)?;
+            bound.push((role, addr, listener, local));
         }
-        let admin = match config.proxy.admin {
-            Some(addr) => Some(bind(addr, "proxy.admin".into()).await?),
-            None => None,
+        let proxy = RunningProxy {
+            shared,
+            config: ArcSwap::from_pointee(config),
+            listeners: Mutex::new(Listeners::default()),
+            shutdown,
+            workers,
         };
-        let admin_addr = admin
-            .as_ref()
-            .zip(config.proxy.admin)
-            .map(|(l, a)| local_addr(l, a));
-
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(proxy_accept_loop(
-            proxy_listener,
-            shared.clone(),
-            None,
-            shutdown.subscribe(),
-            drain,
-            workers.clone(),
-        )));
-        for (listener, name) in route_listeners {
-            tasks.push(tokio::spawn(proxy_accept_loop(
-                listener,
-                shared.clone(),
-                Some(name),
-                shutdown.subscribe(),
-                drain,
-                workers.clone(),
-            )));
+        {
+            let mut listeners = proxy.lock_listeners();
+            for (role, configured, listener, local) in bound {
+                proxy.open(&mut listeners, role, configured, listener, local);
+            }
+            // The control runtime's thread keeps the connections of the
+            // token requests made there: swept like the workers' until
+            // shutdown.
+            let mut stop = proxy.shutdown.subscribe();
+            listeners
+                .tasks
+                .push(tokio::spawn(pool::sweep_until(async move {
+                    let _ = stop.changed().await;
+                })));
         }
-        // The control runtime's thread keeps the connections of the token
-        // requests made there: swept like the workers' until shutdown.
-        let mut stop = shutdown.subscribe();
-        tasks.push(tokio::spawn(pool::sweep_until(async move {
-            let _ = stop.changed().await;
-        })));
-        if let Some(listener) = admin {
-            tasks.push(tokio::spawn(crate::admin::accept_loop(
-                listener,
-                shared.clone(),
-                shutdown.subscribe(),
-            )));
-        }
-        shared.listening.store(true, Ordering::Release);
+        proxy.shared.listening.store(true, Ordering::Release);
+        let config = proxy.config.load();
         tracing::info!(
-            %proxy_addr,
-            admin_addr = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
+            proxy_addr = %proxy.proxy_addr(),
+            admin_addr = %proxy.admin_addr().map_or("off".to_string(), |a| a.to_string()),
             routes = config.routes.len(),
             workers = config.proxy.workers,
             "sidekey listening"
         );
-        Ok(RunningProxy {
-            shared,
-            config: ArcSwap::from_pointee(config),
-            proxy_addr,
-            admin_addr,
-            route_addrs,
-            shutdown,
-            tasks,
-            workers,
-        })
+        Ok(proxy)
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Listeners> {
+        // Plain data: a panic elsewhere while holding it leaves it usable.
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts accepting on `listener` (bound for `role`).
+    fn open(
+        &self,
+        listeners: &mut Listeners,
+        role: Role,
+        configured: SocketAddr,
+        listener: TcpListener,
+        bound: SocketAddr,
+    ) {
+        let (close, closed) = watch::channel(false);
+        let shutdown = self.shutdown.subscribe();
+        let task = match &role {
+            Role::Admin => tokio::spawn(crate::admin::accept_loop(
+                listener,
+                self.shared.clone(),
+                closed,
+                shutdown,
+            )),
+            Role::Proxy | Role::Route(_) => tokio::spawn(proxy_accept_loop(
+                listener,
+                self.shared.clone(),
+                match &role {
+                    Role::Route(name) => Some(name.clone()),
+                    _ => None,
+                },
+                closed,
+                shutdown,
+                self.config.load().proxy.drain_timeout,
+                self.workers.clone(),
+            )),
+        };
+        listeners.tasks.push(task);
+        listeners.open.push(Listening {
+            role,
+            configured,
+            bound,
+            close,
+        });
+    }
+
+    /// The bound address of the listener for `role`.
+    fn addr_of(&self, role: &Role) -> Option<SocketAddr> {
+        let listeners = self.lock_listeners();
+        listeners
+            .open
+            .iter()
+            .find(|l| l.role == *role)
+            .map(|l| l.bound)
     }
 
     /// The forward-proxy / Host-routed listener.
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_addr
+        self.addr_of(&Role::Proxy)
+            .unwrap_or_else(|| self.config.load().proxy.listen)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        self.addr_of(&Role::Admin)
     }
 
     /// The dedicated listener of a route.
     pub fn route_addr(&self, route: &str) -> Option<SocketAddr> {
-        self.route_addrs.get(route).copied()
+        self.addr_of(&Role::Route(Arc::from(route)))
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -181,17 +268,13 @@ impl RunningProxy {
     }
 
     /// Applies a new, already validated config to new requests; requests in
-    /// flight finish with the old one. Listener addresses cannot change.
-    /// Token sources are built anew and start fetching before the swap.
+    /// flight finish with the old one. Listeners the new config adds are
+    /// bound first (a reload that cannot bind one changes nothing), then
+    /// the config is swapped, then listeners it no longer has are closed:
+    /// they stop accepting, and their connections run on with the new
+    /// config. What did not change is kept (see [`Runtime::build`]).
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let old = self.config.load();
-        if old.listen_addrs() != config.listen_addrs() {
-            return Err(ReloadError::ListenersChanged(format!(
-                "{:?} -> {:?}",
-                old.listen_addrs(),
-                config.listen_addrs()
-            )));
-        }
         if old.proxy.workers != config.proxy.workers {
             tracing::warn!(
                 workers = old.proxy.workers,
@@ -200,9 +283,37 @@ impl RunningProxy {
         }
         let previous = self.shared.runtime.load();
         let runtime = Runtime::build(&config, &self.shared.metrics, Some(&previous))?;
+        let wanted = wanted(&config);
+        let mut listeners = self.lock_listeners();
+        let mut added = Vec::new();
+        for (role, addr) in &wanted {
+            let kept = listeners
+                .open
+                .iter()
+                .any(|l| l.role == *role && l.configured == *addr);
+            if !kept {
+                let (listener, bound) = bind(role, *addr)?;
+                added.push((role.clone(), *addr, listener, bound));
+            }
+        }
         runtime.warm_up();
         self.shared.runtime.store(Arc::new(runtime));
         self.config.store(Arc::new(config));
+        listeners.tasks.retain(|task| !task.is_finished());
+        for (role, configured, listener, bound) in added {
+            tracing::info!(listener = %role.key(), addr = %bound, "listening");
+            self.open(&mut listeners, role, configured, listener, bound);
+        }
+        listeners.open.retain(|l| {
+            let keep = wanted
+                .iter()
+                .any(|(r, a)| *r == l.role && *a == l.configured);
+            if !keep {
+                tracing::info!(listener = %l.role.key(), addr = %l.bound, "listener closed");
+                let _ = l.close.send(true);
+            }
+            keep
+        });
         Ok(())
     }
 
@@ -210,7 +321,8 @@ impl RunningProxy {
     /// `proxy.drain_timeout`), then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut self.lock_listeners().tasks);
+        for task in tasks {
             let _ = task.await;
         }
         // The accept loops are done with their handles to the workers.
@@ -224,6 +336,7 @@ async fn proxy_accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     route: Option<Arc<str>>,
+    close: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
     workers: Arc<Workers>,
@@ -232,6 +345,7 @@ async fn proxy_accept_loop(
     let spawn = Spawn::Workers(workers);
     accept_loop(
         listener,
+        close,
         shutdown,
         drain,
         &metrics,
@@ -291,8 +405,11 @@ pub(crate) enum Spawn {
 /// most `drain` before closing those still open. `serve` runs each
 /// connection (on the runtime `spawn` picks: the std stream becomes a
 /// Tokio one there) and gets a receiver that turns true at shutdown.
+/// `close` (a reload that dropped this listener) stops only the
+/// accepting: the connections run on until they end or sidekey shuts down.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
+    mut close: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     metrics: &Metrics,
@@ -340,9 +457,17 @@ pub(crate) async fn accept_loop<F, Fut>(
                 while connections.try_join_next().is_some() {}
             }
             _ = shutdown.changed() => break,
+            () = closed(&mut close) => break,
         }
     }
     drop(listener);
+    let stopping = *shutdown.borrow();
+    if !stopping {
+        tokio::select! {
+            () = async { while connections.join_next().await.is_some() {} } => return,
+            () = closed(&mut shutdown) => {}
+        }
+    }
     let drained = tokio::time::timeout(drain, async {
         while connections.join_next().await.is_some() {}
     });
@@ -354,6 +479,11 @@ pub(crate) async fn accept_loop<F, Fut>(
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
+}
+
+/// Resolves once `signal` turns true (or its sender is gone).
+async fn closed(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|on| *on).await;
 }
 
 /// Counts one open client connection in `active_connections` while alive
