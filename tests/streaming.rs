@@ -153,3 +153,56 @@ ttl = "15m"
         assert_eq!(rec.body.as_deref(), Some(&payload[..]));
     }
 }
+
+/// Reads one response from `tcp` (5 s at most).
+async fn read_response(tcp: &mut tokio::net::TcpStream) -> RawResponse {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while complete_response_len(&got).is_none() {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let _ = read.await;
+    parse_response(&got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_bounds_silence_not_a_slow_upload() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let config = echo_config(&env, server.addr(), "request_timeout = \"300ms\"");
+    let proxy = start_sidekey(&env, &config).await;
+    let head = b"POST /upload HTTP/1.1\r\nHost: echo.example.test\r\nContent-Length: 8000\r\n\r\n";
+
+    // Eight pieces 100 ms apart: longer than the timeout in all, but never
+    // silent for as long.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.proxy_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(head).await.expect("write the head");
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tcp.write_all(&[b'x'; 1000]).await.expect("write a piece");
+    }
+    let resp = read_response(&mut tcp).await;
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let rec = server.last_request().expect("the upload arrived");
+    assert_eq!(rec.body_len, 8000);
+
+    // A client that stops halfway: once silent for the timeout, 504.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.proxy_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(head).await.expect("write the head");
+    tcp.write_all(&[b'x'; 1000]).await.expect("write a piece");
+    let resp = read_response(&mut tcp).await;
+    assert_eq!(resp.status, 504, "{}", resp.body_text());
+    assert_eq!(resp.header("x-sidekey-error"), Some("upstream_timeout"));
+    assert_eq!(server.request_count(), 2);
+}

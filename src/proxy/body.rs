@@ -5,11 +5,13 @@
 //! bodies are then neither allocated nor called through a vtable.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::deadline::Progress;
 use super::h1::server::RequestBody;
 use super::pool::UpstreamBody;
 use super::BoxError;
@@ -32,6 +34,15 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         let bytes = bytes.into();
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// When a client's streamed request body last moved (the others do
+    /// not wait on anyone).
+    pub fn progress(&self) -> Option<&Arc<Progress>> {
+        match self {
+            ProxyBody::Request(body) => body.progress(),
+            _ => None,
+        }
     }
 }
 

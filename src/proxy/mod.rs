@@ -2,10 +2,11 @@
 //! on worker threads ([`workers`]), handling one request ([`handler`],
 //! routed by its [`host`]),
 //! reaching upstreams ([`upstream`], pooled per thread by [`pool`], spoken
-//! to over HTTP/1.1 by [`h1`]), what clients get back ([`reply`]) and
+//! to over HTTP/1.1 by [`h1`], bounded by a [`deadline`]), what clients get back ([`reply`]) and
 //! header hygiene ([`headers`]).
 
 pub mod body;
+pub mod deadline;
 pub mod h1;
 pub mod handler;
 pub mod headers;

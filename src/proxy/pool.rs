@@ -33,6 +33,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 
+use super::deadline::Deadline;
 use super::h1::response::ResponseHead;
 use super::h1::{self, SendFailure};
 use super::headers::ForwardHeaders;
@@ -102,7 +103,7 @@ impl Upstreams {
         now: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<UpstreamResponse, SendError> {
-        let deadline = now + timeout;
+        let deadline = Deadline::new(now, timeout, out.body.progress().cloned());
         if !out.headers.contains(&HOST) && !all_visible(authority) {
             return Err(SendError::BadAuthority);
         }
@@ -124,12 +125,14 @@ impl Upstreams {
                 // Boxed: connecting (TLS and HTTP/2 handshakes) is rare
                 // and its future large; inline, every request's future
                 // would carry (and copy) it.
-                None => tokio::time::timeout_at(deadline, Box::pin(self.connect(https, authority)))
-                    .await
-                    .map_err(|_| SendError::Timeout)??,
+                None => {
+                    tokio::time::timeout_at(deadline.at(), Box::pin(self.connect(https, authority)))
+                        .await
+                        .map_err(|_| SendError::Timeout)??
+                }
             };
             match conn {
-                Conn::H1(mut conn) => match conn.send(out, authority, deadline).await {
+                Conn::H1(mut conn) => match conn.send(out, authority, &deadline).await {
                     Ok(head) => {
                         let back = Return {
                             key,
@@ -155,7 +158,7 @@ impl Upstreams {
                     // Boxed: HTTP/2's futures are large, and inline they
                     // would make every request's future (and every idle
                     // client connection) larger.
-                    match Box::pin(send_h2(sender, out, https, authority, deadline)).await {
+                    match Box::pin(send_h2(sender, out, https, authority, &deadline)).await {
                         H2Sent::Response(response) => return Ok(*response),
                         H2Sent::Unsent if tries < MAX_SEND_TRIES => {}
                         H2Sent::Unsent => {
@@ -322,9 +325,9 @@ async fn send_h2(
     out: &mut Outgoing,
     https: bool,
     authority: &str,
-    deadline: tokio::time::Instant,
+    deadline: &Deadline,
 ) -> H2Sent {
-    let ready = tokio::time::timeout_at(deadline, sender.ready()).await;
+    let ready = tokio::time::timeout_at(deadline.at(), sender.ready()).await;
     match ready {
         Err(_) => return H2Sent::Failed(SendError::Timeout),
         Ok(Err(_)) => return H2Sent::Unsent,
@@ -334,10 +337,12 @@ async fn send_h2(
         Ok(req) => req,
         Err(e) => return H2Sent::Failed(e),
     };
-    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+    // hyper streams the body in the connection's task; the response head
+    // comes back here, within the deadline as the body moves it.
+    let sent = deadline.bound(sender.try_send_request(req)).await;
     match sent {
-        Err(_) => H2Sent::Failed(SendError::Timeout),
-        Ok(Ok(response)) => {
+        None => H2Sent::Failed(SendError::Timeout),
+        Some(Ok(response)) => {
             let (parts, body) = response.into_parts();
             H2Sent::Response(Box::new(UpstreamResponse {
                 status: parts.status,
@@ -345,7 +350,7 @@ async fn send_h2(
                 body: UpstreamBody(Inner::H2(body)),
             }))
         }
-        Ok(Err(mut e)) => match e.take_message() {
+        Some(Err(mut e)) => match e.take_message() {
             Some(unsent) => {
                 // The headers were copied, the body is given back.
                 out.body = unsent.into_body();

@@ -25,13 +25,14 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::chunked;
 use super::chunked::{ChunkError, Decoder, Step};
 use super::framed::{self, Framed};
 use super::request::{self, RequestFraming};
 use super::response::{self, HeadError, ResponseFraming, ResponseHead};
+use crate::proxy::deadline::{Bounded, Deadline};
 use crate::proxy::pool::Outgoing;
 use crate::proxy::upstream::Io;
 use crate::proxy::{BoxError, ProxyBody};
@@ -117,7 +118,7 @@ impl Connection {
         &mut self,
         req: &mut Outgoing,
         host: &str,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> Result<ResponseHead, SendFailure> {
         let framing = if req.body.is_end_stream() {
             // A body-carrying method says "empty" explicitly.
@@ -145,14 +146,19 @@ impl Connection {
             Ok(n) if n > 0 => n,
             _ => return Err(SendFailure::Unsent),
         };
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let at = deadline.at();
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        // Reused from the previous exchange: never later than this one's.
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
         let exchange = std::pin::pin!(async {
             io.write_all(&out[written..]).await?;
             write_body(io, &mut req.body, framing, out).await?;
             io.flush().await?;
             read_head(io, buf, &req.method).await
         });
-        let bounded = Before {
+        let bounded = Bounded {
             deadline,
             timer: timer.as_mut(),
             work: exchange,
@@ -227,37 +233,6 @@ async fn read_head(
                     return Err(H1Error::ClosedBeforeHead);
                 }
             }
-        }
-    }
-}
-
-/// Runs `work` until `deadline`; `None` if the deadline came first.
-///
-/// `timer` is the connection's one timer: it may still be set for an
-/// earlier request's (earlier) deadline, and is moved on only when it
-/// fires before this one, instead of being armed anew for every request.
-/// A future of its own rather than an `async fn`: it borrows `work` where
-/// it is, instead of holding (and copying) another copy of it.
-struct Before<'a, F> {
-    deadline: Instant,
-    timer: Pin<&'a mut Sleep>,
-    work: Pin<&'a mut F>,
-}
-
-impl<F: std::future::Future> std::future::Future for Before<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        loop {
-            std::task::ready!(this.timer.as_mut().poll(cx));
-            if Instant::now() >= this.deadline {
-                return Poll::Ready(None);
-            }
-            this.timer.as_mut().reset(this.deadline);
         }
     }
 }

@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::proxy::deadline::Progress;
 use http::{Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -135,6 +137,9 @@ pub async fn serve<S, F>(
         buf: BytesMut::new(),
     });
     let slot = Arc::new(Slot::default());
+    // When the connection's request body last moved (see `deadline`);
+    // made for the first request that has a body.
+    let mut progress: Option<Arc<Progress>> = None;
     let mut parser = RequestParser::new(limits.max_headers, limits.max_header_bytes);
     let mut out = Vec::new();
     // One timer for the connection's life: it is moved only when it fires
@@ -189,6 +194,7 @@ pub async fn serve<S, F>(
                     reader: Some(r),
                     state,
                     slot: slot.clone(),
+                    progress: progress.get_or_insert_with(Default::default).clone(),
                 })
             }
         };
@@ -454,6 +460,16 @@ pub struct ClientRequest {
 /// forwarded.
 pub struct RequestBody(Inner);
 
+impl RequestBody {
+    /// When this body last moved, while it streams.
+    pub fn progress(&self) -> Option<&Arc<Progress>> {
+        match &self.0 {
+            Inner::Empty => None,
+            Inner::Stream { progress, .. } => Some(progress),
+        }
+    }
+}
+
 enum Inner {
     Empty,
     Stream {
@@ -461,6 +477,7 @@ enum Inner {
         reader: Option<Reader>,
         state: Framed,
         slot: Arc<Slot>,
+        progress: Arc<Progress>,
     },
 }
 
@@ -491,6 +508,7 @@ impl Body for RequestBody {
             reader,
             state,
             slot,
+            progress,
         } = &mut self.get_mut().0
         else {
             return Poll::Ready(None);
@@ -507,7 +525,10 @@ impl Body for RequestBody {
                 }
             }
             match step {
-                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::Data(data)) => {
+                    progress.touch();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 Ok(Step::End) => return Poll::Ready(None),
                 Ok(Step::NeedMore) => {}
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
