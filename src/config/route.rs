@@ -200,6 +200,18 @@ impl RouteConfig {
             None => Some(AuthConfig::None),
             Some(a) => AuthConfig::from_file(a, ctx),
         };
+        // On its own listener a route takes any Host; without `upstream`,
+        // a wildcard route would send its credential to whatever host the
+        // client names.
+        if let (Some(HostPattern::Wildcard(_)), Some(None), Some(Some(_))) =
+            (&host, &upstream, &listen)
+        {
+            ctx.problem(
+                "listen",
+                "a wildcard route with its own listener needs an `upstream`",
+            );
+            return None;
+        }
         Some(RouteConfig {
             name: name?,
             host: host?,

@@ -311,3 +311,21 @@ fn wildcard_hosts_default_to_the_request_host() {
         "no upstream and no host: nowhere to go"
     );
 }
+
+#[test]
+fn a_wildcard_route_on_its_own_listener_must_name_its_upstream() {
+    let route = |upstream: &str| {
+        format!(
+            "[[route]]\nname = \"w\"\nhost = \"*.w.test\"\nlisten = \"127.0.0.1:0\"\n{upstream}[route.auth]\nkind = \"header\"\nname = \"X-Key\"\ntoken = \"k\"\n"
+        )
+    };
+    let err = parse_with(&route(""), &HashMap::new())
+        .expect_err("the listener takes any Host: the credential would follow it");
+    let problems = err.problems().join("\n");
+    assert!(problems.contains("needs an `upstream`"), "{problems}");
+    parse_with(
+        &route("upstream = \"https://api.w.test\"\n"),
+        &HashMap::new(),
+    )
+    .expect("with an upstream it is fine");
+}
