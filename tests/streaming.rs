@@ -97,9 +97,10 @@ fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunked_upload_on_a_token_route_reaches_the_upstream_whole() {
-    let env = TestEnv::new();
+/// A stand-in for `files.example.test` that hands out the token
+/// `upload-token` at `/token` and answers 200 to requests carrying it, and
+/// the config of a route `files` that fetches it (`[proxy]` lines `extra`).
+fn files_api(env: &TestEnv, extra: &str) -> (StandIn, String) {
     let api = StandIn::spawn_fn(Some(env.ca.server_config(&["files.example.test"])), |rec| {
         if rec.path() == "/token" {
             json_reply(
@@ -113,8 +114,8 @@ async fn a_chunked_upload_on_a_token_route_reaches_the_upstream_whole() {
         }
     });
     let config = proxy_toml(
-        &env,
-        "",
+        env,
+        extra,
         &[connect_to("files.example.test:443", api.addr())],
     ) + r#"
 [[route]]
@@ -131,6 +132,13 @@ url = "https://files.example.test/token"
 token_pointer = "/token"
 ttl = "15m"
 "#;
+    (api, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_on_a_token_route_reaches_the_upstream_whole() {
+    let env = TestEnv::new();
+    let (api, config) = files_api(&env, "");
     let proxy = start_sidekey(&env, &config).await;
     // Below and above `retry_body_limit` (64 KiB): a chunked body's length
     // is not known up front, so both are streamed.
@@ -205,4 +213,26 @@ async fn request_timeout_bounds_silence_not_a_slow_upload() {
     assert_eq!(resp.status, 504, "{}", resp.body_text());
     assert_eq!(resp.header("x-sidekey-error"), Some("upstream_timeout"));
     assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_kept_for_a_retry_is_bounded_by_request_timeout_too() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new();
+    let (api, config) = files_api(&env, "request_timeout = \"300ms\"");
+    let proxy = start_sidekey(&env, &config).await;
+    // A body small enough to be kept for a 401 retry, and a client that
+    // stops sending it.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.proxy_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"POST /slow HTTP/1.1\r\nHost: files.example.test\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await
+    .expect("write");
+    let resp = read_response(&mut tcp).await;
+    assert_eq!(resp.status, 504, "{}", resp.body_text());
+    assert_eq!(resp.header("x-sidekey-error"), Some("upstream_timeout"));
+    assert!(api.requests().iter().all(|r| r.path() != "/slow"));
 }

@@ -19,6 +19,7 @@ use http::{Method, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
+use super::deadline::Deadline;
 use super::h1::server::ClientRequest;
 use super::headers::{strip_hop_by_hop, ForwardHeaders};
 use super::host::RequestHost;
@@ -279,10 +280,20 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         // Nothing to read (and nothing to wait for).
         Bytes::new()
     } else {
+        // Read before anything goes upstream, so bounded here: a client
+        // silent for `request_timeout` in its body gets the 504 it would
+        // get while streaming (see `deadline`).
+        let timeout = runtime.settings.request_timeout;
+        let deadline = Deadline::new(
+            tokio::time::Instant::now(),
+            timeout,
+            out.body.progress().cloned(),
+        );
         let body = std::mem::replace(&mut out.body, ProxyBody::empty());
-        Limited::new(body, runtime.settings.retry_body_limit)
-            .collect()
+        deadline
+            .bound(Limited::new(body, runtime.settings.retry_body_limit).collect())
             .await
+            .ok_or(ProxyError::UpstreamTimeout(timeout))?
             .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?
             .to_bytes()
     };
