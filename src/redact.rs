@@ -62,8 +62,14 @@ fn describe_auth(auth: &AuthConfig) -> String {
             template,
             token,
         } => format!(
+            // The template may hold secrets of its own (`${VAR}` expanded
+            // beside `{token}`): only whether there is one is shown.
             "header {name}: {} (token: {})",
-            template.as_deref().unwrap_or("{token}"),
+            if template.is_some() {
+                "[REDACTED template]"
+            } else {
+                "[REDACTED]"
+            },
             describe_token(token)
         ),
         AuthConfig::Query { param, token } => {
@@ -142,5 +148,18 @@ mod tests {
         let shown = url_without_query(&uri);
         assert_eq!(shown, "https://invoca.net/api/x/create_access_token.json?…");
         assert!(!shown.contains("abc"));
+    }
+
+    #[test]
+    fn a_header_template_is_not_shown() {
+        let auth = AuthConfig::Header {
+            name: http::header::AUTHORIZATION,
+            template: Some("Token token={token}, signature=TEMPLATESECRET9".into()),
+            token: TokenConfig::Static("tok".to_string().into()),
+        };
+        let shown = describe_auth(&auth);
+        assert!(shown.starts_with("header authorization: "), "{shown}");
+        assert!(!shown.contains("TEMPLATESECRET9"), "{shown}");
+        assert!(!shown.contains("tok,"), "{shown}");
     }
 }

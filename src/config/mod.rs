@@ -137,13 +137,31 @@ impl Config {
 /// `password = "...` would be printed whole), and with the string values
 /// that serde quotes in its messages (`invalid type: string "..."`) hidden.
 fn syntax_error(text: &str, e: &toml::de::Error) -> String {
-    let message = redact_quoted_strings(e.message());
+    let message = redact_numbers(&redact_quoted_strings(e.message()));
     let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
         return format!("TOML parse error: {message}");
     };
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("TOML parse error at line {line}, column {column}: {message}")
+}
+
+/// Replaces the value in serde's ``integer `...` `` and ``floating point
+/// `...` `` (a secret written without quotes is one of these).
+fn redact_numbers(message: &str) -> String {
+    let mut out = message.to_string();
+    for mark in ["integer `", "floating point `"] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(mark) {
+            let start = from + i + mark.len();
+            let Some(len) = out[start..].find('`') else {
+                break;
+            };
+            out.replace_range(start..start + len, "[REDACTED]");
+            from = start + "[REDACTED]".len() + 1;
+        }
+    }
+    out
 }
 
 /// Replaces each `string "..."` (serde's rendering of an unexpected string

@@ -329,3 +329,16 @@ fn a_wildcard_route_on_its_own_listener_must_name_its_upstream() {
     )
     .expect("with an upstream it is fine");
 }
+
+#[test]
+fn a_secret_written_as_a_number_is_not_echoed() {
+    for value in ["987654321012", "3.14159"] {
+        let text = format!(
+            "[[route]]\nname = \"a\"\nhost = \"api.example.com\"\n[route.auth]\nkind = \"basic\"\nusername = \"me\"\npassword = {value}\n"
+        );
+        let err = parse_with(&text, &HashMap::new()).unwrap_err().to_string();
+        assert!(err.contains("TOML parse error"), "{err}");
+        assert!(err.contains("[REDACTED]"), "{err}");
+        assert!(!err.contains(value), "{err}");
+    }
+}
