@@ -170,9 +170,24 @@ fn prefix_matches(prefix: Option<&str>, path: &str) -> bool {
         return true;
     };
     match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        Some(rest) => {
+            (rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/')) && !climbs(rest)
+        }
         None => false,
     }
+}
+
+/// Whether `rest` holds a `.` or `..` segment, written plainly or
+/// percent-encoded (`%2e%2e`, `..%2f`): most upstreams resolve those, so
+/// `/v1/../admin` is not under `/v1` whatever its spelling.
+fn climbs(rest: &str) -> bool {
+    if !rest.contains('.') && !rest.contains('%') {
+        return false;
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
+    decoded
+        .split(|b| *b == b'/' || *b == b'\\')
+        .any(|segment| segment == b"." || segment == b"..")
 }
 
 #[cfg(test)]
@@ -237,6 +252,23 @@ mod tests {
             Some("api"),
             "trailing dot"
         );
+    }
+
+    #[test]
+    fn dot_segments_do_not_climb_out_of_a_prefix() {
+        let t = table();
+        for path in [
+            "/v1/../admin",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E%2E/admin",
+            "/v1/..%2fadmin",
+            "/v1/./../admin",
+            "/v1/users/../../admin",
+        ] {
+            assert_eq!(find(&t, "api.example.com", path), Some("api"), "{path}");
+        }
+        assert_eq!(find(&t, "api.example.com", "/v1/a..b/.c"), Some("v1"));
+        assert_eq!(find(&t, "api.example.com", "/v1/users/7"), Some("v1-users"));
     }
 
     #[test]
