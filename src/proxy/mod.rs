@@ -116,11 +116,7 @@ impl Runtime {
     /// its token settings are the same.
     fn token_source_like(&self, route: &RouteConfig) -> Option<TokenSource> {
         let token = route.auth.token()?;
-        let old = self
-            .table
-            .routes()
-            .iter()
-            .find(|r| r.config.name == route.name)?;
+        let old = self.table.by_name(&route.name)?;
         if old.config.auth.token() != Some(token) {
             return None;
         }
