@@ -121,15 +121,6 @@ impl Config {
     pub fn route(&self, name: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| r.name == name)
     }
-
-    /// Every address sidekey binds: the proxy listener, the admin listener and
-    /// each route's dedicated listener.
-    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
-        let mut addrs = vec![self.proxy.listen];
-        addrs.extend(self.proxy.admin);
-        addrs.extend(self.routes.iter().filter_map(|r| r.listen));
-        addrs
-    }
 }
 
 /// A TOML error as "line L, column C: message". Not `toml`'s own
