@@ -19,13 +19,13 @@ use sidekey::config::{
 };
 use sidekey::credential::{Basic, Credential, HeaderInjector, SignedUrl};
 use sidekey::metrics::Metrics;
-use sidekey::proxy::h1::fields::RawFields;
-use sidekey::proxy::headers::{strip_hop_by_hop, ForwardHeaders};
 use sidekey::route::{Route, RouteTable};
 use sidekey::target::Target;
 use sidekey::token::cache::TokenCache;
 use sidekey::token::endpoint::{FetchFuture, Fetched, TokenFetcher};
 use sidekey::token::{TokenSource, TokenStats};
+use sidekey::wire::h1::fields::RawFields;
+use sidekey::wire::headers::{strip_hop_by_hop, ForwardHeaders};
 
 fn route(i: usize) -> Route {
     let host = format!("api{i}.example.com");

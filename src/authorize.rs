@@ -35,9 +35,9 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::client::connector::{tls_config, Connector, UpstreamError};
+use crate::client::pool::Upstreams;
 use crate::config::{Config, OAuth2CodeConfig, TokenConfig};
-use crate::proxy::pool::Upstreams;
-use crate::proxy::upstream::{self, UpstreamError};
 use crate::redact::url_without_query;
 use crate::token::endpoint::{self, FetchError};
 use crate::token::store::{self, StoreError};
@@ -158,9 +158,9 @@ pub async fn run(
         Some(TokenConfig::OAuth2Code(c)) => c.clone(),
         _ => return Err(AuthorizeError::NotOAuth2Code(route.to_string())),
     };
-    let tls = upstream::tls_config(&config.proxy)?;
+    let tls = tls_config(&config.proxy)?;
     let upstreams = Upstreams::new(
-        upstream::Connector::new(tls, &config.proxy),
+        Connector::new(tls, &config.proxy),
         config.proxy.pool_idle_timeout,
     );
     let addr = listen_addr(&code_config.redirect_uri)?;

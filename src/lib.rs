@@ -4,38 +4,41 @@
 //! one to a route by its upstream host, adds the route's credential and
 //! forwards it over verified TLS.
 //!
-//! A map of the crate, in the order a request meets it:
+//! ## Layers
 //!
-//! | module | holds |
-//! | --- | --- |
-//! | [`config`] | the TOML file: raw serde types ([`config::file`]), `${VAR}` expansion ([`config::env`]), validated types |
-//! | [`proxy::server`] | listeners, graceful shutdown, reload |
-//! | [`proxy::workers`] | the worker threads (one single-threaded runtime per core) that serve client connections |
-//! | [`proxy::handler`] | one request: route, rewrite, inject, forward, clean the response |
-//! | [`route`] | the route matcher ([`route::RouteTable::find`]) |
-//! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url` |
-//! | [`token`] | token sources for `header` and `query` credentials: fetched, cached, one-time, from files |
-//! | [`target`] | the upstream URL being built and its query-string edits |
-//! | [`proxy::pool`] | each worker thread's upstream connections (HTTP/1.1 kept alive, HTTP/2 shared) |
-//! | [`proxy::upstream`] | the TLS connector, `connect_to`, and the token fetches' client |
-//! | [`proxy::headers`] | hop-by-hop header hygiene |
-//! | [`error`] | every request error → status + JSON body, in one place |
-//! | [`admin`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
-//! | [`redact`] | what `check` and logs may print of a config |
-//! | [`authorize`] | `sidekey authorize`: the OAuth2 authorization-code flow for `oauth2_code` routes |
+//! The crate is built in layers, each of which may use only the layers
+//! below it (and the leaf modules at the bottom); nothing imports upward,
+//! so there is no cycle between modules. From the bottom up:
+//!
+//! | layer | holds | may use |
+//! | --- | --- | --- |
+//! | [`cause`], [`target`], [`metrics`] | leaves: error causes, the upstream URL and its query edits, the Prometheus registry | nothing of ours |
+//! | [`wire`] | HTTP/1.1 heads, framing, bodies, both connection state machines, hop-by-hop rules, deadlines, [`wire::reply::Reply`] | nothing of ours |
+//! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types | `wire`, leaves |
+//! | [`client`] | dialling, TLS, `connect_to`, each worker's upstream connection pool, the typed [`client::pool::SendError`] | `config`, `wire`, leaves |
+//! | [`token`] | token sources: fetched, cached, one-time, from files, OAuth2 | `client`, `config`, `wire`, leaves |
+//! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url` | `token` and below |
+//! | [`route`] | the route matcher ([`route::RouteTable::find`]) | `credential` and below |
+//! | [`proxy`] | one request: route, rewrite, inject, forward, clean the response; every error → status + JSON ([`proxy::error`]) | `route` and below |
+//! | [`redact`] | what `check` and logs may print of a config | `config`, `target` |
+//! | [`app`], [`authorize`] | the composition root: building a runtime from a config, listeners, reload, shutdown, worker threads, the admin listener; `sidekey authorize` | everything above |
+//!
+//! `src/main.rs` (the CLI) sits on top of `app`.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod app;
 pub mod authorize;
+pub mod cause;
+pub mod client;
 pub mod config;
 pub mod credential;
-pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod redact;
 pub mod route;
 pub mod target;
 pub mod token;
+pub mod wire;
 
+pub use app::RunningProxy;
 pub use config::Config;
-pub use proxy::server::RunningProxy;

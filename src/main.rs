@@ -129,7 +129,7 @@ fn check(path: &Path) -> ExitCode {
             println!("valid");
             ExitCode::SUCCESS
         }
-        Err(sidekey::proxy::RuntimeError::Credentials(errors)) => {
+        Err(sidekey::app::RuntimeError::Credentials(errors)) => {
             for (route, e) in errors {
                 println!("  error: route \"{route}\": {e}");
             }

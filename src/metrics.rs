@@ -101,6 +101,13 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StallLabels {
+    /// `upstream` (a response body's source went silent) or `client` (it
+    /// sent nothing of its request body, or read nothing of its response).
+    pub side: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
@@ -117,6 +124,7 @@ pub struct Metrics {
     pub token_wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub reloads: Family<ReloadLabels, Counter>,
+    pub body_stalls: Family<StallLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -187,8 +195,15 @@ impl Metrics {
             "Config reloads by outcome",
             reloads.clone(),
         );
+        let body_stalls = Family::<StallLabels, Counter>::default();
+        registry.register(
+            "body_idle_timeouts",
+            "Exchanges ended by proxy.body_idle_timeout, by who was silent (upstream, client)",
+            body_stalls.clone(),
+        );
         Metrics {
             registry,
+            body_stalls,
             requests,
             upstream_latency,
             active_connections,

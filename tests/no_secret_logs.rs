@@ -263,14 +263,13 @@ async fn run_and_check_logs(format: &str) {
             output.contains(line) || output.contains(&format!("={}", line.trim_matches('"')));
         assert!(found, "{format} logs lack {line}:\n{output}");
     }
-    // (hyper itself and rustls are built without logging; h2 and
-    // hyper-util log at trace and must be covered by the checks below.)
-    for target in ["h2::", "hyper_util::"] {
-        assert!(
-            output.contains(target),
-            "{format} logs at trace show nothing from {target}"
-        );
-    }
+    // (hyper itself and rustls are built without logging; h2 logs at
+    // trace and must be covered by the checks below. sidekey dials with
+    // its own code, so hyper-util logs nothing.)
+    assert!(
+        output.contains("h2::"),
+        "{format} logs at trace show nothing from h2::"
+    );
 
     let mut secrets = config_secrets();
     secrets.extend(CLIENT_VALUES.iter().map(|s| s.to_string()));

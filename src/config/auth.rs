@@ -15,7 +15,7 @@ use super::file::{
     FileTokenSource,
 };
 use super::Ctx;
-use crate::proxy::headers::is_hop_by_hop;
+use crate::wire::headers::is_hop_by_hop;
 
 /// How a route authenticates its requests.
 #[derive(Debug, Clone)]

@@ -37,6 +37,7 @@ pub struct FileProxy {
     // Keys beyond the seed contract (see README "Configuration reference").
     pub drain_timeout: Option<String>,
     pub header_read_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub pool_idle_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,

@@ -45,6 +45,8 @@ pub struct ProxySettings {
     pub connect_to: HashMap<String, String>,
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// The longest silence while a body streams, either way.
+    pub body_idle_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -132,6 +134,11 @@ impl ProxySettings {
             raw.header_read_timeout.as_deref(),
             Duration::from_secs(10),
         );
+        let body_idle_timeout = ctx.duration(
+            "body_idle_timeout",
+            raw.body_idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        );
         let pool_idle_timeout = ctx.duration(
             "pool_idle_timeout",
             raw.pool_idle_timeout.as_deref(),
@@ -184,6 +191,7 @@ impl ProxySettings {
             connect_to,
             drain_timeout: drain_timeout?,
             header_read_timeout: header_read_timeout?,
+            body_idle_timeout: body_idle_timeout?,
             pool_idle_timeout: pool_idle_timeout?,
             max_header_bytes,
             max_headers,

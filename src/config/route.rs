@@ -11,8 +11,8 @@ use super::auth::AuthConfig;
 use super::file::FileRoute;
 use super::proxy::socket_addr;
 use super::Ctx;
-use crate::proxy::headers::is_hop_by_hop;
 use crate::target::Target;
+use crate::wire::headers::is_hop_by_hop;
 
 /// The `host` a route matches: exact (case-insensitive) or `*.suffix`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

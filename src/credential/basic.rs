@@ -5,8 +5,8 @@ use base64::Engine;
 use http::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::proxy::headers::ForwardHeaders;
 use crate::token::BuildError;
+use crate::wire::headers::ForwardHeaders;
 
 /// The header value, computed once at load and marked sensitive.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ impl Basic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::h1::fields::RawFields;
+    use crate::wire::h1::fields::RawFields;
 
     #[test]
     fn copilot_document_example() {

@@ -7,8 +7,8 @@ use http::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Applied, CredentialError};
-use crate::proxy::headers::ForwardHeaders;
 use crate::token::{BuildError, TokenSource};
+use crate::wire::headers::ForwardHeaders;
 
 #[derive(Debug)]
 pub struct HeaderInjector {
@@ -84,7 +84,7 @@ impl HeaderInjector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::h1::fields::RawFields;
+    use crate::wire::h1::fields::RawFields;
     use secrecy::SecretString;
 
     #[tokio::test]

@@ -11,7 +11,7 @@ mod header;
 mod query;
 mod signed_url;
 
-use crate::proxy::headers::ForwardHeaders;
+use crate::wire::headers::ForwardHeaders;
 use thiserror::Error;
 
 pub use basic::Basic;

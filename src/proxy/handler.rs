@@ -19,18 +19,20 @@ use http::{Method, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
-use super::deadline::Deadline;
-use super::h1::server::ClientRequest;
-use super::headers::{strip_hop_by_hop, ForwardHeaders};
 use super::host::RequestHost;
-use super::pool::{Outgoing, SendError, UpstreamResponse};
-use super::reply::{Reply, ReplyHead};
-use super::{ProxyBody, Runtime, Shared};
+use super::{Reply, Runtime, Shared};
+use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
+use crate::client::ProxyBody;
 use crate::config::{Forwarded, Unmatched};
 use crate::credential::Applied;
-use crate::error::ProxyError;
+use crate::proxy::error::ProxyError;
 use crate::route::Route;
 use crate::target::{scrub_link_header, scrub_url, Target};
+use crate::wire::deadline::Deadline;
+use crate::wire::h1::response::HeadError;
+use crate::wire::h1::server::ClientRequest;
+use crate::wire::headers::{strip_hop_by_hop, ForwardHeaders};
+use crate::wire::reply::ReplyHead;
 
 /// Where a connection came in.
 #[derive(Clone, Debug)]
@@ -422,12 +424,16 @@ fn add_forwarded(headers: &mut ForwardHeaders, mode: Forwarded, conn: &ConnInfo,
 fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
     match e {
         SendError::Timeout => ProxyError::UpstreamTimeout(timeout),
-        SendError::Connect(cause) => ProxyError::UpstreamConnect(cause),
-        SendError::Upstream(cause) => ProxyError::Upstream(cause),
         SendError::BadAuthority => {
             ProxyError::BadRequest("the upstream host cannot be forwarded to")
         }
         SendError::BadTarget => ProxyError::BadRequest("the request path cannot be forwarded"),
+        e if e.is_request_body() => {
+            let stalled = e.request_body_stalled();
+            ProxyError::RequestBody { stalled, cause: e }
+        }
+        e if e.is_connect() => ProxyError::UpstreamConnect(e),
+        e => ProxyError::Upstream(e),
     }
 }
 
@@ -445,13 +451,12 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
             return Ok(Reply {
                 status,
                 head: ReplyHead::Upstream(raw),
-                body: body.into(),
+                body,
             });
         }
         ReplyHead::Upstream(raw) => raw
             .to_header_map(0)
-            .ok_or(super::h1::response::HeadError::Header)
-            .map_err(|e| ProxyError::Upstream(e.to_string()))?,
+            .ok_or(ProxyError::UpstreamHead(HeadError::Header))?,
         ReplyHead::Map(headers) => headers,
     };
     strip_hop_by_hop(&mut headers);
@@ -481,6 +486,6 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
     Ok(Reply {
         status,
         head: ReplyHead::Map(headers),
-        body: body.into(),
+        body,
     })
 }

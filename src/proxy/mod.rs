@@ -1,47 +1,26 @@
-//! The proxy itself: accepting connections ([`server`]) and running them
-//! on worker threads ([`workers`]), handling one request ([`handler`],
-//! routed by its [`host`]),
-//! reaching upstreams ([`upstream`], pooled per thread by [`pool`], spoken
-//! to over HTTP/1.1 by [`h1`], bounded by a [`deadline`]), what clients get back ([`reply`]) and
-//! header hygiene ([`headers`]).
+//! The proxy layer: one request from a client to its upstream and back
+//! ([`handler`], routed by its [`host`]), and the one mapping from a
+//! failed request to its status and JSON body ([`error`]). What a request
+//! needs is a [`Runtime`], built from a config by `app`; a connection's
+//! shared state is [`Shared`].
 
-pub mod body;
-pub mod deadline;
-pub mod h1;
+pub mod error;
 pub mod handler;
-pub mod headers;
 pub mod host;
-pub mod pool;
-pub mod reply;
-pub mod server;
-pub mod upstream;
-pub mod workers;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use thiserror::Error;
 
-use crate::config::{Config, ProxySettings, RouteConfig};
-use crate::credential::Credential;
+use crate::client::pool::{ReplyBody, Upstreams};
+use crate::config::ProxySettings;
 use crate::metrics::Metrics;
-use crate::route::{Route, RouteTable};
-use crate::token::{BuildError, TokenContext, TokenSource};
+use crate::route::RouteTable;
 
-/// The error of a body: hyper's, or sidekey's own HTTP/1.1 client's.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-pub use body::ProxyBody;
-
-/// Why a config could not be turned into a running proxy.
-#[derive(Debug, Error)]
-pub enum RuntimeError {
-    #[error("{}", .0.iter().map(|(route, e)| format!("route \"{route}\": {e}")).collect::<Vec<_>>().join("; "))]
-    Credentials(Vec<(String, BuildError)>),
-    #[error(transparent)]
-    Upstream(#[from] upstream::UpstreamError),
-}
+/// What a client gets back: a response head and a body (the upstream's,
+/// streaming, or sidekey's own).
+pub type Reply = crate::wire::reply::Reply<ReplyBody>;
 
 /// Everything a request needs, built from one config. Swapped as a whole on
 /// reload; requests in flight keep the one they started with.
@@ -50,99 +29,7 @@ pub struct Runtime {
     pub table: RouteTable,
     /// Where forwarded requests and token requests go (per-thread
     /// connection pools).
-    pub upstreams: Arc<pool::Upstreams>,
-}
-
-impl Runtime {
-    /// Builds credentials, token sources and the upstream connector.
-    /// With `previous` (a reload), keeps what the new config leaves as it
-    /// was: its upstream connections when `[proxy]` connects the same way,
-    /// and then the token source (cached token, minted pool) of each route
-    /// whose name and token settings are unchanged.
-    pub fn build(
-        config: &Config,
-        metrics: &Arc<Metrics>,
-        previous: Option<&Runtime>,
-    ) -> Result<Runtime, RuntimeError> {
-        let kept = previous.filter(|p| p.settings.connects_like(&config.proxy));
-        let upstreams = match kept {
-            Some(previous) => previous.upstreams.clone(),
-            // One for proxied requests and token fetches: they share the
-            // per-thread pools (a pool serves one config's `Upstreams` at
-            // a time).
-            None => Arc::new(pool::Upstreams::new(
-                upstream::Connector::new(upstream::tls_config(&config.proxy)?, &config.proxy),
-                config.proxy.pool_idle_timeout,
-            )),
-        };
-        let mut routes = Vec::with_capacity(config.routes.len());
-        let mut errors = Vec::new();
-        let mut kept_sources = 0;
-        for route in &config.routes {
-            let ctx = TokenContext {
-                route: route.name.clone(),
-                upstreams: upstreams.clone(),
-                metrics: metrics.clone(),
-            };
-            // Token sources fetch through `upstreams`: one is kept only
-            // with them.
-            let source = kept.and_then(|previous| previous.token_source_like(route));
-            kept_sources += usize::from(source.is_some());
-            match Credential::build(&route.auth, &ctx, source) {
-                Ok(credential) => {
-                    routes.push(Route::new(route.clone(), credential).with_metrics(metrics))
-                }
-                Err(e) => errors.push((route.name.clone(), e)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(RuntimeError::Credentials(errors));
-        }
-        if previous.is_some() {
-            tracing::info!(
-                upstream_connections = if kept.is_some() { "kept" } else { "new" },
-                token_sources_kept = kept_sources,
-                "what the reload kept of the running config"
-            );
-        }
-        Ok(Runtime {
-            settings: config.proxy.clone(),
-            table: RouteTable::new(routes),
-            upstreams,
-        })
-    }
-
-    /// The token source of this runtime's route named like `route`, if
-    /// its token settings are the same.
-    fn token_source_like(&self, route: &RouteConfig) -> Option<TokenSource> {
-        let token = route.auth.token()?;
-        let old = self.table.by_name(&route.name)?;
-        if old.config.auth.token() != Some(token) {
-            return None;
-        }
-        old.credential.token_source().cloned()
-    }
-
-    /// Starts fetching tokens (and filling one-time pools, reading token
-    /// files) for every route, so the first request does not wait. Call
-    /// inside the Tokio runtime, once the runtime is about to serve;
-    /// [`Runtime::build`] itself does no I/O.
-    pub fn warm_up(&self) {
-        for route in self.table.routes() {
-            if let Some(source) = route.credential.token_source() {
-                source.warm_up();
-            }
-        }
-    }
-
-    /// True when every route that uses a token source has a valid token.
-    pub fn tokens_ready(&self) -> bool {
-        self.table.routes().iter().all(|r| {
-            r.credential
-                .token_source()
-                .is_none_or(|s| s.has_valid_token())
-        })
-    }
+    pub upstreams: Arc<Upstreams>,
 }
 
 /// State shared by every connection.

@@ -27,11 +27,11 @@ use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
 use super::BuildError;
+use crate::client::pool::{Outgoing, SendError, Upstreams};
+use crate::client::ProxyBody;
 use crate::config::{EndpointConfig, TokenBody};
-use crate::proxy::headers::ForwardHeaders;
-use crate::proxy::pool::{Outgoing, SendError, Upstreams};
-use crate::proxy::ProxyBody;
 use crate::target::encode_query_component;
+use crate::wire::headers::ForwardHeaders;
 
 /// Token responses larger than this are refused (a token is a few hundred
 /// bytes; a large body is not a token response).
@@ -339,14 +339,15 @@ pub async fn send(
 fn send_error(host: &str, timeout: Duration, e: SendError) -> FetchError {
     let host = host.to_string();
     match e {
-        SendError::Connect(cause) => FetchError::Connect { host, cause },
         SendError::Timeout => FetchError::Timeout { host, timeout },
-        e @ (SendError::Upstream(_) | SendError::BadAuthority | SendError::BadTarget) => {
-            FetchError::Request {
-                host,
-                cause: e.to_string(),
-            }
-        }
+        e if e.is_connect() => FetchError::Connect {
+            host,
+            cause: e.to_string(),
+        },
+        e => FetchError::Request {
+            host,
+            cause: e.to_string(),
+        },
     }
 }
 

@@ -36,9 +36,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use thiserror::Error;
 
+use crate::client::pool::Upstreams;
 use crate::config::TokenConfig;
 use crate::metrics::{Metrics, OutcomeLabels, RouteLabels, RouteName};
-use crate::proxy::pool::Upstreams;
 
 /// What a token source needs from the rest of sidekey.
 #[derive(Clone)]

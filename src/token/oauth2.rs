@@ -20,10 +20,10 @@ use secrecy::{ExposeSecret, SecretString};
 use super::endpoint::{form_encode, HttpFetcher, PreparedRequest, ResponseSpec};
 use super::file::{self, FileError, WatchedFile};
 use super::{store, BuildError, Token, TokenError};
+use crate::client::pool::Upstreams;
 use crate::config::{
     ClientAuth, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenRequestStyle,
 };
-use crate::proxy::pool::Upstreams;
 use crate::target::encode_query_component;
 
 /// `source = "oauth2_code"`: the token in `store`.

@@ -2,25 +2,25 @@
 //! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, and `proxy.connect_to`
 //! overrides of where a `host:port` is dialled.
 //!
-//! [`Connector`] dials for [`super::pool::Upstreams`], which proxied
+//! [`Connector`] dials (its own small dialer: resolve, then each address
+//! in turn within `connect_timeout`) for [`super::pool::Upstreams`], which proxied
 //! requests and token fetches share (per-thread pools), and verifies with
 //! [`tls_config`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tower::Service;
 
 use crate::config::ProxySettings;
 
@@ -46,26 +46,21 @@ pub fn tls_config(settings: &ProxySettings) -> Result<rustls::ClientConfig, Upst
     .with_no_client_auth())
 }
 
-fn dialer(settings: &ProxySettings) -> Dialer {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.connect_timeout));
-    Dialer {
-        http,
-        connect_to: Arc::new(settings.connect_to.clone()),
-    }
-}
-
 /// Why an upstream connection could not be opened.
 #[derive(Debug, Error)]
 pub enum ConnectError {
     #[error("the upstream host is not a valid host[:port]")]
     BadAuthority,
-    #[error("{0}")]
-    Dial(String),
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
+    #[error("cannot resolve the upstream host: {0}")]
+    Resolve(#[source] io::Error),
+    #[error("the upstream host resolved to no address")]
+    NoAddress,
+    #[error("{}", crate::cause::describe_cause(.0))]
+    Dial(#[source] io::Error),
+    #[error("connect timed out")]
+    DialTimeout,
+    #[error("TLS handshake failed: {}", crate::cause::innermost_cause(.0))]
+    Tls(#[source] io::Error),
 }
 
 /// Opens the request path's upstream connections: TCP (with `connect_to`),
@@ -80,7 +75,10 @@ impl Connector {
     pub fn new(mut tls: rustls::ClientConfig, settings: &ProxySettings) -> Connector {
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Connector {
-            dialer: dialer(settings),
+            dialer: Dialer {
+                timeout: settings.connect_timeout,
+                connect_to: Arc::new(settings.connect_to.clone()),
+            },
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
         }
     }
@@ -92,15 +90,8 @@ impl Connector {
             .parse()
             .map_err(|_| ConnectError::BadAuthority)?;
         let host = uri.host().ok_or(ConnectError::BadAuthority)?;
-        let mut dialer = self.dialer.clone();
-        std::future::poll_fn(|cx| dialer.poll_ready(cx))
-            .await
-            .map_err(|e| ConnectError::Dial(crate::error::describe_cause(&e)))?;
-        let tcp = dialer
-            .call(uri.clone())
-            .await
-            .map_err(|e| ConnectError::Dial(crate::error::describe_cause(&e)))?
-            .into_inner();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = self.dialer.dial(host, port).await?;
         if !https {
             return Ok(Io::Plain(tcp));
         }
@@ -112,8 +103,59 @@ impl Connector {
             .tls
             .connect(name, tcp)
             .await
-            .map_err(|e| ConnectError::Tls(crate::error::innermost_cause(&e).to_string()))?;
+            .map_err(ConnectError::Tls)?;
         Ok(Io::Tls(Box::new(tls)))
+    }
+}
+
+/// Dials TCP: `connect_to[host:port]` instead of resolving `host`, when
+/// set (the TLS layer above still uses the original host for SNI and
+/// certificate verification); each resolved address in turn, all within
+/// `connect_timeout`.
+#[derive(Clone, Debug)]
+struct Dialer {
+    timeout: Duration,
+    connect_to: Arc<HashMap<String, String>>,
+}
+
+impl Dialer {
+    /// The address to dial instead of `host:port`, if `connect_to` has one.
+    fn redirect(&self, host: &str, port: u16) -> Option<&str> {
+        if self.connect_to.is_empty() {
+            return None;
+        }
+        let key = format!("{}:{port}", host.to_ascii_lowercase());
+        self.connect_to.get(&key).map(String::as_str)
+    }
+
+    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let connect = async {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let addrs: Vec<SocketAddr> = match self.redirect(host, port) {
+                Some(to) => tokio::net::lookup_host(to)
+                    .await
+                    .map_err(ConnectError::Resolve)?
+                    .collect(),
+                None => tokio::net::lookup_host((bare, port))
+                    .await
+                    .map_err(ConnectError::Resolve)?
+                    .collect(),
+            };
+            let mut last = ConnectError::NoAddress;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(tcp) => {
+                        let _ = tcp.set_nodelay(true);
+                        return Ok(tcp);
+                    }
+                    Err(e) => last = ConnectError::Dial(e),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .unwrap_or(Err(ConnectError::DialTimeout))
     }
 }
 
@@ -199,46 +241,9 @@ impl AsyncWrite for Io {
     }
 }
 
-/// Dials `connect_to[host:port]` instead of resolving `host`, when set.
-/// The TLS layer above still uses the original host for SNI and
-/// certificate verification.
-#[derive(Clone, Debug)]
-pub struct Dialer {
-    http: HttpConnector,
-    connect_to: Arc<HashMap<String, String>>,
-}
-
-impl Dialer {
-    fn redirect(&self, uri: &Uri) -> Option<Uri> {
-        if self.connect_to.is_empty() {
-            return None;
-        }
-        let host = uri.host()?;
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        let key = format!("{}:{port}", host.to_ascii_lowercase());
-        let addr = self.connect_to.get(&key)?;
-        format!("http://{addr}").parse().ok()
-    }
-}
-
-impl Service<Uri> for Dialer {
-    type Response = <HttpConnector as tower::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower::Service<Uri>>::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dial = self.redirect(&uri).unwrap_or(uri);
-        Box::pin(self.http.call(dial))
+impl crate::wire::h1::client::Transport for Io {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_read_ready(cx)
     }
 }
 
@@ -249,16 +254,16 @@ mod tests {
     #[test]
     fn connect_to_keeps_the_url_but_changes_the_dial_address() {
         let dialer = Dialer {
-            http: HttpConnector::new(),
+            timeout: Duration::from_secs(1),
             connect_to: Arc::new(HashMap::from([(
                 "api.copilot.cx:443".to_string(),
                 "127.0.0.1:8443".to_string(),
             )])),
         };
-        let to = dialer.redirect(&"https://API.copilot.cx/v1".parse().unwrap());
-        assert_eq!(to.unwrap().authority().unwrap().as_str(), "127.0.0.1:8443");
-        assert!(dialer
-            .redirect(&"http://api.copilot.cx/v1".parse().unwrap())
-            .is_none());
+        assert_eq!(
+            dialer.redirect("API.copilot.cx", 443),
+            Some("127.0.0.1:8443")
+        );
+        assert!(dialer.redirect("api.copilot.cx", 80).is_none());
     }
 }

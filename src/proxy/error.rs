@@ -12,9 +12,10 @@ use http::{Response, StatusCode};
 
 use thiserror::Error;
 
+use crate::client::pool::{ReplyBody, SendError};
 use crate::credential::CredentialError;
-use crate::proxy::ProxyBody;
 use crate::token::TokenError;
+use crate::wire::h1::response::HeadError;
 
 #[derive(Debug, Error)]
 pub enum ProxyError {
@@ -36,11 +37,25 @@ pub enum ProxyError {
     #[error("no credential available: {0}")]
     Credential(#[source] CredentialError),
     #[error("cannot connect to the upstream: {0}")]
-    UpstreamConnect(String),
+    UpstreamConnect(#[source] SendError),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
     #[error("the upstream request failed: {0}")]
-    Upstream(String),
+    Upstream(#[source] SendError),
+    #[error("the upstream's response head cannot be forwarded: {0}")]
+    UpstreamHead(#[source] HeadError),
+    /// The client's request body failed: malformed (a bad chunk), or
+    /// silent for `body_idle_timeout`.
+    #[error("{}", if *.stalled { "the request body stalled: nothing arrived for body_idle_timeout" } else { "the request body is malformed or incomplete" })]
+    RequestBody {
+        stalled: bool,
+        #[source]
+        cause: SendError,
+    },
+    /// `TRACE` on a route that adds a credential: the upstream would
+    /// echo it back.
+    #[error("TRACE is not forwarded on a route that adds a credential (it would echo the credential back)")]
+    TraceNotAllowed,
 }
 
 impl ProxyError {
@@ -56,7 +71,12 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Credential(CredentialError::InvalidToken) => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamHead(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestBody { stalled: true, .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RequestBody { stalled: false, .. } => StatusCode::BAD_REQUEST,
+            ProxyError::TraceNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -72,7 +92,10 @@ impl ProxyError {
             ProxyError::Credential(_) => "credential_unavailable",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
-            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::Upstream(_) | ProxyError::UpstreamHead(_) => "upstream_error",
+            ProxyError::RequestBody { stalled: true, .. } => "request_body_timeout",
+            ProxyError::RequestBody { stalled: false, .. } => "bad_request_body",
+            ProxyError::TraceNotAllowed => "method_not_allowed",
         }
     }
 
@@ -90,7 +113,7 @@ impl ProxyError {
     }
 
     /// The response sent to the client for this error on `route`.
-    pub fn to_response(&self, route: Option<&str>) -> Response<ProxyBody> {
+    pub fn to_response(&self, route: Option<&str>) -> Response<ReplyBody> {
         let mut body = serde_json::json!({
             "error": self.code(),
             "route": route,
@@ -99,7 +122,7 @@ impl ProxyError {
         if let ProxyError::NoRoute { host } = self {
             body["host"] = serde_json::Value::String(host.clone());
         }
-        let mut response = Response::new(ProxyBody::full(body.to_string()));
+        let mut response = Response::new(ReplyBody::full(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -113,32 +136,6 @@ impl ProxyError {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
-    }
-}
-
-/// The innermost cause of an error chain: for a client error, the I/O or
-/// TLS error underneath, which (unlike the outer layers) holds no request
-/// data and names what actually went wrong.
-pub(crate) fn innermost_cause<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> &'a (dyn std::error::Error + 'static) {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause
-}
-
-/// What went wrong, in a few words: the innermost cause of `e`, with the
-/// usual socket errors named plainly ("connection refused") rather than
-/// as the OS words them.
-pub(crate) fn describe_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let cause = innermost_cause(e);
-    match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
-        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
-        Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_string(),
-        Some(std::io::ErrorKind::TimedOut) => "connect timed out".to_string(),
-        _ => cause.to_string(),
     }
 }
 
@@ -177,7 +174,9 @@ mod tests {
                 "credential_unavailable",
             ),
             (
-                ProxyError::UpstreamConnect("connection refused".into()),
+                ProxyError::UpstreamConnect(SendError::Connect(
+                    crate::client::connector::ConnectError::DialTimeout,
+                )),
                 502,
                 "upstream_unreachable",
             ),
@@ -186,7 +185,30 @@ mod tests {
                 504,
                 "upstream_timeout",
             ),
-            (ProxyError::Upstream("reset".into()), 502, "upstream_error"),
+            (
+                ProxyError::Upstream(SendError::H1(
+                    crate::wire::h1::client::H1Error::ClosedBeforeHead,
+                )),
+                502,
+                "upstream_error",
+            ),
+            (
+                ProxyError::RequestBody {
+                    stalled: false,
+                    cause: SendError::H1(crate::wire::h1::client::H1Error::RequestBodyLength),
+                },
+                400,
+                "bad_request_body",
+            ),
+            (
+                ProxyError::RequestBody {
+                    stalled: true,
+                    cause: SendError::H1(crate::wire::h1::client::H1Error::RequestBodyLength),
+                },
+                408,
+                "request_body_timeout",
+            ),
+            (ProxyError::TraceNotAllowed, 405, "method_not_allowed"),
         ];
         for (err, status, code) in cases {
             let response = err.to_response(Some("copilot"));

@@ -13,10 +13,11 @@ use http::{Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::h1::request::RequestError;
-use crate::proxy::h1::server::{serve_once_spoken, ClientRequest, Limits};
-use crate::proxy::reply::Reply;
-use crate::proxy::{ProxyBody, Shared};
+use super::accept::{accept_loop as accept, Spawn};
+use crate::client::pool::ReplyBody;
+use crate::proxy::{Reply, Shared};
+use crate::wire::h1::request::RequestError;
+use crate::wire::h1::server::{serve_once_spoken, ClientRequest, Limits};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -24,14 +25,15 @@ pub(crate) async fn accept_loop(
     close: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let metrics = shared.metrics.clone();
-    crate::proxy::server::accept_loop(
+    // Not counted in `sidekey_active_connections`: that gauge is the
+    // proxy's client connections.
+    accept(
         listener,
         close,
         shutdown,
         Duration::from_secs(1),
-        &metrics,
-        crate::proxy::server::Spawn::Here,
+        None,
+        Spawn::Here,
         move |stream, _, stop| {
             let shared = shared.clone();
             async move {
@@ -39,7 +41,7 @@ pub(crate) async fn accept_loop(
                     return;
                 };
                 let service = |req| std::future::ready(answer(&shared, req));
-                serve_once_spoken(stream, LIMITS, stop, bad_request, service).await;
+                serve_once_spoken(stream, limits(), stop, bad_request, service).await;
             }
         },
     )
@@ -48,11 +50,16 @@ pub(crate) async fn accept_loop(
 
 /// The admin listener's client limits (not configurable: its requests are
 /// a path and nothing else).
-const LIMITS: Limits = Limits {
-    header_read_timeout: Duration::from_secs(10),
-    max_header_bytes: 16 * 1024,
-    max_headers: 64,
-};
+fn limits() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_secs(10),
+        body_idle_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+        max_headers: 64,
+        // Not counted: `sidekey_body_stalls_total` is the proxy's.
+        stalls: Default::default(),
+    }
+}
 
 fn bad_request(_: &RequestError) -> Reply {
     reply(
@@ -98,7 +105,7 @@ fn answer(shared: &Shared, req: ClientRequest) -> Reply {
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut response = Response::new(ProxyBody::full(body));
+    let mut response = Response::new(ReplyBody::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -9,12 +9,13 @@ use http::header::{HeaderMap, CONNECTION};
 use http::{Response, StatusCode};
 
 use super::h1::fields::RawFields;
-use super::ProxyBody;
 
-pub struct Reply {
+/// A response to a client: its status, its header fields and its body
+/// (any `http_body::Body`; the proxy's is `client::pool::ReplyBody`).
+pub struct Reply<B> {
     pub status: StatusCode,
     pub head: ReplyHead,
-    pub body: ProxyBody,
+    pub body: B,
 }
 
 pub enum ReplyHead {
@@ -24,7 +25,7 @@ pub enum ReplyHead {
     Upstream(RawFields),
 }
 
-impl Reply {
+impl<B> Reply<B> {
     /// Whether sidekey asks for the connection to end after this reply
     /// (`Connection: close` on one of its own answers).
     pub fn closes(&self) -> bool {
@@ -37,8 +38,8 @@ impl Reply {
     }
 }
 
-impl From<Response<ProxyBody>> for Reply {
-    fn from(response: Response<ProxyBody>) -> Reply {
+impl<B> From<Response<B>> for Reply<B> {
+    fn from(response: Response<B>) -> Reply<B> {
         let (parts, body) = response.into_parts();
         Reply {
             status: parts.status,

@@ -1,11 +1,11 @@
 //! Forwarding a request upstream over a kept-alive connection of the
 //! current worker thread.
 //!
-//! Each worker thread ([`super::workers`]) keeps its own idle upstream
+//! Each worker thread (see `app::workers`) keeps its own idle upstream
 //! connections in a thread-local map, so a request never takes a lock or
 //! wakes another thread to find one: the client connection, its request and
 //! the upstream connection all run on the same thread. HTTP/1.1
-//! connections ([`super::h1`], driven by the request itself) serve one
+//! connections ([`crate::wire::h1::client`], driven by the request itself) serve one
 //! request at a time and go back to the pool once their response body has
 //! been read to the end; an HTTP/2 connection (when the upstream offers
 //! `h2` by ALPN; hyper's client, in a task of the thread) is shared by
@@ -33,13 +33,19 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 
-use super::deadline::Deadline;
-use super::h1::response::ResponseHead;
-use super::h1::{self, SendFailure};
-use super::headers::ForwardHeaders;
-use super::reply::ReplyHead;
-use super::upstream::{ConnectError, Connector};
-use super::{BoxError, ProxyBody};
+use super::body::ProxyBody;
+use super::connector::{ConnectError, Connector, Io};
+use crate::wire::deadline::{Deadline, Stalled};
+use crate::wire::h1::chunked::ChunkError;
+use crate::wire::h1::client::{self as h1, H1Error, RequestParts, SendFailure};
+use crate::wire::h1::response::ResponseHead;
+use crate::wire::h1::server::IncompleteBody;
+use crate::wire::headers::ForwardHeaders;
+use crate::wire::reply::ReplyHead;
+use crate::wire::BoxError;
+
+/// An HTTP/1.1 upstream connection of the pool.
+type H1Conn = h1::Connection<Io>;
 
 /// At most this many idle HTTP/1.1 connections are kept per upstream and
 /// thread; more are closed when their response ends.
@@ -50,14 +56,27 @@ const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// the request was written); the last is always on a new connection.
 const MAX_SEND_TRIES: usize = 4;
 
+/// Why a request got no response. `Display` gives the cause in a few
+/// words, from error kinds and the innermost I/O or TLS error: never a
+/// request or token value.
 #[derive(Debug, Error)]
 pub enum SendError {
-    /// Dialling, TLS handshake or HTTP handshake failed: nothing was sent.
-    #[error("{0}")]
-    Connect(String),
-    /// The request was (maybe partly) sent, but no response came back.
-    #[error("{0}")]
-    Upstream(String),
+    /// Dialling or the TLS handshake failed: nothing was sent.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP/2 handshake failed: nothing was sent.
+    #[error("the HTTP/2 handshake failed: {}", crate::cause::innermost_cause(.0))]
+    H2Handshake(#[source] hyper::Error),
+    /// Every connection tried closed before the request was written.
+    #[error("the upstream connection closed before the request was written")]
+    ClosedUnsent,
+    /// The request was (maybe partly) sent on an HTTP/1.1 connection, but
+    /// no response came back.
+    #[error("{}", crate::cause::innermost_cause(.0))]
+    H1(#[source] H1Error),
+    /// The same on an HTTP/2 connection.
+    #[error("{}", crate::cause::innermost_cause(.0))]
+    H2(#[source] hyper::Error),
     /// The upstream's `host[:port]` is not a valid authority.
     #[error("the upstream host is not a valid host[:port]")]
     BadAuthority,
@@ -67,6 +86,50 @@ pub enum SendError {
     /// No response head by the deadline.
     #[error("no response before the deadline")]
     Timeout,
+}
+
+impl SendError {
+    /// Nothing was sent: the upstream could not be reached.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            SendError::Connect(_) | SendError::H2Handshake(_) | SendError::ClosedUnsent
+        )
+    }
+
+    /// The client's side failed, not the upstream: its request body could
+    /// not be read (it went away, stalled or was malformed) or did not
+    /// match its length.
+    pub fn is_request_body(&self) -> bool {
+        match self {
+            SendError::H1(H1Error::RequestBody(_) | H1Error::RequestBodyLength) => true,
+            // hyper reports a failed request body as a user body error,
+            // its cause underneath.
+            SendError::H2(e) => e.is_user() && self.client_cause().is_some(),
+            _ => false,
+        }
+    }
+
+    /// The client's request body went silent for `body_idle_timeout`.
+    pub fn request_body_stalled(&self) -> bool {
+        self.client_cause()
+            .is_some_and(|e| e.downcast_ref::<Stalled>().is_some())
+    }
+
+    /// The error of the client's side underneath, if that is what failed.
+    fn client_cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<Stalled>().is_some()
+                || e.downcast_ref::<ChunkError>().is_some()
+                || e.downcast_ref::<IncompleteBody>().is_some()
+            {
+                return Some(e);
+            }
+            cause = e.source();
+        }
+        None
+    }
 }
 
 /// How one config's requests reach their upstreams: the connector and
@@ -132,7 +195,19 @@ impl Upstreams {
                 }
             };
             match conn {
-                Conn::H1(mut conn) => match conn.send(out, authority, &deadline).await {
+                Conn::H1(mut conn) => match conn
+                    .send(
+                        RequestParts {
+                            method: &out.method,
+                            target: &out.target,
+                            headers: &out.headers,
+                            host: authority,
+                        },
+                        &mut out.body,
+                        &deadline,
+                    )
+                    .await
+                {
                     Ok(head) => {
                         let back = Return {
                             key,
@@ -144,15 +219,9 @@ impl Upstreams {
                     // The connection had closed under us (an idle
                     // keep-alive connection the upstream dropped).
                     Err(SendFailure::Unsent) if tries < MAX_SEND_TRIES => {}
-                    Err(SendFailure::Unsent) => {
-                        return Err(SendError::Upstream(
-                            "the upstream connection closed before the request was written".into(),
-                        ))
-                    }
-                    Err(SendFailure::Failed(h1::H1Error::Timeout)) => {
-                        return Err(SendError::Timeout)
-                    }
-                    Err(SendFailure::Failed(e)) => return Err(SendError::Upstream(innermost(&e))),
+                    Err(SendFailure::Unsent) => return Err(SendError::ClosedUnsent),
+                    Err(SendFailure::Failed(H1Error::Timeout)) => return Err(SendError::Timeout),
+                    Err(SendFailure::Failed(e)) => return Err(SendError::H1(e)),
                 },
                 Conn::H2(sender) => {
                     // Boxed: HTTP/2's futures are large, and inline they
@@ -161,11 +230,7 @@ impl Upstreams {
                     match Box::pin(send_h2(sender, out, https, authority, &deadline)).await {
                         H2Sent::Response(response) => return Ok(*response),
                         H2Sent::Unsent if tries < MAX_SEND_TRIES => {}
-                        H2Sent::Unsent => {
-                            return Err(SendError::Upstream(
-                                "the HTTP/2 connection closed before the request was sent".into(),
-                            ))
-                        }
+                        H2Sent::Unsent => return Err(SendError::ClosedUnsent),
                         H2Sent::Failed(e) => return Err(e),
                     }
                 }
@@ -205,17 +270,17 @@ impl Upstreams {
             .await
             .map_err(|e| match e {
                 ConnectError::BadAuthority => SendError::BadAuthority,
-                e => SendError::Connect(e.to_string()),
+                e => SendError::Connect(e),
             })?;
         let key: Key = Arc::from(authority);
         if !io.is_h2() {
-            return Ok((key, Conn::H1(h1::Connection::new(io))));
+            return Ok((key, Conn::H1(H1Conn::new(io))));
         }
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| SendError::Connect(innermost(&e)))?;
+            .map_err(SendError::H2Handshake)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -241,12 +306,12 @@ impl Upstreams {
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub head: ReplyHead,
-    pub body: UpstreamBody,
+    pub body: ReplyBody,
 }
 
 /// The response of an HTTP/1.1 upstream; its connection goes back to the
 /// pool when the body ends (at once when there is none).
-fn h1_response(head: ResponseHead, conn: Box<h1::Connection>, back: Return) -> UpstreamResponse {
+fn h1_response(head: ResponseHead, conn: Box<H1Conn>, back: Return) -> UpstreamResponse {
     let mut body = h1::Body::new(&head, conn);
     let back = match body.reusable() {
         Some(conn) => {
@@ -258,7 +323,7 @@ fn h1_response(head: ResponseHead, conn: Box<h1::Connection>, back: Return) -> U
     UpstreamResponse {
         status: head.status,
         head: ReplyHead::Upstream(head.fields),
-        body: UpstreamBody(Inner::H1 { body, back }),
+        body: ReplyBody(Inner::H1 { body, back }),
     }
 }
 
@@ -347,7 +412,7 @@ async fn send_h2(
             H2Sent::Response(Box::new(UpstreamResponse {
                 status: parts.status,
                 head: ReplyHead::Map(parts.headers),
-                body: UpstreamBody(Inner::H2(body)),
+                body: ReplyBody(Inner::H2(body)),
             }))
         }
         Some(Err(mut e)) => match e.take_message() {
@@ -356,7 +421,7 @@ async fn send_h2(
                 out.body = unsent.into_body();
                 H2Sent::Unsent
             }
-            None => H2Sent::Failed(SendError::Upstream(innermost(&e.into_error()))),
+            None => H2Sent::Failed(SendError::H2(e.into_error())),
         },
     }
 }
@@ -399,24 +464,18 @@ fn all_visible(s: &str) -> bool {
         .fold(true, |ok, b| ok & (b.wrapping_sub(0x21) < 0x5e))
 }
 
-/// Describes an error by its innermost cause (see
-/// [`crate::error::innermost_cause`]).
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::error::innermost_cause(e).to_string()
-}
-
 /// The pool key: the upstream's `host[:port]`, shared by its entries.
 type Key = Arc<str>;
 
 enum Conn {
-    H1(Box<h1::Connection>),
+    H1(Box<H1Conn>),
     H2(http2::SendRequest<ProxyBody>),
 }
 
 struct Host {
     key: Key,
     /// Idle HTTP/1.1 connections and since when; the most recent last.
-    h1: Vec<(Box<h1::Connection>, Instant)>,
+    h1: Vec<(Box<H1Conn>, Instant)>,
     h2: Option<http2::SendRequest<ProxyBody>>,
     last_used: Instant,
 }
@@ -490,7 +549,7 @@ struct Return {
 }
 
 impl Return {
-    fn put(self, conn: Box<h1::Connection>) {
+    fn put(self, conn: Box<H1Conn>) {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             if let Some(pool) = idle.of(self.owner, self.https) {
@@ -504,20 +563,34 @@ impl Return {
     }
 }
 
-/// A response body from upstream. An HTTP/1.1 one returns its connection
-/// to the pool once read to the end; dropped before that (the client went
-/// away), the connection is closed instead.
-pub struct UpstreamBody(Inner);
+/// The body of a reply to a client: an upstream's response body, or one
+/// sidekey holds whole (its own answers). An HTTP/1.1 upstream's returns
+/// its connection to the pool once read to the end; dropped before that
+/// (the client went away), the connection is closed instead.
+pub struct ReplyBody(Inner);
 
 enum Inner {
+    Full(Option<Bytes>),
     H1 {
-        body: h1::Body,
+        body: h1::Body<Io>,
         back: Option<Return>,
     },
     H2(Incoming),
 }
 
-impl Body for UpstreamBody {
+impl ReplyBody {
+    /// All of it at once (an empty one is no body).
+    pub fn full(bytes: impl Into<Bytes>) -> ReplyBody {
+        let bytes = bytes.into();
+        ReplyBody(Inner::Full((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    pub fn empty() -> ReplyBody {
+        ReplyBody(Inner::Full(None))
+    }
+}
+
+impl Body for ReplyBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -526,6 +599,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::H1 { body, back } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 if body.is_end_stream() {
@@ -545,6 +619,7 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
+            Inner::Full(bytes) => bytes.is_none(),
             Inner::H1 { body, .. } => body.is_end_stream(),
             Inner::H2(body) => body.is_end_stream(),
         }
@@ -552,6 +627,9 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Inner::H1 { body, .. } => body.size_hint(),
             Inner::H2(body) => body.size_hint(),
         }

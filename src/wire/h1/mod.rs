@@ -13,6 +13,11 @@
 //! once, forwarded by the same future that reads the upstream's answer,
 //! and response body bytes go from one socket to the other as they come.
 //! HTTP/2 upstreams (ALPN `h2`) still use hyper's HTTP/2 client.
+//!
+//! Both state machines are generic over their streams (the server takes a
+//! [`server::ReadHalf`] and any writer, the client any
+//! [`client::Transport`]) and bodies, so tests drive them on scripted
+//! streams.
 
 pub mod chunked;
 pub mod client;

@@ -9,7 +9,7 @@ use http::{Method, Version};
 use thiserror::Error;
 
 use super::fields::{self, parse_length, RawFields};
-use crate::proxy::headers::ForwardHeaders;
+use crate::wire::headers::ForwardHeaders;
 
 /// How the request body is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

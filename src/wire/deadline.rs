@@ -6,6 +6,11 @@
 //! needs to send it, but silence for the whole timeout (a stalled client,
 //! or an upstream that stopped reading or never answers) ends the
 //! exchange with a `504`.
+//!
+//! [`IdleTimer`] bounds the other phases, by `proxy.body_idle_timeout`:
+//! the silence of a body that streams (a client's request body, an
+//! upstream's response body) and of a client that stops reading what is
+//! written to it.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -47,6 +52,67 @@ impl Progress {
 impl Default for Progress {
     fn default() -> Progress {
         Progress::new()
+    }
+}
+
+/// A body phase that stayed silent for the whole `body_idle_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no progress for {0:?} while a body streamed")]
+pub struct Stalled(pub Duration);
+
+/// Bounds the silence of a streaming phase: armed only while the work it
+/// bounds is pending (a phase that never waits never touches the timer),
+/// and fires once `timeout` has passed without the work making progress.
+pub struct IdleTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub fn new(timeout: Duration) -> IdleTimer {
+        IdleTimer {
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// The work made progress: the next wait starts a new period.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// The work is pending: starts the period if it has not started, and
+    /// tells whether it has ended (`Ready`) or not (`Pending`, with `cx`
+    /// woken when it does).
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Stalled> {
+        let at = Instant::now() + self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if !self.armed {
+            sleep.as_mut().reset(at);
+            self.armed = true;
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Stalled(self.timeout)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Runs `work`, failing with [`Stalled`] if it stays pending for the
+    /// whole timeout.
+    pub async fn bound<F: Future>(&mut self, work: F) -> Result<F::Output, Stalled> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                self.disarm();
+                return Poll::Ready(Ok(out));
+            }
+            self.poll_expired(cx).map(Err)
+        })
+        .await
     }
 }
 

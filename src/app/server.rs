@@ -17,15 +17,19 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::h1::request::RequestError;
-use super::h1::server::Limits;
-use super::handler::{handle, ConnInfo};
-use super::reply::Reply;
+use super::accept::{accept_loop, Spawn};
+use super::runtime::RuntimeError;
 use super::workers::Workers;
-use super::{h1, pool, Runtime, RuntimeError, Shared};
+use crate::client::pool;
 use crate::config::Config;
-use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::metrics::StallLabels;
+use crate::proxy::error::ProxyError;
+use crate::proxy::handler::{handle, ConnInfo};
+use crate::proxy::{Reply, Runtime, Shared};
+use crate::wire::h1;
+use crate::wire::h1::request::RequestError;
+use crate::wire::h1::server::{Limits, Stalls};
 
 /// A listener that could not be bound.
 #[derive(Debug, Error)]
@@ -210,7 +214,7 @@ impl RunningProxy {
         let (close, closed) = watch::channel(false);
         let shutdown = self.shutdown.subscribe();
         let task = match &role {
-            Role::Admin => tokio::spawn(crate::admin::accept_loop(
+            Role::Admin => tokio::spawn(super::admin::accept_loop(
                 listener,
                 self.shared.clone(),
                 closed,
@@ -343,12 +347,21 @@ async fn proxy_accept_loop(
 ) {
     let metrics = shared.metrics.clone();
     let spawn = Spawn::Workers(workers);
+    // One statement each: the family's lock guard lives to the end of
+    // its statement, and creating the second entry needs that lock.
+    let upstream = metrics
+        .body_stalls
+        .get_or_create_owned(&StallLabels { side: "upstream" });
+    let client = metrics
+        .body_stalls
+        .get_or_create_owned(&StallLabels { side: "client" });
+    let stalls = Stalls { upstream, client };
     accept_loop(
         listener,
         close,
         shutdown,
         drain,
-        &metrics,
+        Some(&metrics.active_connections),
         spawn,
         move |stream, peer, stop| {
             let shared = shared.clone();
@@ -356,7 +369,7 @@ async fn proxy_accept_loop(
                 peer,
                 route: route.clone(),
             };
-            let limits = limits(&shared.runtime.load().settings);
+            let limits = limits(&shared.runtime.load().settings, stalls.clone());
             async move {
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
@@ -373,11 +386,13 @@ async fn proxy_accept_loop(
 }
 
 /// The client connection limits of the current config.
-fn limits(settings: &crate::config::ProxySettings) -> Limits {
+fn limits(settings: &crate::config::ProxySettings, stalls: Stalls) -> Limits {
     Limits {
         header_read_timeout: settings.header_read_timeout,
+        body_idle_timeout: settings.body_idle_timeout,
         max_header_bytes: settings.max_header_bytes,
         max_headers: settings.max_headers,
+        stalls,
     }
 }
 
@@ -391,116 +406,6 @@ fn bad_request(e: &RequestError) -> Reply {
         RequestError::Invalid(what) => ProxyError::BadRequest(what),
     };
     err.to_response(None).into()
-}
-
-/// Where accepted connections run.
-pub(crate) enum Spawn {
-    /// On the runtime that accepts them (the admin listener).
-    Here,
-    /// On the proxy's worker threads, round robin.
-    Workers(Arc<Workers>),
-}
-
-/// Accepts connections until `shutdown`, then lets them finish for at
-/// most `drain` before closing those still open. `serve` runs each
-/// connection (on the runtime `spawn` picks: the std stream becomes a
-/// Tokio one there) and gets a receiver that turns true at shutdown.
-/// `close` (a reload that dropped this listener) stops only the
-/// accepting: the connections run on until they end or sidekey shuts down.
-pub(crate) async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    mut close: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-    metrics: &Metrics,
-    spawn: Spawn,
-    serve: F,
-) where
-    F: Fn(std::net::TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    // Connection tasks, so that those still open when the drain timeout
-    // ends can be closed.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // E.g. out of file descriptors: back off briefly
-                        // instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                // Moved to the worker's runtime (its I/O driver) below.
-                let stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "accepted connection unusable");
-                        continue;
-                    }
-                };
-                let active = ActiveConnection::new(&metrics.active_connections);
-                let served = serve(stream, peer, shutdown.clone());
-                let task = async move {
-                    let _active = active;
-                    served.await;
-                };
-                match &spawn {
-                    Spawn::Here => connections.spawn(task),
-                    Spawn::Workers(workers) => connections.spawn_on(task, workers.next()),
-                };
-                while connections.try_join_next().is_some() {}
-            }
-            _ = shutdown.changed() => break,
-            () = closed(&mut close) => break,
-        }
-    }
-    drop(listener);
-    let stopping = *shutdown.borrow();
-    if !stopping {
-        tokio::select! {
-            () = async { while connections.join_next().await.is_some() {} } => return,
-            () = closed(&mut shutdown) => {}
-        }
-    }
-    let drained = tokio::time::timeout(drain, async {
-        while connections.join_next().await.is_some() {}
-    });
-    if drained.await.is_err() {
-        tracing::warn!(
-            ?drain,
-            "drain timeout reached; closing the remaining connections"
-        );
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
-    }
-}
-
-/// Resolves once `signal` turns true (or its sender is gone).
-async fn closed(signal: &mut watch::Receiver<bool>) {
-    let _ = signal.wait_for(|on| *on).await;
-}
-
-/// Counts one open client connection in `active_connections` while alive
-/// (also when its task is aborted).
-struct ActiveConnection(prometheus_client::metrics::gauge::Gauge);
-
-impl ActiveConnection {
-    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> ActiveConnection {
-        gauge.inc();
-        ActiveConnection(gauge.clone())
-    }
-}
-
-impl Drop for ActiveConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 #[cfg(test)]

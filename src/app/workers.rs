@@ -2,7 +2,7 @@
 //!
 //! Listeners accept on the main runtime and hand each connection to a
 //! worker, round robin. From then on the connection, its requests and the
-//! upstream connections they use ([`super::pool`]) stay on that one
+//! upstream connections they use ([`crate::client::pool`]) stay on that one
 //! thread: no work stealing, no wake-ups of another thread per request, no
 //! shared pool lock. Token sources stay shared across workers: a cache hit
 //! is a lock-free read, and their background fetches and mints run on the
@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::pool;
+use crate::client::pool;
 
 /// The running worker threads of one proxy. Dropping it stops them; the
 /// tasks still on them (connections past the drain timeout, pooled

@@ -1,7 +1,9 @@
-//! [`ProxyBody`]: the body of every request sidekey forwards and every
-//! response it sends back, streamed, never buffered whole.
+//! [`ProxyBody`]: the body of every request sidekey sends upstream (a
+//! client's, streamed, never buffered whole; or one sidekey holds whole:
+//! a token request's, a body kept for a retry). Response bodies are
+//! [`super::pool::ReplyBody`].
 //!
-//! An enum of the three kinds there are rather than a boxed trait object:
+//! An enum of the kinds there are rather than a boxed trait object:
 //! bodies are then neither allocated nor called through a vtable.
 
 use std::pin::Pin;
@@ -11,19 +13,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::deadline::Progress;
-use super::h1::server::RequestBody;
-use super::pool::UpstreamBody;
-use super::BoxError;
+use crate::wire::deadline::Progress;
+use crate::wire::h1::server::RequestBody;
+use crate::wire::BoxError;
 
 pub enum ProxyBody {
-    /// All of it at once (sidekey's own answers, bodies kept for a retry),
-    /// or nothing.
+    /// All of it at once (token requests, bodies kept for a retry), or
+    /// nothing.
     Full(Option<Bytes>),
     /// A client's request body, read from its connection as it goes.
     Request(RequestBody),
-    /// An upstream's response body, read from its connection as it goes.
-    Upstream(UpstreamBody),
 }
 
 impl ProxyBody {
@@ -52,12 +51,6 @@ impl From<RequestBody> for ProxyBody {
     }
 }
 
-impl From<UpstreamBody> for ProxyBody {
-    fn from(body: UpstreamBody) -> ProxyBody {
-        ProxyBody::Upstream(body)
-    }
-}
-
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -69,7 +62,6 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Request(body) => Pin::new(body).poll_frame(cx),
-            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -77,7 +69,6 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Request(body) => body.is_end_stream(),
-            ProxyBody::Upstream(body) => body.is_end_stream(),
         }
     }
 
@@ -87,7 +78,6 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ProxyBody::Request(body) => body.size_hint(),
-            ProxyBody::Upstream(body) => body.size_hint(),
         }
     }
 }

@@ -16,7 +16,7 @@ use http::{Method, StatusCode, Version};
 use thiserror::Error;
 
 use super::fields::{self, parse_length, RawFields};
-use crate::proxy::headers::end_to_end_names;
+use crate::wire::headers::end_to_end_names;
 
 /// At most this many header fields in a response head.
 pub const MAX_HEADERS: usize = 100;

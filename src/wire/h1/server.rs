@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::proxy::deadline::Progress;
+use crate::wire::deadline::{IdleTimer, Progress, Stalled};
 use http::{Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -32,8 +33,8 @@ use super::fields::RawFields;
 use super::framed::{self, Framed};
 use super::request::{BodyFraming, RequestError, RequestHead, RequestParser};
 use super::response::{self, Fields, ResponseFraming};
-use crate::proxy::reply::{Reply, ReplyHead};
-use crate::proxy::{BoxError, ProxyBody};
+use crate::wire::reply::{Reply, ReplyHead};
+use crate::wire::BoxError;
 
 /// Read a request head in pieces of this size.
 const HEAD_READ_SIZE: usize = 4 * 1024;
@@ -49,23 +50,71 @@ const COALESCE_MAX: usize = 8 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 
 /// The limits of one connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// A whole request head must arrive within this of the connection's
     /// start or the previous response; an idle connection is closed after
     /// it.
     pub header_read_timeout: Duration,
+    /// The longest silence while a body streams: the client's request
+    /// body, the response body sidekey is sending (its source, e.g. an
+    /// upstream, stays silent) or a client that stops reading it.
+    pub body_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Counts the connections that [`Limits::body_idle_timeout`] ended.
+    pub stalls: Stalls,
+}
+
+/// Counters of body phases ended by `body_idle_timeout`, by who was
+/// silent.
+#[derive(Clone, Debug, Default)]
+pub struct Stalls {
+    /// The source of a response body (the upstream) sent nothing.
+    pub upstream: Counter,
+    /// The client sent nothing of its request body, or read nothing of
+    /// its response.
+    pub client: Counter,
 }
 
 /// Builds the response to a request head that cannot be served.
-pub type OnBadRequest = fn(&RequestError) -> Reply;
+pub type OnBadRequest<B> = fn(&RequestError) -> Reply<B>;
+
+/// The read side of a client connection: a TCP socket's (read without a
+/// lock, and waited on without a buffer while idle), or any other
+/// stream's (TLS, a test's scripted stream).
+pub enum ReadHalf {
+    Tcp(OwnedReadHalf),
+    Other(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl ReadHalf {
+    /// Waits until the stream has something to read (or has ended).
+    async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(read) => read.readable().await,
+            ReadHalf::Other(_) => Ok(()),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+            ReadHalf::Other(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
 
 /// The read side of a connection: the socket and what was read from it
 /// but not consumed yet.
 struct Reader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     buf: BytesMut,
 }
 
@@ -92,15 +141,17 @@ impl Slot {
 /// connections it does not use yet (pools do), and each costs little.
 /// One that stays silent past `header_read_timeout`, or until `stop`, is
 /// closed.
-pub async fn serve_once_spoken<S, F>(
+pub async fn serve_once_spoken<S, F, B>(
     stream: TcpStream,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-    on_bad_request: OnBadRequest,
+    on_bad_request: OnBadRequest<B>,
     service: S,
 ) where
     S: Fn(ClientRequest) -> F,
-    F: Future<Output = Reply>,
+    F: Future<Output = Reply<B>>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
 {
     // `peek`, not `readable`: tokio takes an accepted socket to be
     // readable before any event, so only a peek that finds a byte tells
@@ -114,24 +165,37 @@ pub async fn serve_once_spoken<S, F>(
     };
     if spoke {
         // Boxed: allocated only now, not for every silent connection.
-        Box::pin(serve(stream, limits, stop, on_bad_request, service)).await;
+        let (read, write) = stream.into_split();
+        Box::pin(serve(
+            ReadHalf::Tcp(read),
+            write,
+            limits,
+            stop,
+            on_bad_request,
+            service,
+        ))
+        .await;
     }
 }
 
 /// Serves one client connection until it closes, errs, stays silent past
 /// `header_read_timeout`, or `stop` turns true (a request in flight is
 /// answered first, with `Connection: close`).
-pub async fn serve<S, F>(
-    stream: TcpStream,
+pub async fn serve<W, S, F, B>(
+    read: ReadHalf,
+    mut write: W,
     limits: Limits,
     stop: watch::Receiver<bool>,
-    on_bad_request: OnBadRequest,
+    on_bad_request: OnBadRequest<B>,
     service: S,
 ) where
+    W: AsyncWrite + Unpin,
     S: Fn(ClientRequest) -> F,
-    F: Future<Output = Reply>,
+    F: Future<Output = Reply<B>>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
 {
-    let (read, mut write) = stream.into_split();
+    let mut idle = IdleTimer::new(limits.body_idle_timeout);
     let mut reader = Some(Reader {
         read,
         buf: BytesMut::new(),
@@ -164,8 +228,16 @@ pub async fn serve<S, F>(
             Err(e) => {
                 tracing::debug!(error = %e, "bad request head");
                 let response = on_bad_request(&e);
-                let _ = write_response(&mut write, &mut out, response, &Method::GET, false, false)
-                    .await;
+                let _ = write_response(
+                    &mut write,
+                    &mut out,
+                    &mut idle,
+                    response,
+                    &Method::GET,
+                    false,
+                    false,
+                )
+                .await;
                 linger(r, write).await;
                 return;
             }
@@ -195,6 +267,8 @@ pub async fn serve<S, F>(
                     state,
                     slot: slot.clone(),
                     progress: progress.get_or_insert_with(Default::default).clone(),
+                    idle: IdleTimer::new(limits.body_idle_timeout),
+                    stalls: limits.stalls.client.clone(),
                 })
             }
         };
@@ -220,8 +294,21 @@ pub async fn serve<S, F>(
             }
         }
         let keep_alive = head.keep_alive && finished && !response.closes() && !*stop.borrow();
-        let kept =
-            write_response(&mut write, &mut out, response, &method, http10, keep_alive).await;
+        let kept = write_response(
+            &mut write, &mut out, &mut idle, response, &method, http10, keep_alive,
+        )
+        .await;
+        match &kept {
+            Err(Failure::Stalled(side)) => {
+                tracing::debug!(?side, timeout = ?limits.body_idle_timeout, "response body stalled; closing the connection");
+                match side {
+                    Side::Upstream => limits.stalls.upstream.inc(),
+                    Side::Client => limits.stalls.client.inc(),
+                };
+            }
+            Err(Failure::Io(e)) => tracing::debug!(error = %e, "writing the response failed"),
+            Ok(_) => {}
+        }
         if !matches!(kept, Ok(true)) {
             if let (Some(r), false) = (reader.take(), finished) {
                 linger(r, write).await;
@@ -302,16 +389,56 @@ async fn read_head(
     }
 }
 
+/// Who stayed silent past `body_idle_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The response body's source.
+    Upstream,
+    /// The client, not reading.
+    Client,
+}
+
+/// Why a response could not be written whole.
+#[derive(Debug)]
+enum Failure {
+    Io(io::Error),
+    Stalled(Side),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Io(e)
+    }
+}
+
+/// Writes all of `bytes`, failing if the client reads nothing of it for
+/// the idle timeout.
+async fn send<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    idle: &mut IdleTimer,
+    bytes: &[u8],
+) -> Result<(), Failure> {
+    match idle.bound(write.write_all(bytes)).await {
+        Ok(written) => Ok(written?),
+        Err(Stalled(_)) => Err(Failure::Stalled(Side::Client)),
+    }
+}
+
 /// Writes `response`; `Ok(true)` when it was sent whole and the
 /// connection may carry another request.
-async fn write_response(
-    write: &mut OwnedWriteHalf,
+async fn write_response<W: AsyncWrite + Unpin, B>(
+    write: &mut W,
     out: &mut Vec<u8>,
-    reply: Reply,
+    idle: &mut IdleTimer,
+    reply: Reply<B>,
     method: &Method,
     http10: bool,
     mut keep_alive: bool,
-) -> io::Result<bool> {
+) -> Result<bool, Failure>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     let Reply { status, head, body } = reply;
     let framing = if *method == Method::HEAD
         || status.is_informational()
@@ -342,22 +469,27 @@ async fn write_response(
     response::encode_response(out, status, fields, framing, connection);
     drop(head);
     if framing == ResponseFraming::Empty {
-        write.write_all(out).await?;
+        send(write, idle, out).await?;
         return Ok(keep_alive);
     }
-    let complete = write_body(write, out, body, framing).await?;
+    let complete = write_body(write, out, idle, body, framing).await?;
     Ok(keep_alive && complete)
 }
 
 /// Writes the body behind the head already in `out`, coalescing what is
 /// ready into one write. `Ok(false)`: the body failed or did not match its
 /// length, so the response is cut short.
-async fn write_body(
-    write: &mut OwnedWriteHalf,
+async fn write_body<W: AsyncWrite + Unpin, B>(
+    write: &mut W,
     out: &mut Vec<u8>,
-    body: ProxyBody,
+    idle: &mut IdleTimer,
+    body: B,
     framing: ResponseFraming,
-) -> io::Result<bool> {
+) -> Result<bool, Failure>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     let mut body = pin!(body);
     let mut left = match framing {
         ResponseFraming::Length(n) => Some(n),
@@ -371,17 +503,23 @@ async fn write_body(
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 if !out.is_empty() {
-                    write.write_all(out).await?;
+                    send(write, idle, out).await?;
                     out.clear();
                 }
-                std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
+                match idle.bound(next).await {
+                    Ok(frame) => frame,
+                    Err(Stalled(_)) => {
+                        return Err(Failure::Stalled(Side::Upstream));
+                    }
+                }
             }
         };
         let data = match frame {
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body failed; closing the connection");
-                write.write_all(out).await?;
+                send(write, idle, out).await?;
                 return Ok(false);
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -395,7 +533,7 @@ async fn write_body(
         }
         if let Some(left) = &mut left {
             if data.len() as u64 > *left {
-                write.write_all(out).await?;
+                send(write, idle, out).await?;
                 return Ok(false);
             }
             *left -= data.len() as u64;
@@ -406,15 +544,15 @@ async fn write_body(
         if data.len() <= COALESCE_MAX {
             out.extend_from_slice(&data);
         } else {
-            write.write_all(out).await?;
+            send(write, idle, out).await?;
             out.clear();
-            write.write_all(&data).await?;
+            send(write, idle, &data).await?;
         }
         if framing == ResponseFraming::Chunked {
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= COALESCE_MAX {
-            write.write_all(out).await?;
+            send(write, idle, out).await?;
             out.clear();
         }
     }
@@ -422,7 +560,7 @@ async fn write_body(
         out.extend_from_slice(chunked::LAST_CHUNK);
     }
     if !out.is_empty() {
-        write.write_all(out).await?;
+        send(write, idle, out).await?;
         out.clear();
     }
     Ok(left.is_none_or(|n| n == 0))
@@ -431,7 +569,7 @@ async fn write_body(
 /// Closes a connection whose client may still be sending: says so (FIN),
 /// then reads and drops what arrives for a moment, so that the response
 /// is not lost to a reset.
-async fn linger(mut r: Reader, mut write: OwnedWriteHalf) {
+async fn linger<W: AsyncWrite + Unpin>(mut r: Reader, mut write: W) {
     let _ = write.shutdown().await;
     let drain = async {
         loop {
@@ -478,6 +616,9 @@ enum Inner {
         state: Framed,
         slot: Arc<Slot>,
         progress: Arc<Progress>,
+        /// Bounds the client's silence while its body streams.
+        idle: IdleTimer,
+        stalls: Counter,
     },
 }
 
@@ -494,7 +635,7 @@ impl Drop for RequestBody {
 /// The client went away in the middle of its request body.
 #[derive(Debug, thiserror::Error)]
 #[error("the client closed the connection in the middle of the request body")]
-struct Incomplete;
+pub struct IncompleteBody;
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -509,6 +650,8 @@ impl Body for RequestBody {
             state,
             slot,
             progress,
+            idle,
+            stalls,
         } = &mut self.get_mut().0
         else {
             return Poll::Ready(None);
@@ -527,6 +670,7 @@ impl Body for RequestBody {
             match step {
                 Ok(Step::Data(data)) => {
                     progress.touch();
+                    idle.disarm();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(Step::End) => return Poll::Ready(None),
@@ -536,13 +680,18 @@ impl Body for RequestBody {
             let Some(r) = reader.as_mut() else {
                 return Poll::Ready(None);
             };
-            match std::task::ready!(framed::poll_fill(
-                &mut r.read,
-                &mut r.buf,
-                BODY_READ_SIZE,
-                cx
-            )) {
-                Ok(0) => return Poll::Ready(Some(Err(Incomplete.into()))),
+            let filled = match framed::poll_fill(&mut r.read, &mut r.buf, BODY_READ_SIZE, cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    let Poll::Ready(stalled) = idle.poll_expired(cx) else {
+                        return Poll::Pending;
+                    };
+                    stalls.inc();
+                    return Poll::Ready(Some(Err(stalled.into())));
+                }
+            };
+            match filled {
+                Ok(0) => return Poll::Ready(Some(Err(IncompleteBody.into()))),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }

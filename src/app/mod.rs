@@ -1,0 +1,14 @@
+//! The composition root: turns a config into a running proxy. It builds
+//! the [`crate::proxy::Runtime`] ([`runtime`]), binds and reloads the
+//! listeners ([`server`], each running the [`accept`] loop), starts the
+//! worker threads ([`workers`]) and serves the admin listener
+//! ([`admin`]). Nothing below imports from here.
+
+pub mod accept;
+pub mod admin;
+pub mod runtime;
+pub mod server;
+pub mod workers;
+
+pub use runtime::RuntimeError;
+pub use server::RunningProxy;

@@ -1,0 +1,12 @@
+//! The client layer: how sidekey reaches an upstream. [`connector`] dials
+//! (with `connect_to`) and handshakes TLS, [`pool`] keeps each worker
+//! thread's idle connections and sends a request on one (HTTP/1.1 through
+//! [`crate::wire::h1::client`], HTTP/2 through hyper), [`body`] is the
+//! body a request carries upstream. Token fetches and proxied requests
+//! both go through here. Uses only `wire`, `config` and `cause`.
+
+pub mod body;
+pub mod connector;
+pub mod pool;
+
+pub use body::ProxyBody;

@@ -1,0 +1,15 @@
+//! The wire layer: HTTP/1.1 as sidekey speaks it on both sides ([`h1`]:
+//! heads, framing, bodies, the client-connection and upstream-connection
+//! state machines), hop-by-hop header rules ([`headers`]), deadlines for
+//! each phase of an exchange ([`deadline`]) and what a client gets back
+//! ([`reply`]). It depends on nothing else in sidekey, and it is generic
+//! over the streams and bodies it carries, so it can be tested on
+//! scripted streams.
+
+pub mod deadline;
+pub mod h1;
+pub mod headers;
+pub mod reply;
+
+/// The error of a body: hyper's, or sidekey's own HTTP/1.1 code's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
