@@ -251,3 +251,18 @@ async fn watch_reloads_when_the_file_changes() {
     sidekey.wait_for_line("config reloaded");
     assert_eq!(get(sidekey.proxy_addr, url).await.status(), StatusCode::OK);
 }
+
+#[test]
+fn run_with_a_missing_config_file_names_the_cause_once() {
+    let env = TestEnv::new();
+    let missing = env.dir().join("nowhere.toml");
+    let (status, _, stderr) = run_cli(&["run", "--config", &missing.display().to_string()], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nowhere.toml"), "{stderr}");
+    // The OS's words for the cause, exactly once.
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -43,11 +43,12 @@ pub struct Config {
 /// Why a config could not be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The cause is in the message and deliberately not a `source`: the
+    /// CLI prints error chains, and would print it twice.
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config syntax error: {0}")]
     Syntax(String),
@@ -69,9 +70,9 @@ impl Config {
     /// Reads and validates the file at `path`, expanding variables from the
     /// process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Config::parse(&text, base, &env::process_env)

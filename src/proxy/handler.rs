@@ -24,7 +24,7 @@ use super::{Reply, Runtime, Shared};
 use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
 use crate::client::ProxyBody;
 use crate::config::{Forwarded, Unmatched};
-use crate::credential::Applied;
+use crate::credential::{Applied, Credential};
 use crate::proxy::error::ProxyError;
 use crate::route::Route;
 use crate::target::{scrub_link_header, scrub_url, Target};
@@ -209,6 +209,10 @@ fn prepare(
         };
     };
     *matched = Some(route.clone());
+    // The upstream would echo the injected credential back in its body.
+    if req.method == Method::TRACE && !matches!(route.credential, Credential::None) {
+        return Err(ProxyError::TraceNotAllowed);
+    }
     let host = match host {
         Ok(h) => Some(h),
         // On a dedicated listener the route names the host.
