@@ -15,7 +15,6 @@
 //! flow is bounded by a timeout. Neither logs nor errors ever hold the
 //! code, the token or the client secret.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,16 +23,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Response, StatusCode, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use secrecy::SecretString;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::client::connector::{tls_config, Connector, UpstreamError};
 use crate::client::pool::Upstreams;
@@ -42,6 +38,29 @@ use crate::redact::url_without_query;
 use crate::token::endpoint::{self, FetchError};
 use crate::token::store::{self, StoreError};
 use crate::token::{oauth2, BuildError};
+use crate::wire::h1::request::RequestError;
+use crate::wire::h1::server::{serve_once_spoken, ClientRequest, Limits};
+use crate::wire::reply::Reply;
+
+/// The callback listener's limits: a browser's request, nothing more.
+fn limits() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_secs(10),
+        body_idle_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+        max_headers: 64,
+        stalls: Default::default(),
+    }
+}
+
+fn bad_request(_: &RequestError) -> Reply<Full<Bytes>> {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        "sidekey could not read this request.",
+    )
+    .into()
+}
 
 /// Bound on the code exchange request.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -204,7 +223,11 @@ struct Flow {
     claimed: AtomicBool,
 }
 
+/// Serves the callback listener with sidekey's own HTTP/1.1 server, one
+/// request per connection.
 async fn accept_loop(listener: TcpListener, flow: Arc<Flow>, done: mpsc::Sender<Outcome>) {
+    // Never stopped: the flow ends by aborting this task.
+    let (_keep, stop) = watch::channel(false);
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             // E.g. out of file descriptors: back off instead of spinning.
@@ -213,25 +236,16 @@ async fn accept_loop(listener: TcpListener, flow: Arc<Flow>, done: mpsc::Sender<
         };
         let flow = flow.clone();
         let done = done.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             // What the callback on this connection decided, reported once
             // the browser has its page (the connection is not kept alive).
             let slot: Arc<Mutex<Option<Outcome>>> = Arc::new(Mutex::new(None));
-            let service = {
-                let slot = slot.clone();
-                service_fn(move |req| {
-                    let (flow, slot) = (flow.clone(), slot.clone());
-                    async move { Ok::<_, Infallible>(answer(&flow, req, &slot).await) }
-                })
+            let service = |req: ClientRequest| {
+                let (flow, slot) = (flow.clone(), slot.clone());
+                async move { Reply::from(answer(&flow, &req.uri, &slot).await) }
             };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .keep_alive(false);
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_once_spoken(stream, limits(), stop, bad_request, service).await;
             let outcome = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(outcome) = outcome {
                 let _ = done.send(outcome).await;
@@ -241,12 +255,8 @@ async fn accept_loop(listener: TcpListener, flow: Arc<Flow>, done: mpsc::Sender<
 }
 
 /// Answers one browser request; a callback's outcome goes to `slot`.
-async fn answer(
-    flow: &Flow,
-    req: Request<Incoming>,
-    slot: &Mutex<Option<Outcome>>,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() != flow.config.redirect_uri.path() {
+async fn answer(flow: &Flow, uri: &Uri, slot: &Mutex<Option<Outcome>>) -> Response<Full<Bytes>> {
+    if uri.path() != flow.config.redirect_uri.path() {
         return page(
             StatusCode::NOT_FOUND,
             "Not here",
@@ -264,7 +274,7 @@ async fn answer(
         );
     }
     tracing::info!(route = %flow.route, "authorization callback received");
-    let outcome = callback(flow, req.uri().query().unwrap_or("")).await;
+    let outcome = callback(flow, uri.query().unwrap_or("")).await;
     let response = match &outcome {
         Ok(_) => page(
             StatusCode::OK,
@@ -369,6 +379,8 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<Full<Bytes>>
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // One request per connection.
+    headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
