@@ -440,6 +440,7 @@ fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
             ProxyError::BadRequest("the upstream host cannot be forwarded to")
         }
         SendError::BadTarget => ProxyError::BadRequest("the request path cannot be forwarded"),
+        SendError::RequestBody => ProxyError::BadRequest("the request body could not be read"),
     }
 }
 

@@ -67,6 +67,10 @@ pub enum SendError {
     /// No response head by the deadline.
     #[error("no response before the deadline")]
     Timeout,
+    /// The client's request body could not be read (malformed chunked
+    /// framing, or cut short): the client's fault, not the upstream's.
+    #[error("the request body could not be read")]
+    RequestBody,
 }
 
 /// How one config's requests reach their upstreams: the connector and
@@ -151,6 +155,9 @@ impl Upstreams {
                     }
                     Err(SendFailure::Failed(h1::H1Error::Timeout)) => {
                         return Err(SendError::Timeout)
+                    }
+                    Err(SendFailure::Failed(h1::H1Error::RequestBody(_))) => {
+                        return Err(SendError::RequestBody)
                     }
                     Err(SendFailure::Failed(e)) => return Err(SendError::Upstream(innermost(&e))),
                 },

@@ -341,12 +341,13 @@ fn send_error(host: &str, timeout: Duration, e: SendError) -> FetchError {
     match e {
         SendError::Connect(cause) => FetchError::Connect { host, cause },
         SendError::Timeout => FetchError::Timeout { host, timeout },
-        e @ (SendError::Upstream(_) | SendError::BadAuthority | SendError::BadTarget) => {
-            FetchError::Request {
-                host,
-                cause: e.to_string(),
-            }
-        }
+        e @ (SendError::Upstream(_)
+        | SendError::BadAuthority
+        | SendError::BadTarget
+        | SendError::RequestBody) => FetchError::Request {
+            host,
+            cause: e.to_string(),
+        },
     }
 }
 
