@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
@@ -125,14 +125,26 @@ fn finish(
 }
 
 /// The host a request is for: the absolute-form URI's, else `Host`'s.
+/// RFC 9112 3.2: an HTTP/1.1 request without `Host`, or with an invalid
+/// one, is refused even when its target names the host.
 fn request_host(req: &ClientRequest) -> Result<RequestHost, ProxyError> {
-    if let Some(authority) = req.uri.authority() {
-        return Ok(RequestHost::from_uri(authority));
+    let header = match req.fields.get_shared("host") {
+        Some(value) => Some(
+            RequestHost::from_header(value).ok_or(ProxyError::BadRequest(
+                "the Host header is not a valid host[:port]",
+            ))?,
+        ),
+        None if req.version == Version::HTTP_11 => return Err(ProxyError::NoHost),
+        None => None,
+    };
+    match req.uri.authority() {
+        // RFC 9110 4.2.1: an http URI with an empty host is invalid.
+        Some(authority) if authority.host().is_empty() => {
+            Err(ProxyError::BadRequest("the request target's host is empty"))
+        }
+        Some(authority) => Ok(RequestHost::from_uri(authority)),
+        None => header.ok_or(ProxyError::NoHost),
     }
-    let value = req.fields.get_shared("host").ok_or(ProxyError::NoHost)?;
-    RequestHost::from_header(value).ok_or(ProxyError::BadRequest(
-        "the Host header is not a valid host[:port]",
-    ))
 }
 
 /// What to do with a request once it has been checked and routed.

@@ -58,19 +58,13 @@ impl RequestHost {
 fn host_part(value: &[u8]) -> Option<(usize, usize)> {
     let (end, rest) = if value.first() == Some(&b'[') {
         let close = value.iter().position(|b| *b == b']')?;
-        let literal = &value[1..close];
-        if literal.is_empty()
-            || !literal
-                .iter()
-                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
-        {
-            return None;
-        }
+        let literal = std::str::from_utf8(&value[1..close]).ok()?;
+        literal.parse::<std::net::Ipv6Addr>().ok()?;
         (close + 1, &value[close + 1..])
     } else {
         let end = value.iter().position(|b| *b == b':').unwrap_or(value.len());
         let name = &value[..end];
-        if name.is_empty() || !name.iter().all(|b| is_reg_name_char(*b)) {
+        if name.is_empty() || !name.iter().all(|b| is_reg_name_char(*b)) || !escapes_ok(name) {
             return None;
         }
         (end, &value[end..])
@@ -84,6 +78,17 @@ fn host_part(value: &[u8]) -> Option<(usize, usize)> {
         }
         _ => None,
     }
+}
+
+/// Whether each `%` in `name` starts a percent-encoded octet (`%` and two
+/// hex digits).
+fn escapes_ok(name: &[u8]) -> bool {
+    name.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || name
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// RFC 3986 reg-name: unreserved, sub-delims and percent-encoding.
@@ -128,6 +133,7 @@ mod tests {
         assert_eq!(host("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
         assert_eq!(host("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(host("[2001:db8::1]").as_deref(), Some("[2001:db8::1]"));
+        assert_eq!(host("a%41.test").as_deref(), Some("a%41.test"));
     }
 
     #[test]
@@ -144,6 +150,10 @@ mod tests {
             "[::1",
             "[]",
             "[::g]",
+            "[1:2]",
+            "[:::]",
+            "a%zz",
+            "a%4",
             "a:1:2",
             "host\t",
         ] {

@@ -22,6 +22,8 @@ pub mod oauth2;
 /// Only integration tests know where cargo put the binary.
 #[cfg(test)]
 pub mod process;
+/// A raw upstream that records every byte (smuggling tests).
+pub mod recorder;
 pub mod server;
 pub mod test_env;
 pub mod tokens;
@@ -38,6 +40,7 @@ pub use koupon::KouponApi;
 pub use oauth2::OAuth2Server;
 #[cfg(test)]
 pub use process::*;
+pub use recorder::{Recorder, Seen, RECORDER_REPLY};
 pub use server::*;
 pub use test_env::*;
 pub use tokens::{random_token, wait_until};

@@ -38,6 +38,10 @@ enum State {
         size: u64,
         digits: u8,
     },
+    /// Whitespace after the size: more of it, `;` or CR may follow.
+    SizeSpace {
+        size: u64,
+    },
     /// After the size: `;extensions` up to CR.
     Extension {
         size: u64,
@@ -123,9 +127,17 @@ impl Decoder {
                 None if digits == 0 => return Err(ChunkError::Size),
                 None => match byte {
                     b'\r' => State::SizeLf { size },
-                    b';' | b' ' | b'\t' => State::Extension { size },
+                    b';' => State::Extension { size },
+                    b' ' | b'\t' => State::SizeSpace { size },
                     _ => return Err(ChunkError::Size),
                 },
+            },
+            // `5 x`, `0 1`: not a size any reading agrees on.
+            State::SizeSpace { size } => match byte {
+                b'\r' => State::SizeLf { size },
+                b';' => State::Extension { size },
+                b' ' | b'\t' => State::SizeSpace { size },
+                _ => return Err(ChunkError::Size),
             },
             State::Extension { size } => match byte {
                 b'\r' => State::SizeLf { size },
@@ -207,7 +219,7 @@ mod tests {
 
     #[test]
     fn decodes_chunks_in_any_split() {
-        let input = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n";
+        let input = b"5\r\nhello\r\n1 ;ext=1\r\n \r\nA \r\n0123456789\r\n0\r\n\r\n";
         for step in 1..input.len() {
             let (body, ended) = decode_in_steps(input, step).unwrap();
             assert_eq!(body, b"hello 0123456789", "step {step}");
@@ -248,6 +260,8 @@ mod tests {
             b"5\r\nhelloX\r\n",
             b"5\r\nhello\n0\r\n\r\n",
             b"1000000000000000\r\n",
+            b"1 x\r\nx\r\n0\r\n\r\n",
+            b"0 1\r\n\r\n",
             b"0\r\nX: 1\n\r\n",
             b"0\r\n\n",
         ] {
