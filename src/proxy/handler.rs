@@ -172,12 +172,9 @@ fn prepare(
     if req.method == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
-    if req.fields.get_all("host").nth(1).is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
-    if req.uri.path() == "*" || !req.uri.path().starts_with('/') {
-        return Err(ProxyError::BadRequest("the request target must be a path"));
-    }
+    // The request head was validated as it was parsed
+    // (`wire::h1::request`): one Host, a path target, no fragment or
+    // userinfo.
     let host = request_host(&req);
     let route = match &conn.route {
         // A route's own listener: that route whatever the host, under its

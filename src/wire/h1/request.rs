@@ -150,6 +150,7 @@ impl RequestParser {
             )
         };
         let head: Bytes = buf.split_to(len).freeze();
+        let head_target = head.slice(target.clone());
         let uri = http::Uri::from_maybe_shared(head.slice(target))
             .map_err(|_| RequestError::Invalid("invalid request target"))?;
         let fields = RawFields::new(head, spans);
@@ -159,6 +160,7 @@ impl RequestParser {
             Version::HTTP_11
         };
         let scan = Scan::of(&fields);
+        validate(&method, &uri, &head_target, &scan)?;
         let framing = request_framing(version, &scan)?;
         let keep_alive = if version == Version::HTTP_11 {
             !scan.close
@@ -183,6 +185,7 @@ impl RequestParser {
 /// read in one pass.
 #[derive(Default)]
 struct Scan<'a> {
+    hosts: usize,
     transfer_encodings: usize,
     transfer_encoding: Option<&'a [u8]>,
     content_lengths: Vec<&'a [u8]>,
@@ -210,6 +213,7 @@ impl<'a> Scan<'a> {
                         scan.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                     }
                 }
+                4 if name.eq_ignore_ascii_case(b"host") => scan.hosts += 1,
                 6 if name.eq_ignore_ascii_case(b"expect") => {
                     scan.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
                 }
@@ -218,6 +222,33 @@ impl<'a> Scan<'a> {
         }
         scan
     }
+}
+
+/// The checks of a request head beyond its syntax, all in one place: what
+/// could make sidekey and the upstream see different requests, or is not
+/// a request for a resource. (`CONNECT`, in authority form, is left to the
+/// proxy, which answers it with its own error.)
+fn validate(
+    method: &Method,
+    uri: &http::Uri,
+    target: &[u8],
+    scan: &Scan<'_>,
+) -> Result<(), RequestError> {
+    if scan.hosts > 1 {
+        return Err(RequestError::Invalid("more than one Host header"));
+    }
+    // `http::Uri` drops a fragment silently, and would route
+    // `http://user@host/` on `host`: neither belongs in a request.
+    if target.contains(&b'#') {
+        return Err(RequestError::Invalid("a fragment in the request target"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(RequestError::Invalid("userinfo in the request target"));
+    }
+    if method != Method::CONNECT && (uri.path() == "*" || !uri.path().starts_with('/')) {
+        return Err(RequestError::Invalid("the request target must be a path"));
+    }
+    Ok(())
 }
 
 /// The request body rules of RFC 9112 6.3, strictly: anything two parsers
@@ -376,6 +407,42 @@ mod tests {
         }
         let http10 = request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(matches!(http10, Err(RequestError::Invalid(_))));
+    }
+
+    #[test]
+    fn request_targets_are_paths_without_fragment_or_userinfo() {
+        for bad in [
+            "GET http://evil@api.test/ HTTP/1.1\r\n\r\n",
+            "GET http://api.test#@evil/ HTTP/1.1\r\n\r\n",
+            "GET /path#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nhost: i\r\n\r\n",
+        ] {
+            assert!(
+                matches!(request(bad), Err(RequestError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        let connect = request("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n");
+        assert!(
+            connect.unwrap().is_some(),
+            "CONNECT is the proxy's to refuse"
+        );
+        assert!(request("GET http://h/a?b#x HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_content_length_over_2_pow_53_is_refused() {
+        assert!(matches!(
+            request_framing_of("Content-Length: 9223372036854775808\r\n"),
+            Err(RequestError::Invalid(_))
+        ));
+        assert_eq!(
+            request_framing_of("Content-Length: 9007199254740992\r\n").unwrap(),
+            BodyFraming::Length(1 << 53)
+        );
     }
 
     #[test]

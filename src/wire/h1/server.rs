@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::chunked;
-use super::chunked::{Decoder, Step};
+use super::chunked::{Decoder, Step, TrailerLimits};
 use super::fields::RawFields;
 use super::framed::{self, Framed};
 use super::request::{BodyFraming, RequestError, RequestHead, RequestParser};
@@ -260,7 +260,10 @@ pub async fn serve<W, S, F, B>(
                 }
                 let state = match framing {
                     BodyFraming::Length(n) => Framed::Length(n),
-                    _ => Framed::Chunked(Decoder::new()),
+                    _ => Framed::Chunked(Decoder::with_limits(TrailerLimits {
+                        max_bytes: limits.max_header_bytes,
+                        max_lines: limits.max_headers,
+                    })),
                 };
                 RequestBody(Inner::Stream {
                     reader: Some(r),
