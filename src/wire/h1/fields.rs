@@ -6,6 +6,19 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+/// How a message body is delimited (RFC 9112 6): as a head declares it
+/// (parsed by [`super::request`] and [`super::response`]) and as sidekey
+/// writes it. [`super::framed::Framed`] is the reader's state built from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (and, written, no framing header).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
 /// Where a header field's name and value are in a head's bytes: start
 /// and end of each.
 pub type Span = [usize; 4];

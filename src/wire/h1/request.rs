@@ -8,17 +8,9 @@ use http::header;
 use http::{Method, Version};
 use thiserror::Error;
 
+pub use super::fields::Framing;
 use super::fields::{self, parse_length, RawFields};
 use crate::wire::headers::ForwardHeaders;
-
-/// How the request body is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestFraming {
-    /// No body, and no framing header.
-    Empty,
-    Length(u64),
-    Chunked,
-}
 
 /// Writes a request head: `method target HTTP/1.1`, `Host` unless
 /// `headers` has one, the headers except any framing header the client
@@ -29,7 +21,7 @@ pub fn encode_request(
     target: &str,
     headers: &ForwardHeaders,
     host: &str,
-    framing: RequestFraming,
+    framing: Framing,
 ) {
     buf.extend_from_slice(method.as_str().as_bytes());
     buf.push(b' ');
@@ -46,13 +38,15 @@ pub fn encode_request(
             || name.eq_ignore_ascii_case(b"transfer-encoding")
     });
     match framing {
-        RequestFraming::Empty => {}
-        RequestFraming::Length(n) => {
+        Framing::Empty => {}
+        Framing::Length(n) => {
             buf.extend_from_slice(b"content-length: ");
             buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
-        RequestFraming::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A request body is never delimited by the connection's end.
+        Framing::UntilClose => {}
     }
     buf.extend_from_slice(b"\r\n");
 }
@@ -71,14 +65,6 @@ pub enum RequestError {
     Invalid(&'static str),
 }
 
-/// How a client's request body is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyFraming {
-    Empty,
-    Length(u64),
-    Chunked,
-}
-
 /// A parsed request head. Its header fields stay in the bytes they came
 /// in ([`RawFields`]); no header map is built.
 #[derive(Debug)]
@@ -87,7 +73,7 @@ pub struct RequestHead {
     pub uri: http::Uri,
     pub version: Version,
     pub fields: RawFields,
-    pub framing: BodyFraming,
+    pub framing: Framing,
     /// Whether the client allows another request on the connection.
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
@@ -168,7 +154,7 @@ impl RequestParser {
             scan.keep_alive
         };
         let expect_continue =
-            framing != BodyFraming::Empty && version == Version::HTTP_11 && scan.expect_continue;
+            framing != Framing::Empty && version == Version::HTTP_11 && scan.expect_continue;
         Ok(Some(RequestHead {
             method,
             uri,
@@ -253,7 +239,7 @@ fn validate(
 
 /// The request body rules of RFC 9112 6.3, strictly: anything two parsers
 /// could frame differently is refused rather than resolved.
-fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, RequestError> {
+fn request_framing(version: Version, scan: &Scan<'_>) -> Result<Framing, RequestError> {
     if let Some(te) = scan.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(RequestError::Invalid(
@@ -270,7 +256,7 @@ fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, Req
                 "a Transfer-Encoding other than chunked",
             ));
         }
-        return Ok(BodyFraming::Chunked);
+        return Ok(Framing::Chunked);
     }
     let mut length = None;
     for value in &scan.content_lengths {
@@ -281,8 +267,8 @@ fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, Req
         length = Some(n);
     }
     Ok(match length {
-        None | Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
+        None | Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
     })
 }
 
@@ -310,7 +296,7 @@ mod tests {
             "/v1?a=1",
             &headers,
             "api.example.test:8443",
-            RequestFraming::Length(5),
+            Framing::Length(5),
         );
         assert_eq!(
             String::from_utf8(buf).unwrap(),
@@ -320,14 +306,7 @@ mod tests {
 
         headers.insert(header::HOST, HeaderValue::from_static("own.example.test"));
         let mut buf = Vec::new();
-        encode_request(
-            &mut buf,
-            &Method::GET,
-            "/",
-            &headers,
-            "x",
-            RequestFraming::Chunked,
-        );
+        encode_request(&mut buf, &Method::GET, "/", &headers, "x", Framing::Chunked);
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("host: own.example.test\r\n"), "{text}");
         assert!(!text.contains("host: x"), "{text}");
@@ -342,7 +321,7 @@ mod tests {
         RequestParser::new(10, 256).parse(&mut buf)
     }
 
-    fn request_framing_of(headers: &str) -> Result<BodyFraming, RequestError> {
+    fn request_framing_of(headers: &str) -> Result<Framing, RequestError> {
         let text = format!("POST /a HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
         request(&text).map(|head| head.expect("complete").framing)
     }
@@ -360,7 +339,7 @@ mod tests {
         assert_eq!(head.uri.host(), Some("h.example"));
         assert_eq!(head.uri.query(), Some("b=1"));
         assert_eq!(head.fields.get("x-a"), Some(&b"1"[..]));
-        assert_eq!(head.framing, BodyFraming::Empty);
+        assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
         assert_eq!(&buf[..], b"GET /next");
     }
@@ -381,7 +360,7 @@ mod tests {
 
     #[test]
     fn request_framing_refuses_anything_ambiguous() {
-        use BodyFraming::*;
+        use Framing::*;
         assert_eq!(request_framing_of("").unwrap(), Empty);
         assert_eq!(request_framing_of("Content-Length: 0\r\n").unwrap(), Empty);
         assert_eq!(
@@ -441,7 +420,7 @@ mod tests {
         ));
         assert_eq!(
             request_framing_of("Content-Length: 9007199254740992\r\n").unwrap(),
-            BodyFraming::Length(1 << 53)
+            Framing::Length(1 << 53)
         );
     }
 
