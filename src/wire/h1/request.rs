@@ -10,7 +10,7 @@ use thiserror::Error;
 
 pub use super::fields::Framing;
 use super::fields::{self, parse_length, RawFields};
-use crate::wire::headers::ForwardHeaders;
+use crate::wire::headers::{ConnectionOptions, ForwardHeaders};
 
 /// Writes a request head: `method target HTTP/1.1`, `Host` unless
 /// `headers` has one, the headers except any framing header the client
@@ -149,9 +149,9 @@ impl RequestParser {
         validate(&method, &uri, &head_target, &scan)?;
         let framing = request_framing(version, &scan)?;
         let keep_alive = if version == Version::HTTP_11 {
-            !scan.close
+            !scan.connection.close
         } else {
-            scan.keep_alive
+            scan.connection.keep_alive
         };
         let expect_continue =
             framing != Framing::Empty && version == Version::HTTP_11 && scan.expect_continue;
@@ -175,9 +175,7 @@ struct Scan<'a> {
     transfer_encodings: usize,
     transfer_encoding: Option<&'a [u8]>,
     content_lengths: Vec<&'a [u8]>,
-    /// `Connection: close` / `Connection: keep-alive`.
-    close: bool,
-    keep_alive: bool,
+    connection: ConnectionOptions,
     expect_continue: bool,
 }
 
@@ -193,12 +191,7 @@ impl<'a> Scan<'a> {
                 14 if name.eq_ignore_ascii_case(b"content-length") => {
                     scan.content_lengths.push(value);
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
-                    for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                        scan.close |= token.eq_ignore_ascii_case(b"close");
-                        scan.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                    }
-                }
+                10 if name.eq_ignore_ascii_case(b"connection") => scan.connection.add(value),
                 4 if name.eq_ignore_ascii_case(b"host") => scan.hosts += 1,
                 6 if name.eq_ignore_ascii_case(b"expect") => {
                     scan.expect_continue = value.eq_ignore_ascii_case(b"100-continue");

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 pub use super::fields::Framing;
 use super::fields::{self, parse_length, RawFields};
-use crate::wire::headers::end_to_end_names;
+use crate::wire::headers::{end_to_end_names, ConnectionOptions};
 
 /// At most this many header fields in a response head.
 pub const MAX_HEADERS: usize = 100;
@@ -87,7 +87,8 @@ pub fn parse_response(
     };
     let scan = FramingFields::scan(&fields);
     let framing = framing(method, status, &scan)?;
-    let keep_alive = version == Version::HTTP_11 && framing != Framing::UntilClose && !scan.close;
+    let keep_alive =
+        version == Version::HTTP_11 && framing != Framing::UntilClose && !scan.connection.close;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -104,8 +105,7 @@ struct FramingFields<'a> {
     /// `Err` for an invalid or conflicting length (which matters only
     /// when the length frames the body).
     content_length: Result<Option<u64>, HeadError>,
-    /// `Connection: close`.
-    close: bool,
+    connection: ConnectionOptions,
 }
 
 impl<'a> FramingFields<'a> {
@@ -113,7 +113,7 @@ impl<'a> FramingFields<'a> {
         let mut scan = FramingFields {
             transfer_encoding: None,
             content_length: Ok(None),
-            close: false,
+            connection: ConnectionOptions::default(),
         };
         for (name, value) in fields.iter() {
             match name.len() {
@@ -127,11 +127,7 @@ impl<'a> FramingFields<'a> {
                         _ => Err(HeadError::ContentLength),
                     };
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
-                    scan.close |= value
-                        .split(|b| *b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-                }
+                10 if name.eq_ignore_ascii_case(b"connection") => scan.connection.add(value),
                 _ => {}
             }
         }
