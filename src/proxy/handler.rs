@@ -101,7 +101,7 @@ fn finish(
             response
         }
         Err(err) => {
-            let response = Reply::from(err.to_response(route.as_ref().map(|r| r.name())));
+            let response = err.to_reply(route.as_ref().map(|r| r.name()));
             let status = response.status.as_u16();
             tracing::warn!(
                 route = name,
@@ -449,6 +449,7 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
                 status,
                 head: ReplyHead::Upstream(raw),
                 body,
+                close: false,
             });
         }
         ReplyHead::Upstream(raw) => raw
@@ -484,5 +485,6 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
         status,
         head: ReplyHead::Map(headers),
         body,
+        close: false,
     })
 }

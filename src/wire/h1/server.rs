@@ -440,7 +440,9 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let Reply { status, head, body } = reply;
+    let Reply {
+        status, head, body, ..
+    } = reply;
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
