@@ -374,3 +374,161 @@ token = "untrusted-key"
     assert_eq!(untrusted.request_count(), 0);
     still_serves(&proxy, &server).await;
 }
+
+/// A chunked POST whose body is `chunks` is answered 400
+/// `bad_request_body`, and the proxy keeps serving.
+async fn chunked_post_is_refused(proxy: &::sidekey::RunningProxy, chunks: &str, name: &str) {
+    let bytes = format!(
+        "POST http://plain.example.test/up HTTP/1.1\r\nHost: plain.example.test\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{chunks}"
+    );
+    let got = raw_until_eof(
+        proxy.proxy_addr(),
+        bytes.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let resp = parse_response(&got);
+    assert_eq!(resp.status, 400, "{name}: {}", resp.body_text());
+    assert_eq!(raw_json(&resp)["error"], "bad_request_body", "{name}");
+    // (The stand-in may count the cut request: only the answer is checked.)
+    let resp = get(proxy.proxy_addr(), "http://plain.example.test/after").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_no_foreign_panic();
+}
+
+#[tokio::test]
+async fn a_chunk_size_line_over_4_kib_is_400() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = plain_proxy(&env, &server, "", &[], "").await;
+    let ext = format!(";ext={}", "a".repeat(5000));
+    chunked_post_is_refused(
+        &proxy,
+        &format!("2{ext}\r\nok\r\n0\r\n\r\n"),
+        "5000 bytes of extensions",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn trailers_over_max_headers_or_max_header_bytes_are_400() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = plain_proxy(
+        &env,
+        &server,
+        "max_headers = 20\nmax_header_bytes = 8192",
+        &[],
+        "",
+    )
+    .await;
+    let many: String = (0..25).map(|i| format!("X-T{i}: {i}\r\n")).collect();
+    chunked_post_is_refused(
+        &proxy,
+        &format!("2\r\nok\r\n0\r\n{many}\r\n"),
+        "25 trailer lines",
+    )
+    .await;
+    let big = format!("X-Big: {}\r\n", "b".repeat(9000));
+    chunked_post_is_refused(
+        &proxy,
+        &format!("2\r\nok\r\n0\r\n{big}\r\n"),
+        "9000 trailer bytes",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_content_length_over_2_pow_53_is_400_unforwarded() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = plain_proxy(&env, &server, "", &[], "").await;
+    let resp = raw_response(
+        &proxy,
+        b"POST http://plain.example.test/a HTTP/1.1\r\nHost: plain.example.test\r\n\
+          Content-Length: 9223372036854775808\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", resp.body_text());
+    assert_eq!(raw_json(&resp)["error"], "bad_request");
+    assert_eq!(server.request_count(), 0, "something was forwarded");
+    still_serves(&proxy, &server).await;
+}
+
+#[tokio::test]
+async fn a_target_with_a_fragment_or_userinfo_is_400_unforwarded() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = plain_proxy(&env, &server, "", &[], "").await;
+    for line in [
+        "GET http://evil@plain.example.test/ HTTP/1.1",
+        "GET http://plain.example.test#@evil/ HTTP/1.1",
+        "GET http://plain.example.test/a#frag HTTP/1.1",
+        "GET /path#frag HTTP/1.1",
+    ] {
+        let bytes = format!("{line}\r\nHost: plain.example.test\r\n\r\n");
+        let resp = raw_response(&proxy, bytes.as_bytes()).await;
+        assert_eq!(resp.status, 400, "{line}: {}", resp.body_text());
+        assert_eq!(raw_json(&resp)["error"], "bad_request", "{line}");
+        assert_eq!(server.request_count(), 0, "{line}: forwarded");
+    }
+    still_serves(&proxy, &server).await;
+}
+
+#[tokio::test]
+async fn an_upstream_chunk_size_line_over_4_kib_cuts_the_response() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n1;{}\r\nx\r\n0\r\n\r\n",
+            "e".repeat(5000)
+        );
+        let _ = tcp.write_all(body.as_bytes()).await;
+        // Held open: only the proxy ends the exchange.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let routes = r#"
+[[route]]
+name = "raw"
+host = "raw.example.test"
+upstream = "http://raw.example.test"
+[route.auth]
+kind = "header"
+name = "X-Api-Key"
+token = "raw-key"
+"#;
+    let proxy = plain_proxy(
+        &env,
+        &server,
+        "",
+        &[connect_to("raw.example.test:80", addr)],
+        routes,
+    )
+    .await;
+    let got = raw_until_eof(
+        proxy.proxy_addr(),
+        b"GET http://raw.example.test/ HTTP/1.1\r\nHost: raw.example.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the body was passed on whole: {text}"
+    );
+    still_serves(&proxy, &server).await;
+}

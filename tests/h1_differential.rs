@@ -29,7 +29,7 @@ use proptest::strategy::Union;
 use sidekey::proxy::host::RequestHost;
 use sidekey::wire::h1::{
     chunked::{Decoder, Step},
-    request::{BodyFraming, RequestHead, RequestParser},
+    request::{Framing as WireFraming, RequestHead, RequestParser},
 };
 
 /// `proxy.max_headers` and `proxy.max_header_bytes` defaults.
@@ -80,8 +80,8 @@ const TOLERATED: &[(&str, &str)] = &[
 /// 400. Until then sidekey accepts them, so the property lets them pass;
 /// [`issue12_requests_are_refused`] asserts the rule. Once it lands, drop
 /// the exemption (make this return false).
-fn pending_issue12(defect: &str) -> bool {
-    matches!(defect, "fragment" | "userinfo")
+fn pending_issue12(_defect: &str) -> bool {
+    false
 }
 
 /// The STRICTER entries for issue 12's limits, which sidekey does not
@@ -128,9 +128,11 @@ fn sidekey_reads(input: &[u8]) -> Sidekey {
         return Sidekey::Refused(why.to_string());
     }
     match head.framing {
-        BodyFraming::Empty => Sidekey::Accepted(Framing::None, None),
-        BodyFraming::Length(n) => Sidekey::Accepted(Framing::Length(n), None),
-        BodyFraming::Chunked => {
+        WireFraming::Empty => Sidekey::Accepted(Framing::None, None),
+        // A request body is never delimited by the close of the connection.
+        WireFraming::UntilClose => Sidekey::Refused("request framed until close".into()),
+        WireFraming::Length(n) => Sidekey::Accepted(Framing::Length(n), None),
+        WireFraming::Chunked => {
             let mut decoder = Decoder::new();
             let mut data = Vec::new();
             loop {

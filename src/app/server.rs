@@ -405,7 +405,7 @@ fn bad_request(e: &RequestError) -> Reply {
         RequestError::Parse(_) => ProxyError::BadRequest("the request head could not be parsed"),
         RequestError::Invalid(what) => ProxyError::BadRequest(what),
     };
-    err.to_response(None).into()
+    err.to_reply(None)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::client::pool::{ReplyBody, SendError};
 use crate::credential::CredentialError;
+use crate::proxy::Reply;
 use crate::token::TokenError;
 use crate::wire::h1::response::HeadError;
 
@@ -136,6 +137,16 @@ impl ProxyError {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl ProxyError {
+    /// [`ProxyError::to_response`] as a [`Reply`], which ends the
+    /// connection when the response says `Connection: close`.
+    pub fn to_reply(&self, route: Option<&str>) -> Reply {
+        let mut reply = Reply::from(self.to_response(route));
+        reply.close = response_status_closes(self.status());
+        reply
     }
 }
 

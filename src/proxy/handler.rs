@@ -101,7 +101,7 @@ fn finish(
             response
         }
         Err(err) => {
-            let response = Reply::from(err.to_response(route.as_ref().map(|r| r.name())));
+            let response = err.to_reply(route.as_ref().map(|r| r.name()));
             let status = response.status.as_u16();
             tracing::warn!(
                 route = name,
@@ -184,12 +184,9 @@ fn prepare(
     if req.method == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
-    if req.fields.get_all("host").nth(1).is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
-    if req.uri.path() == "*" || !req.uri.path().starts_with('/') {
-        return Err(ProxyError::BadRequest("the request target must be a path"));
-    }
+    // The request head was validated as it was parsed
+    // (`wire::h1::request`): one Host, a path target, no fragment or
+    // userinfo.
     let host = request_host(&req);
     let route = match &conn.route {
         // A route's own listener: that route whatever the host, under its
@@ -468,6 +465,7 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
                 status,
                 head: ReplyHead::Upstream(raw),
                 body,
+                close: false,
             });
         }
         ReplyHead::Upstream(raw) => raw
@@ -503,5 +501,6 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
         status,
         head: ReplyHead::Map(headers),
         body,
+        close: false,
     })
 }

@@ -6,38 +6,86 @@ use smallvec::SmallVec;
 
 use super::h1::fields::RawFields;
 
-/// Headers that describe one connection, not the message.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
+/// Headers that describe one connection, not the message, and proxy
+/// credentials: the one list of what never crosses the proxy.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// True for headers that must not cross the proxy.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection"
+    is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
 /// [`is_hop_by_hop`] for a name as it came on the wire (any case). Runs
 /// for every field of every response, so it tells most names apart by
 /// their length alone.
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    let candidates: &[&[u8]] = match name.len() {
-        2 => &[b"te"],
-        7 => &[b"trailer", b"upgrade"],
-        10 => &[b"connection", b"keep-alive"],
-        16 => &[b"proxy-connection"],
-        17 => &[b"transfer-encoding"],
-        18 => &[b"proxy-authenticate"],
-        19 => &[b"proxy-authorization"],
-        _ => return false,
-    };
-    candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
+    HOP_BY_HOP
+        .iter()
+        .any(|c| c.len() == name.len() && name.eq_ignore_ascii_case(c.as_bytes()))
+}
+
+/// The comma-separated tokens of one `Connection` field value, trimmed,
+/// empty ones left out.
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// What the `Connection` fields of a head say: the `close`,
+/// `keep-alive` and `upgrade` options, and whether they name fields
+/// (any token but `close` and `keep-alive`: those fields are hop-by-hop).
+/// The one reading of `Connection`, for requests and responses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    pub names_fields: bool,
+}
+
+impl ConnectionOptions {
+    /// Adds what one `Connection` field value says.
+    pub fn add(&mut self, value: &[u8]) {
+        for token in connection_tokens(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else {
+                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                self.names_fields = true;
+            }
+        }
+    }
+
+    /// What the `Connection` fields of `fields` say.
+    pub fn of(fields: &RawFields) -> ConnectionOptions {
+        let mut options = ConnectionOptions::default();
+        for value in connection_values(fields) {
+            options.add(value);
+        }
+        options
+    }
+}
+
+/// The values of the `Connection` fields.
+fn connection_values(fields: &RawFields) -> impl Iterator<Item = &[u8]> {
+    fields
+        .iter()
+        .filter(|(name, _)| name.len() == 10 && name.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, value)| value)
 }
 
 /// Which fields of a head as it came are end-to-end: a test of a field
@@ -46,29 +94,15 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 /// usual case (no `Connection` field, or one that only says `keep-alive`
 /// or `close`) costs one pass of length compares.
 pub fn end_to_end_names(fields: &RawFields) -> impl Fn(&[u8]) -> bool + '_ {
-    let listed = names_listed(fields).then_some(fields);
+    let listed = ConnectionOptions::of(fields).names_fields.then_some(fields);
     move |name| !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
-}
-
-/// The comma-separated tokens of the `Connection` fields.
-fn connection_tokens(fields: &RawFields) -> impl Iterator<Item = &[u8]> {
-    fields
-        .iter()
-        .filter(|(name, _)| name.len() == 10 && name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| value.split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-}
-
-/// Whether a `Connection` field names any field (rather than only the
-/// `close` and `keep-alive` options).
-fn names_listed(fields: &RawFields) -> bool {
-    connection_tokens(fields)
-        .any(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
 }
 
 /// Whether a `Connection` field names `name`.
 fn connection_names(fields: &RawFields, name: &[u8]) -> bool {
-    connection_tokens(fields).any(|t| t.eq_ignore_ascii_case(name))
+    connection_values(fields)
+        .flat_map(connection_tokens)
+        .any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header
@@ -90,17 +124,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if connection {
         // Usually just `keep-alive` or `close`: options, not header names
         // (and `Keep-Alive` goes anyway), so nothing to collect.
-        let names_headers = |name: &str| {
-            !(name.eq_ignore_ascii_case("keep-alive") || name.eq_ignore_ascii_case("close"))
+        let names_headers = |name: &[u8]| {
+            !(name.eq_ignore_ascii_case(b"keep-alive") || name.eq_ignore_ascii_case(b"close"))
         };
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+            .flat_map(|v| connection_tokens(v.as_bytes()))
             .filter(|name| names_headers(name))
-            .filter_map(|name| HeaderName::try_from(name).ok())
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in listed {
             headers.remove(&name);
@@ -108,10 +140,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(header::CONNECTION);
     }
     if other_hop {
-        for name in &HOP_BY_HOP {
+        for name in HOP_BY_HOP {
             headers.remove(name);
         }
-        headers.remove("proxy-connection");
     }
 }
 
@@ -249,11 +280,7 @@ mod tests {
 
     #[test]
     fn wire_names_are_hop_by_hop_in_any_case() {
-        for name in HOP_BY_HOP
-            .iter()
-            .map(HeaderName::as_str)
-            .chain(["proxy-connection"])
-        {
+        for name in HOP_BY_HOP {
             assert!(is_hop_by_hop_name(name.as_bytes()), "{name}");
             assert!(
                 is_hop_by_hop_name(name.to_ascii_uppercase().as_bytes()),
@@ -263,6 +290,24 @@ mod tests {
         for name in ["date", "content-length", "x-te", "trailers", "connections"] {
             assert!(!is_hop_by_hop_name(name.as_bytes()), "{name}");
         }
+    }
+
+    #[test]
+    fn connection_options_are_read_in_one_place() {
+        let fields = RawFields::parse(
+            b"Connection: keep-alive, Upgrade\r\nX: 1\r\nconnection: ,X-Hop ,\r\n\r\n",
+        )
+        .unwrap();
+        let options = ConnectionOptions::of(&fields);
+        assert!(options.keep_alive && options.upgrade && options.names_fields);
+        assert!(!options.close);
+        let end_to_end = end_to_end_names(&fields);
+        assert!(!end_to_end(b"x-hop") && !end_to_end(b"X-HOP") && end_to_end(b"x"));
+        let mut options = ConnectionOptions::default();
+        options.add(b"Close, keep-alive");
+        assert!(options.close && options.keep_alive && !options.names_fields);
+        assert!(!is_hop_by_hop(&header::DATE));
+        assert!(is_hop_by_hop(&HeaderName::from_static("proxy-connection")));
     }
 
     #[test]

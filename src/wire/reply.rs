@@ -5,7 +5,7 @@
 //! hop-by-hop fields and without building a header map. sidekey's own
 //! answers (errors, the admin listener) and HTTP/2 upstreams' have a map.
 
-use http::header::{HeaderMap, CONNECTION};
+use http::header::HeaderMap;
 use http::{Response, StatusCode};
 
 use super::h1::fields::RawFields;
@@ -16,6 +16,9 @@ pub struct Reply<B> {
     pub status: StatusCode,
     pub head: ReplyHead,
     pub body: B,
+    /// sidekey ends the connection after this reply (set by the error
+    /// mapping for a request that could not be framed or trusted).
+    pub close: bool,
 }
 
 pub enum ReplyHead {
@@ -26,15 +29,9 @@ pub enum ReplyHead {
 }
 
 impl<B> Reply<B> {
-    /// Whether sidekey asks for the connection to end after this reply
-    /// (`Connection: close` on one of its own answers).
+    /// Whether sidekey ends the connection after this reply.
     pub fn closes(&self) -> bool {
-        match &self.head {
-            ReplyHead::Map(headers) => headers
-                .get(CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")),
-            ReplyHead::Upstream(_) => false,
-        }
+        self.close
     }
 }
 
@@ -45,6 +42,7 @@ impl<B> From<Response<B>> for Reply<B> {
             status: parts.status,
             head: ReplyHead::Map(parts.headers),
             body,
+            close: false,
         }
     }
 }

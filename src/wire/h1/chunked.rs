@@ -1,6 +1,8 @@
 //! Decoding a `Transfer-Encoding: chunked` body (RFC 9112 7.1) as it
 //! arrives: chunk data is handed on as it is read, never buffered whole.
-//! Extensions and trailer fields are read past and dropped.
+//! Extensions and trailer fields are read past and dropped, within caps: a
+//! size line (size and extensions) of at most [`MAX_SIZE_LINE`] bytes, and
+//! a trailer section of at most [`TrailerLimits`].
 
 use std::io::Write;
 
@@ -10,6 +12,27 @@ use thiserror::Error;
 /// A chunk size of more than this many hex digits cannot be meant.
 const MAX_SIZE_DIGITS: u8 = 15;
 
+/// The longest chunk size line (size and extensions, without its CRLF).
+pub const MAX_SIZE_LINE: u32 = 4096;
+
+/// The most trailer bytes and lines a body may end with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrailerLimits {
+    /// Bytes of the trailer section, line endings included.
+    pub max_bytes: usize,
+    pub max_lines: usize,
+}
+
+impl Default for TrailerLimits {
+    /// For upstream responses: those of a response head.
+    fn default() -> Self {
+        TrailerLimits {
+            max_bytes: 64 * 1024,
+            max_lines: super::response::MAX_HEADERS,
+        }
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ChunkError {
     #[error("invalid chunk size line")]
@@ -18,6 +41,10 @@ pub enum ChunkError {
     DataEnd,
     #[error("invalid trailer section")]
     Trailer,
+    #[error("chunk size line longer than {MAX_SIZE_LINE} bytes")]
+    SizeLineTooLong,
+    #[error("trailer section larger than allowed")]
+    TrailerTooLarge,
 }
 
 /// What [`Decoder::decode`] found in the buffer.
@@ -71,6 +98,11 @@ enum State {
 #[derive(Debug)]
 pub struct Decoder {
     state: State,
+    /// Bytes of the current size line, or of the trailer section so far.
+    line_bytes: u32,
+    /// Trailer lines so far.
+    trailer_lines: u32,
+    limits: TrailerLimits,
 }
 
 impl Default for Decoder {
@@ -80,9 +112,17 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// A decoder with the default [`TrailerLimits`] (a response body's).
     pub fn new() -> Decoder {
+        Decoder::with_limits(TrailerLimits::default())
+    }
+
+    pub fn with_limits(limits: TrailerLimits) -> Decoder {
         Decoder {
             state: State::Size { size: 0, digits: 0 },
+            line_bytes: 0,
+            trailer_lines: 0,
+            limits,
         }
     }
 
@@ -111,8 +151,37 @@ impl Decoder {
                 return Ok(Step::NeedMore);
             };
             buf.advance(1);
+            self.count(byte)?;
             self.state = self.next(byte)?;
         }
+    }
+
+    /// Counts a framing byte against the caps of the line it is part of.
+    fn count(&mut self, byte: u8) -> Result<(), ChunkError> {
+        match self.state {
+            State::Size { .. } | State::Extension { .. } if byte != b'\r' => {
+                self.line_bytes += 1;
+                if self.line_bytes > MAX_SIZE_LINE {
+                    return Err(ChunkError::SizeLineTooLong);
+                }
+            }
+            State::TrailerStart | State::TrailerLine | State::TrailerLf { .. } => {
+                if self.state == State::TrailerStart && byte != b'\r' {
+                    self.trailer_lines += 1;
+                    if self.trailer_lines as usize > self.limits.max_lines {
+                        return Err(ChunkError::TrailerTooLarge);
+                    }
+                }
+                self.line_bytes += 1;
+                if self.line_bytes as usize > self.limits.max_bytes {
+                    return Err(ChunkError::TrailerTooLarge);
+                }
+            }
+            // The size line ends; the trailer section starts from zero.
+            State::SizeLf { .. } => self.line_bytes = 0,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The state after one framing byte.
@@ -271,6 +340,56 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_size_line_is_capped_extensions_included() {
+        let line = |ext: usize| format!("1;e={}\r\nx\r\n0\r\n\r\n", "a".repeat(ext));
+        // `1;e=` is 4 bytes: 4092 more make a 4096-byte line.
+        let (body, ended) = decode_in_steps(line(4092).as_bytes(), 1000).unwrap();
+        assert_eq!((&body[..], ended), (&b"x"[..], true));
+        assert_eq!(
+            decode_in_steps(line(4093).as_bytes(), 1000).unwrap_err(),
+            ChunkError::SizeLineTooLong
+        );
+        let second = format!("1\r\nx\r\n1;{}\r\ny\r\n0\r\n\r\n", "a".repeat(5000));
+        assert_eq!(
+            decode_in_steps(second.as_bytes(), 7).unwrap_err(),
+            ChunkError::SizeLineTooLong
+        );
+    }
+
+    #[test]
+    fn trailers_are_capped_in_bytes_and_lines() {
+        let decode = |input: &str, limits| {
+            let mut decoder = Decoder::with_limits(limits);
+            let mut buf = BytesMut::from(input.as_bytes());
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Step::End) => return Ok(()),
+                    Ok(Step::NeedMore) => panic!("incomplete"),
+                    Ok(Step::Data(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let limits = TrailerLimits {
+            max_bytes: 20,
+            max_lines: 2,
+        };
+        // `A: 1\r\nB: 2\r\n\r\n` is 14 bytes, two lines.
+        assert_eq!(decode("0\r\nA: 1\r\nB: 2\r\n\r\n", limits), Ok(()));
+        assert_eq!(
+            decode("0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", limits),
+            Err(ChunkError::TrailerTooLarge)
+        );
+        assert_eq!(
+            decode("1\r\nx\r\n0\r\nA: 123456789012345678\r\n\r\n", limits),
+            Err(ChunkError::TrailerTooLarge)
+        );
+        // A long size line before does not count against the trailers.
+        let ext = format!("0;{}\r\nA: 1\r\n\r\n", "e".repeat(100));
+        assert_eq!(decode(&ext, limits), Ok(()));
     }
 
     #[test]

@@ -34,10 +34,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
 use super::chunked;
-use super::chunked::{ChunkError, Decoder, Step};
+use super::chunked::{ChunkError, Step};
+use super::fields::Framing;
 use super::framed::{self, Framed};
-use super::request::{self, RequestFraming};
-use super::response::{self, HeadError, ResponseFraming, ResponseHead};
+use super::request;
+use super::response::{self, HeadError, ResponseHead};
 use crate::wire::deadline::{Bounded, Deadline};
 use crate::wire::headers::ForwardHeaders;
 use crate::wire::BoxError;
@@ -155,13 +156,13 @@ impl<T: Transport> Connection<T> {
         let framing = if body.is_end_stream() {
             // A body-carrying method says "empty" explicitly.
             match *req.method {
-                Method::POST | Method::PUT | Method::PATCH => RequestFraming::Length(0),
-                _ => RequestFraming::Empty,
+                Method::POST | Method::PUT | Method::PATCH => Framing::Length(0),
+                _ => Framing::Empty,
             }
         } else {
             match body.size_hint().exact() {
-                Some(n) => RequestFraming::Length(n),
-                None => RequestFraming::Chunked,
+                Some(n) => Framing::Length(n),
+                None => Framing::Chunked,
             }
         };
         let Connection {
@@ -191,7 +192,7 @@ impl<T: Transport> Connection<T> {
             tail: &[],
             framing,
             sent: 0,
-            body_done: matches!(framing, RequestFraming::Empty | RequestFraming::Length(0)),
+            body_done: matches!(framing, Framing::Empty | Framing::Length(0)),
             flushed: false,
             stopped: false,
         };
@@ -226,7 +227,7 @@ struct Upload {
     data: Bytes,
     /// What follows it (a chunk's CRLF, the last chunk).
     tail: &'static [u8],
-    framing: RequestFraming,
+    framing: Framing,
     sent: u64,
     body_done: bool,
     /// All of it written and flushed.
@@ -375,11 +376,11 @@ where
                 upload.head.clear();
                 upload.head_at = 0;
                 match upload.framing {
-                    RequestFraming::Chunked => {
+                    Framing::Chunked => {
                         chunked::encode_chunk_header(&mut upload.head, data.len());
                         upload.tail = b"\r\n";
                     }
-                    RequestFraming::Length(n) if upload.sent <= n => {}
+                    Framing::Length(n) if upload.sent <= n => {}
                     _ => return Poll::Ready(Err(UploadError::Body(H1Error::RequestBodyLength))),
                 }
                 upload.data = data;
@@ -387,8 +388,8 @@ where
             None => {
                 upload.body_done = true;
                 match upload.framing {
-                    RequestFraming::Chunked => upload.tail = chunked::LAST_CHUNK,
-                    RequestFraming::Length(n) if upload.sent != n => {
+                    Framing::Chunked => upload.tail = chunked::LAST_CHUNK,
+                    Framing::Length(n) if upload.sent != n => {
                         return Poll::Ready(Err(UploadError::Body(H1Error::RequestBodyLength)))
                     }
                     _ => {}
@@ -408,12 +409,7 @@ pub struct Body<T> {
 
 impl<T: Transport> Body<T> {
     pub fn new(head: &ResponseHead, conn: Box<Connection<T>>) -> Body<T> {
-        let state = match head.framing {
-            ResponseFraming::Empty => Framed::Done,
-            ResponseFraming::Length(n) => Framed::Length(n),
-            ResponseFraming::Chunked => Framed::Chunked(Decoder::new()),
-            ResponseFraming::Close => Framed::UntilClose,
-        };
+        let state = Framed::from(head.framing);
         Body {
             conn: Some(conn),
             state,

@@ -6,6 +6,19 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+/// How a message body is delimited (RFC 9112 6): as a head declares it
+/// (parsed by [`super::request`] and [`super::response`]) and as sidekey
+/// writes it. [`super::framed::Framed`] is the reader's state built from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (and, written, no framing header).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
 /// Where a header field's name and value are in a head's bytes: start
 /// and end of each.
 pub type Span = [usize; 4];
@@ -140,12 +153,18 @@ pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMa
     Some(headers)
 }
 
-/// A Content-Length value: digits only, no sign, no list.
+/// The largest Content-Length accepted: 2^53, the largest integer that
+/// every JSON number and JavaScript peer still represents exactly.
+pub const MAX_CONTENT_LENGTH: u64 = 1 << 53;
+
+/// A Content-Length value: digits only, no sign, no list, at most
+/// [`MAX_CONTENT_LENGTH`].
 pub fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    let n: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    (n <= MAX_CONTENT_LENGTH).then_some(n)
 }
 
 #[cfg(test)]
@@ -158,6 +177,17 @@ mod tests {
             !skip.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
         });
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn a_length_is_digits_up_to_2_pow_53() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"9007199254740992"), Some(1 << 53));
+        assert_eq!(parse_length(b"9007199254740993"), None);
+        assert_eq!(parse_length(b"9223372036854775808"), None);
+        assert_eq!(parse_length(b"99999999999999999999"), None);
+        assert_eq!(parse_length(b"+1"), None);
+        assert_eq!(parse_length(b""), None);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use bytes::BytesMut;
 use http_body::SizeHint;
 use tokio::io::AsyncRead;
 
-use super::chunked::{ChunkError, Decoder, Step};
+use super::chunked::{ChunkError, Decoder, Step, TrailerLimits};
+use super::fields::Framing;
 
 /// Where a body is.
 #[derive(Debug)]
@@ -24,7 +25,23 @@ pub enum Framed {
     Done,
 }
 
+impl From<Framing> for Framed {
+    /// A body's reader, a chunked one with the default [`TrailerLimits`].
+    fn from(framing: Framing) -> Framed {
+        Framed::new(framing, TrailerLimits::default())
+    }
+}
+
 impl Framed {
+    pub fn new(framing: Framing, trailers: TrailerLimits) -> Framed {
+        match framing {
+            Framing::Empty => Framed::Done,
+            Framing::Length(n) => Framed::Length(n),
+            Framing::Chunked => Framed::Chunked(Decoder::with_limits(trailers)),
+            Framing::UntilClose => Framed::UntilClose,
+        }
+    }
+
     /// The next piece of body in `buf`, split off without copying, or what
     /// is needed next ([`Step::NeedMore`]: read more into `buf`).
     pub fn take(&mut self, buf: &mut BytesMut) -> Result<Step, ChunkError> {

@@ -8,17 +8,9 @@ use http::header;
 use http::{Method, Version};
 use thiserror::Error;
 
+pub use super::fields::Framing;
 use super::fields::{self, parse_length, RawFields};
-use crate::wire::headers::ForwardHeaders;
-
-/// How the request body is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestFraming {
-    /// No body, and no framing header.
-    Empty,
-    Length(u64),
-    Chunked,
-}
+use crate::wire::headers::{ConnectionOptions, ForwardHeaders};
 
 /// Writes a request head: `method target HTTP/1.1`, `Host` unless
 /// `headers` has one, the headers except any framing header the client
@@ -29,7 +21,7 @@ pub fn encode_request(
     target: &str,
     headers: &ForwardHeaders,
     host: &str,
-    framing: RequestFraming,
+    framing: Framing,
 ) {
     buf.extend_from_slice(method.as_str().as_bytes());
     buf.push(b' ');
@@ -46,13 +38,15 @@ pub fn encode_request(
             || name.eq_ignore_ascii_case(b"transfer-encoding")
     });
     match framing {
-        RequestFraming::Empty => {}
-        RequestFraming::Length(n) => {
+        Framing::Empty => {}
+        Framing::Length(n) => {
             buf.extend_from_slice(b"content-length: ");
             buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
-        RequestFraming::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A request body is never delimited by the connection's end.
+        Framing::UntilClose => {}
     }
     buf.extend_from_slice(b"\r\n");
 }
@@ -71,14 +65,6 @@ pub enum RequestError {
     Invalid(&'static str),
 }
 
-/// How a client's request body is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyFraming {
-    Empty,
-    Length(u64),
-    Chunked,
-}
-
 /// A parsed request head. Its header fields stay in the bytes they came
 /// in ([`RawFields`]); no header map is built.
 #[derive(Debug)]
@@ -87,7 +73,7 @@ pub struct RequestHead {
     pub uri: http::Uri,
     pub version: Version,
     pub fields: RawFields,
-    pub framing: BodyFraming,
+    pub framing: Framing,
     /// Whether the client allows another request on the connection.
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
@@ -150,6 +136,7 @@ impl RequestParser {
             )
         };
         let head: Bytes = buf.split_to(len).freeze();
+        let head_target = head.slice(target.clone());
         let uri = http::Uri::from_maybe_shared(head.slice(target))
             .map_err(|_| RequestError::Invalid("invalid request target"))?;
         let fields = RawFields::new(head, spans);
@@ -159,14 +146,15 @@ impl RequestParser {
             Version::HTTP_11
         };
         let scan = Scan::of(&fields);
+        validate(&method, &uri, &head_target, &scan)?;
         let framing = request_framing(version, &scan)?;
         let keep_alive = if version == Version::HTTP_11 {
-            !scan.close
+            !scan.connection.close
         } else {
-            scan.keep_alive
+            scan.connection.keep_alive
         };
         let expect_continue =
-            framing != BodyFraming::Empty && version == Version::HTTP_11 && scan.expect_continue;
+            framing != Framing::Empty && version == Version::HTTP_11 && scan.expect_continue;
         Ok(Some(RequestHead {
             method,
             uri,
@@ -183,12 +171,11 @@ impl RequestParser {
 /// read in one pass.
 #[derive(Default)]
 struct Scan<'a> {
+    hosts: usize,
     transfer_encodings: usize,
     transfer_encoding: Option<&'a [u8]>,
     content_lengths: Vec<&'a [u8]>,
-    /// `Connection: close` / `Connection: keep-alive`.
-    close: bool,
-    keep_alive: bool,
+    connection: ConnectionOptions,
     expect_continue: bool,
 }
 
@@ -204,12 +191,8 @@ impl<'a> Scan<'a> {
                 14 if name.eq_ignore_ascii_case(b"content-length") => {
                     scan.content_lengths.push(value);
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
-                    for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                        scan.close |= token.eq_ignore_ascii_case(b"close");
-                        scan.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                    }
-                }
+                10 if name.eq_ignore_ascii_case(b"connection") => scan.connection.add(value),
+                4 if name.eq_ignore_ascii_case(b"host") => scan.hosts += 1,
                 6 if name.eq_ignore_ascii_case(b"expect") => {
                     scan.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
                 }
@@ -220,9 +203,36 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// The checks of a request head beyond its syntax, all in one place: what
+/// could make sidekey and the upstream see different requests, or is not
+/// a request for a resource. (`CONNECT`, in authority form, is left to the
+/// proxy, which answers it with its own error.)
+fn validate(
+    method: &Method,
+    uri: &http::Uri,
+    target: &[u8],
+    scan: &Scan<'_>,
+) -> Result<(), RequestError> {
+    if scan.hosts > 1 {
+        return Err(RequestError::Invalid("more than one Host header"));
+    }
+    // `http::Uri` drops a fragment silently, and would route
+    // `http://user@host/` on `host`: neither belongs in a request.
+    if target.contains(&b'#') {
+        return Err(RequestError::Invalid("a fragment in the request target"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(RequestError::Invalid("userinfo in the request target"));
+    }
+    if method != Method::CONNECT && (uri.path() == "*" || !uri.path().starts_with('/')) {
+        return Err(RequestError::Invalid("the request target must be a path"));
+    }
+    Ok(())
+}
+
 /// The request body rules of RFC 9112 6.3, strictly: anything two parsers
 /// could frame differently is refused rather than resolved.
-fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, RequestError> {
+fn request_framing(version: Version, scan: &Scan<'_>) -> Result<Framing, RequestError> {
     if let Some(te) = scan.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(RequestError::Invalid(
@@ -239,7 +249,7 @@ fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, Req
                 "a Transfer-Encoding other than chunked",
             ));
         }
-        return Ok(BodyFraming::Chunked);
+        return Ok(Framing::Chunked);
     }
     let mut length = None;
     for value in &scan.content_lengths {
@@ -250,8 +260,8 @@ fn request_framing(version: Version, scan: &Scan<'_>) -> Result<BodyFraming, Req
         length = Some(n);
     }
     Ok(match length {
-        None | Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
+        None | Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
     })
 }
 
@@ -279,7 +289,7 @@ mod tests {
             "/v1?a=1",
             &headers,
             "api.example.test:8443",
-            RequestFraming::Length(5),
+            Framing::Length(5),
         );
         assert_eq!(
             String::from_utf8(buf).unwrap(),
@@ -289,14 +299,7 @@ mod tests {
 
         headers.insert(header::HOST, HeaderValue::from_static("own.example.test"));
         let mut buf = Vec::new();
-        encode_request(
-            &mut buf,
-            &Method::GET,
-            "/",
-            &headers,
-            "x",
-            RequestFraming::Chunked,
-        );
+        encode_request(&mut buf, &Method::GET, "/", &headers, "x", Framing::Chunked);
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("host: own.example.test\r\n"), "{text}");
         assert!(!text.contains("host: x"), "{text}");
@@ -311,7 +314,7 @@ mod tests {
         RequestParser::new(10, 256).parse(&mut buf)
     }
 
-    fn request_framing_of(headers: &str) -> Result<BodyFraming, RequestError> {
+    fn request_framing_of(headers: &str) -> Result<Framing, RequestError> {
         let text = format!("POST /a HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
         request(&text).map(|head| head.expect("complete").framing)
     }
@@ -329,7 +332,7 @@ mod tests {
         assert_eq!(head.uri.host(), Some("h.example"));
         assert_eq!(head.uri.query(), Some("b=1"));
         assert_eq!(head.fields.get("x-a"), Some(&b"1"[..]));
-        assert_eq!(head.framing, BodyFraming::Empty);
+        assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
         assert_eq!(&buf[..], b"GET /next");
     }
@@ -350,7 +353,7 @@ mod tests {
 
     #[test]
     fn request_framing_refuses_anything_ambiguous() {
-        use BodyFraming::*;
+        use Framing::*;
         assert_eq!(request_framing_of("").unwrap(), Empty);
         assert_eq!(request_framing_of("Content-Length: 0\r\n").unwrap(), Empty);
         assert_eq!(
@@ -376,6 +379,42 @@ mod tests {
         }
         let http10 = request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(matches!(http10, Err(RequestError::Invalid(_))));
+    }
+
+    #[test]
+    fn request_targets_are_paths_without_fragment_or_userinfo() {
+        for bad in [
+            "GET http://evil@api.test/ HTTP/1.1\r\n\r\n",
+            "GET http://api.test#@evil/ HTTP/1.1\r\n\r\n",
+            "GET /path#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nhost: i\r\n\r\n",
+        ] {
+            assert!(
+                matches!(request(bad), Err(RequestError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        let connect = request("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n");
+        assert!(
+            connect.unwrap().is_some(),
+            "CONNECT is the proxy's to refuse"
+        );
+        assert!(request("GET http://h/a?b#x HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_content_length_over_2_pow_53_is_refused() {
+        assert!(matches!(
+            request_framing_of("Content-Length: 9223372036854775808\r\n"),
+            Err(RequestError::Invalid(_))
+        ));
+        assert_eq!(
+            request_framing_of("Content-Length: 9007199254740992\r\n").unwrap(),
+            Framing::Length(1 << 53)
+        );
     }
 
     #[test]

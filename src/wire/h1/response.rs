@@ -15,8 +15,9 @@ use http::header::HeaderMap;
 use http::{Method, StatusCode, Version};
 use thiserror::Error;
 
+pub use super::fields::Framing;
 use super::fields::{self, parse_length, RawFields};
-use crate::wire::headers::end_to_end_names;
+use crate::wire::headers::{end_to_end_names, ConnectionOptions};
 
 /// At most this many header fields in a response head.
 pub const MAX_HEADERS: usize = 100;
@@ -33,23 +34,13 @@ pub enum HeadError {
     TooLarge(usize),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResponseFraming {
-    /// No body (`HEAD`, 1xx, 204, 304, or `Content-Length: 0`).
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Read until the upstream closes the connection.
-    Close,
-}
-
 /// A parsed response head.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
     pub fields: RawFields,
-    pub framing: ResponseFraming,
+    pub framing: Framing,
     /// Whether the connection may carry another request after this
     /// response's body.
     pub keep_alive: bool,
@@ -97,7 +88,7 @@ pub fn parse_response(
     let scan = FramingFields::scan(&fields);
     let framing = framing(method, status, &scan)?;
     let keep_alive =
-        version == Version::HTTP_11 && framing != ResponseFraming::Close && !scan.close;
+        version == Version::HTTP_11 && framing != Framing::UntilClose && !scan.connection.close;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -114,8 +105,7 @@ struct FramingFields<'a> {
     /// `Err` for an invalid or conflicting length (which matters only
     /// when the length frames the body).
     content_length: Result<Option<u64>, HeadError>,
-    /// `Connection: close`.
-    close: bool,
+    connection: ConnectionOptions,
 }
 
 impl<'a> FramingFields<'a> {
@@ -123,7 +113,7 @@ impl<'a> FramingFields<'a> {
         let mut scan = FramingFields {
             transfer_encoding: None,
             content_length: Ok(None),
-            close: false,
+            connection: ConnectionOptions::default(),
         };
         for (name, value) in fields.iter() {
             match name.len() {
@@ -137,11 +127,7 @@ impl<'a> FramingFields<'a> {
                         _ => Err(HeadError::ContentLength),
                     };
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
-                    scan.close |= value
-                        .split(|b| *b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-                }
+                10 if name.eq_ignore_ascii_case(b"connection") => scan.connection.add(value),
                 _ => {}
             }
         }
@@ -154,27 +140,27 @@ fn framing(
     method: &Method,
     status: StatusCode,
     fields: &FramingFields<'_>,
-) -> Result<ResponseFraming, HeadError> {
+) -> Result<Framing, HeadError> {
     if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok(ResponseFraming::Empty);
+        return Ok(Framing::Empty);
     }
     if let Some(te) = fields.transfer_encoding {
         // Chunked only when it is the final coding; otherwise the body
         // runs to the end of the connection.
         let last = te.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
         return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => ResponseFraming::Chunked,
-            _ => ResponseFraming::Close,
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            _ => Framing::UntilClose,
         });
     }
     Ok(match fields.content_length.clone()? {
-        Some(0) => ResponseFraming::Empty,
-        Some(n) => ResponseFraming::Length(n),
-        None => ResponseFraming::Close,
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
     })
 }
 
@@ -194,7 +180,7 @@ pub fn encode_response(
     buf: &mut Vec<u8>,
     status: StatusCode,
     fields: Fields<'_>,
-    framing: ResponseFraming,
+    framing: Framing,
     connection: Option<&'static str>,
 ) {
     buf.extend_from_slice(b"HTTP/1.1 ");
@@ -204,7 +190,7 @@ pub fn encode_response(
     buf.extend_from_slice(b"\r\n");
     // Bodyless responses keep the upstream's Content-Length (a HEAD
     // answer's describes the GET's body).
-    let keep_length = framing == ResponseFraming::Empty;
+    let keep_length = framing == Framing::Empty;
     let has_date = match fields {
         Fields::Map(headers) => {
             for (name, value) in headers {
@@ -234,13 +220,13 @@ pub fn encode_response(
         buf.extend_from_slice(b"\r\n");
     }
     match framing {
-        ResponseFraming::Length(n) => {
+        Framing::Length(n) => {
             buf.extend_from_slice(b"content-length: ");
             buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
-        ResponseFraming::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        ResponseFraming::Empty | ResponseFraming::Close => {}
+        Framing::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::UntilClose => {}
     }
     if let Some(connection) = connection {
         buf.extend_from_slice(b"connection: ");
@@ -289,7 +275,7 @@ mod tests {
         parse_response(&mut buf, &method, 1024)
     }
 
-    fn framing_of(text: &str, method: Method) -> ResponseFraming {
+    fn framing_of(text: &str, method: Method) -> Framing {
         parse(text, method).unwrap().unwrap().framing
     }
 
@@ -302,7 +288,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(head.status, StatusCode::CREATED);
-        assert_eq!(head.framing, ResponseFraming::Length(2));
+        assert_eq!(head.framing, Framing::Length(2));
         assert!(head.keep_alive);
         let xa: Vec<_> = head.fields.get_all("x-a").collect();
         assert_eq!(xa, [b"1", b"2"]);
@@ -327,7 +313,7 @@ mod tests {
 
     #[test]
     fn body_framing_follows_rfc_9112() {
-        use ResponseFraming::*;
+        use Framing::{Chunked, Empty, Length, UntilClose as Close};
         let ok = "HTTP/1.1 200 OK\r\n";
         assert_eq!(
             framing_of(&format!("{ok}Content-Length: 10\r\n\r\n"), Method::HEAD),
@@ -397,7 +383,7 @@ mod tests {
             &mut buf,
             StatusCode::CREATED,
             Fields::Map(&headers),
-            ResponseFraming::Chunked,
+            Framing::Chunked,
             Some("close"),
         );
         assert_eq!(
@@ -413,7 +399,7 @@ mod tests {
             &mut buf,
             StatusCode::OK,
             Fields::Map(&headers),
-            ResponseFraming::Empty,
+            Framing::Empty,
             None,
         );
         let text = String::from_utf8(buf).unwrap();

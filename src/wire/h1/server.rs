@@ -28,11 +28,11 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::chunked;
-use super::chunked::{Decoder, Step};
-use super::fields::RawFields;
+use super::chunked::{Step, TrailerLimits};
+use super::fields::{Framing, RawFields};
 use super::framed::{self, Framed};
-use super::request::{BodyFraming, RequestError, RequestHead, RequestParser};
-use super::response::{self, Fields, ResponseFraming};
+use super::request::{RequestError, RequestHead, RequestParser};
+use super::response::{self, Fields};
 use crate::wire::reply::{Reply, ReplyHead};
 use crate::wire::BoxError;
 
@@ -245,7 +245,7 @@ pub async fn serve<W, S, F, B>(
         let method = head.method.clone();
         let http10 = head.version == Version::HTTP_10;
         let body = match head.framing {
-            BodyFraming::Empty => {
+            Framing::Empty => {
                 reader = Some(r);
                 RequestBody(Inner::Empty)
             }
@@ -258,10 +258,11 @@ pub async fn serve<W, S, F, B>(
                 {
                     return;
                 }
-                let state = match framing {
-                    BodyFraming::Length(n) => Framed::Length(n),
-                    _ => Framed::Chunked(Decoder::new()),
+                let trailers = TrailerLimits {
+                    max_bytes: limits.max_header_bytes,
+                    max_lines: limits.max_headers,
                 };
+                let state = Framed::new(framing, trailers);
                 RequestBody(Inner::Stream {
                     reader: Some(r),
                     state,
@@ -439,21 +440,23 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let Reply { status, head, body } = reply;
+    let Reply {
+        status, head, body, ..
+    } = reply;
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        ResponseFraming::Empty
+        Framing::Empty
     } else {
         match body.size_hint().exact() {
-            Some(n) => ResponseFraming::Length(n),
-            None if http10 => ResponseFraming::Close,
-            None => ResponseFraming::Chunked,
+            Some(n) => Framing::Length(n),
+            None if http10 => Framing::UntilClose,
+            None => Framing::Chunked,
         }
     };
-    if framing == ResponseFraming::Close {
+    if framing == Framing::UntilClose {
         keep_alive = false;
     }
     let connection = match (keep_alive, http10) {
@@ -468,7 +471,7 @@ where
     };
     response::encode_response(out, status, fields, framing, connection);
     drop(head);
-    if framing == ResponseFraming::Empty {
+    if framing == Framing::Empty {
         send(write, idle, out).await?;
         return Ok(keep_alive);
     }
@@ -484,7 +487,7 @@ async fn write_body<W: AsyncWrite + Unpin, B>(
     out: &mut Vec<u8>,
     idle: &mut IdleTimer,
     body: B,
-    framing: ResponseFraming,
+    framing: Framing,
 ) -> Result<bool, Failure>
 where
     B: Body<Data = Bytes>,
@@ -492,7 +495,7 @@ where
 {
     let mut body = pin!(body);
     let mut left = match framing {
-        ResponseFraming::Length(n) => Some(n),
+        Framing::Length(n) => Some(n),
         _ => None,
     };
     loop {
@@ -538,7 +541,7 @@ where
             }
             *left -= data.len() as u64;
         }
-        if framing == ResponseFraming::Chunked {
+        if framing == Framing::Chunked {
             chunked::encode_chunk_header(out, data.len());
         }
         if data.len() <= COALESCE_MAX {
@@ -548,7 +551,7 @@ where
             out.clear();
             send(write, idle, &data).await?;
         }
-        if framing == ResponseFraming::Chunked {
+        if framing == Framing::Chunked {
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= COALESCE_MAX {
@@ -556,7 +559,7 @@ where
             out.clear();
         }
     }
-    if framing == ResponseFraming::Chunked {
+    if framing == Framing::Chunked {
         out.extend_from_slice(chunked::LAST_CHUNK);
     }
     if !out.is_empty() {
