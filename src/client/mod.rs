@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod connector;
+pub mod idle;
 pub mod pool;
 
 pub use body::ProxyBody;

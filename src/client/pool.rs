@@ -16,7 +16,6 @@
 //! otherwise connections of the previous config are not reused, since
 //! `ca_file` or `connect_to` may have changed what they may be used for.
 
-use foldhash::HashMap;
 use std::cell::RefCell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +34,7 @@ use thiserror::Error;
 
 use super::body::ProxyBody;
 use super::connector::{ConnectError, Connector, Io};
+use super::idle::{IdlePool, Key, Lent, Owner, Pooled, Shared};
 use crate::wire::deadline::{Deadline, Stalled};
 use crate::wire::h1::chunked::ChunkError;
 use crate::wire::h1::client::{self as h1, H1Error, RequestParts, SendFailure};
@@ -46,10 +46,6 @@ use crate::wire::BoxError;
 
 /// An HTTP/1.1 upstream connection of the pool.
 type H1Conn = h1::Connection<Io>;
-
-/// At most this many idle HTTP/1.1 connections are kept per upstream and
-/// thread; more are closed when their response ends.
-const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
 /// Tries per request: those before the last may take pooled connections
 /// (a dead one is dropped and the next one tried, as long as nothing of
@@ -195,7 +191,7 @@ impl Upstreams {
                 }
             };
             match conn {
-                Conn::H1(mut conn) => match conn
+                Pooled::H1(mut conn) => match conn
                     .send(
                         RequestParts {
                             method: &out.method,
@@ -223,7 +219,7 @@ impl Upstreams {
                     Err(SendFailure::Failed(H1Error::Timeout)) => return Err(SendError::Timeout),
                     Err(SendFailure::Failed(e)) => return Err(SendError::H1(e)),
                 },
-                Conn::H2(sender) => {
+                Pooled::H2(sender) => {
                     // Boxed: HTTP/2's futures are large, and inline they
                     // would make every request's future (and every idle
                     // client connection) larger.
@@ -241,23 +237,8 @@ impl Upstreams {
     /// An idle connection to `authority` of this thread, if one is open.
     fn checkout(&self, https: bool, authority: &str, now: Instant) -> Option<(Key, Conn)> {
         IDLE.with(|idle| {
-            let mut idle = idle.borrow_mut();
-            let pool = idle.of(self.owner, https)?;
-            let host = pool.get_mut(authority)?;
-            let key = &host.key;
-            if let Some(h2) = &host.h2 {
-                if !h2.is_closed() {
-                    host.last_used = now;
-                    return Some((key.clone(), Conn::H2(h2.clone())));
-                }
-                host.h2 = None;
-            }
-            while let Some((mut conn, since)) = host.h1.pop() {
-                if now.duration_since(since) < self.owner.idle_timeout && !conn.is_closed() {
-                    return Some((key.clone(), Conn::H1(conn)));
-                }
-            }
-            None
+            idle.borrow_mut()
+                .checkout(self.owner, https, authority, now)
         })
     }
 
@@ -274,7 +255,7 @@ impl Upstreams {
             })?;
         let key: Key = Arc::from(authority);
         if !io.is_h2() {
-            return Ok((key, Conn::H1(H1Conn::new(io))));
+            return Ok((key, Pooled::H1(H1Conn::new(io))));
         }
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -288,16 +269,10 @@ impl Upstreams {
         });
         let now = Instant::now();
         IDLE.with(|idle| {
-            let mut idle = idle.borrow_mut();
-            if let Some(pool) = idle.of(self.owner, https) {
-                let host = pool
-                    .entry(key.clone())
-                    .or_insert_with(|| Host::new(key.clone()));
-                host.h2 = Some(sender.clone());
-                host.last_used = now;
-            }
+            idle.borrow_mut()
+                .put_h2(self.owner, https, key.clone(), sender.clone(), now)
         });
-        Ok((key, Conn::H2(sender)))
+        Ok((key, Pooled::H2(sender)))
     }
 }
 
@@ -350,30 +325,7 @@ pub async fn sweep_until(stop: impl std::future::Future) {
 /// than their config allows, or have closed. Worker threads call it
 /// periodically.
 pub fn sweep() {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let Idle {
-            http,
-            https,
-            idle_timeout,
-            ..
-        } = &mut *idle;
-        let timeout = *idle_timeout;
-        let now = Instant::now();
-        for pool in [http, https] {
-            pool.retain(|_, host| {
-                host.h1.retain_mut(|(conn, since)| {
-                    now.duration_since(*since) < timeout && !conn.is_closed()
-                });
-                if host.h2.as_ref().is_some_and(|h2| {
-                    h2.is_closed() || now.duration_since(host.last_used) >= timeout
-                }) {
-                    host.h2 = None;
-                }
-                !host.h1.is_empty() || host.h2.is_some()
-            });
-        }
-    });
+    IDLE.with(|idle| idle.borrow_mut().sweep(Instant::now()));
 }
 
 /// How a request on an HTTP/2 connection went.
@@ -464,81 +416,29 @@ fn all_visible(s: &str) -> bool {
         .fold(true, |ok, b| ok & (b.wrapping_sub(0x21) < 0x5e))
 }
 
-/// The pool key: the upstream's `host[:port]`, shared by its entries.
-type Key = Arc<str>;
+/// A pooled connection of this thread.
+type Conn = Pooled<Box<H1Conn>, H2Sender>;
 
-enum Conn {
-    H1(Box<H1Conn>),
-    H2(http2::SendRequest<ProxyBody>),
-}
+type H2Sender = http2::SendRequest<ProxyBody>;
 
-struct Host {
-    key: Key,
-    /// Idle HTTP/1.1 connections and since when; the most recent last.
-    h1: Vec<(Box<H1Conn>, Instant)>,
-    h2: Option<http2::SendRequest<ProxyBody>>,
-    last_used: Instant,
-}
-
-impl Host {
-    fn new(key: Key) -> Host {
-        Host {
-            key,
-            h1: Vec::new(),
-            h2: None,
-            last_used: Instant::now(),
-        }
+impl Lent for Box<H1Conn> {
+    fn is_closed(&mut self) -> bool {
+        H1Conn::is_closed(self)
     }
 }
 
-/// Which config a pool entry belongs to.
-#[derive(Clone, Copy)]
-struct Owner {
-    generation: u64,
-    idle_timeout: Duration,
-}
-
-/// One thread's idle connections, for one config at a time.
-struct Idle {
-    generation: u64,
-    idle_timeout: Duration,
-    http: HashMap<Key, Host>,
-    https: HashMap<Key, Host>,
-}
-
-impl Idle {
-    /// The pool of `generation`, emptied first if it held another's.
-    fn of(&mut self, owner: Owner, https: bool) -> Option<&mut HashMap<Key, Host>> {
-        let Owner {
-            generation,
-            idle_timeout,
-        } = owner;
-        if self.generation != generation {
-            // Only a newer config takes the pool over; a request of an
-            // older one (still in flight after a reload) keeps off it.
-            if generation < self.generation {
-                return None;
-            }
-            self.generation = generation;
-            self.idle_timeout = idle_timeout;
-            self.http.clear();
-            self.https.clear();
-        }
-        Some(if https {
-            &mut self.https
-        } else {
-            &mut self.http
-        })
+impl Shared for H2Sender {
+    fn is_closed(&self) -> bool {
+        http2::SendRequest::is_closed(self)
     }
 }
 
 thread_local! {
-    static IDLE: RefCell<Idle> = RefCell::new(Idle {
-        generation: 0,
-        idle_timeout: Duration::ZERO,
-        http: HashMap::default(),
-        https: HashMap::default(),
-    });
+    /// This thread's idle connections. Reached through a thread-local,
+    /// not passed along: a connection's task is built on the accepting
+    /// thread and must be `Send`, while the pool it uses is the one of the
+    /// worker thread it runs on, used without a lock.
+    static IDLE: RefCell<IdlePool<Box<H1Conn>, H2Sender>> = RefCell::new(IdlePool::default());
 }
 
 /// Where an HTTP/1.1 connection goes back to.
@@ -551,14 +451,8 @@ struct Return {
 impl Return {
     fn put(self, conn: Box<H1Conn>) {
         IDLE.with(|idle| {
-            let mut idle = idle.borrow_mut();
-            if let Some(pool) = idle.of(self.owner, self.https) {
-                let key = self.key;
-                let host = pool.entry(key.clone()).or_insert_with(|| Host::new(key));
-                if host.h1.len() < MAX_IDLE_PER_UPSTREAM {
-                    host.h1.push((conn, Instant::now()));
-                }
-            }
+            idle.borrow_mut()
+                .put_h1(self.owner, self.https, self.key, conn, Instant::now())
         });
     }
 }
