@@ -128,8 +128,19 @@ impl RouteTable {
         self.by_name.get(name).map(|i| &self.routes[*i])
     }
 
+    /// Whether some route serves `host` (any case, no port), whatever its
+    /// path: what a `CONNECT` to that host may be intercepted for (each
+    /// request inside is then routed by its path).
+    pub fn serves_host(&self, host: &str) -> bool {
+        self.find_with(host, |_| true).is_some()
+    }
+
     /// The route for `host` (any case, no port) and request `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        self.find_with(host, |r| r.serves_path(path))
+    }
+
+    fn find_with(&self, host: &str, serves: impl Fn(&Route) -> bool) -> Option<&Arc<Route>> {
         let lowered;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lowered = host.to_ascii_lowercase();
@@ -141,7 +152,7 @@ impl RouteTable {
         if let Some(found) = self
             .exact
             .get(host)
-            .and_then(|l| self.first_prefix(l, path))
+            .and_then(|l| self.first_serving(l, &serves))
         {
             return Some(found);
         }
@@ -153,15 +164,19 @@ impl RouteTable {
         host.match_indices('.').find_map(|(i, _)| {
             self.wildcard
                 .get(&host[i..])
-                .and_then(|l| self.first_prefix(l, path))
+                .and_then(|l| self.first_serving(l, &serves))
         })
     }
 
-    fn first_prefix(&self, candidates: &[usize], path: &str) -> Option<&Arc<Route>> {
+    fn first_serving(
+        &self,
+        candidates: &[usize],
+        serves: &impl Fn(&Route) -> bool,
+    ) -> Option<&Arc<Route>> {
         candidates
             .iter()
             .map(|i| &self.routes[*i])
-            .find(|r| r.serves_path(path))
+            .find(|r| serves(r))
     }
 }
 

@@ -83,6 +83,12 @@ impl Connector {
         }
     }
 
+    /// Opens a plain TCP connection to `host:port` (with `connect_to`),
+    /// e.g. for a blind tunnel.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        self.dialer.dial(host, port).await
+    }
+
     /// Connects to `authority` (`host[:port]`), over TLS when `https`.
     pub async fn connect(&self, https: bool, authority: &str) -> Result<Io, ConnectError> {
         let scheme = if https { "https" } else { "http" };

@@ -234,6 +234,11 @@ impl Upstreams {
         }
     }
 
+    /// How this config dials (for a blind tunnel).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     /// An idle connection to `authority` of this thread, if one is open.
     fn checkout(&self, https: bool, authority: &str, now: Instant) -> Option<(Key, Conn)> {
         IDLE.with(|idle| {

@@ -28,7 +28,7 @@ pub enum ProxyError {
     #[error("this listener serves only paths under {prefix:?}")]
     OutsidePrefix { prefix: String },
     #[error(
-        "CONNECT tunnels are not supported: send plain http:// URLs to sidekey, which adds the credentials and upgrades to TLS itself"
+        "CONNECT (an https:// URL through the proxy) needs [proxy.intercept] with a local CA (see `sidekey ca init`); or send plain http:// URLs to sidekey, which adds the credentials and upgrades to TLS itself"
     )]
     Connect,
     #[error("bad request: {0}")]

@@ -20,6 +20,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
 use super::host::RequestHost;
+use super::tunnel::{self, Tunnel};
 use super::{Reply, Runtime, Shared};
 use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
 use crate::client::ProxyBody;
@@ -68,6 +69,7 @@ pub fn handle<'a>(
             // Rare, and its future as large as forwarding's: kept out of
             // every request's future.
             Ok(Next::Passthrough(plan)) => Box::pin(passthrough(&runtime, *plan)).await,
+            Ok(Next::Tunnel(tunnel)) => Ok(tunnel.into_reply(runtime.clone())),
             Err(e) => Err(e),
         };
         finish(shared, start, &method, uri.path(), route, result)
@@ -154,6 +156,8 @@ enum Next {
     Forward(Plan),
     /// Boxed: rare, and as large as a plan.
     Passthrough(Box<Passthrough>),
+    /// A `CONNECT` that is accepted.
+    Tunnel(Box<Tunnel>),
 }
 
 /// A routed request, ready for its credential: the upstream URL and the
@@ -182,7 +186,11 @@ fn prepare(
     matched: &mut Option<Arc<Route>>,
 ) -> Result<Next, ProxyError> {
     if req.method == Method::CONNECT {
-        return Err(ProxyError::Connect);
+        // A route's own listener is not a forward proxy.
+        if conn.route.is_some() {
+            return Err(ProxyError::Connect);
+        }
+        return tunnel::open(runtime, &req).map(|t| Next::Tunnel(Box::new(t)));
     }
     // The request head was validated as it was parsed
     // (`wire::h1::request`): one Host, a path target, no fragment or
@@ -466,6 +474,7 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
                 head: ReplyHead::Upstream(raw),
                 body,
                 close: false,
+                upgrade: None,
             });
         }
         ReplyHead::Upstream(raw) => raw
@@ -502,5 +511,6 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
         head: ReplyHead::Map(headers),
         body,
         close: false,
+        upgrade: None,
     })
 }

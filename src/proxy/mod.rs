@@ -7,6 +7,7 @@
 pub mod error;
 pub mod handler;
 pub mod host;
+pub mod tunnel;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -9,6 +9,7 @@
 pub mod deadline;
 pub mod h1;
 pub mod headers;
+pub mod io;
 pub mod reply;
 
 /// The error of a body: hyper's, or sidekey's own HTTP/1.1 code's.

@@ -9,6 +9,7 @@ use http::header::HeaderMap;
 use http::{Response, StatusCode};
 
 use super::h1::fields::RawFields;
+use super::io::Takeover;
 
 /// A response to a client: its status, its header fields and its body
 /// (any `http_body::Body`; the proxy's is `client::pool::ReplyBody`).
@@ -19,6 +20,9 @@ pub struct Reply<B> {
     /// sidekey ends the connection after this reply (set by the error
     /// mapping for a request that could not be framed or trusted).
     pub close: bool,
+    /// The connection switches protocols after this reply (a `CONNECT`
+    /// tunnel's `200`, an `Upgrade`'s `101`): what runs on it then.
+    pub upgrade: Option<Takeover>,
 }
 
 pub enum ReplyHead {
@@ -43,6 +47,7 @@ impl<B> From<Response<B>> for Reply<B> {
             head: ReplyHead::Map(parts.headers),
             body,
             close: false,
+            upgrade: None,
         }
     }
 }

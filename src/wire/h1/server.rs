@@ -18,11 +18,12 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::deadline::{IdleTimer, Progress, Stalled};
+pub use crate::wire::io::ReadHalf;
+use crate::wire::io::Upgraded;
 use http::{Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -79,37 +80,6 @@ pub struct Stalls {
 
 /// Builds the response to a request head that cannot be served.
 pub type OnBadRequest<B> = fn(&RequestError) -> Reply<B>;
-
-/// The read side of a client connection: a TCP socket's (read without a
-/// lock, and waited on without a buffer while idle), or any other
-/// stream's (TLS, a test's scripted stream).
-pub enum ReadHalf {
-    Tcp(OwnedReadHalf),
-    Other(Box<dyn AsyncRead + Send + Unpin>),
-}
-
-impl ReadHalf {
-    /// Waits until the stream has something to read (or has ended).
-    async fn readable(&mut self) -> io::Result<()> {
-        match self {
-            ReadHalf::Tcp(read) => read.readable().await,
-            ReadHalf::Other(_) => Ok(()),
-        }
-    }
-}
-
-impl AsyncRead for ReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ReadHalf::Tcp(read) => Pin::new(read).poll_read(cx, buf),
-            ReadHalf::Other(read) => Pin::new(read).poll_read(cx, buf),
-        }
-    }
-}
 
 /// The read side of a connection: the socket and what was read from it
 /// but not consumed yet.
@@ -189,7 +159,7 @@ pub async fn serve<W, S, F, B>(
     on_bad_request: OnBadRequest<B>,
     service: S,
 ) where
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Send + Unpin + 'static,
     S: Fn(ClientRequest) -> F,
     F: Future<Output = Reply<B>>,
     B: Body<Data = Bytes>,
@@ -280,7 +250,8 @@ pub async fn serve<W, S, F, B>(
             fields: head.fields,
             body,
         };
-        let response = service(request).await;
+        let mut response = service(request).await;
+        let takeover = response.upgrade.take();
         // The body gives the read side back when it ends or is dropped;
         // still out (an HTTP/2 upstream is still sending it), it is not
         // waited for.
@@ -292,6 +263,24 @@ pub async fn serve<W, S, F, B>(
                     reader = Some(r);
                 }
                 None => finished = false,
+            }
+        }
+        if let Some(takeover) = takeover {
+            // Only a request read to its end hands its connection over.
+            if let (Some(r), true) = (reader.take(), finished) {
+                let written = write_response(
+                    &mut write, &mut out, &mut idle, response, &method, false, true,
+                )
+                .await;
+                if matches!(written, Ok(true)) {
+                    let upgraded = Upgraded {
+                        buffered: r.buf.freeze(),
+                        read: r.read,
+                        write: Box::new(write),
+                    };
+                    takeover(upgraded).await;
+                }
+                return;
             }
         }
         let keep_alive = head.keep_alive && finished && !response.closes() && !*stop.borrow();
@@ -445,6 +434,8 @@ where
     } = reply;
     let framing = if *method == Method::HEAD
         || status.is_informational()
+        // A tunnel's 2xx has no body: the tunnel follows.
+        || (*method == Method::CONNECT && status.is_success())
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {

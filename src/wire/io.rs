@@ -1,0 +1,252 @@
+//! The streams a client connection runs on, and what becomes of one that
+//! switches protocols: [`ReadHalf`] (a TCP socket's read side, or any
+//! other stream's), [`Upgraded`] (the whole connection once a `CONNECT`
+//! tunnel or an `Upgrade` was accepted, with the bytes the client already
+//! sent) and [`splice`] (bytes both ways until either side closes or both
+//! stay silent for the idle timeout).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::Instant;
+
+/// The read side of a client connection: a TCP socket's (read without a
+/// lock, and waited on without a buffer while idle), or any other
+/// stream's (TLS, a test's scripted stream).
+pub enum ReadHalf {
+    Tcp(OwnedReadHalf),
+    Other(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl ReadHalf {
+    /// Waits until the stream has something to read (or has ended).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(read) => read.readable().await,
+            ReadHalf::Other(_) => Ok(()),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+            ReadHalf::Other(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+/// A client connection handed over after a reply that switched it to
+/// another protocol: reads give first what the client sent beyond the
+/// request head, then the stream's bytes.
+pub struct Upgraded {
+    pub buffered: Bytes,
+    pub read: ReadHalf,
+    pub write: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+/// What runs on a connection once its reply has been written, in the
+/// connection's own task (so shutdown drains and ends it like any other).
+pub type Takeover = Box<dyn FnOnce(Upgraded) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.buffered.is_empty() {
+            let n = this.buffered.len().min(buf.remaining());
+            buf.put_slice(&this.buffered[..n]);
+            this.buffered.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().write).poll_shutdown(cx)
+    }
+}
+
+/// How a [`splice`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Spliced {
+    /// One side closed (or failed) and the other was told.
+    Closed,
+    /// Neither side sent anything for the idle timeout.
+    Idle,
+}
+
+/// Copies bytes both ways between `a` and `b` until either side ends, or
+/// until neither has sent anything for `idle`.
+pub async fn splice<A, B>(a: &mut A, b: &mut B, idle: Duration) -> Spliced
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut a = Activity {
+        inner: a,
+        start,
+        last: last.clone(),
+    };
+    let mut b = Activity {
+        inner: b,
+        start,
+        last: last.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    let watchdog = async {
+        loop {
+            let seen = start + Duration::from_millis(last.load(Ordering::Relaxed));
+            let until = seen + idle;
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    };
+    tokio::select! {
+        _ = copy => Spliced::Closed,
+        () = watchdog => Spliced::Idle,
+    }
+}
+
+/// A stream that notes when bytes last moved through it.
+struct Activity<'a, S: ?Sized> {
+    inner: &'a mut S,
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<S: ?Sized> Activity<'_, S> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Activity<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Activity<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn splice_copies_both_ways_until_a_side_closes() {
+        let (mut client, mut a) = tokio::io::duplex(64);
+        let (mut b, mut server) = tokio::io::duplex(64);
+        let spliced =
+            tokio::spawn(async move { splice(&mut a, &mut b, Duration::from_secs(60)).await });
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        server.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        drop(client);
+        drop(server);
+        assert_eq!(spliced.await.unwrap(), Spliced::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn splice_ends_when_both_sides_stay_silent_for_the_idle_timeout() {
+        let (mut client, mut a) = tokio::io::duplex(64);
+        let (mut b, _server) = tokio::io::duplex(64);
+        let spliced =
+            tokio::spawn(async move { splice(&mut a, &mut b, Duration::from_secs(5)).await });
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(spliced.await.unwrap(), Spliced::Idle);
+    }
+
+    #[tokio::test]
+    async fn upgraded_reads_the_buffered_bytes_first() {
+        let (client, server) = tokio::io::duplex(64);
+        let (r, w) = tokio::io::split(server);
+        let mut up = Upgraded {
+            buffered: Bytes::from_static(b"early "),
+            read: ReadHalf::Other(Box::new(r)),
+            write: Box::new(w),
+        };
+        let (mut cr, mut cw) = tokio::io::split(client);
+        cw.write_all(b"late").await.unwrap();
+        drop(cw);
+        let mut got = Vec::new();
+        up.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"early late");
+        up.write_all(b"back").await.unwrap();
+        let mut back = [0u8; 4];
+        cr.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"back");
+    }
+}
