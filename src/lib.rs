@@ -12,9 +12,9 @@
 //!
 //! | layer | holds | may use |
 //! | --- | --- | --- |
-//! | [`cause`], [`target`], [`metrics`] | leaves: error causes, the upstream URL and its query edits, the Prometheus registry | nothing of ours |
+//! | [`cause`], [`target`], [`metrics`], [`tls`] | leaves: error causes, the upstream URL and its query edits, the Prometheus registry, the local CA and its leaf certificates (TLS interception) | nothing of ours |
 //! | [`wire`] | HTTP/1.1 heads, framing, bodies, both connection state machines, hop-by-hop rules, deadlines, [`wire::reply::Reply`] | nothing of ours |
-//! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types | `wire`, leaves |
+//! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types (the intercept CA loaded with [`tls::LocalCa`]) | `wire`, leaves |
 //! | [`client`] | dialling, TLS, `connect_to`, each worker's upstream connection pool, the typed [`client::pool::SendError`] | `config`, `wire`, leaves |
 //! | [`token`] | token sources: fetched, cached, one-time, from files, OAuth2 | `client`, `config`, `wire`, leaves |
 //! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url` | `token` and below |
@@ -37,6 +37,7 @@ pub mod proxy;
 pub mod redact;
 pub mod route;
 pub mod target;
+pub mod tls;
 pub mod token;
 pub mod wire;
 
