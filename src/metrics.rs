@@ -102,6 +102,14 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `connect` (inside a CONNECT tunnel) or `tls` (the TLS listener).
+    pub listener: &'static str,
+    /// `ok`, `refused` (e.g. an SNI no route names) or `timeout`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StallLabels {
     /// `upstream` (a response body's source went silent) or `client` (it
     /// sent nothing of its request body, or read nothing of its response).
@@ -125,6 +133,9 @@ pub struct Metrics {
     pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub body_stalls: Family<StallLabels, Counter>,
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub leaves_minted: Counter,
+    pub tunnels_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,9 +212,30 @@ impl Metrics {
             "Exchanges ended by proxy.body_idle_timeout, by who was silent (upstream, client)",
             body_stalls.clone(),
         );
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes of intercepted connections, by listener (connect, tls) and outcome (ok, refused, timeout)",
+            tls_handshakes.clone(),
+        );
+        let leaves_minted = Counter::default();
+        registry.register(
+            "leaf_certificates_minted",
+            "Leaf certificates minted by the local CA",
+            leaves_minted.clone(),
+        );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "tunnels_open",
+            "Intercepted CONNECT tunnels open",
+            tunnels_open.clone(),
+        );
         Metrics {
             registry,
             body_stalls,
+            tls_handshakes,
+            leaves_minted,
+            tunnels_open,
             requests,
             upstream_latency,
             active_connections,

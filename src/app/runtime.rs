@@ -75,7 +75,9 @@ impl Runtime {
                 "what the reload kept of the running config"
             );
         }
+        let leaves = None;
         Ok(Runtime {
+            leaves,
             settings: config.proxy.clone(),
             table: RouteTable::new(routes),
             upstreams,

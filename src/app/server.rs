@@ -24,11 +24,10 @@ use crate::client::pool;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::metrics::StallLabels;
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::bad_request;
 use crate::proxy::handler::{handle, ConnInfo};
-use crate::proxy::{Reply, Runtime, Shared};
+use crate::proxy::{Runtime, Shared};
 use crate::wire::h1;
-use crate::wire::h1::request::RequestError;
 use crate::wire::h1::server::{Limits, Stalls};
 
 /// A listener that could not be bound.
@@ -365,11 +364,14 @@ async fn proxy_accept_loop(
         spawn,
         move |stream, peer, stop| {
             let shared = shared.clone();
+            let limits = limits(&shared.runtime.load().settings, stalls.clone());
             let conn = ConnInfo {
                 peer,
                 route: route.clone(),
+                tls_host: None,
+                limits: limits.clone(),
+                stop: stop.clone(),
             };
-            let limits = limits(&shared.runtime.load().settings, stalls.clone());
             async move {
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
@@ -394,18 +396,6 @@ fn limits(settings: &crate::config::ProxySettings, stalls: Stalls) -> Limits {
         max_headers: settings.max_headers,
         stalls,
     }
-}
-
-/// The answer to a request head that cannot be served.
-fn bad_request(e: &RequestError) -> Reply {
-    let err = match e {
-        RequestError::TooLarge | RequestError::TooManyHeaders => {
-            ProxyError::HeadTooLarge(e.to_string())
-        }
-        RequestError::Parse(_) => ProxyError::BadRequest("the request head could not be parsed"),
-        RequestError::Invalid(what) => ProxyError::BadRequest(what),
-    };
-    err.to_reply(None)
 }
 
 #[cfg(test)]

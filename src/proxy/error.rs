@@ -16,6 +16,7 @@ use crate::client::pool::{ReplyBody, SendError};
 use crate::credential::CredentialError;
 use crate::proxy::Reply;
 use crate::token::TokenError;
+use crate::wire::h1::request::RequestError;
 use crate::wire::h1::response::HeadError;
 
 #[derive(Debug, Error)]
@@ -53,6 +54,10 @@ pub enum ProxyError {
         #[source]
         cause: SendError,
     },
+    /// Inside a TLS connection sidekey terminated for one host, a request
+    /// for another (RFC 9110 15.5.20).
+    #[error("this connection is for another host than {host:?}")]
+    Misdirected { host: String },
     /// `TRACE` on a route that adds a credential: the upstream would
     /// echo it back.
     #[error("TRACE is not forwarded on a route that adds a credential (it would echo the credential back)")]
@@ -78,6 +83,7 @@ impl ProxyError {
             ProxyError::RequestBody { stalled: true, .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RequestBody { stalled: false, .. } => StatusCode::BAD_REQUEST,
             ProxyError::TraceNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -97,6 +103,7 @@ impl ProxyError {
             ProxyError::RequestBody { stalled: true, .. } => "request_body_timeout",
             ProxyError::RequestBody { stalled: false, .. } => "bad_request_body",
             ProxyError::TraceNotAllowed => "method_not_allowed",
+            ProxyError::Misdirected { .. } => "misdirected_request",
         }
     }
 
@@ -148,6 +155,18 @@ impl ProxyError {
         reply.close = response_status_closes(self.status());
         reply
     }
+}
+
+/// The answer to a request head that cannot be served.
+pub fn bad_request(e: &RequestError) -> Reply {
+    let err = match e {
+        RequestError::TooLarge | RequestError::TooManyHeaders => {
+            ProxyError::HeadTooLarge(e.to_string())
+        }
+        RequestError::Parse(_) => ProxyError::BadRequest("the request head could not be parsed"),
+        RequestError::Invalid(what) => ProxyError::BadRequest(what),
+    };
+    err.to_reply(None)
 }
 
 fn response_status_closes(status: StatusCode) -> bool {

@@ -31,9 +31,10 @@ use crate::route::Route;
 use crate::target::{scrub_link_header, scrub_url, Target};
 use crate::wire::deadline::Deadline;
 use crate::wire::h1::response::HeadError;
-use crate::wire::h1::server::ClientRequest;
+use crate::wire::h1::server::{serve, ClientRequest, Limits, ReadHalf};
 use crate::wire::headers::{strip_hop_by_hop, ForwardHeaders};
 use crate::wire::reply::ReplyHead;
+use tokio::sync::watch;
 
 /// Where a connection came in.
 #[derive(Clone, Debug)]
@@ -41,6 +42,14 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Set on a route's dedicated listener: every request goes to it.
     pub route: Option<Arc<str>>,
+    /// Set inside a TLS connection sidekey terminated (a `CONNECT` tunnel,
+    /// the TLS listener): the host the client was given a certificate
+    /// for. A request for another host gets `421`.
+    pub tls_host: Option<Arc<str>>,
+    /// The connection's limits and shutdown signal, for the connections a
+    /// tunnel opens inside it.
+    pub limits: Limits,
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Handles one request; never fails (errors become JSON responses).
@@ -51,7 +60,7 @@ pub struct ConnInfo {
 /// upstream connection is moved into its parent when it starts: what they
 /// hold by value is copied at every level, for every request.)
 pub fn handle<'a>(
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     conn: &ConnInfo,
     req: ClientRequest,
 ) -> impl Future<Output = Reply> + 'a {
@@ -61,7 +70,13 @@ pub fn handle<'a>(
     // Logged: the path only, never the query (it may carry credentials).
     let uri = req.uri.clone();
     let mut route: Option<Arc<Route>> = None;
-    let mut next = prepare(&runtime, conn, req, &mut route);
+    let mut next = match prepare(&runtime, conn, req, &mut route) {
+        // Opened here: the reply's takeover needs the connection's info.
+        Ok(Next::Tunnel(tunnel)) => Ok(Next::Opened(Box::new(open_tunnel(
+            shared, conn, &runtime, *tunnel,
+        )))),
+        next => next,
+    };
     async move {
         let result = match next {
             // By reference: the plan stays where it is.
@@ -69,11 +84,62 @@ pub fn handle<'a>(
             // Rare, and its future as large as forwarding's: kept out of
             // every request's future.
             Ok(Next::Passthrough(plan)) => Box::pin(passthrough(&runtime, *plan)).await,
-            Ok(Next::Tunnel(tunnel)) => Ok(tunnel.into_reply(runtime.clone())),
+            Ok(Next::Opened(reply)) => Ok(*reply),
+            Ok(Next::Tunnel(_)) => Err(ProxyError::Connect),
             Err(e) => Err(e),
         };
         finish(shared, start, &method, uri.path(), route, result)
     }
+}
+
+/// The reply that opens an accepted `CONNECT` tunnel. An intercepted one
+/// serves the requests inside, once TLS is up, like those of any other
+/// connection (with the tunnel's host as the only one allowed).
+fn open_tunnel(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    runtime: &Arc<Runtime>,
+    tunnel: Tunnel,
+) -> Reply {
+    let shared = shared.clone();
+    let limits = conn.limits.clone();
+    let stop = conn.stop.clone();
+    let peer = conn.peer;
+    tunnel.into_reply(runtime.clone(), shared.clone(), move |tls, host| {
+        Box::pin(serve_tls(shared, tls, host, peer, limits, stop))
+    })
+}
+
+/// Serves the requests of a TLS connection sidekey terminated for `host`
+/// (inside a tunnel, or on the TLS listener).
+pub async fn serve_tls<S>(
+    shared: Arc<Shared>,
+    tls: S,
+    host: Arc<str>,
+    peer: SocketAddr,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (read, write) = tokio::io::split(tls);
+    let conn = ConnInfo {
+        peer,
+        route: None,
+        tls_host: Some(host),
+        limits: limits.clone(),
+        stop: stop.clone(),
+    };
+    let service = |req| Box::pin(handle(&shared, &conn, req));
+    serve(
+        ReadHalf::Other(Box::new(read)),
+        write,
+        limits,
+        stop,
+        super::error::bad_request,
+        service,
+    )
+    .await;
 }
 
 /// Logs, counts and returns the outcome of a request.
@@ -158,6 +224,8 @@ enum Next {
     Passthrough(Box<Passthrough>),
     /// A `CONNECT` that is accepted.
     Tunnel(Box<Tunnel>),
+    /// Its reply, ready.
+    Opened(Box<Reply>),
 }
 
 /// A routed request, ready for its credential: the upstream URL and the
@@ -196,6 +264,13 @@ fn prepare(
     // (`wire::h1::request`): one Host, a path target, no fragment or
     // userinfo.
     let host = request_host(&req);
+    if let (Some(tls_host), Ok(host)) = (&conn.tls_host, &host) {
+        if !host.as_str().eq_ignore_ascii_case(tls_host) {
+            return Err(ProxyError::Misdirected {
+                host: host.as_str().to_string(),
+            });
+        }
+    }
     let route = match &conn.route {
         // A route's own listener: that route whatever the host, under its
         // `path_prefix` only. Never passed through: the host may well be

@@ -31,6 +31,8 @@ pub struct Runtime {
     /// Where forwarded requests and token requests go (per-thread
     /// connection pools).
     pub upstreams: Arc<Upstreams>,
+    /// The leaf certificates of TLS interception (`[proxy.intercept]`).
+    pub leaves: Option<Arc<crate::tls::LeafCache>>,
 }
 
 /// State shared by every connection.

@@ -7,20 +7,34 @@
 //! credential. Without `[proxy.intercept]`, a routed host gets `501`
 //! saying how to fix it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::error::ProxyError;
-use super::{Reply, Runtime};
+use super::{Reply, Runtime, Shared};
 use crate::client::pool::ReplyBody;
 use crate::config::Unmatched;
+use crate::metrics::{HandshakeLabels, Metrics};
+use crate::tls::{FixedHostResolver, LeafCache};
 use crate::wire::h1::server::ClientRequest;
 use crate::wire::io::{splice, Spliced, Takeover, Upgraded};
 use crate::wire::reply::ReplyHead;
 
+/// Serves the requests of a TLS connection sidekey terminated, for the
+/// host it was given a certificate for.
+pub type ServeTls<S> =
+    Box<dyn FnOnce(S, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// A `CONNECT` that sidekey accepts.
 pub enum Tunnel {
+    /// TLS terminated with a leaf for `host`, and the requests inside
+    /// served like plain ones.
+    Intercept { host: String },
     /// Bytes both ways to `host:port`, untouched (`unmatched =
     /// "passthrough"` only).
     Blind { host: String, port: u16 },
@@ -38,7 +52,10 @@ pub fn open(runtime: &Runtime, req: &ClientRequest) -> Result<Tunnel, ProxyError
         .port_u16()
         .ok_or(ProxyError::BadRequest("CONNECT needs host:port"))?;
     if runtime.table.serves_host(&host) {
-        return Err(ProxyError::Connect);
+        return match runtime.leaves {
+            Some(_) => Ok(Tunnel::Intercept { host }),
+            None => Err(ProxyError::Connect),
+        };
     }
     match runtime.settings.unmatched {
         Unmatched::Reject => Err(ProxyError::NoRoute { host }),
@@ -49,8 +66,35 @@ pub fn open(runtime: &Runtime, req: &ClientRequest) -> Result<Tunnel, ProxyError
 impl Tunnel {
     /// The `200` that opens the tunnel, and what runs on the connection
     /// after it.
-    pub fn into_reply(self, runtime: Arc<Runtime>) -> Reply {
+    pub fn into_reply(
+        self,
+        runtime: Arc<Runtime>,
+        shared: Arc<Shared>,
+        serve: impl FnOnce(TlsStream<Upgraded>, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+            + Send
+            + 'static,
+    ) -> Reply {
         let takeover: Takeover = match self {
+            Tunnel::Intercept { host } => Box::new(move |client: Upgraded| {
+                Box::pin(async move {
+                    let Some(leaves) = runtime.leaves.clone() else {
+                        return;
+                    };
+                    let timeout = runtime.settings.header_read_timeout;
+                    drop(runtime);
+                    let resolver = Arc::new(FixedHostResolver::new(leaves.clone(), host.clone()));
+                    let acceptor = acceptor(resolver);
+                    let metrics = shared.metrics.clone();
+                    drop(shared);
+                    let Some(tls) =
+                        handshake(&acceptor, client, timeout, &leaves, &metrics, "connect").await
+                    else {
+                        return;
+                    };
+                    let _open = OpenTunnel::new(&metrics);
+                    serve(tls, Arc::from(host.as_str())).await;
+                })
+            }),
             Tunnel::Blind { host, port } => Box::new(move |mut client: Upgraded| {
                 Box::pin(async move {
                     let idle = runtime.settings.body_idle_timeout;
@@ -74,5 +118,63 @@ impl Tunnel {
             close: false,
             upgrade: Some(takeover),
         }
+    }
+}
+
+/// The acceptor for connections whose certificate `resolver` picks.
+/// HTTP/1.1 only by ALPN (HTTP/2 from clients is not served yet).
+pub fn acceptor(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> TlsAcceptor {
+    let mut config = crate::tls::server_config(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Runs the TLS handshake on `io` within `timeout`, counting it in
+/// `sidekey_tls_handshakes_total{listener, outcome}` and the leaves it
+/// minted in `sidekey_leaf_certificates_minted_total`.
+pub async fn handshake<IO>(
+    acceptor: &TlsAcceptor,
+    io: IO,
+    timeout: std::time::Duration,
+    leaves: &LeafCache,
+    metrics: &Metrics,
+    listener: &'static str,
+) -> Option<TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let minted = leaves.minted();
+    let accepted = tokio::time::timeout(timeout, acceptor.accept(io)).await;
+    metrics
+        .leaves_minted
+        .inc_by(leaves.minted().saturating_sub(minted));
+    let (outcome, tls) = match accepted {
+        Ok(Ok(tls)) => ("ok", Some(tls)),
+        Ok(Err(e)) => {
+            tracing::debug!(listener, error = %e, "TLS handshake refused");
+            ("refused", None)
+        }
+        Err(_) => ("timeout", None),
+    };
+    metrics
+        .tls_handshakes
+        .get_or_create(&HandshakeLabels { listener, outcome })
+        .inc();
+    tls
+}
+
+/// Counts an open intercepted tunnel in `sidekey_tunnels_open`.
+struct OpenTunnel(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenTunnel {
+    fn new(metrics: &Metrics) -> OpenTunnel {
+        metrics.tunnels_open.inc();
+        OpenTunnel(metrics.tunnels_open.clone())
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
