@@ -1,4 +1,4 @@
-//! The `sidekey` command line: `run`, `check`, `sign`, `authorize`.
+//! The `sidekey` command line: `run`, `check`, `sign`, `authorize`, `ca`.
 //!
 //! Exit codes: 0 success; 1 invalid config or a failed command; 2 bad
 //! command-line usage.
@@ -58,6 +58,25 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// The local CA for TLS interception (`[proxy.intercept]`).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a local CA: DIR/sidekey-ca.pem (certificate, 0644) and
+    /// DIR/sidekey-ca.key (private key, 0600). ECDSA P-256, valid 10 years.
+    /// Refuses to overwrite either file.
+    Init {
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print the CA certificate of the config's [proxy.intercept] (path,
+    /// subject, expiry, SHA-256 fingerprint) and how to trust it. Never
+    /// the key.
+    Show,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -81,6 +100,8 @@ fn main() -> ExitCode {
         Command::Run { watch } => run(&cli.config, *watch),
         Command::Sign { route, url } => sign(&cli.config, route, url),
         Command::Authorize { route, timeout } => authorize(&cli.config, route, *timeout),
+        Command::Ca(CaCommand::Init { dir }) => ca_init(dir),
+        Command::Ca(CaCommand::Show) => ca_show(&cli.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,6 +136,9 @@ fn check(path: &Path) -> ExitCode {
             .admin
             .map_or(String::new(), |a| format!(", admin on {a}"))
     );
+    if let Some(intercept) = &config.proxy.intercept {
+        println!("  {}", sidekey::redact::describe_intercept(intercept));
+    }
     for route in &config.routes {
         println!(
             "  {}",
@@ -309,6 +333,116 @@ fn authorize(path: &Path, route: &str, timeout: std::time::Duration) -> anyhow::
     eprintln!(
         "sidekey: route \"{route}\" is authorized; token stored in {}",
         stored.display()
+    );
+    Ok(())
+}
+
+fn ca_init(dir: &Path) -> anyhow::Result<()> {
+    use sidekey::tls::{LocalCa, CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY_DAYS};
+    let cert = dir.join(CA_CERT_FILE);
+    let key = dir.join(CA_KEY_FILE);
+    for path in [&cert, &key] {
+        if path.symlink_metadata().is_ok() {
+            anyhow::bail!(
+                "{} already exists; not overwriting it (remove it first to make a new CA)",
+                path.display()
+            );
+        }
+    }
+    let (cert_pem, key_pem) = LocalCa::generate()?;
+    // The key first: a certificate without its key is useless, and
+    // create_new refuses a file that appeared meanwhile.
+    write_new(&key, key_pem.as_bytes(), 0o600)?;
+    if let Err(e) = write_new(&cert, cert_pem.as_bytes(), 0o644) {
+        let _ = std::fs::remove_file(&key);
+        return Err(e);
+    }
+    let ca = LocalCa::load(&cert, &key)?;
+    println!(
+        "created a local CA, valid for {} years (until {}):",
+        CA_VALIDITY_DAYS / 365,
+        humantime::format_rfc3339_seconds(ca.not_after())
+    );
+    println!("  certificate {} (0644)", cert.display());
+    println!("  private key {} (0600, keep it private)", key.display());
+    println!("  subject     {}", ca.subject());
+    println!("  SHA-256     {}", ca.fingerprint_sha256());
+    println!("set [proxy.intercept] ca_cert and ca_key to these files; `sidekey ca show` says how to trust the certificate");
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path` with `mode`, syncs it
+/// and moves it to `path`, refusing if `path` exists (a hard link, not a
+/// rename, so an existing file is never replaced).
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "ca".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let result = (|| -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        let mut file = options.open(&tmp)?;
+        #[cfg(unix)]
+        {
+            // The umask may have cleared bits of 0644.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::hard_link(&tmp, path)?;
+        std::fs::remove_file(&tmp)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let _ = mode;
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn ca_show(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let Some(intercept) = &config.proxy.intercept else {
+        anyhow::bail!("{} has no [proxy.intercept] table", path.display());
+    };
+    let ca = &intercept.ca;
+    let cert =
+        std::path::absolute(&intercept.ca_cert).unwrap_or_else(|_| intercept.ca_cert.clone());
+    let cert = cert.display();
+    println!("certificate  {cert}");
+    println!("subject      {}", ca.subject());
+    println!(
+        "not after    {}",
+        humantime::format_rfc3339_seconds(ca.not_after())
+    );
+    println!("SHA-256      {}", ca.fingerprint_sha256());
+    println!();
+    println!("Trust it in one process (NODE_EXTRA_CA_CERTS adds to the default roots;");
+    println!("the others replace them, so concatenate the system bundle if needed):");
+    println!("  export SSL_CERT_FILE={cert}");
+    println!("  export REQUESTS_CA_BUNDLE={cert}");
+    println!("  export NODE_EXTRA_CA_CERTS={cert}");
+    println!("  export CURL_CA_BUNDLE={cert}");
+    println!("Trust it system-wide (Debian, Ubuntu):");
+    println!(
+        "  sudo cp {cert} /usr/local/share/ca-certificates/sidekey-ca.crt && sudo update-ca-certificates"
+    );
+    println!("Trust it in Java:");
+    println!(
+        "  keytool -importcert -alias sidekey -file {cert} -cacerts -storepass changeit -noprompt"
     );
     Ok(())
 }

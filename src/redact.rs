@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use http::Uri;
 
-use crate::config::{AuthConfig, RouteConfig, TokenBody, TokenConfig};
+use crate::config::{AuthConfig, InterceptSettings, RouteConfig, TokenBody, TokenConfig};
 
 /// A URL without userinfo, query or fragment.
 pub fn url_without_query(uri: &Uri) -> String {
@@ -24,6 +24,29 @@ pub fn url_without_query(uri: &Uri) -> String {
     if uri.query().is_some() {
         out.push_str("?…");
     }
+    out
+}
+
+/// `[proxy.intercept]`, as `check` prints it: the certificate's path and
+/// subject, the listener, the leaf lifetime. Never the key or its path.
+pub fn describe_intercept(intercept: &InterceptSettings) -> String {
+    let mut out = format!(
+        "intercept: CA {} ({}, expires {})",
+        intercept.ca_cert.display(),
+        intercept.ca.subject(),
+        humantime::format_rfc3339_seconds(intercept.ca.not_after())
+    );
+    match intercept.listen {
+        Some(listen) => {
+            let _ = write!(out, ", TLS listener {listen}");
+        }
+        None => out.push_str(", CONNECT only"),
+    }
+    let _ = write!(
+        out,
+        ", leaf lifetime {}",
+        humantime::format_duration(intercept.leaf_lifetime)
+    );
     out
 }
 

@@ -46,6 +46,17 @@ pub struct FileProxy {
     pub retry_body_limit: Option<String>,
     pub ready_requires_tokens: Option<bool>,
     pub workers: Option<usize>,
+    /// `[proxy.intercept]`: TLS interception with a local CA.
+    pub intercept: Option<FileIntercept>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIntercept {
+    pub ca_cert: String,
+    pub ca_key: String,
+    pub listen: Option<String>,
+    pub leaf_lifetime: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@
 mod auth;
 pub mod env;
 pub mod file;
+mod intercept;
 mod problems;
 mod proxy;
 mod route;
@@ -25,6 +26,7 @@ pub use auth::{
     AuthConfig, ClientAuth, EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig,
     SignAlgorithm, SignedUrlConfig, TokenBody, TokenConfig, TokenRequestStyle,
 };
+pub use intercept::{InterceptSettings, LEAF_LIFETIME_MAX, LEAF_LIFETIME_MIN};
 pub use problems::{Ctx, Problem};
 pub use proxy::{Forwarded, ProxySettings, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
@@ -191,6 +193,20 @@ fn check_unique(proxy: &ProxySettings, routes: &[RouteConfig], ctx: &mut Ctx) {
     let mut hosts: HashMap<(String, Option<&str>), &str> = HashMap::new();
     let mut listeners: HashMap<SocketAddr, String> = HashMap::new();
     listeners.insert(proxy.listen, "proxy.listen".to_string());
+    if let Some(listen) = proxy
+        .intercept
+        .as_ref()
+        .and_then(|i| i.listen)
+        .filter(|a| a.port() != 0)
+    {
+        if let Some(other) = listeners.insert(listen, "proxy.intercept.listen".to_string()) {
+            ctx.problem_in(
+                "proxy",
+                "intercept.listen",
+                format!("address {listen} is also {other}"),
+            );
+        }
+    }
     if let Some(admin) = proxy.admin.filter(|a| a.port() != 0) {
         if let Some(other) = listeners.insert(admin, "proxy.admin".to_string()) {
             ctx.problem_in("proxy", "admin", format!("address {admin} is also {other}"));

@@ -9,6 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::file::FileProxy;
+use super::intercept::InterceptSettings;
 use super::Ctx;
 
 /// What to do with a request for a host that no route names.
@@ -58,6 +59,9 @@ pub struct ProxySettings {
     pub ready_requires_tokens: bool,
     /// Worker threads serving client connections (one per core by default).
     pub workers: usize,
+    /// `[proxy.intercept]`: TLS interception (CONNECT tunnels and the TLS
+    /// listener), with the local CA already loaded and checked.
+    pub intercept: Option<InterceptSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -181,6 +185,10 @@ impl ProxySettings {
         if max_headers == 0 {
             ctx.problem("max_headers", "must be at least 1");
         }
+        let intercept = match &raw.intercept {
+            None => Some(None),
+            Some(i) => InterceptSettings::from_file(i, ctx).map(Some),
+        };
         Some(ProxySettings {
             listen: listen?,
             admin: admin?,
@@ -199,6 +207,7 @@ impl ProxySettings {
             retry_body_limit: retry_body_limit?,
             ready_requires_tokens: raw.ready_requires_tokens.unwrap_or(false),
             workers,
+            intercept: intercept?,
         })
     }
 }

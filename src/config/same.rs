@@ -39,6 +39,17 @@ impl ProxySettings {
             && self.connect_timeout == other.connect_timeout
             && self.pool_idle_timeout == other.pool_idle_timeout
     }
+
+    /// Whether the interception set up under `self` (CA, leaf cache, TLS
+    /// listener) is as good under `other`; when not, the intercept
+    /// listener and leaf cache are rebuilt.
+    pub fn intercepts_like(&self, other: &ProxySettings) -> bool {
+        match (&self.intercept, &other.intercept) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_as(b),
+            _ => false,
+        }
+    }
 }
 
 impl PartialEq for TokenConfig {
