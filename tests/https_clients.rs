@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
 use support::harness::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,5 +109,213 @@ async fn connect_with_passthrough_is_a_blind_tunnel_without_credentials() {
         .expect("read");
     assert_eq!(&got, b"HELLO TUNNEL");
     drop(stream);
+    proxy.shutdown().await;
+}
+
+/// A fresh sidekey CA in `env`'s folder: its certificate PEM, and the
+/// `[proxy.intercept]` table naming it (with `extra` lines).
+fn intercept_ca(env: &TestEnv, extra: &str) -> (String, String) {
+    let (cert, key) = sidekey::tls::LocalCa::generate().expect("a CA");
+    let cert_path = env.dir().join("sidekey-ca.pem");
+    let key_path = env.dir().join("sidekey-ca.key");
+    std::fs::write(&cert_path, &cert).expect("write the CA certificate");
+    std::fs::write(&key_path, &key).expect("write the CA key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the key");
+    }
+    let table = format!(
+        "\n[proxy.intercept]\nca_cert = {}\nca_key = {}\n{extra}\n",
+        toml_str(&cert_path.display().to_string()),
+        toml_str(&key_path.display().to_string()),
+    );
+    (cert, table)
+}
+
+/// A config with the Copilot route and interception.
+fn intercept_config(env: &TestEnv, copilot: &CopilotApi, extra: &str) -> (String, String) {
+    let (cert, table) = intercept_ca(env, extra);
+    let config = proxy_toml(env, "", &[copilot.connect_to_toml()]) + &table + &copilot_route();
+    (cert, config)
+}
+
+/// reqwest, as an app would set it up: `HTTPS_PROXY` pointing at sidekey
+/// and sidekey's CA as the only root.
+fn https_client(proxy: std::net::SocketAddr, ca_pem: &str, http2: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("the CA certificate");
+    let mut builder = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::https(format!("http://{proxy}")).expect("proxy URL"))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca);
+    builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().expect("a client")
+}
+
+async fn metric(proxy: &sidekey::RunningProxy, series: &str) -> f64 {
+    let resp = admin_get(proxy, "/metrics").await;
+    body_text(&resp)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_client_through_connect_reaches_copilot_with_the_credential() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let (ca, config) = intercept_config(&env, &copilot, "");
+    let proxy = start_sidekey(&env, &config).await;
+
+    let client = https_client(proxy.proxy_addr(), &ca, false);
+    for _ in 0..2 {
+        let resp = client
+            .get("https://api.copilot.cx/v1/users")
+            .send()
+            .await
+            .expect("a response through the tunnel");
+        assert_eq!(resp.status(), 200, "{:?}", copilot.rejections());
+    }
+    assert_eq!(copilot.accepted(), 2, "{:?}", copilot.rejections());
+    assert_eq!(
+        metric(
+            &proxy,
+            "sidekey_tls_handshakes_total{listener=\"connect\",outcome=\"ok\"}"
+        )
+        .await,
+        1.0,
+        "one tunnel, kept alive"
+    );
+    assert_eq!(
+        metric(&proxy, "sidekey_leaf_certificates_minted_total").await,
+        1.0
+    );
+    drop(client);
+    proxy.shutdown().await;
+}
+
+/// Opens a tunnel to `authority` and a TLS connection inside it, naming
+/// `sni`, trusting `ca_pem` only.
+async fn tls_in_tunnel(
+    proxy: std::net::SocketAddr,
+    authority: &str,
+    sni: &str,
+    ca_pem: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let (stream, head) = connect(proxy, authority).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("a PEM certificate")).expect("a root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).expect("a server name");
+    connector.connect(name, stream).await
+}
+
+#[tokio::test]
+async fn inside_a_tunnel_another_host_gets_421_and_another_sni_no_handshake() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let (ca, config) = intercept_config(&env, &copilot, "");
+    let proxy = start_sidekey(&env, &config).await;
+
+    let mut tls = tls_in_tunnel(
+        proxy.proxy_addr(),
+        "api.copilot.cx:443",
+        "api.copilot.cx",
+        &ca,
+    )
+    .await
+    .expect("the handshake for the CONNECT host");
+    tls.write_all(
+        b"GET /v1/users HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 421 "), "{text}");
+    assert!(text.contains("misdirected_request"), "{text}");
+    assert_eq!(
+        copilot.accepted() + copilot.rejections().len(),
+        0,
+        "nothing forwarded"
+    );
+
+    let refused = tls_in_tunnel(
+        proxy.proxy_addr(),
+        "api.copilot.cx:443",
+        "evil.example.test",
+        &ca,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a ClientHello for another host is refused"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "sidekey_tls_handshakes_total{listener=\"connect\",outcome=\"refused\"}"
+        )
+        .await,
+        1.0
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_serves_routed_hosts_by_sni_and_refuses_others() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let (ca, config) = intercept_config(&env, &copilot, "listen = \"127.0.0.1:0\"");
+    let proxy = start_sidekey(&env, &config).await;
+    let tls_addr = proxy.intercept_addr().expect("the TLS listener");
+
+    // An app whose https://api.copilot.cx resolves to sidekey.
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+        .resolve("api.copilot.cx", tls_addr)
+        .http1_only()
+        .build()
+        .expect("a client");
+    let url = format!("https://api.copilot.cx:{}/v1/users", tls_addr.port());
+    let resp = client.get(&url).send().await.expect("a response");
+    assert_eq!(resp.status(), 200, "{:?}", copilot.rejections());
+    assert_eq!(copilot.accepted(), 1);
+
+    // A name no route has: no certificate, no handshake.
+    let other = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+        .resolve("unknown.example.test", tls_addr)
+        .build()
+        .expect("a client");
+    let url = format!("https://unknown.example.test:{}/", tls_addr.port());
+    assert!(other.get(&url).send().await.is_err());
+    assert_eq!(
+        metric(
+            &proxy,
+            "sidekey_tls_handshakes_total{listener=\"tls\",outcome=\"refused\"}"
+        )
+        .await,
+        1.0
+    );
+    drop(client);
     proxy.shutdown().await;
 }

@@ -12,6 +12,11 @@ use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::proxy::Runtime;
 use crate::route::{Route, RouteTable};
+use crate::tls::LeafCache;
+
+/// At most this many hosts' leaf certificates are kept (a wildcard route
+/// may see many hosts); the least recently used is dropped first.
+const LEAF_CACHE_CAPACITY: usize = 1024;
 use crate::token::{BuildError, TokenContext, TokenSource};
 
 /// Why a config could not be turned into a running proxy.
@@ -75,7 +80,17 @@ impl Runtime {
                 "what the reload kept of the running config"
             );
         }
-        let leaves = None;
+        // The leaves of the running config are kept while it intercepts
+        // with the same CA and leaf lifetime.
+        let leaves = match (&config.proxy.intercept, previous) {
+            (None, _) => None,
+            (Some(_), Some(p)) if p.settings.intercepts_like(&config.proxy) => p.leaves.clone(),
+            (Some(i), _) => Some(Arc::new(LeafCache::new(
+                i.ca.clone(),
+                i.leaf_lifetime,
+                LEAF_CACHE_CAPACITY,
+            ))),
+        };
         Ok(Runtime {
             leaves,
             settings: config.proxy.clone(),

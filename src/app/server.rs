@@ -25,8 +25,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::metrics::StallLabels;
 use crate::proxy::error::bad_request;
-use crate::proxy::handler::{handle, ConnInfo};
+use crate::proxy::handler::{handle, serve_tls, ConnInfo};
+use crate::proxy::tunnel;
 use crate::proxy::{Runtime, Shared};
+use crate::tls::SniResolver;
 use crate::wire::h1;
 use crate::wire::h1::server::{Limits, Stalls};
 
@@ -67,6 +69,8 @@ enum Role {
     Route(Arc<str>),
     /// `proxy.admin`.
     Admin,
+    /// `proxy.intercept.listen`: TLS, the leaf picked by SNI.
+    Tls,
 }
 
 impl Role {
@@ -76,6 +80,7 @@ impl Role {
             Role::Proxy => "proxy.listen".into(),
             Role::Route(name) => format!("route \"{name}\" listen"),
             Role::Admin => "proxy.admin".into(),
+            Role::Tls => "proxy.intercept.listen".into(),
         }
     }
 }
@@ -84,6 +89,9 @@ impl Role {
 fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
     let mut wanted = vec![(Role::Proxy, config.proxy.listen)];
     wanted.extend(config.proxy.admin.map(|addr| (Role::Admin, addr)));
+    if let Some(addr) = config.proxy.intercept.as_ref().and_then(|i| i.listen) {
+        wanted.push((Role::Tls, addr));
+    }
     for route in &config.routes {
         if let Some(addr) = route.listen {
             wanted.push((Role::Route(Arc::from(route.name.as_str())), addr));
@@ -219,6 +227,14 @@ impl RunningProxy {
                 closed,
                 shutdown,
             )),
+            Role::Tls => tokio::spawn(tls_accept_loop(
+                listener,
+                self.shared.clone(),
+                closed,
+                shutdown,
+                self.config.load().proxy.drain_timeout,
+                self.workers.clone(),
+            )),
             Role::Proxy | Role::Route(_) => tokio::spawn(proxy_accept_loop(
                 listener,
                 self.shared.clone(),
@@ -259,6 +275,11 @@ impl RunningProxy {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.addr_of(&Role::Admin)
+    }
+
+    /// The TLS listener of `[proxy.intercept]`.
+    pub fn intercept_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(&Role::Tls)
     }
 
     /// The dedicated listener of a route.
@@ -381,6 +402,67 @@ async fn proxy_accept_loop(
                 // flight, not kept in every idle connection.
                 let service = |req| Box::pin(handle(&shared, &conn, req));
                 h1::server::serve_once_spoken(stream, limits, stop, bad_request, service).await;
+            }
+        },
+    )
+    .await;
+}
+
+/// The TLS listener: an app whose `https://api.example.com` resolves to
+/// sidekey. The leaf is picked by SNI among the hosts routes name (an
+/// unknown or missing SNI fails the handshake); the requests inside are
+/// served like plain ones, for that host only.
+async fn tls_accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    close: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    workers: Arc<Workers>,
+) {
+    let metrics = shared.metrics.clone();
+    let upstream = metrics
+        .body_stalls
+        .get_or_create_owned(&StallLabels { side: "upstream" });
+    let client = metrics
+        .body_stalls
+        .get_or_create_owned(&StallLabels { side: "client" });
+    let stalls = Stalls { upstream, client };
+    accept_loop(
+        listener,
+        close,
+        shutdown,
+        drain,
+        Some(&metrics.active_connections),
+        Spawn::Workers(workers),
+        move |stream, peer, stop| {
+            let shared = shared.clone();
+            let runtime = shared.runtime.load_full();
+            let limits = limits(&runtime.settings, stalls.clone());
+            async move {
+                let Ok(stream) = TcpStream::from_std(stream) else {
+                    return;
+                };
+                let Some(leaves) = runtime.leaves.clone() else {
+                    return;
+                };
+                let timeout = runtime.settings.header_read_timeout;
+                drop(runtime);
+                let routes = shared.clone();
+                let allowed =
+                    Arc::new(move |sni: &str| routes.runtime.load().table.serves_host(sni));
+                let acceptor =
+                    tunnel::acceptor(Arc::new(SniResolver::new(leaves.clone(), allowed)));
+                let Some(tls) =
+                    tunnel::handshake(&acceptor, stream, timeout, &leaves, &shared.metrics, "tls")
+                        .await
+                else {
+                    return;
+                };
+                let Some(host) = tls.get_ref().1.server_name().map(Arc::<str>::from) else {
+                    return;
+                };
+                serve_tls(shared, tls, host, peer, limits, stop).await;
             }
         },
     )

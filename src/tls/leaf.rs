@@ -46,7 +46,7 @@ struct Entries {
 /// happens outside the lock; two racing requests for a new host may both
 /// mint, and the later one is kept.
 pub struct LeafCache {
-    ca: LocalCa,
+    ca: Arc<LocalCa>,
     lifetime: Duration,
     capacity: usize,
     clock: Clock,
@@ -68,14 +68,19 @@ impl fmt::Debug for LeafCache {
 impl LeafCache {
     /// A cache of leaves valid for `lifetime` (never past the CA's own
     /// expiry), holding at most `capacity` hosts (at least one).
-    pub fn new(ca: LocalCa, lifetime: Duration, capacity: usize) -> LeafCache {
+    pub fn new(ca: impl Into<Arc<LocalCa>>, lifetime: Duration, capacity: usize) -> LeafCache {
         LeafCache::with_clock(ca, lifetime, capacity, Arc::new(SystemTime::now))
     }
 
     /// As [`LeafCache::new`], reading the time from `clock`.
-    pub fn with_clock(ca: LocalCa, lifetime: Duration, capacity: usize, clock: Clock) -> LeafCache {
+    pub fn with_clock(
+        ca: impl Into<Arc<LocalCa>>,
+        lifetime: Duration,
+        capacity: usize,
+        clock: Clock,
+    ) -> LeafCache {
         LeafCache {
-            ca,
+            ca: ca.into(),
             lifetime,
             capacity: capacity.max(1),
             clock,
