@@ -5,8 +5,11 @@
 //! body a request carries upstream. Token fetches and proxied requests
 //! both go through here. Uses only `wire`, `config` and `cause`.
 
-pub mod body;
-pub mod connector;
-pub mod pool;
+pub(crate) mod body;
+pub(crate) mod connector;
+// pool.rs keeps its own `pub` items (it is being edited elsewhere); the
+// module itself is crate-private.
+#[allow(unreachable_pub)]
+pub(crate) mod pool;
 
-pub use body::ProxyBody;
+pub(crate) use body::ProxyBody;

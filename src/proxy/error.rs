@@ -19,7 +19,7 @@ use crate::token::TokenError;
 use crate::wire::h1::response::HeadError;
 
 #[derive(Debug, Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no route for host {host:?}; sidekey only forwards to configured hosts")]
     NoRoute { host: String },
     #[error("the request names no host (send an absolute http:// URL or a Host header)")]
@@ -61,7 +61,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The status code the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } | ProxyError::OutsidePrefix { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -83,7 +83,7 @@ impl ProxyError {
     }
 
     /// A short machine-readable code for the JSON body and logs.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } | ProxyError::OutsidePrefix { .. } => "no_route",
             ProxyError::NoHost => "no_host",
@@ -114,7 +114,7 @@ impl ProxyError {
     }
 
     /// The response sent to the client for this error on `route`.
-    pub fn to_response(&self, route: Option<&str>) -> Response<ReplyBody> {
+    pub(crate) fn to_response(&self, route: Option<&str>) -> Response<ReplyBody> {
         let mut body = serde_json::json!({
             "error": self.code(),
             "route": route,
@@ -143,7 +143,7 @@ impl ProxyError {
 impl ProxyError {
     /// [`ProxyError::to_response`] as a [`Reply`], which ends the
     /// connection when the response says `Connection: close`.
-    pub fn to_reply(&self, route: Option<&str>) -> Reply {
+    pub(crate) fn to_reply(&self, route: Option<&str>) -> Reply {
         let mut reply = Reply::from(self.to_response(route));
         reply.close = response_status_closes(self.status());
         reply

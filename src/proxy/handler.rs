@@ -36,10 +36,10 @@ use crate::wire::reply::ReplyHead;
 
 /// Where a connection came in.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
     /// Set on a route's dedicated listener: every request goes to it.
-    pub route: Option<Arc<str>>,
+    pub(crate) route: Option<Arc<str>>,
 }
 
 /// Handles one request; never fails (errors become JSON responses).
@@ -49,7 +49,7 @@ pub struct ConnInfo {
 /// awaited get it by reference. (Every future of the chain down to the
 /// upstream connection is moved into its parent when it starts: what they
 /// hold by value is copied at every level, for every request.)
-pub fn handle<'a>(
+pub(crate) fn handle<'a>(
     shared: &'a Shared,
     conn: &ConnInfo,
     req: ClientRequest,
