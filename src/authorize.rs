@@ -63,7 +63,7 @@ fn bad_request(_: &RequestError) -> Reply<Full<Bytes>> {
 }
 
 /// Bound on the code exchange request.
-pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum AuthorizeError {
@@ -114,14 +114,14 @@ impl AuthorizeError {
 }
 
 /// A fresh `state`: 128 random bits as 32 hex characters.
-pub fn new_state() -> String {
+pub(crate) fn new_state() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// The URL the operator opens: `authorize_url` plus `client_id`,
 /// `redirect_uri`, `state`, `response_type=code` and `scope` if set, each
 /// percent-encoded.
-pub fn authorization_url(config: &OAuth2CodeConfig, state: &str) -> String {
+pub(crate) fn authorization_url(config: &OAuth2CodeConfig, state: &str) -> String {
     let mut url = config.authorize_url.to_string();
     url.push(if config.authorize_url.query().is_some() {
         '&'
@@ -144,7 +144,7 @@ pub fn authorization_url(config: &OAuth2CodeConfig, state: &str) -> String {
 
 /// The address to listen on for `redirect_uri` (validated at load as
 /// `http://127.0.0.1|localhost|[::1]:PORT/...`).
-pub fn listen_addr(redirect_uri: &Uri) -> Result<SocketAddr, AuthorizeError> {
+pub(crate) fn listen_addr(redirect_uri: &Uri) -> Result<SocketAddr, AuthorizeError> {
     let bad = || AuthorizeError::RedirectUri(url_without_query(redirect_uri));
     let port = redirect_uri.port_u16().ok_or_else(bad)?;
     let host = redirect_uri.host().ok_or_else(bad)?;

@@ -4,7 +4,7 @@
 
 /// The innermost cause of an error chain: for a client error, the I/O or
 /// TLS error underneath.
-pub fn innermost_cause<'a>(
+pub(crate) fn innermost_cause<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> &'a (dyn std::error::Error + 'static) {
     let mut cause = e;
@@ -17,7 +17,7 @@ pub fn innermost_cause<'a>(
 /// What went wrong, in a few words: the innermost cause of `e`, with the
 /// usual socket errors named plainly ("connection refused") rather than
 /// as the OS words them.
-pub fn describe_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let cause = innermost_cause(e);
     match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
         Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),

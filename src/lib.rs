@@ -25,11 +25,12 @@
 //!
 //! `src/main.rs` (the CLI) sits on top of `app`.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod app;
 pub mod authorize;
-pub mod cause;
-pub mod client;
+pub(crate) mod cause;
+pub(crate) mod client;
 pub mod config;
 pub mod credential;
 pub mod metrics;

@@ -17,13 +17,13 @@ use prometheus_client::registry::Registry;
 /// last status seen kept at hand: most requests of a route end with the
 /// same status, and then counting skips the family's lock and the hashing
 /// of the labels.
-pub struct RequestCounter {
+pub(crate) struct RequestCounter {
     route: RouteName,
     last: ArcSwapOption<(u16, Counter)>,
 }
 
 impl RequestCounter {
-    pub fn new(route: RouteName) -> RequestCounter {
+    pub(crate) fn new(route: RouteName) -> RequestCounter {
         RequestCounter {
             route,
             last: ArcSwapOption::empty(),
@@ -31,7 +31,7 @@ impl RequestCounter {
     }
 
     /// Counts one request of this route answered with `status`.
-    pub fn inc(&self, metrics: &Metrics, status: u16) {
+    pub(crate) fn inc(&self, metrics: &Metrics, status: u16) {
         if let Some(last) = &*self.last.load() {
             if last.0 == status {
                 last.1.inc();
@@ -47,14 +47,14 @@ impl RequestCounter {
 /// A route name as a label value: built once per route, so labelling a
 /// request clones a pointer instead of allocating a string.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct RouteName(Arc<str>);
+pub(crate) struct RouteName(Arc<str>);
 
 impl RouteName {
-    pub fn new(name: &str) -> RouteName {
+    pub(crate) fn new(name: &str) -> RouteName {
         RouteName(Arc::from(name))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -66,14 +66,14 @@ impl EncodeLabelValue for RouteName {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub route: RouteName,
-    pub status: u16,
-    pub class: &'static str,
+pub(crate) struct RequestLabels {
+    pub(crate) route: RouteName,
+    pub(crate) status: u16,
+    pub(crate) class: &'static str,
 }
 
 /// "1xx" .. "5xx".
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         0..=199 => "1xx",
         200..=299 => "2xx",
@@ -84,14 +84,14 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: RouteName,
+pub(crate) struct RouteLabels {
+    pub(crate) route: RouteName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub route: RouteName,
-    pub outcome: &'static str,
+pub(crate) struct OutcomeLabels {
+    pub(crate) route: RouteName,
+    pub(crate) outcome: &'static str,
 }
 
 /// `sidekey_config_reloads_total`: per outcome only (a reload is not a
@@ -102,18 +102,18 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeLabels {
+pub(crate) struct HandshakeLabels {
     /// `connect` (inside a CONNECT tunnel) or `tls` (the TLS listener).
-    pub listener: &'static str,
+    pub(crate) listener: &'static str,
     /// `ok`, `refused` (e.g. an SNI no route names) or `timeout`.
-    pub outcome: &'static str,
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StallLabels {
+pub(crate) struct StallLabels {
     /// `upstream` (a response body's source went silent) or `client` (it
     /// sent nothing of its request body, or read nothing of its response).
-    pub side: &'static str,
+    pub(crate) side: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -123,19 +123,19 @@ fn latency_histogram() -> Histogram {
 
 /// Every metric sidekey exports. Created once per process; survives reloads.
 pub struct Metrics {
-    pub registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub(crate) registry: Registry,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_connections: Gauge,
-    pub token_fetches: Family<OutcomeLabels, Counter>,
-    pub token_cache_hits: Family<RouteLabels, Counter>,
-    pub token_wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub(crate) token_fetches: Family<OutcomeLabels, Counter>,
+    pub(crate) token_cache_hits: Family<RouteLabels, Counter>,
+    pub(crate) token_wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub(crate) token_expiry_seconds: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub reloads: Family<ReloadLabels, Counter>,
-    pub body_stalls: Family<StallLabels, Counter>,
-    pub tls_handshakes: Family<HandshakeLabels, Counter>,
-    pub leaves_minted: Counter,
-    pub tunnels_open: Gauge,
+    pub(crate) body_stalls: Family<StallLabels, Counter>,
+    pub(crate) tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub(crate) leaves_minted: Counter,
+    pub(crate) tunnels_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {

@@ -9,7 +9,7 @@ use http::Uri;
 use crate::config::{AuthConfig, InterceptSettings, RouteConfig, TokenBody, TokenConfig};
 
 /// A URL without userinfo, query or fragment.
-pub fn url_without_query(uri: &Uri) -> String {
+pub(crate) fn url_without_query(uri: &Uri) -> String {
     let mut out = String::new();
     if let Some(scheme) = uri.scheme_str() {
         let _ = write!(out, "{scheme}://");

@@ -19,17 +19,17 @@ use prometheus_client::metrics::histogram::Histogram;
 /// A route ready to serve: its config, its built credential and its
 /// metric label.
 pub struct Route {
-    pub config: RouteConfig,
-    pub credential: Credential,
-    pub label: RouteName,
+    pub(crate) config: RouteConfig,
+    pub(crate) credential: Credential,
+    pub(crate) label: RouteName,
     /// This route's series of `sidekey_upstream_duration_seconds`, looked
     /// up once (see [`Route::with_metrics`]).
-    pub upstream_latency: Option<Histogram>,
+    pub(crate) upstream_latency: Option<Histogram>,
     /// This route's `sidekey_requests_total` series.
-    pub requests: RequestCounter,
+    pub(crate) requests: RequestCounter,
     /// The `Host` header of the route's upstream, when the route names one
     /// (wildcard routes without `upstream` go to the request's host).
-    pub host_header: Option<HeaderValue>,
+    pub(crate) host_header: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Route {
@@ -44,7 +44,7 @@ impl std::fmt::Debug for Route {
 impl Route {
     /// Whether `path` is under this route's `path_prefix` (any path when
     /// it has none).
-    pub fn serves_path(&self, path: &str) -> bool {
+    pub(crate) fn serves_path(&self, path: &str) -> bool {
         prefix_matches(self.config.path_prefix.as_deref(), path)
     }
 
@@ -66,7 +66,7 @@ impl Route {
     }
 
     /// Attaches the route's per-request metric series.
-    pub fn with_metrics(mut self, metrics: &Metrics) -> Route {
+    pub(crate) fn with_metrics(mut self, metrics: &Metrics) -> Route {
         let histogram = metrics
             .upstream_latency
             .get_or_create(&self.labels())
@@ -76,13 +76,13 @@ impl Route {
     }
 
     /// `{route="name"}`, for per-route metrics.
-    pub fn labels(&self) -> RouteLabels {
+    pub(crate) fn labels(&self) -> RouteLabels {
         RouteLabels {
             route: self.label.clone(),
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 }
@@ -120,11 +120,11 @@ impl RouteTable {
         table
     }
 
-    pub fn routes(&self) -> &[Arc<Route>] {
+    pub(crate) fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
         self.by_name.get(name).map(|i| &self.routes[*i])
     }
 

@@ -18,7 +18,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Percent-encodes a query parameter name or value.
-pub fn encode_query_component(s: &str) -> String {
+pub(crate) fn encode_query_component(s: &str) -> String {
     utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
@@ -29,9 +29,9 @@ pub fn encode_query_component(s: &str) -> String {
 /// upstream connection as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub scheme: Scheme,
+    pub(crate) scheme: Scheme,
     /// `host` or `host:port`, default port omitted.
-    pub authority: Arc<str>,
+    pub(crate) authority: Arc<str>,
     /// `path` or `path?query`; the path starts with '/'.
     origin_form: String,
     /// Where the path ends: the '?' when there is a query.
@@ -65,17 +65,18 @@ impl Target {
         }
     }
 
-    pub fn path(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &str {
         &self.origin_form[..self.path_len]
     }
 
     /// The raw query without '?'; empty when there is none.
-    pub fn query(&self) -> &str {
+    pub(crate) fn query(&self) -> &str {
         self.origin_form.get(self.path_len + 1..).unwrap_or("")
     }
 
     /// `scheme://authority/path?query`, exactly as it will be sent.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = self.scheme.as_str();
         let mut url =
             String::with_capacity(scheme.len() + 3 + self.authority.len() + self.origin_form.len());
@@ -88,7 +89,7 @@ impl Target {
 
     /// `/path?query`: the request target sent to the upstream (HTTP/1.1
     /// origin form; HTTP/2 adds the scheme and authority from the route).
-    pub fn origin_form(&self) -> &str {
+    pub(crate) fn origin_form(&self) -> &str {
         &self.origin_form
     }
 
@@ -101,12 +102,12 @@ impl Target {
 
     /// Puts back an origin form taken with [`Target::take_origin_form`]
     /// (for a retry: applying a credential again replaces what it added).
-    pub fn restore_origin_form(&mut self, origin_form: String) {
+    pub(crate) fn restore_origin_form(&mut self, origin_form: String) {
         self.path_len = origin_form.find('?').unwrap_or(origin_form.len());
         self.origin_form = origin_form;
     }
 
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
 
@@ -125,13 +126,13 @@ impl Target {
 
     /// Makes room for `additional` more bytes of query, e.g. for several
     /// parameters appended one after the other.
-    pub fn reserve(&mut self, additional: usize) {
+    pub(crate) fn reserve(&mut self, additional: usize) {
         self.origin_form.reserve(additional);
     }
 
     /// Appends a parameter that is already encoded, given in `parts` (e.g.
     /// `name=` and the value), after the client's own parameters.
-    pub fn append_encoded(&mut self, parts: &[&str]) {
+    pub(crate) fn append_encoded(&mut self, parts: &[&str]) {
         self.start_param(parts.iter().map(|p| p.len()).sum());
         for part in parts {
             self.origin_form.push_str(part);
@@ -148,7 +149,7 @@ impl Target {
 
     /// Removes every parameter whose (decoded) name is in `names`, keeping
     /// the others byte for byte.
-    pub fn remove_params<S: AsRef<str>>(&mut self, names: &[S]) {
+    pub(crate) fn remove_params<S: AsRef<str>>(&mut self, names: &[S]) {
         let query = self.query();
         if names.is_empty() || query.is_empty() {
             return;
@@ -187,7 +188,7 @@ fn pair_named<S: AsRef<str>>(pair: &str, names: &[S]) -> bool {
 
 /// `query` without the parameters named in `names` (and without empty
 /// pairs left by `&&`).
-pub fn remove_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
+pub(crate) fn remove_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
     if names.is_empty() || query.is_empty() {
         return query.to_string();
     }
@@ -201,7 +202,7 @@ pub fn remove_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
 /// Removes the parameters named in `names` from the query of a URL
 /// (absolute or relative), keeping its fragment. Used on `Location`-like
 /// response headers so that injected credentials never reach the client.
-pub fn scrub_url<S: AsRef<str>>(url: &str, names: &[S]) -> String {
+pub(crate) fn scrub_url<S: AsRef<str>>(url: &str, names: &[S]) -> String {
     let (without_fragment, fragment) = match url.split_once('#') {
         Some((u, f)) => (u, Some(f)),
         None => (url, None),
@@ -223,7 +224,7 @@ pub fn scrub_url<S: AsRef<str>>(url: &str, names: &[S]) -> String {
 }
 
 /// Applies [`scrub_url`] to every `<...>` reference of a `Link` header.
-pub fn scrub_link_header<S: AsRef<str>>(value: &str, names: &[S]) -> String {
+pub(crate) fn scrub_link_header<S: AsRef<str>>(value: &str, names: &[S]) -> String {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(open) = rest.find('<') {

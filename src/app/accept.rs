@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::workers::Workers;
 
 /// Where accepted connections run.
-pub enum Spawn {
+pub(crate) enum Spawn {
     /// On the runtime that accepts them (the admin listener).
     Here,
     /// On the proxy's worker threads, round robin.
@@ -25,7 +25,7 @@ pub enum Spawn {
 /// Tokio one there) and gets a receiver that turns true at shutdown.
 /// `close` (a reload that dropped this listener) stops only the
 /// accepting: the connections run on until they end or sidekey shuts down.
-pub async fn accept_loop<F, Fut>(
+pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     mut close: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -100,7 +100,7 @@ pub async fn accept_loop<F, Fut>(
 }
 
 /// Resolves once `signal` turns true (or its sender is gone).
-pub async fn closed(signal: &mut watch::Receiver<bool>) {
+pub(crate) async fn closed(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|on| *on).await;
 }
 

@@ -4,11 +4,11 @@
 //! worker threads ([`workers`]) and serves the admin listener
 //! ([`admin`]). Nothing below imports from here.
 
-pub mod accept;
-pub mod admin;
-pub mod runtime;
-pub mod server;
-pub mod workers;
+pub(crate) mod accept;
+pub(crate) mod admin;
+pub(crate) mod runtime;
+pub(crate) mod server;
+pub(crate) mod workers;
 
 pub use runtime::RuntimeError;
 pub use server::RunningProxy;

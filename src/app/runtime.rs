@@ -114,7 +114,7 @@ impl Runtime {
     /// files) for every route, so the first request does not wait. Call
     /// inside the Tokio runtime, once the runtime is about to serve;
     /// [`Runtime::build`] itself does no I/O.
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         for route in self.table.routes() {
             if let Some(source) = route.credential.token_source() {
                 source.warm_up();
@@ -123,7 +123,7 @@ impl Runtime {
     }
 
     /// True when every route that uses a token source has a valid token.
-    pub fn tokens_ready(&self) -> bool {
+    pub(crate) fn tokens_ready(&self) -> bool {
         self.table.routes().iter().all(|r| {
             r.credential
                 .token_source()

@@ -19,7 +19,7 @@ use crate::client::pool;
 /// The running worker threads of one proxy. Dropping it stops them; the
 /// tasks still on them (connections past the drain timeout, pooled
 /// upstream connections) are dropped with their runtimes.
-pub struct Workers {
+pub(crate) struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
     stops: Vec<oneshot::Sender<()>>,
@@ -28,7 +28,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` (at least one) worker threads.
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    pub(crate) fn start(n: usize) -> std::io::Result<Workers> {
         let n = n.max(1);
         let mut workers = Workers {
             handles: Vec::with_capacity(n),
@@ -57,13 +57,13 @@ impl Workers {
     }
 
     /// The runtime of the next worker, round robin.
-    pub fn next(&self) -> &Handle {
+    pub(crate) fn next(&self) -> &Handle {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[i]
     }
 
     /// Stops every worker and waits for their threads to end.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stops.clear();
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {

@@ -17,7 +17,7 @@ use crate::wire::deadline::Progress;
 use crate::wire::h1::server::RequestBody;
 use crate::wire::BoxError;
 
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// All of it at once (token requests, bodies kept for a retry), or
     /// nothing.
     Full(Option<Bytes>),
@@ -26,18 +26,18 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn empty() -> ProxyBody {
+    pub(crate) fn empty() -> ProxyBody {
         ProxyBody::Full(None)
     }
 
-    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         let bytes = bytes.into();
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
     /// When a client's streamed request body last moved (the others do
     /// not wait on anyone).
-    pub fn progress(&self) -> Option<&Arc<Progress>> {
+    pub(crate) fn progress(&self) -> Option<&Arc<Progress>> {
         match self {
             ProxyBody::Request(body) => body.progress(),
             _ => None,

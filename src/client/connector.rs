@@ -32,7 +32,7 @@ pub enum UpstreamError {
 
 /// The TLS client settings from the `[proxy]` settings: the built-in
 /// roots plus `proxy.ca_file`, ring, TLS 1.2 and 1.3.
-pub fn tls_config(settings: &ProxySettings) -> Result<rustls::ClientConfig, UpstreamError> {
+pub(crate) fn tls_config(settings: &ProxySettings) -> Result<rustls::ClientConfig, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in settings.extra_roots.iter() {
@@ -48,7 +48,7 @@ pub fn tls_config(settings: &ProxySettings) -> Result<rustls::ClientConfig, Upst
 
 /// Why an upstream connection could not be opened.
 #[derive(Debug, Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("the upstream host is not a valid host[:port]")]
     BadAuthority,
     #[error("cannot resolve the upstream host: {0}")]
@@ -66,13 +66,13 @@ pub enum ConnectError {
 /// Opens the request path's upstream connections: TCP (with `connect_to`),
 /// then TLS offering `h2` and `http/1.1` by ALPN.
 #[derive(Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     dialer: Dialer,
     tls: tokio_rustls::TlsConnector,
 }
 
 impl Connector {
-    pub fn new(mut tls: rustls::ClientConfig, settings: &ProxySettings) -> Connector {
+    pub(crate) fn new(mut tls: rustls::ClientConfig, settings: &ProxySettings) -> Connector {
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Connector {
             dialer: Dialer {
@@ -85,12 +85,12 @@ impl Connector {
 
     /// Opens a plain TCP connection to `host:port` (with `connect_to`),
     /// e.g. for a blind tunnel.
-    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
         self.dialer.dial(host, port).await
     }
 
     /// Connects to `authority` (`host[:port]`), over TLS when `https`.
-    pub async fn connect(&self, https: bool, authority: &str) -> Result<Io, ConnectError> {
+    pub(crate) async fn connect(&self, https: bool, authority: &str) -> Result<Io, ConnectError> {
         let scheme = if https { "https" } else { "http" };
         let uri: Uri = format!("{scheme}://{authority}")
             .parse()
@@ -166,14 +166,14 @@ impl Dialer {
 }
 
 /// An upstream connection: plain TCP or TLS over it.
-pub enum Io {
+pub(crate) enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Io {
     /// The TCP connection underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Io::Plain(tcp) => tcp,
             Io::Tls(tls) => tls.get_ref().0,
@@ -181,7 +181,7 @@ impl Io {
     }
 
     /// Whether the upstream chose HTTP/2 by ALPN.
-    pub fn is_h2(&self) -> bool {
+    pub(crate) fn is_h2(&self) -> bool {
         match self {
             Io::Plain(_) => false,
             Io::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),

@@ -15,20 +15,20 @@ use std::sync::Arc;
 
 /// At most this many idle HTTP/1.1 connections are kept per upstream and
 /// thread; more are closed when their response ends.
-pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
+pub(crate) const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
 /// The pool key: the upstream's `host[:port]`, shared by its entries.
-pub type Key = Arc<str>;
+pub(crate) type Key = Arc<str>;
 
 /// An HTTP/1.1 connection that can sit idle.
-pub trait Lent {
+pub(crate) trait Lent {
     /// Whether it can no longer be used (closed, reset, or sent something
     /// unasked). Must not wait.
     fn is_closed(&mut self) -> bool;
 }
 
 /// An HTTP/2 connection's sender, shared by the requests of a thread.
-pub trait Shared: Clone {
+pub(crate) trait Shared: Clone {
     fn is_closed(&self) -> bool;
 }
 
@@ -36,13 +36,13 @@ pub trait Shared: Clone {
 /// way gets a new generation, whose requests do not use the old one's
 /// connections.
 #[derive(Clone, Copy, Debug)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub generation: u64,
     pub idle_timeout: Duration,
 }
 
 /// A connection taken from the pool.
-pub enum Pooled<C, S> {
+pub(crate) enum Pooled<C, S> {
     H1(C),
     H2(S),
 }
@@ -67,7 +67,7 @@ impl<C, S> Host<C, S> {
 }
 
 /// One thread's idle connections, for one config (generation) at a time.
-pub struct IdlePool<C, S> {
+pub(crate) struct IdlePool<C, S> {
     generation: u64,
     idle_timeout: Duration,
     http: HashMap<Key, Host<C, S>>,
@@ -109,7 +109,7 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
     /// An open connection to `authority`: the shared HTTP/2 one if there
     /// is one, else the most recently used HTTP/1.1 one that has not been
     /// idle past its timeout (those found closed or too old are dropped).
-    pub fn checkout(
+    pub(crate) fn checkout(
         &mut self,
         owner: Owner,
         https: bool,
@@ -135,7 +135,7 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
     /// Gives back an HTTP/1.1 connection whose exchange ended cleanly (it
     /// is closed instead past [`MAX_IDLE_PER_UPSTREAM`], or if its config
     /// is gone).
-    pub fn put_h1(&mut self, owner: Owner, https: bool, key: Key, conn: C, now: Instant) {
+    pub(crate) fn put_h1(&mut self, owner: Owner, https: bool, key: Key, conn: C, now: Instant) {
         if let Some(pool) = self.of(owner, https) {
             let host = pool
                 .entry(key.clone())
@@ -148,7 +148,7 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
 
     /// Keeps a new HTTP/2 connection's sender for the thread's next
     /// requests to `key`.
-    pub fn put_h2(&mut self, owner: Owner, https: bool, key: Key, sender: S, now: Instant) {
+    pub(crate) fn put_h2(&mut self, owner: Owner, https: bool, key: Key, sender: S, now: Instant) {
         if let Some(pool) = self.of(owner, https) {
             let host = pool
                 .entry(key.clone())
@@ -160,7 +160,7 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
 
     /// Drops what has been idle longer than the config allows or has
     /// closed.
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         let timeout = self.idle_timeout;
         for pool in [&mut self.http, &mut self.https] {
             pool.retain(|_, host| {
@@ -178,7 +178,8 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
     }
 
     /// How many connections are idle (HTTP/2 senders count once).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         [&self.http, &self.https]
             .iter()
             .flat_map(|pool| pool.values())
@@ -186,7 +187,8 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

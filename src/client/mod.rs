@@ -5,9 +5,9 @@
 //! body a request carries upstream. Token fetches and proxied requests
 //! both go through here. Uses only `wire`, `config` and `cause`.
 
-pub mod body;
-pub mod connector;
-pub mod idle;
-pub mod pool;
+pub(crate) mod body;
+pub(crate) mod connector;
+pub(crate) mod idle;
+pub(crate) mod pool;
 
-pub use body::ProxyBody;
+pub(crate) use body::ProxyBody;

@@ -56,7 +56,7 @@ const MAX_SEND_TRIES: usize = 4;
 /// words, from error kinds and the innermost I/O or TLS error: never a
 /// request or token value.
 #[derive(Debug, Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// Dialling or the TLS handshake failed: nothing was sent.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -86,7 +86,7 @@ pub enum SendError {
 
 impl SendError {
     /// Nothing was sent: the upstream could not be reached.
-    pub fn is_connect(&self) -> bool {
+    pub(crate) fn is_connect(&self) -> bool {
         matches!(
             self,
             SendError::Connect(_) | SendError::H2Handshake(_) | SendError::ClosedUnsent
@@ -96,7 +96,7 @@ impl SendError {
     /// The client's side failed, not the upstream: its request body could
     /// not be read (it went away, stalled or was malformed) or did not
     /// match its length.
-    pub fn is_request_body(&self) -> bool {
+    pub(crate) fn is_request_body(&self) -> bool {
         match self {
             SendError::H1(H1Error::RequestBody(_) | H1Error::RequestBodyLength) => true,
             // hyper reports a failed request body as a user body error,
@@ -107,7 +107,7 @@ impl SendError {
     }
 
     /// The client's request body went silent for `body_idle_timeout`.
-    pub fn request_body_stalled(&self) -> bool {
+    pub(crate) fn request_body_stalled(&self) -> bool {
         self.client_cause()
             .is_some_and(|e| e.downcast_ref::<Stalled>().is_some())
     }
@@ -130,13 +130,13 @@ impl SendError {
 
 /// How one config's requests reach their upstreams: the connector and
 /// which pools are its own.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     connector: Connector,
     owner: Owner,
 }
 
 impl Upstreams {
-    pub fn new(connector: Connector, idle_timeout: Duration) -> Upstreams {
+    pub(crate) fn new(connector: Connector, idle_timeout: Duration) -> Upstreams {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Upstreams {
             connector,
@@ -154,7 +154,7 @@ impl Upstreams {
     /// its end. The response head must come within `timeout` of `now`.
     /// `out` is borrowed so that it is not copied into every future down to
     /// the connection's; after an error, its body may have been used.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         https: bool,
         authority: &str,
@@ -235,7 +235,7 @@ impl Upstreams {
     }
 
     /// How this config dials (for a blind tunnel).
-    pub fn connector(&self) -> &Connector {
+    pub(crate) fn connector(&self) -> &Connector {
         &self.connector
     }
 
@@ -283,7 +283,7 @@ impl Upstreams {
 
 /// An upstream's answer: its status and header fields, and its body
 /// streaming from the connection.
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     pub status: StatusCode,
     pub head: ReplyHead,
     pub body: ReplyBody,
@@ -314,7 +314,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Sweeps this thread's idle connections every [`SWEEP_EVERY`] until
 /// `stop` completes: the loop of each worker thread, and a task on the
 /// control runtime (token requests keep connections there).
-pub async fn sweep_until(stop: impl std::future::Future) {
+pub(crate) async fn sweep_until(stop: impl std::future::Future) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop = std::pin::pin!(stop);
@@ -329,7 +329,7 @@ pub async fn sweep_until(stop: impl std::future::Future) {
 /// Drops the idle connections of this thread that have been idle longer
 /// than their config allows, or have closed. Worker threads call it
 /// periodically.
-pub fn sweep() {
+pub(crate) fn sweep() {
     IDLE.with(|idle| idle.borrow_mut().sweep(Instant::now()));
 }
 
@@ -384,7 +384,7 @@ async fn send_h2(
 }
 
 /// A request on its way upstream.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub method: Method,
     /// Origin form: `/path?query`.
     pub target: String,

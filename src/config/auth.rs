@@ -40,19 +40,8 @@ pub enum AuthConfig {
 }
 
 impl AuthConfig {
-    /// The kind, as written in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AuthConfig::None => "none",
-            AuthConfig::Basic { .. } => "basic",
-            AuthConfig::Header { .. } => "header",
-            AuthConfig::Query { .. } => "query",
-            AuthConfig::SignedUrl(_) => "signed_url",
-        }
-    }
-
     /// The token source, for kinds that take one.
-    pub fn token(&self) -> Option<&TokenConfig> {
+    pub(crate) fn token(&self) -> Option<&TokenConfig> {
         match self {
             AuthConfig::Header { token, .. } | AuthConfig::Query { token, .. } => Some(token),
             _ => None,
@@ -87,21 +76,9 @@ pub enum TokenConfig {
     OAuth2ClientCredentials(OAuth2ClientCredentialsConfig),
 }
 
-impl TokenConfig {
-    pub fn source(&self) -> &'static str {
-        match self {
-            TokenConfig::Static(_) => "static",
-            TokenConfig::File(_) => "file",
-            TokenConfig::Endpoint(_) => "endpoint",
-            TokenConfig::OAuth2Code(_) => "oauth2_code",
-            TokenConfig::OAuth2ClientCredentials(_) => "oauth2_client_credentials",
-        }
-    }
-}
-
 /// The body of a token endpoint request.
 #[derive(Debug, Clone)]
-pub enum TokenBody {
+pub(crate) enum TokenBody {
     /// Sent as `application/json`. May hold secrets: never printed.
     Json(SecretJson),
     /// Sent as `application/x-www-form-urlencoded`.
@@ -110,7 +87,7 @@ pub enum TokenBody {
 
 /// A JSON value whose `Debug` does not print it.
 #[derive(Clone)]
-pub struct SecretJson(pub serde_json::Value);
+pub(crate) struct SecretJson(pub serde_json::Value);
 
 impl std::fmt::Debug for SecretJson {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,30 +97,30 @@ impl std::fmt::Debug for SecretJson {
 
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    pub method: Method,
-    pub url: Uri,
-    pub basic: Option<(SecretString, SecretString)>,
-    pub headers: Vec<(HeaderName, SecretString)>,
-    pub body: Option<TokenBody>,
+    pub(crate) method: Method,
+    pub(crate) url: Uri,
+    pub(crate) basic: Option<(SecretString, SecretString)>,
+    pub(crate) headers: Vec<(HeaderName, SecretString)>,
+    pub(crate) body: Option<TokenBody>,
     /// JSON pointer to the token in the response ("/token").
-    pub token_pointer: String,
+    pub(crate) token_pointer: String,
     /// JSON pointer to a lifetime in seconds, if the response carries one.
-    pub expires_in_pointer: Option<String>,
+    pub(crate) expires_in_pointer: Option<String>,
     /// Lifetime when the response carries none; `None` = until rejected.
-    pub ttl: Option<Duration>,
-    pub refresh_before: Duration,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) refresh_before: Duration,
     /// Mint a fresh token for every forwarded request.
-    pub one_time: bool,
+    pub(crate) one_time: bool,
     /// One-time tokens minted ahead (0 = mint on the request path).
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
     /// Pooled one-time tokens older than this are discarded.
-    pub pool_max_age: Duration,
+    pub(crate) pool_max_age: Duration,
     /// Bound on one token request.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRequestStyle {
+pub(crate) enum TokenRequestStyle {
     /// `GET token_url?client_id&client_secret&redirect_uri&code` (Copernica).
     GetQuery,
     /// RFC 6749 4.1.3: `POST` form with `grant_type=authorization_code`.
@@ -152,18 +129,18 @@ pub enum TokenRequestStyle {
 
 #[derive(Debug, Clone)]
 pub struct OAuth2CodeConfig {
-    pub authorize_url: Uri,
-    pub token_url: Uri,
-    pub token_request: TokenRequestStyle,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub redirect_uri: Uri,
-    pub store: PathBuf,
-    pub scope: Option<String>,
+    pub(crate) authorize_url: Uri,
+    pub(crate) token_url: Uri,
+    pub(crate) token_request: TokenRequestStyle,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) redirect_uri: Uri,
+    pub(crate) store: PathBuf,
+    pub(crate) scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     /// `Authorization: Basic` (RFC 6749 2.3.1, the default).
     Basic,
     /// `client_id` and `client_secret` in the form body.
@@ -172,13 +149,13 @@ pub enum ClientAuth {
 
 #[derive(Debug, Clone)]
 pub struct OAuth2ClientCredentialsConfig {
-    pub token_url: Uri,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub scope: Option<String>,
-    pub client_auth: ClientAuth,
-    pub refresh_before: Duration,
-    pub timeout: Duration,
+    pub(crate) token_url: Uri,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) scope: Option<String>,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) refresh_before: Duration,
+    pub(crate) timeout: Duration,
 }
 
 fn secret(ctx: &mut Ctx, key: &str, raw: &str) -> Option<SecretString> {

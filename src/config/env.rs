@@ -8,7 +8,7 @@ use thiserror::Error;
 
 /// Why a string could not be expanded.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum EnvError {
+pub(crate) enum EnvError {
     #[error("environment variable {0} is not set")]
     Unset(String),
     #[error("unterminated ${{...}} reference")]
@@ -20,7 +20,10 @@ pub enum EnvError {
 /// Expands `${NAME}` and `${NAME:-default}` in `input`, looking variables up
 /// with `lookup`. `$$` stands for a literal `$`; a `$` not followed by `{` is
 /// kept as it is.
-pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvError> {
+pub(crate) fn expand(
+    input: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, EnvError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -58,7 +61,7 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
 }
 
 /// The process environment, as a lookup for [`expand`].
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 

@@ -16,65 +16,65 @@ use serde::{Deserialize, Deserializer};
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
-    pub proxy: FileProxy,
+    pub(crate) proxy: FileProxy,
     #[serde(default, rename = "route")]
-    pub routes: Vec<FileRoute>,
+    pub(crate) routes: Vec<FileRoute>,
 }
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileProxy {
-    pub listen: Option<String>,
-    pub admin: Option<String>,
-    pub ca_file: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub request_timeout: Option<String>,
-    pub unmatched: Option<String>,
+pub(crate) struct FileProxy {
+    pub(crate) listen: Option<String>,
+    pub(crate) admin: Option<String>,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) request_timeout: Option<String>,
+    pub(crate) unmatched: Option<String>,
     #[serde(default)]
-    pub connect_to: BTreeMap<String, String>,
+    pub(crate) connect_to: BTreeMap<String, String>,
     // Keys beyond the seed contract (see README "Configuration reference").
-    pub drain_timeout: Option<String>,
-    pub header_read_timeout: Option<String>,
-    pub body_idle_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub pool_idle_timeout: Option<String>,
-    pub max_header_bytes: Option<usize>,
-    pub max_headers: Option<usize>,
-    pub forwarded: Option<String>,
-    pub retry_body_limit: Option<String>,
-    pub ready_requires_tokens: Option<bool>,
-    pub workers: Option<usize>,
+    pub(crate) drain_timeout: Option<String>,
+    pub(crate) header_read_timeout: Option<String>,
+    pub(crate) body_idle_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) pool_idle_timeout: Option<String>,
+    pub(crate) max_header_bytes: Option<usize>,
+    pub(crate) max_headers: Option<usize>,
+    pub(crate) forwarded: Option<String>,
+    pub(crate) retry_body_limit: Option<String>,
+    pub(crate) ready_requires_tokens: Option<bool>,
+    pub(crate) workers: Option<usize>,
     /// `[proxy.intercept]`: TLS interception with a local CA.
-    pub intercept: Option<FileIntercept>,
+    pub(crate) intercept: Option<FileIntercept>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileIntercept {
-    pub ca_cert: String,
-    pub ca_key: String,
-    pub listen: Option<String>,
-    pub leaf_lifetime: Option<String>,
+pub(crate) struct FileIntercept {
+    pub(crate) ca_cert: String,
+    pub(crate) ca_key: String,
+    pub(crate) listen: Option<String>,
+    pub(crate) leaf_lifetime: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRoute {
-    pub name: String,
-    pub host: String,
-    pub upstream: Option<String>,
-    pub listen: Option<String>,
-    pub path_prefix: Option<String>,
+pub(crate) struct FileRoute {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) upstream: Option<String>,
+    pub(crate) listen: Option<String>,
+    pub(crate) path_prefix: Option<String>,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub auth: Option<FileAuth>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) auth: Option<FileAuth>,
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FileAuth {
+pub(crate) enum FileAuth {
     Basic(FileBasic),
     Header(FileHeaderAuth),
     Query(FileQueryAuth),
@@ -83,40 +83,40 @@ pub enum FileAuth {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileBasic {
-    pub username: String,
-    pub password: String,
+pub(crate) struct FileBasic {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHeaderAuth {
-    pub name: String,
-    pub value: Option<String>,
-    pub token: Option<FileToken>,
+pub(crate) struct FileHeaderAuth {
+    pub(crate) name: String,
+    pub(crate) value: Option<String>,
+    pub(crate) token: Option<FileToken>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileQueryAuth {
-    pub param: String,
-    pub token: Option<FileToken>,
+pub(crate) struct FileQueryAuth {
+    pub(crate) param: String,
+    pub(crate) token: Option<FileToken>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSignedUrl {
-    pub key: String,
-    pub secret: String,
-    pub key_param: Option<String>,
-    pub timestamp_param: Option<String>,
-    pub signature_param: Option<String>,
-    pub algorithm: Option<String>,
+pub(crate) struct FileSignedUrl {
+    pub(crate) key: String,
+    pub(crate) secret: String,
+    pub(crate) key_param: Option<String>,
+    pub(crate) timestamp_param: Option<String>,
+    pub(crate) signature_param: Option<String>,
+    pub(crate) algorithm: Option<String>,
 }
 
 /// `token = "..."` (a static token) or a `[route.auth.token]` table naming
 /// its `source`.
-pub enum FileToken {
+pub(crate) enum FileToken {
     Static(String),
     Source(Box<FileTokenSource>),
 }
@@ -143,7 +143,7 @@ impl<'de> Deserialize<'de> for FileToken {
 
 #[derive(Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
-pub enum FileTokenSource {
+pub(crate) enum FileTokenSource {
     Static(FileStaticToken),
     File(FileFileToken),
     Endpoint(FileEndpointToken),
@@ -155,66 +155,66 @@ pub enum FileTokenSource {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileStaticToken {
-    pub token: String,
+pub(crate) struct FileStaticToken {
+    pub(crate) token: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileFileToken {
-    pub path: String,
+pub(crate) struct FileFileToken {
+    pub(crate) path: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileBasicPair {
-    pub username: String,
-    pub password: String,
+pub(crate) struct FileBasicPair {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileEndpointToken {
-    pub method: Option<String>,
-    pub url: String,
-    pub basic: Option<FileBasicPair>,
+pub(crate) struct FileEndpointToken {
+    pub(crate) method: Option<String>,
+    pub(crate) url: String,
+    pub(crate) basic: Option<FileBasicPair>,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub json: Option<toml::Value>,
-    pub form: Option<BTreeMap<String, String>>,
-    pub token_pointer: Option<String>,
-    pub expires_in_pointer: Option<String>,
-    pub ttl: Option<String>,
-    pub refresh_before: Option<String>,
-    pub one_time: Option<bool>,
-    pub pool_size: Option<usize>,
-    pub pool_max_age: Option<String>,
-    pub timeout: Option<String>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) json: Option<toml::Value>,
+    pub(crate) form: Option<BTreeMap<String, String>>,
+    pub(crate) token_pointer: Option<String>,
+    pub(crate) expires_in_pointer: Option<String>,
+    pub(crate) ttl: Option<String>,
+    pub(crate) refresh_before: Option<String>,
+    pub(crate) one_time: Option<bool>,
+    pub(crate) pool_size: Option<usize>,
+    pub(crate) pool_max_age: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileOAuth2Code {
-    pub authorize_url: String,
-    pub token_url: String,
-    pub token_request: Option<String>,
-    pub client_id: String,
-    pub client_secret: String,
-    pub redirect_uri: String,
-    pub store: String,
-    pub scope: Option<String>,
+pub(crate) struct FileOAuth2Code {
+    pub(crate) authorize_url: String,
+    pub(crate) token_url: String,
+    pub(crate) token_request: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) store: String,
+    pub(crate) scope: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileOAuth2ClientCredentials {
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret: String,
-    pub scope: Option<String>,
-    pub client_auth: Option<String>,
-    pub refresh_before: Option<String>,
-    pub timeout: Option<String>,
+pub(crate) struct FileOAuth2ClientCredentials {
+    pub(crate) token_url: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) scope: Option<String>,
+    pub(crate) client_auth: Option<String>,
+    pub(crate) refresh_before: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use super::proxy::socket_addr;
 use super::Ctx;
 
 /// The shortest `leaf_lifetime` accepted.
-pub const LEAF_LIFETIME_MIN: Duration = Duration::from_secs(3600);
+pub(crate) const LEAF_LIFETIME_MIN: Duration = Duration::from_secs(3600);
 /// The longest `leaf_lifetime` accepted (30 days).
-pub const LEAF_LIFETIME_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const LEAF_LIFETIME_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 const LEAF_LIFETIME_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 
 /// Validated `[proxy.intercept]` settings.

@@ -8,8 +8,8 @@
 //! at once; each names its route and key, never a value.
 
 mod auth;
-pub mod env;
-pub mod file;
+pub(crate) mod env;
+pub(crate) mod file;
 mod intercept;
 mod problems;
 mod proxy;
@@ -22,13 +22,14 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use auth::{
-    AuthConfig, ClientAuth, EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig,
-    SignAlgorithm, SignedUrlConfig, TokenBody, TokenConfig, TokenRequestStyle,
+pub use auth::{AuthConfig, SignAlgorithm, SignedUrlConfig};
+pub(crate) use auth::{
+    ClientAuth, EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenBody,
+    TokenConfig, TokenRequestStyle,
 };
-pub use intercept::{InterceptSettings, LEAF_LIFETIME_MAX, LEAF_LIFETIME_MIN};
-pub use problems::{Ctx, Problem};
-pub use proxy::{Forwarded, ProxySettings, Unmatched};
+pub(crate) use intercept::InterceptSettings;
+pub(crate) use problems::{Ctx, Problem};
+pub(crate) use proxy::{Forwarded, ProxySettings, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
 
 /// A loaded, fully validated configuration.
@@ -93,7 +94,7 @@ impl Config {
     }
 
     /// Validates raw config: see the module documentation.
-    pub fn from_file(
+    pub(crate) fn from_file(
         raw: file::FileConfig,
         base_dir: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
@@ -121,7 +122,7 @@ impl Config {
     }
 
     /// The route with this name.
-    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+    pub(crate) fn route(&self, name: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| r.name == name)
     }
 }

@@ -11,9 +11,9 @@ use super::env::{self, EnvError};
 /// key, and why. Never holds a configured value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub scope: String,
-    pub key: String,
-    pub message: String,
+    pub(crate) scope: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -31,7 +31,7 @@ pub(super) fn list(problems: &[Problem]) -> String {
 }
 
 /// Validation context: expands variables and records problems.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     base_dir: PathBuf,
     scope: String,
@@ -40,7 +40,7 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>, base_dir: &Path) -> Self {
+    pub(crate) fn new(lookup: &'a dyn Fn(&str) -> Option<String>, base_dir: &Path) -> Self {
         Ctx {
             lookup,
             base_dir: base_dir.to_path_buf(),
@@ -51,20 +51,16 @@ impl<'a> Ctx<'a> {
     }
 
     /// Sets the scope named by the following problems.
-    pub fn set_scope(&mut self, scope: String) {
+    pub(crate) fn set_scope(&mut self, scope: String) {
         self.scope = scope;
     }
 
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
-
-    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let scope = self.scope.clone();
         self.problem_in(&scope, key, message.into());
     }
 
-    pub fn problem_in(&mut self, scope: &str, key: &str, message: String) {
+    pub(crate) fn problem_in(&mut self, scope: &str, key: &str, message: String) {
         self.problems.push(Problem {
             scope: scope.to_string(),
             key: key.to_string(),
@@ -72,7 +68,7 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    pub fn warning(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn warning(&mut self, key: &str, message: impl Into<String>) {
         self.warnings.push(Problem {
             scope: self.scope.clone(),
             key: key.to_string(),
@@ -82,7 +78,7 @@ impl<'a> Ctx<'a> {
 
     /// Expands `${VAR}` in `raw`; on failure records a problem for `key` and
     /// returns `None`.
-    pub fn expand(&mut self, key: &str, raw: &str) -> Option<String> {
+    pub(crate) fn expand(&mut self, key: &str, raw: &str) -> Option<String> {
         match env::expand(raw, self.lookup) {
             Ok(value) => Some(value),
             Err(EnvError::Unset(name)) => {
@@ -97,7 +93,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Expands an optional value.
-    pub fn expand_opt(&mut self, key: &str, raw: Option<&str>) -> Option<Option<String>> {
+    pub(crate) fn expand_opt(&mut self, key: &str, raw: Option<&str>) -> Option<Option<String>> {
         match raw {
             None => Some(None),
             Some(raw) => self.expand(key, raw).map(Some),
@@ -106,7 +102,7 @@ impl<'a> Ctx<'a> {
 
     /// Expands a value that must not be empty after expansion (secrets,
     /// names, URLs).
-    pub fn expand_nonempty(&mut self, key: &str, raw: &str) -> Option<String> {
+    pub(crate) fn expand_nonempty(&mut self, key: &str, raw: &str) -> Option<String> {
         let value = self.expand(key, raw)?;
         if value.is_empty() {
             self.problem(key, "must not be empty");
@@ -118,7 +114,7 @@ impl<'a> Ctx<'a> {
     /// Expands a keyword and maps it to its value (case-insensitive), or
     /// returns `default` when the key is absent. An unknown keyword is a
     /// problem listing the accepted ones.
-    pub fn choice<T: Copy>(
+    pub(crate) fn choice<T: Copy>(
         &mut self,
         key: &str,
         raw: Option<&str>,
@@ -144,7 +140,7 @@ impl<'a> Ctx<'a> {
 
     /// Expands and parses a humantime duration ("500ms", "15m"), or returns
     /// `default` when the key is absent.
-    pub fn duration(
+    pub(crate) fn duration(
         &mut self,
         key: &str,
         raw: Option<&str>,
@@ -167,7 +163,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Expands a path and resolves it against the config file's folder.
-    pub fn path(&mut self, key: &str, raw: &str) -> Option<PathBuf> {
+    pub(crate) fn path(&mut self, key: &str, raw: &str) -> Option<PathBuf> {
         let value = self.expand_nonempty(key, raw)?;
         let path = PathBuf::from(value);
         Some(if path.is_absolute() {

@@ -14,7 +14,7 @@ use super::Ctx;
 
 /// What to do with a request for a host that no route names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unmatched {
+pub(crate) enum Unmatched {
     /// 403 with a JSON error (the default: sidekey is never an open proxy).
     Reject,
     /// Forward it unchanged, with no credential.
@@ -22,8 +22,11 @@ pub enum Unmatched {
 }
 
 /// Which forwarding headers sidekey adds to upstream requests.
+// `XForwarded` names the `X-Forwarded-*` headers (the config value `x-forwarded`);
+// clippy checks variant names only on crate-private enums.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forwarded {
+pub(crate) enum Forwarded {
     /// None (the default: the upstream sees the request as the app sent it).
     None,
     /// `Via: 1.1 sidekey`.
@@ -38,33 +41,33 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
     /// Extra roots for upstream TLS, loaded from `ca_file`.
-    pub extra_roots: Arc<Vec<CertificateDer<'static>>>,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub unmatched: Unmatched,
+    pub(crate) extra_roots: Arc<Vec<CertificateDer<'static>>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) unmatched: Unmatched,
     /// `"host:port"` (lowercase) → address actually dialled.
-    pub connect_to: HashMap<String, String>,
-    pub drain_timeout: Duration,
-    pub header_read_timeout: Duration,
+    pub(crate) connect_to: HashMap<String, String>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// The longest silence while a body streams, either way.
-    pub body_idle_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub forwarded: Forwarded,
+    pub(crate) body_idle_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) forwarded: Forwarded,
     /// Request bodies up to this size are kept so that a request whose
     /// token was rejected (401) can be retried once with a fresh token.
-    pub retry_body_limit: usize,
+    pub(crate) retry_body_limit: usize,
     /// `/readyz` fails while a token-based route has no valid token.
-    pub ready_requires_tokens: bool,
+    pub(crate) ready_requires_tokens: bool,
     /// Worker threads serving client connections (one per core by default).
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// `[proxy.intercept]`: TLS interception (CONNECT tunnels and the TLS
     /// listener), with the local CA already loaded and checked.
     pub intercept: Option<InterceptSettings>,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 impl ProxySettings {
     pub(super) fn from_file(raw: FileProxy, ctx: &mut Ctx) -> Option<ProxySettings> {

@@ -35,13 +35,13 @@ impl fmt::Display for HostPattern {
 /// Where a route's requests go: scheme, authority and base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    pub scheme: Scheme,
-    pub host: String,
-    pub port: u16,
+    pub(crate) scheme: Scheme,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `host` or `host:port` as sent in `Host` (default ports omitted).
-    pub authority: Arc<str>,
+    pub(crate) authority: Arc<str>,
     /// Prefix joined before the request path: "" or "/base" (no trailing /).
-    pub base_path: String,
+    pub(crate) base_path: String,
 }
 
 impl UpstreamUrl {
@@ -114,14 +114,14 @@ pub struct RouteConfig {
 
 impl RouteConfig {
     /// How problems name this route.
-    pub fn scope(&self) -> String {
+    pub(crate) fn scope(&self) -> String {
         format!("route \"{}\"", self.name)
     }
 
     /// Where a request for `host` (empty when unknown) with `path` and
     /// raw `query` goes: the route's upstream with its base path joined, or
     /// `https://{host}` when the route has none. `None` when neither says.
-    pub fn target(&self, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
+    pub(crate) fn target(&self, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
         let (scheme, authority, base_path) = match &self.upstream {
             Some(u) => (u.scheme.clone(), u.authority.clone(), u.base_path.as_str()),
             // Lowercased: one pool entry (and `Host`, SNI) per host, however

@@ -33,7 +33,7 @@ impl ProxySettings {
     /// Whether upstream connections opened under `self` are as good under
     /// `other`: the same trusted roots, `connect_to` map and connection
     /// timeouts. (The built-in roots are compiled in.)
-    pub fn connects_like(&self, other: &ProxySettings) -> bool {
+    pub(crate) fn connects_like(&self, other: &ProxySettings) -> bool {
         self.extra_roots == other.extra_roots
             && self.connect_to == other.connect_to
             && self.connect_timeout == other.connect_timeout

@@ -57,7 +57,7 @@ impl HeaderInjector {
         Ok(value)
     }
 
-    pub fn source(&self) -> &TokenSource {
+    pub(crate) fn source(&self) -> &TokenSource {
         &self.source
     }
 

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 pub use basic::Basic;
 pub use header::HeaderInjector;
-pub use query::QueryInjector;
+pub(crate) use query::QueryInjector;
 pub use signed_url::{sign_url, SignError, SignedUrl};
 
 use crate::config::AuthConfig;
@@ -36,7 +36,7 @@ pub enum CredentialError {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// The token injected, when it came from a token source.
-    pub token: Option<Token>,
+    pub(crate) token: Option<Token>,
 }
 
 /// A route's ready-to-apply credential.
@@ -53,7 +53,7 @@ impl Credential {
     /// Builds the credential of a route from its config. A route with a
     /// token source takes `kept` when given (a reload keeping an unchanged
     /// route's tokens) and builds a new source otherwise.
-    pub fn build(
+    pub(crate) fn build(
         auth: &AuthConfig,
         ctx: &TokenContext,
         kept: Option<TokenSource>,
@@ -81,7 +81,7 @@ impl Credential {
     }
 
     /// Injects the credential into the request about to be forwarded.
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         target: &mut Target,
         headers: &mut ForwardHeaders,
@@ -103,7 +103,7 @@ impl Credential {
 
     /// The query parameters this credential injects: they are removed from
     /// `Location`, `Content-Location` and `Link` response headers.
-    pub fn injected_params(&self) -> &[String] {
+    pub(crate) fn injected_params(&self) -> &[String] {
         match self {
             Credential::Query(q) => std::slice::from_ref(q.param()),
             Credential::SignedUrl(s) => s.params(),
@@ -112,7 +112,7 @@ impl Credential {
     }
 
     /// The token source, for kinds that have one.
-    pub fn token_source(&self) -> Option<&TokenSource> {
+    pub(crate) fn token_source(&self) -> Option<&TokenSource> {
         match self {
             Credential::Header(h) => Some(h.source()),
             Credential::Query(q) => Some(q.source()),
@@ -122,13 +122,13 @@ impl Credential {
 
     /// Whether a 401 answer may be retried once with a fresh token, so the
     /// request body is worth keeping.
-    pub fn retries_on_401(&self) -> bool {
+    pub(crate) fn retries_on_401(&self) -> bool {
         self.token_source().is_some_and(TokenSource::retries)
     }
 
     /// Tells the token source that the upstream rejected `applied`'s token;
     /// returns whether to retry.
-    pub fn reject(&self, applied: &Applied) -> bool {
+    pub(crate) fn reject(&self, applied: &Applied) -> bool {
         match (self.token_source(), &applied.token) {
             (Some(source), Some(token)) => source.reject(token),
             _ => false,

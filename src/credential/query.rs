@@ -13,19 +13,19 @@ pub struct QueryInjector {
 }
 
 impl QueryInjector {
-    pub fn new(param: String, source: TokenSource) -> QueryInjector {
+    pub(crate) fn new(param: String, source: TokenSource) -> QueryInjector {
         QueryInjector { param, source }
     }
 
-    pub fn param(&self) -> &String {
+    pub(crate) fn param(&self) -> &String {
         &self.param
     }
 
-    pub fn source(&self) -> &TokenSource {
+    pub(crate) fn source(&self) -> &TokenSource {
         &self.source
     }
 
-    pub async fn apply(&self, target: &mut Target) -> Result<Applied, CredentialError> {
+    pub(crate) async fn apply(&self, target: &mut Target) -> Result<Applied, CredentialError> {
         let token = self.source.token().await?;
         target.remove_params(std::slice::from_ref(&self.param));
         target.append_param(&self.param, token.value.expose_secret());

@@ -20,7 +20,7 @@ use crate::wire::h1::request::RequestError;
 use crate::wire::h1::response::HeadError;
 
 #[derive(Debug, Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no route for host {host:?}; sidekey only forwards to configured hosts")]
     NoRoute { host: String },
     #[error("the request names no host (send an absolute http:// URL or a Host header)")]
@@ -66,7 +66,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The status code the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } | ProxyError::OutsidePrefix { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -89,7 +89,7 @@ impl ProxyError {
     }
 
     /// A short machine-readable code for the JSON body and logs.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } | ProxyError::OutsidePrefix { .. } => "no_route",
             ProxyError::NoHost => "no_host",
@@ -121,7 +121,7 @@ impl ProxyError {
     }
 
     /// The response sent to the client for this error on `route`.
-    pub fn to_response(&self, route: Option<&str>) -> Response<ReplyBody> {
+    pub(crate) fn to_response(&self, route: Option<&str>) -> Response<ReplyBody> {
         let mut body = serde_json::json!({
             "error": self.code(),
             "route": route,
@@ -150,7 +150,7 @@ impl ProxyError {
 impl ProxyError {
     /// [`ProxyError::to_response`] as a [`Reply`], which ends the
     /// connection when the response says `Connection: close`.
-    pub fn to_reply(&self, route: Option<&str>) -> Reply {
+    pub(crate) fn to_reply(&self, route: Option<&str>) -> Reply {
         let mut reply = Reply::from(self.to_response(route));
         reply.close = response_status_closes(self.status());
         reply
@@ -158,7 +158,7 @@ impl ProxyError {
 }
 
 /// The answer to a request head that cannot be served.
-pub fn bad_request(e: &RequestError) -> Reply {
+pub(crate) fn bad_request(e: &RequestError) -> Reply {
     let err = match e {
         RequestError::TooLarge | RequestError::TooManyHeaders => {
             ProxyError::HeadTooLarge(e.to_string())

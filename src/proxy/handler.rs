@@ -38,18 +38,18 @@ use tokio::sync::watch;
 
 /// Where a connection came in.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
     /// Set on a route's dedicated listener: every request goes to it.
-    pub route: Option<Arc<str>>,
+    pub(crate) route: Option<Arc<str>>,
     /// Set inside a TLS connection sidekey terminated (a `CONNECT` tunnel,
     /// the TLS listener): the host the client was given a certificate
     /// for. A request for another host gets `421`.
-    pub tls_host: Option<Arc<str>>,
+    pub(crate) tls_host: Option<Arc<str>>,
     /// The connection's limits and shutdown signal, for the connections a
     /// tunnel opens inside it.
-    pub limits: Limits,
-    pub stop: watch::Receiver<bool>,
+    pub(crate) limits: Limits,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 /// Handles one request; never fails (errors become JSON responses).
@@ -59,7 +59,7 @@ pub struct ConnInfo {
 /// awaited get it by reference. (Every future of the chain down to the
 /// upstream connection is moved into its parent when it starts: what they
 /// hold by value is copied at every level, for every request.)
-pub fn handle<'a>(
+pub(crate) fn handle<'a>(
     shared: &'a Arc<Shared>,
     conn: &ConnInfo,
     req: ClientRequest,
@@ -112,7 +112,7 @@ fn open_tunnel(
 
 /// Serves the requests of a TLS connection sidekey terminated for `host`
 /// (inside a tunnel, or on the TLS listener).
-pub async fn serve_tls<S>(
+pub(crate) async fn serve_tls<S>(
     shared: Arc<Shared>,
     tls: S,
     host: Arc<str>,

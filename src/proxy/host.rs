@@ -22,7 +22,7 @@ enum Source {
 
 impl RequestHost {
     /// The host of an absolute-form request URI.
-    pub fn from_uri(authority: &Authority) -> RequestHost {
+    pub(crate) fn from_uri(authority: &Authority) -> RequestHost {
         let host = authority.host();
         let start = host.as_ptr() as usize - authority.as_str().as_ptr() as usize;
         RequestHost {
@@ -42,7 +42,7 @@ impl RequestHost {
         })
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         let host = match &self.source {
             Source::Uri(authority) => authority.as_str().as_bytes().get(self.start..self.end),
             Source::Header(value) => value.get(self.start..self.end),

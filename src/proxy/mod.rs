@@ -4,10 +4,10 @@
 //! needs is a [`Runtime`], built from a config by `app`; a connection's
 //! shared state is [`Shared`].
 
-pub mod error;
-pub mod handler;
+pub(crate) mod error;
+pub(crate) mod handler;
 pub mod host;
-pub mod tunnel;
+pub(crate) mod tunnel;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -26,22 +26,22 @@ pub type Reply = crate::wire::reply::Reply<ReplyBody>;
 /// Everything a request needs, built from one config. Swapped as a whole on
 /// reload; requests in flight keep the one they started with.
 pub struct Runtime {
-    pub settings: ProxySettings,
-    pub table: RouteTable,
+    pub(crate) settings: ProxySettings,
+    pub(crate) table: RouteTable,
     /// Where forwarded requests and token requests go (per-thread
     /// connection pools).
-    pub upstreams: Arc<Upstreams>,
+    pub(crate) upstreams: Arc<Upstreams>,
     /// The leaf certificates of TLS interception (`[proxy.intercept]`).
-    pub leaves: Option<Arc<crate::tls::LeafCache>>,
+    pub(crate) leaves: Option<Arc<crate::tls::LeafCache>>,
 }
 
 /// State shared by every connection.
-pub struct Shared {
+pub(crate) struct Shared {
     /// `sidekey_requests_total` of requests that matched no route
     /// (labelled `route="-"`).
-    pub unmatched_requests: crate::metrics::RequestCounter,
-    pub runtime: ArcSwap<Runtime>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) unmatched_requests: crate::metrics::RequestCounter,
+    pub(crate) runtime: ArcSwap<Runtime>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Set once every listener is bound.
-    pub listening: AtomicBool,
+    pub(crate) listening: AtomicBool,
 }

@@ -25,13 +25,8 @@ use crate::wire::h1::server::ClientRequest;
 use crate::wire::io::{splice, Spliced, Takeover, Upgraded};
 use crate::wire::reply::ReplyHead;
 
-/// Serves the requests of a TLS connection sidekey terminated, for the
-/// host it was given a certificate for.
-pub type ServeTls<S> =
-    Box<dyn FnOnce(S, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
 /// A `CONNECT` that sidekey accepts.
-pub enum Tunnel {
+pub(crate) enum Tunnel {
     /// TLS terminated with a leaf for `host`, and the requests inside
     /// served like plain ones.
     Intercept { host: String },
@@ -41,7 +36,7 @@ pub enum Tunnel {
 }
 
 /// Decides what a `CONNECT` gets: a tunnel, or the error that refuses it.
-pub fn open(runtime: &Runtime, req: &ClientRequest) -> Result<Tunnel, ProxyError> {
+pub(crate) fn open(runtime: &Runtime, req: &ClientRequest) -> Result<Tunnel, ProxyError> {
     debug_assert_eq!(req.method, Method::CONNECT);
     let authority = req
         .uri
@@ -66,7 +61,7 @@ pub fn open(runtime: &Runtime, req: &ClientRequest) -> Result<Tunnel, ProxyError
 impl Tunnel {
     /// The `200` that opens the tunnel, and what runs on the connection
     /// after it.
-    pub fn into_reply(
+    pub(crate) fn into_reply(
         self,
         runtime: Arc<Runtime>,
         shared: Arc<Shared>,
@@ -123,7 +118,7 @@ impl Tunnel {
 
 /// The acceptor for connections whose certificate `resolver` picks.
 /// HTTP/1.1 only by ALPN (HTTP/2 from clients is not served yet).
-pub fn acceptor(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> TlsAcceptor {
+pub(crate) fn acceptor(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> TlsAcceptor {
     let mut config = crate::tls::server_config(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     TlsAcceptor::from(Arc::new(config))
@@ -132,7 +127,7 @@ pub fn acceptor(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> TlsAcc
 /// Runs the TLS handshake on `io` within `timeout`, counting it in
 /// `sidekey_tls_handshakes_total{listener, outcome}` and the leaves it
 /// minted in `sidekey_leaf_certificates_minted_total`.
-pub async fn handshake<IO>(
+pub(crate) async fn handshake<IO>(
     acceptor: &TlsAcceptor,
     io: IO,
     timeout: std::time::Duration,

@@ -190,7 +190,7 @@ impl TokenCache {
 
     /// The upstream answered 401 to `token`: forget it, unless a newer one
     /// has replaced it already.
-    pub fn reject(&self, token: &Token) {
+    pub(crate) fn reject(&self, token: &Token) {
         let mut st = self.inner.lock();
         if st
             .current
@@ -207,7 +207,7 @@ impl TokenCache {
         }
     }
 
-    pub fn has_valid_token(&self) -> bool {
+    pub(crate) fn has_valid_token(&self) -> bool {
         let now = Instant::now();
         self.inner
             .lock()
@@ -218,7 +218,7 @@ impl TokenCache {
 
     /// Starts fetching when no token is cached, so the first request does
     /// not wait. Does nothing outside a Tokio runtime.
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }

@@ -35,7 +35,7 @@ use crate::wire::headers::ForwardHeaders;
 
 /// Token responses larger than this are refused (a token is a few hundred
 /// bytes; a large body is not a token response).
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// A token as one request to a token endpoint returned it.
 pub struct Fetched {
@@ -92,12 +92,12 @@ pub trait TokenFetcher: Send + Sync + 'static {
 
 /// A token request, encoded once at load.
 #[derive(Clone)]
-pub struct PreparedRequest {
-    pub method: Method,
-    pub uri: Uri,
+pub(crate) struct PreparedRequest {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
     /// Credential-bearing values are marked sensitive.
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl std::fmt::Debug for PreparedRequest {
@@ -110,7 +110,7 @@ impl std::fmt::Debug for PreparedRequest {
 }
 
 impl PreparedRequest {
-    pub fn new(method: Method, uri: Uri) -> PreparedRequest {
+    pub(crate) fn new(method: Method, uri: Uri) -> PreparedRequest {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         PreparedRequest {
@@ -122,12 +122,12 @@ impl PreparedRequest {
     }
 
     /// The host named in errors and logs.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         self.uri.host().unwrap_or("?").to_string()
     }
 
     /// Sets `Authorization: Basic base64(user:password)` (sensitive).
-    pub fn basic(&mut self, user: &str, password: &str) -> Result<(), BuildError> {
+    pub(crate) fn basic(&mut self, user: &str, password: &str) -> Result<(), BuildError> {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let value = sensitive(&format!("Basic {encoded}"))?;
@@ -136,7 +136,11 @@ impl PreparedRequest {
     }
 
     /// Sets a header whose value may be a secret (always marked sensitive).
-    pub fn header(&mut self, name: HeaderName, value: &SecretString) -> Result<(), BuildError> {
+    pub(crate) fn header(
+        &mut self,
+        name: HeaderName,
+        value: &SecretString,
+    ) -> Result<(), BuildError> {
         let value = sensitive(value.expose_secret()).map_err(|_| {
             BuildError::Invalid(format!(
                 "auth.token.headers.\"{name}\": not a valid header value"
@@ -147,7 +151,7 @@ impl PreparedRequest {
     }
 
     /// An `application/x-www-form-urlencoded` body.
-    pub fn form<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    pub(crate) fn form<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
         self.headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -156,7 +160,7 @@ impl PreparedRequest {
     }
 
     /// An `application/json` body.
-    pub fn json(&mut self, value: &serde_json::Value) {
+    pub(crate) fn json(&mut self, value: &serde_json::Value) {
         self.headers
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.body = Bytes::from(value.to_string());
@@ -196,7 +200,7 @@ impl PreparedRequest {
 }
 
 /// `k=v&k=v`, each part percent-encoded.
-pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub(crate) fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     pairs
         .into_iter()
         .map(|(k, v)| {
@@ -219,17 +223,17 @@ fn sensitive(value: &str) -> Result<HeaderValue, BuildError> {
 
 /// Where the token and its lifetime are in a JSON response.
 #[derive(Debug, Clone)]
-pub struct ResponseSpec {
+pub(crate) struct ResponseSpec {
     /// JSON pointer to the token (`/token`, `/access_token`).
-    pub token_pointer: String,
+    pub(crate) token_pointer: String,
     /// JSON pointer to a lifetime in seconds (`/expires_in`).
-    pub expires_in_pointer: Option<String>,
+    pub(crate) expires_in_pointer: Option<String>,
     /// Lifetime when the response carries none; `None` = until rejected.
-    pub ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
 }
 
 /// Reads a token response. Pure: unit-tested without a server.
-pub fn parse_response(
+pub(crate) fn parse_response(
     host: &str,
     status: u16,
     body: &[u8],
@@ -300,7 +304,7 @@ fn seconds(value: &serde_json::Value) -> Option<Duration> {
 
 /// Sends `req` and reads the whole (bounded) response. Connection, timeout
 /// and read failures become [`FetchError`]s that name only the host.
-pub async fn send(
+pub(crate) async fn send(
     upstreams: &Upstreams,
     req: &PreparedRequest,
     timeout: Duration,
@@ -352,7 +356,7 @@ fn send_error(host: &str, timeout: Duration, e: SendError) -> FetchError {
 }
 
 /// A token endpoint reached over HTTP(S).
-pub struct HttpFetcher {
+pub(crate) struct HttpFetcher {
     upstreams: Arc<Upstreams>,
     request: PreparedRequest,
     spec: ResponseSpec,
@@ -360,7 +364,7 @@ pub struct HttpFetcher {
 }
 
 impl HttpFetcher {
-    pub fn new(
+    pub(crate) fn new(
         upstreams: Arc<Upstreams>,
         request: PreparedRequest,
         spec: ResponseSpec,
@@ -375,7 +379,7 @@ impl HttpFetcher {
     }
 
     /// The fetcher of an `endpoint` token source.
-    pub fn endpoint(
+    pub(crate) fn endpoint(
         upstreams: Arc<Upstreams>,
         config: &EndpointConfig,
     ) -> Result<Self, BuildError> {

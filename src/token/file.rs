@@ -7,7 +7,7 @@
 //! except the first one (and those that arrive while it runs). The file is
 //! the source of truth: once it is gone or empty, there is no token.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -18,11 +18,11 @@ use tokio::time::Instant;
 use super::{Token, TokenError};
 
 /// How often the file's metadata is looked at.
-pub const RECHECK: Duration = Duration::from_secs(1);
+pub(crate) const RECHECK: Duration = Duration::from_secs(1);
 
 /// Why a watched file gives no token.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum FileError {
+pub(crate) enum FileError {
     #[error("{0} does not exist")]
     Missing(PathBuf),
     #[error("{0} holds no token")]
@@ -61,7 +61,7 @@ struct State {
 }
 
 /// A file holding a token, with `parse` turning its text into the token.
-pub struct WatchedFile {
+pub(crate) struct WatchedFile {
     path: PathBuf,
     parse: fn(&str) -> Option<SecretString>,
     state: Mutex<State>,
@@ -71,7 +71,7 @@ pub struct WatchedFile {
 
 impl WatchedFile {
     /// Does no I/O: the file is first read by [`WatchedFile::token`].
-    pub fn new(path: PathBuf, parse: fn(&str) -> Option<SecretString>) -> WatchedFile {
+    pub(crate) fn new(path: PathBuf, parse: fn(&str) -> Option<SecretString>) -> WatchedFile {
         WatchedFile {
             state: Mutex::new(State {
                 current: Err(FileError::Missing(path.clone())),
@@ -83,10 +83,6 @@ impl WatchedFile {
             parse,
             checking: tokio::sync::Mutex::new(()),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -101,7 +97,7 @@ impl WatchedFile {
 
     /// The file's token, re-reading the file if it changed since the last
     /// check (at most one check per [`RECHECK`]).
-    pub async fn token(&self) -> Result<Token, FileError> {
+    pub(crate) async fn token(&self) -> Result<Token, FileError> {
         if self.check_due(Instant::now()) {
             let _one_at_a_time = self.checking.lock().await;
             if self.check_due(Instant::now()) {
@@ -112,11 +108,11 @@ impl WatchedFile {
     }
 
     /// Makes the next [`WatchedFile::token`] look at the file again.
-    pub fn recheck(&self) {
+    pub(crate) fn recheck(&self) {
         self.lock().checked = None;
     }
 
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.lock().current.is_ok()
     }
 
@@ -179,18 +175,18 @@ impl WatchedFile {
 }
 
 /// `source = "file"`.
-pub struct FileSource {
+pub(crate) struct FileSource {
     file: Arc<WatchedFile>,
 }
 
 impl FileSource {
-    pub fn new(path: PathBuf) -> FileSource {
+    pub(crate) fn new(path: PathBuf) -> FileSource {
         FileSource {
             file: Arc::new(WatchedFile::new(path, parse_plain)),
         }
     }
 
-    pub async fn token(&self) -> Result<Token, TokenError> {
+    pub(crate) async fn token(&self) -> Result<Token, TokenError> {
         self.file
             .token()
             .await
@@ -201,22 +197,22 @@ impl FileSource {
     }
 
     /// A 401: the file may have been rotated since the last check.
-    pub fn reject(&self) {
+    pub(crate) fn reject(&self) {
         self.file.recheck();
     }
 
-    pub fn has_valid_token(&self) -> bool {
+    pub(crate) fn has_valid_token(&self) -> bool {
         self.file.has_token()
     }
 
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         warm_up(&self.file);
     }
 }
 
 /// Reads the file once in the background (so `/readyz` knows), when in a
 /// Tokio runtime.
-pub fn warm_up(file: &Arc<WatchedFile>) {
+pub(crate) fn warm_up(file: &Arc<WatchedFile>) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }

@@ -20,13 +20,13 @@
 
 pub mod cache;
 pub mod endpoint;
-pub mod file;
-pub mod oauth2;
-pub mod one_time;
-pub mod store;
+pub(crate) mod file;
+pub(crate) mod oauth2;
+pub(crate) mod one_time;
+pub(crate) mod store;
 #[cfg(test)]
 mod testing;
-pub mod timing;
+pub(crate) mod timing;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,13 +42,13 @@ use crate::metrics::{Metrics, OutcomeLabels, RouteLabels, RouteName};
 
 /// What a token source needs from the rest of sidekey.
 #[derive(Clone)]
-pub struct TokenContext {
+pub(crate) struct TokenContext {
     /// The route the source belongs to (for metrics, logs and errors).
-    pub route: String,
+    pub(crate) route: String,
     /// Where token requests go: the same connector (TLS roots,
     /// `connect_to`) and per-thread connection pools as proxied requests.
-    pub upstreams: std::sync::Arc<Upstreams>,
-    pub metrics: std::sync::Arc<Metrics>,
+    pub(crate) upstreams: std::sync::Arc<Upstreams>,
+    pub(crate) metrics: std::sync::Arc<Metrics>,
 }
 
 /// Where a token source's background work (fetches, refresh timers,
@@ -82,8 +82,8 @@ impl Background {
 /// produced it, so that a 401 invalidates that token and not a newer one.
 #[derive(Clone, Debug)]
 pub struct Token {
-    pub value: Arc<SecretString>,
-    pub generation: u64,
+    pub(crate) value: Arc<SecretString>,
+    pub(crate) generation: u64,
 }
 
 /// Why no token could be had for a request.
@@ -108,7 +108,8 @@ pub enum BuildError {
     Invalid(String),
 }
 
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'a>>;
+pub(crate) type TokenFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'a>>;
 
 /// A source of tokens that are fetched, minted or read at run time.
 pub trait TokenProvider: Send + Sync + 'static {
@@ -150,7 +151,7 @@ impl std::fmt::Debug for TokenSource {
 
 impl TokenSource {
     /// A static token.
-    pub fn fixed(value: SecretString) -> TokenSource {
+    pub(crate) fn fixed(value: SecretString) -> TokenSource {
         TokenSource::Static(Token {
             value: Arc::new(value),
             generation: 0,
@@ -158,7 +159,10 @@ impl TokenSource {
     }
 
     /// Builds the source for `config`. Does no I/O and spawns nothing.
-    pub fn build(config: &TokenConfig, ctx: &TokenContext) -> Result<TokenSource, BuildError> {
+    pub(crate) fn build(
+        config: &TokenConfig,
+        ctx: &TokenContext,
+    ) -> Result<TokenSource, BuildError> {
         let stats = TokenStats::new(&ctx.route, ctx.metrics.clone());
         let provider: Arc<dyn TokenProvider> = match config {
             TokenConfig::Static(value) => return Ok(TokenSource::fixed(value.clone())),
@@ -197,14 +201,14 @@ impl TokenSource {
     }
 
     /// See [`TokenProvider::warm_up`].
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         if let TokenSource::Provider(p) = self {
             p.warm_up();
         }
     }
 
     /// A token for one request.
-    pub async fn token(&self) -> Result<Token, TokenError> {
+    pub(crate) async fn token(&self) -> Result<Token, TokenError> {
         match self {
             TokenSource::Static(token) => Ok(token.clone()),
             TokenSource::Provider(p) => match p.cached() {
@@ -215,7 +219,7 @@ impl TokenSource {
     }
 
     /// See [`TokenProvider::reject`]; returns whether a retry makes sense.
-    pub fn reject(&self, token: &Token) -> bool {
+    pub(crate) fn reject(&self, token: &Token) -> bool {
         match self {
             TokenSource::Static(_) => false,
             TokenSource::Provider(p) => {
@@ -226,14 +230,14 @@ impl TokenSource {
     }
 
     /// Whether a retry after a 401 can get a different token.
-    pub fn retries(&self) -> bool {
+    pub(crate) fn retries(&self) -> bool {
         match self {
             TokenSource::Static(_) => false,
             TokenSource::Provider(p) => p.retry_on_reject(),
         }
     }
 
-    pub fn has_valid_token(&self) -> bool {
+    pub(crate) fn has_valid_token(&self) -> bool {
         match self {
             TokenSource::Static(_) => true,
             TokenSource::Provider(p) => p.has_valid_token(),
@@ -354,12 +358,12 @@ impl TokenStats {
         }
     }
 
-    pub fn route(&self) -> &str {
+    pub(crate) fn route(&self) -> &str {
         self.route.as_str()
     }
 
     /// One fetch or mint ended.
-    pub fn fetched(&self, ok: bool) {
+    pub(crate) fn fetched(&self, ok: bool) {
         self.metrics
             .token_fetches
             .get_or_create(&OutcomeLabels {
@@ -370,27 +374,27 @@ impl TokenStats {
     }
 
     /// A request was served without waiting (a cached or pooled token).
-    pub fn hit(&self) {
+    pub(crate) fn hit(&self) {
         self.hits.inc();
     }
 
     /// A request waited `d` for a token.
-    pub fn waited(&self, d: Duration) {
+    pub(crate) fn waited(&self, d: Duration) {
         self.wait.observe(d.as_secs_f64());
     }
 
     /// Seconds until the cached token expires, as of now.
-    pub fn expiry(&self, secs: f64) {
+    pub(crate) fn expiry(&self, secs: f64) {
         self.expiry.set(secs);
     }
 
     #[cfg(test)]
-    pub fn test() -> TokenStats {
+    pub(crate) fn test() -> TokenStats {
         TokenStats::new("test", Arc::new(Metrics::new()))
     }
 
     #[cfg(test)]
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         self.metrics.encode()
     }
 }

@@ -27,7 +27,7 @@ use crate::config::{
 use crate::target::encode_query_component;
 
 /// `source = "oauth2_code"`: the token in `store`.
-pub struct CodeSource {
+pub(crate) struct CodeSource {
     route: String,
     file: Arc<WatchedFile>,
     /// The generation last reported as rejected (one warning per token).
@@ -36,7 +36,7 @@ pub struct CodeSource {
 
 impl CodeSource {
     /// Does no I/O: the store is read on first use.
-    pub fn new(route: &str, config: &OAuth2CodeConfig) -> CodeSource {
+    pub(crate) fn new(route: &str, config: &OAuth2CodeConfig) -> CodeSource {
         CodeSource {
             route: route.to_string(),
             file: Arc::new(WatchedFile::new(config.store.clone(), store::parse)),
@@ -44,7 +44,7 @@ impl CodeSource {
         }
     }
 
-    pub async fn token(&self) -> Result<Token, TokenError> {
+    pub(crate) async fn token(&self) -> Result<Token, TokenError> {
         self.file.token().await.map_err(|e| match e {
             FileError::Missing(path) | FileError::Empty(path) => TokenError::NotConfigured(format!(
                 "route \"{}\" has no OAuth2 token yet ({} is missing or empty): run `sidekey authorize {}` first",
@@ -62,7 +62,7 @@ impl CodeSource {
     /// A 401 with the stored token: it may have been revoked (only a new
     /// `authorize` helps), or the store may have been rewritten since the
     /// last check.
-    pub fn reject(&self, token: &Token) {
+    pub(crate) fn reject(&self, token: &Token) {
         self.file.recheck();
         if self.warned.swap(token.generation, Ordering::Relaxed) != token.generation {
             tracing::warn!(
@@ -73,11 +73,11 @@ impl CodeSource {
         }
     }
 
-    pub fn has_valid_token(&self) -> bool {
+    pub(crate) fn has_valid_token(&self) -> bool {
         self.file.has_token()
     }
 
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         file::warm_up(&self.file);
     }
 }
@@ -99,7 +99,7 @@ fn client_basic(
 /// with `grant_type=client_credentials` (and `scope`), the client
 /// authenticated by Basic or in the form; `access_token` and `expires_in`
 /// read from the JSON answer.
-pub fn client_credentials_fetcher(
+pub(crate) fn client_credentials_fetcher(
     upstreams: Arc<Upstreams>,
     config: &OAuth2ClientCredentialsConfig,
 ) -> Result<HttpFetcher, BuildError> {
@@ -125,7 +125,7 @@ pub fn client_credentials_fetcher(
 }
 
 /// What reads the answer to a code exchange.
-pub fn code_exchange_spec() -> ResponseSpec {
+pub(crate) fn code_exchange_spec() -> ResponseSpec {
     ResponseSpec {
         token_pointer: "/access_token".into(),
         expires_in_pointer: None,
@@ -137,7 +137,7 @@ pub fn code_exchange_spec() -> ResponseSpec {
 /// - `get_query` (Copernica): `GET token_url?client_id&client_secret&redirect_uri&code`;
 /// - `post_form` (RFC 6749 4.1.3): `POST token_url` with the form
 ///   `grant_type=authorization_code&code&redirect_uri&client_id&client_secret`.
-pub fn code_exchange(
+pub(crate) fn code_exchange(
     config: &OAuth2CodeConfig,
     code: &SecretString,
 ) -> Result<PreparedRequest, BuildError> {
@@ -168,7 +168,7 @@ pub fn code_exchange(
 }
 
 /// `uri` with `params` appended to its query.
-pub fn with_query(uri: &Uri, params: &str) -> Result<Uri, BuildError> {
+pub(crate) fn with_query(uri: &Uri, params: &str) -> Result<Uri, BuildError> {
     let mut text = uri.to_string();
     text.push(if uri.query().is_some() { '&' } else { '?' });
     text.push_str(params);

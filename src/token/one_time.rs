@@ -23,7 +23,7 @@ use super::endpoint::{FetchError, Fetched, TokenFetcher};
 use super::timing;
 use super::{Background, Token, TokenError, TokenStats};
 
-pub struct OneTimeSource {
+pub(crate) struct OneTimeSource {
     inner: Arc<Inner>,
 }
 
@@ -55,7 +55,7 @@ struct State {
 }
 
 impl OneTimeSource {
-    pub fn new(
+    pub(crate) fn new(
         fetcher: Box<dyn TokenFetcher>,
         pool_size: usize,
         pool_max_age: Duration,
@@ -81,7 +81,7 @@ impl OneTimeSource {
     }
 
     /// A token no other request has had or will have.
-    pub async fn token(&self) -> Result<Token, TokenError> {
+    pub(crate) async fn token(&self) -> Result<Token, TokenError> {
         let inner = &self.inner;
         let now = Instant::now();
         {
@@ -118,7 +118,7 @@ impl OneTimeSource {
     /// the pooled tokens were minted before the rejection and are likely
     /// as stale (the upstream may have revoked them together), so the pool
     /// is emptied and refilled, and the retry mints a fresh token.
-    pub fn reject(&self, _token: &Token) {
+    pub(crate) fn reject(&self, _token: &Token) {
         let now = Instant::now();
         let mut st = self.inner.lock();
         let dropped = st.pool.len();
@@ -132,13 +132,13 @@ impl OneTimeSource {
     }
 
     /// Whether the endpoint is minting (no failure since the last success).
-    pub fn has_valid_token(&self) -> bool {
+    pub(crate) fn has_valid_token(&self) -> bool {
         self.inner.lock().failures == 0
     }
 
     /// Fills the pool (when there is one). Does nothing outside a Tokio
     /// runtime.
-    pub fn warm_up(&self) {
+    pub(crate) fn warm_up(&self) {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }

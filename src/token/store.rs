@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// Writes `token` to `path` atomically with mode 0600.
-pub fn write(path: &Path, token: &SecretString) -> Result<(), StoreError> {
+pub(crate) fn write(path: &Path, token: &SecretString) -> Result<(), StoreError> {
     let err = |cause| StoreError::Write {
         path: path.to_path_buf(),
         cause,
@@ -87,7 +87,7 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// The token in a store file's text: the JSON document's `access_token`,
 /// else the whole text trimmed. `None` when there is no usable token.
-pub fn parse(text: &str) -> Option<SecretString> {
+pub(crate) fn parse(text: &str) -> Option<SecretString> {
     let text = text.trim();
     let token = if text.starts_with('{') {
         let json: serde_json::Value = serde_json::from_str(text).ok()?;

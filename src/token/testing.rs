@@ -12,39 +12,39 @@ use super::endpoint::{FetchError, FetchFuture, Fetched, TokenFetcher};
 use super::Token;
 
 /// A token's value, for assertions.
-pub fn value(t: &Token) -> String {
+pub(crate) fn value(t: &Token) -> String {
     t.value.expose_secret().to_string()
 }
 
 /// Lets spawned tasks run until they block again.
-pub async fn settle() {
+pub(crate) async fn settle() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
 }
 
 /// What one fetch returns.
-pub enum Step {
+pub(crate) enum Step {
     Ok(String, Option<Duration>),
     Err(FetchError),
 }
 
 impl Step {
-    pub fn ok(value: &str, lifetime: Option<Duration>) -> Step {
+    pub(crate) fn ok(value: &str, lifetime: Option<Duration>) -> Step {
         Step::Ok(value.to_string(), lifetime)
     }
 
-    pub fn err(e: FetchError) -> Step {
+    pub(crate) fn err(e: FetchError) -> Step {
         Step::Err(e)
     }
 }
 
 /// Holds fetches until opened.
 #[derive(Clone)]
-pub struct Gate(Arc<watch::Sender<bool>>);
+pub(crate) struct Gate(Arc<watch::Sender<bool>>);
 
 impl Gate {
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.0.send_replace(true);
     }
 
@@ -57,30 +57,30 @@ impl Gate {
 /// Returns the pushed steps in call order; when none is left, a new
 /// token `auto-N` valid until rejected.
 #[derive(Clone, Default)]
-pub struct FakeFetcher {
+pub(crate) struct FakeFetcher {
     steps: Arc<Mutex<VecDeque<Step>>>,
     calls: Arc<AtomicUsize>,
     gate: Arc<Mutex<Option<Gate>>>,
 }
 
 impl FakeFetcher {
-    pub fn new() -> FakeFetcher {
+    pub(crate) fn new() -> FakeFetcher {
         FakeFetcher::default()
     }
 
-    pub fn push(&self, step: Step) {
+    pub(crate) fn push(&self, step: Step) {
         self.steps.lock().unwrap().push_back(step);
     }
 
     /// Fetches started from now on wait until the returned gate opens.
-    pub fn gate(&self) -> Gate {
+    pub(crate) fn gate(&self) -> Gate {
         let gate = Gate(Arc::new(watch::channel(false).0));
         *self.gate.lock().unwrap() = Some(gate.clone());
         gate
     }
 
     /// Fetches started so far.
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 }

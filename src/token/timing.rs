@@ -7,16 +7,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// First retry delay after a failed fetch (before jitter).
-pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest delay between retries (before jitter).
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Lifetimes are capped at this (ten years), so that adding one to an
 /// instant can never overflow.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// `lifetime`, at most [`MAX_LIFETIME`].
-pub fn clamp_lifetime(lifetime: Duration) -> Duration {
+pub(crate) fn clamp_lifetime(lifetime: Duration) -> Duration {
     lifetime.min(MAX_LIFETIME)
 }
 
@@ -25,7 +25,11 @@ pub fn clamp_lifetime(lifetime: Duration) -> Duration {
 /// half its lifetime, so a short-lived token (an `expires_in` smaller than
 /// `refresh_before`) is still used for a while instead of being refreshed
 /// on every request.
-pub fn refresh_at(fetched: Instant, lifetime: Duration, refresh_before: Duration) -> Instant {
+pub(crate) fn refresh_at(
+    fetched: Instant,
+    lifetime: Duration,
+    refresh_before: Duration,
+) -> Instant {
     let lead = refresh_before.min(lifetime / 2);
     fetched + (lifetime - lead)
 }
@@ -34,20 +38,20 @@ pub fn refresh_at(fetched: Instant, lifetime: Duration, refresh_before: Duration
 /// exponential from [`BACKOFF_BASE`], capped at [`BACKOFF_MAX`], then scaled
 /// by `jitter` in `[0, 1)` to between half and all of it, so that many
 /// sidekeys (or routes) that failed together do not retry together.
-pub fn backoff(failures: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(failures: u32, jitter: f64) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     let full = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
     full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 /// A random jitter for [`backoff`].
-pub fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     rand::random::<f64>()
 }
 
 /// `Retry-After` seconds for a client told to come back at `until`: rounded
 /// up, at least 1.
-pub fn retry_after(now: Instant, until: Instant) -> u64 {
+pub(crate) fn retry_after(now: Instant, until: Instant) -> u64 {
     let wait = until.saturating_duration_since(now);
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)

@@ -31,7 +31,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         Progress {
             base: Instant::now(),
             last: AtomicU64::new(0),
@@ -39,7 +39,7 @@ impl Progress {
     }
 
     /// A piece of body just arrived.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let micros = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last.store(micros, Ordering::Relaxed);
     }
@@ -63,14 +63,14 @@ pub struct Stalled(pub Duration);
 /// Bounds the silence of a streaming phase: armed only while the work it
 /// bounds is pending (a phase that never waits never touches the timer),
 /// and fires once `timeout` has passed without the work making progress.
-pub struct IdleTimer {
+pub(crate) struct IdleTimer {
     timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
 impl IdleTimer {
-    pub fn new(timeout: Duration) -> IdleTimer {
+    pub(crate) fn new(timeout: Duration) -> IdleTimer {
         IdleTimer {
             timeout,
             sleep: None,
@@ -79,14 +79,14 @@ impl IdleTimer {
     }
 
     /// The work made progress: the next wait starts a new period.
-    pub fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.armed = false;
     }
 
     /// The work is pending: starts the period if it has not started, and
     /// tells whether it has ended (`Ready`) or not (`Pending`, with `cx`
     /// woken when it does).
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Stalled> {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Stalled> {
         let at = Instant::now() + self.timeout;
         let sleep = self
             .sleep
@@ -103,7 +103,7 @@ impl IdleTimer {
 
     /// Runs `work`, failing with [`Stalled`] if it stays pending for the
     /// whole timeout.
-    pub async fn bound<F: Future>(&mut self, work: F) -> Result<F::Output, Stalled> {
+    pub(crate) async fn bound<F: Future>(&mut self, work: F) -> Result<F::Output, Stalled> {
         let mut work = pin!(work);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = work.as_mut().poll(cx) {
@@ -135,7 +135,7 @@ impl Deadline {
     }
 
     /// The instant it falls due, as of now.
-    pub fn at(&self) -> Instant {
+    pub(crate) fn at(&self) -> Instant {
         let from = match &self.progress {
             Some(p) => self.start.max(p.last()),
             None => self.start,
@@ -144,7 +144,7 @@ impl Deadline {
     }
 
     /// `work`'s output, or `None` once the deadline has passed first.
-    pub async fn bound<F: Future>(&self, work: F) -> Option<F::Output> {
+    pub(crate) async fn bound<F: Future>(&self, work: F) -> Option<F::Output> {
         let timer = pin!(tokio::time::sleep_until(self.at()));
         let work = pin!(work);
         Bounded {
@@ -165,10 +165,10 @@ impl Deadline {
 /// armed anew for every request. A future of its own rather than an
 /// `async fn`: it borrows `work` where it is, instead of holding (and
 /// copying) another copy of it.
-pub struct Bounded<'a, F> {
-    pub deadline: &'a Deadline,
-    pub timer: Pin<&'a mut Sleep>,
-    pub work: Pin<&'a mut F>,
+pub(crate) struct Bounded<'a, F> {
+    pub(crate) deadline: &'a Deadline,
+    pub(crate) timer: Pin<&'a mut Sleep>,
+    pub(crate) work: Pin<&'a mut F>,
 }
 
 impl<F: Future> Future for Bounded<'_, F> {

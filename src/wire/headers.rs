@@ -21,14 +21,14 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// True for headers that must not cross the proxy.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
 /// [`is_hop_by_hop`] for a name as it came on the wire (any case). Runs
 /// for every field of every response, so it tells most names apart by
 /// their length alone.
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()
         .any(|c| c.len() == name.len() && name.eq_ignore_ascii_case(c.as_bytes()))
@@ -36,7 +36,7 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 
 /// The comma-separated tokens of one `Connection` field value, trimmed,
 /// empty ones left out.
-pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+pub(crate) fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     value
         .split(|b| *b == b',')
         .map(<[u8]>::trim_ascii)
@@ -48,16 +48,16 @@ pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
 /// (any token but `close` and `keep-alive`: those fields are hop-by-hop).
 /// The one reading of `Connection`, for requests and responses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnectionOptions {
-    pub close: bool,
-    pub keep_alive: bool,
-    pub upgrade: bool,
-    pub names_fields: bool,
+pub(crate) struct ConnectionOptions {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+    pub(crate) names_fields: bool,
 }
 
 impl ConnectionOptions {
     /// Adds what one `Connection` field value says.
-    pub fn add(&mut self, value: &[u8]) {
+    pub(crate) fn add(&mut self, value: &[u8]) {
         for token in connection_tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;
@@ -71,7 +71,7 @@ impl ConnectionOptions {
     }
 
     /// What the `Connection` fields of `fields` say.
-    pub fn of(fields: &RawFields) -> ConnectionOptions {
+    pub(crate) fn of(fields: &RawFields) -> ConnectionOptions {
         let mut options = ConnectionOptions::default();
         for value in connection_values(fields) {
             options.add(value);
@@ -93,7 +93,7 @@ fn connection_values(fields: &RawFields) -> impl Iterator<Item = &[u8]> {
 /// `Connection` header names. Runs for every request and response, so the
 /// usual case (no `Connection` field, or one that only says `keep-alive`
 /// or `close`) costs one pass of length compares.
-pub fn end_to_end_names(fields: &RawFields) -> impl Fn(&[u8]) -> bool + '_ {
+pub(crate) fn end_to_end_names(fields: &RawFields) -> impl Fn(&[u8]) -> bool + '_ {
     let listed = ConnectionOptions::of(fields).names_fields.then_some(fields);
     move |name| !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
 }
@@ -174,31 +174,31 @@ impl ForwardHeaders {
 
     /// Sets `name` to `value`, replacing every value the client sent or
     /// sidekey added before.
-    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+    pub(crate) fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         self.remove(&name);
         self.added.push((name, value));
     }
 
     /// Adds a value for `name` after those already there.
-    pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
+    pub(crate) fn append(&mut self, name: HeaderName, value: HeaderValue) {
         self.added.push((name, value));
     }
 
     /// Leaves out every value of `name`.
-    pub fn remove(&mut self, name: &HeaderName) {
+    pub(crate) fn remove(&mut self, name: &HeaderName) {
         self.added.retain(|(n, _)| n != name);
         if !self.removed.contains(name) {
             self.removed.push(name.clone());
         }
     }
 
-    pub fn contains(&self, name: &HeaderName) -> bool {
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
         self.added.iter().any(|(n, _)| n == name) || self.client_value(name.as_str()).is_some()
     }
 
     /// The first value the client sent for `name` that is still to be
     /// forwarded.
-    pub fn client_value(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn client_value(&self, name: &str) -> Option<&[u8]> {
         if is_hop_by_hop_name(name.as_bytes()) || self.is_removed(name.as_bytes()) {
             return None;
         }
@@ -219,7 +219,7 @@ impl ForwardHeaders {
 
     /// Writes the fields to send as header lines, leaving out those that
     /// `skip` names (e.g. framing fields the writer sets itself).
-    pub fn write_lines(&self, buf: &mut Vec<u8>, skip: impl Fn(&[u8]) -> bool) {
+    pub(crate) fn write_lines(&self, buf: &mut Vec<u8>, skip: impl Fn(&[u8]) -> bool) {
         let forwards = self.forwards();
         self.client
             .write_lines(buf, |name, _| forwards(name) && !skip(name));
@@ -236,7 +236,7 @@ impl ForwardHeaders {
 
     /// The fields to send as a header map (sidekey's own values as they
     /// are, sensitive ones still marked so).
-    pub fn to_header_map(&self) -> HeaderMap {
+    pub(crate) fn to_header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.client.len() + self.added.len());
         let forwards = self.forwards();
         for (name, value) in self.client.iter().filter(|(name, _)| forwards(name)) {

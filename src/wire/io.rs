@@ -240,7 +240,8 @@ mod tests {
         };
         let (mut cr, mut cw) = tokio::io::split(client);
         cw.write_all(b"late").await.unwrap();
-        drop(cw);
+        // Ends the client's sending side (a half's drop does not).
+        cw.shutdown().await.unwrap();
         let mut got = Vec::new();
         up.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"early late");

@@ -14,18 +14,18 @@ use super::io::Takeover;
 /// A response to a client: its status, its header fields and its body
 /// (any `http_body::Body`; the proxy's is `client::pool::ReplyBody`).
 pub struct Reply<B> {
-    pub status: StatusCode,
-    pub head: ReplyHead,
-    pub body: B,
+    pub(crate) status: StatusCode,
+    pub(crate) head: ReplyHead,
+    pub(crate) body: B,
     /// sidekey ends the connection after this reply (set by the error
     /// mapping for a request that could not be framed or trusted).
-    pub close: bool,
+    pub(crate) close: bool,
     /// The connection switches protocols after this reply (a `CONNECT`
     /// tunnel's `200`, an `Upgrade`'s `101`): what runs on it then.
-    pub upgrade: Option<Takeover>,
+    pub(crate) upgrade: Option<Takeover>,
 }
 
-pub enum ReplyHead {
+pub(crate) enum ReplyHead {
     /// Cleaned of hop-by-hop headers already.
     Map(HeaderMap),
     /// An HTTP/1.1 upstream's fields, hop-by-hop ones still in.
@@ -34,7 +34,7 @@ pub enum ReplyHead {
 
 impl<B> Reply<B> {
     /// Whether sidekey ends the connection after this reply.
-    pub fn closes(&self) -> bool {
+    pub(crate) fn closes(&self) -> bool {
         self.close
     }
 }

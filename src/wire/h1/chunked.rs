@@ -13,14 +13,14 @@ use thiserror::Error;
 const MAX_SIZE_DIGITS: u8 = 15;
 
 /// The longest chunk size line (size and extensions, without its CRLF).
-pub const MAX_SIZE_LINE: u32 = 4096;
+pub(crate) const MAX_SIZE_LINE: u32 = 4096;
 
 /// The most trailer bytes and lines a body may end with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TrailerLimits {
+pub(crate) struct TrailerLimits {
     /// Bytes of the trailer section, line endings included.
-    pub max_bytes: usize,
-    pub max_lines: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_lines: usize,
 }
 
 impl Default for TrailerLimits {
@@ -117,7 +117,7 @@ impl Decoder {
         Decoder::with_limits(TrailerLimits::default())
     }
 
-    pub fn with_limits(limits: TrailerLimits) -> Decoder {
+    pub(crate) fn with_limits(limits: TrailerLimits) -> Decoder {
         Decoder {
             state: State::Size { size: 0, digits: 0 },
             line_bytes: 0,
@@ -248,20 +248,21 @@ impl Decoder {
 }
 
 /// Writes the size line of a chunk of `len` bytes.
-pub fn encode_chunk_header(buf: &mut Vec<u8>, len: usize) {
+pub(crate) fn encode_chunk_header(buf: &mut Vec<u8>, len: usize) {
     // Writing into a Vec cannot fail.
     let _ = write!(buf, "{len:x}\r\n");
 }
 
 /// Writes one chunk of a chunked body into `buf`.
-pub fn encode_chunk(buf: &mut Vec<u8>, data: &[u8]) {
+#[cfg(test)]
+pub(crate) fn encode_chunk(buf: &mut Vec<u8>, data: &[u8]) {
     encode_chunk_header(buf, data.len());
     buf.extend_from_slice(data);
     buf.extend_from_slice(b"\r\n");
 }
 
 /// The last chunk of a chunked body.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {

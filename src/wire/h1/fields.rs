@@ -21,10 +21,10 @@ pub enum Framing {
 
 /// Where a header field's name and value are in a head's bytes: start
 /// and end of each.
-pub type Span = [usize; 4];
+pub(crate) type Span = [usize; 4];
 
 /// Appends the spans of `headers`, parsed from the buffer at `base`.
-pub fn record(spans: &mut Vec<Span>, base: usize, headers: &[httparse::Header<'_>]) {
+pub(crate) fn record(spans: &mut Vec<Span>, base: usize, headers: &[httparse::Header<'_>]) {
     spans.extend(headers.iter().map(|h| {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
@@ -42,7 +42,7 @@ pub struct RawFields {
 }
 
 impl RawFields {
-    pub fn new(bytes: Bytes, spans: Vec<Span>) -> RawFields {
+    pub(crate) fn new(bytes: Bytes, spans: Vec<Span>) -> RawFields {
         RawFields { bytes, spans }
     }
 
@@ -62,7 +62,7 @@ impl RawFields {
     }
 
     /// Each field's name and value, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.spans
             .iter()
             .map(|&[ns, ne, vs, ve]| (&self.bytes[ns..ne], &self.bytes[vs..ve]))
@@ -83,21 +83,25 @@ impl RawFields {
     }
 
     /// The first value of `name`, sharing the head's memory.
-    pub fn get_shared(&self, name: &str) -> Option<Bytes> {
+    pub(crate) fn get_shared(&self, name: &str) -> Option<Bytes> {
         self.spans
             .iter()
             .find(|&&[ns, ne, _, _]| self.bytes[ns..ne].eq_ignore_ascii_case(name.as_bytes()))
             .map(|&[_, _, vs, ve]| self.bytes.slice(vs..ve))
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
     /// Writes the fields `keep` says yes to as header lines. A run of kept
     /// fields that came one after the other, each line ending in CRLF, is
     /// copied in one piece, as it came (`name:value`, whitespace included).
-    pub fn write_lines(&self, buf: &mut Vec<u8>, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+    pub(crate) fn write_lines(
+        &self,
+        buf: &mut Vec<u8>,
+        mut keep: impl FnMut(&[u8], &[u8]) -> bool,
+    ) {
         let bytes = &self.bytes[..];
         // The pending run: from a name's start to a value's end.
         let mut run: Option<(usize, usize)> = None;
@@ -118,16 +122,12 @@ impl RawFields {
     }
 
     /// How many fields there are.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     /// The fields as a header map with room for `extra` more entries.
-    pub fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
+    pub(crate) fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
         header_map(&self.bytes, &self.spans, extra)
     }
 }
@@ -143,7 +143,7 @@ fn flush_run(buf: &mut Vec<u8>, bytes: &[u8], run: Option<(usize, usize)>) {
 /// The header map of `head` at `spans`, with room for `extra` more
 /// entries; values share `head`'s memory. `None` when a name or value is
 /// not valid in a header map.
-pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMap> {
+pub(crate) fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for &[ns, ne, vs, ve] in spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
@@ -155,11 +155,11 @@ pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMa
 
 /// The largest Content-Length accepted: 2^53, the largest integer that
 /// every JSON number and JavaScript peer still represents exactly.
-pub const MAX_CONTENT_LENGTH: u64 = 1 << 53;
+pub(crate) const MAX_CONTENT_LENGTH: u64 = 1 << 53;
 
 /// A Content-Length value: digits only, no sign, no list, at most
 /// [`MAX_CONTENT_LENGTH`].
-pub fn parse_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -16,7 +16,7 @@ use super::fields::Framing;
 
 /// Where a body is.
 #[derive(Debug)]
-pub enum Framed {
+pub(crate) enum Framed {
     /// This many bytes still to come.
     Length(u64),
     Chunked(Decoder),
@@ -33,7 +33,7 @@ impl From<Framing> for Framed {
 }
 
 impl Framed {
-    pub fn new(framing: Framing, trailers: TrailerLimits) -> Framed {
+    pub(crate) fn new(framing: Framing, trailers: TrailerLimits) -> Framed {
         match framing {
             Framing::Empty => Framed::Done,
             Framing::Length(n) => Framed::Length(n),
@@ -44,7 +44,7 @@ impl Framed {
 
     /// The next piece of body in `buf`, split off without copying, or what
     /// is needed next ([`Step::NeedMore`]: read more into `buf`).
-    pub fn take(&mut self, buf: &mut BytesMut) -> Result<Step, ChunkError> {
+    pub(crate) fn take(&mut self, buf: &mut BytesMut) -> Result<Step, ChunkError> {
         match self {
             Framed::Done => Ok(Step::End),
             _ if buf.is_empty() && !matches!(self, Framed::Chunked(_)) => Ok(Step::NeedMore),
@@ -69,18 +69,18 @@ impl Framed {
 
     /// The connection ended: whether that ends the body (rather than
     /// cutting it short).
-    pub fn ends_at_close(&mut self) -> bool {
+    pub(crate) fn ends_at_close(&mut self) -> bool {
         if matches!(self, Framed::UntilClose) {
             *self = Framed::Done;
         }
         self.is_done()
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self, Framed::Done)
     }
 
-    pub fn size_hint(&self) -> SizeHint {
+    pub(crate) fn size_hint(&self) -> SizeHint {
         match self {
             Framed::Done => SizeHint::with_exact(0),
             Framed::Length(n) => SizeHint::with_exact(*n),
@@ -91,7 +91,7 @@ impl Framed {
 
 /// Reads more from `io` into `buf`, making room for at least a quarter of
 /// `size` first; `Ok(0)` at the end of the connection.
-pub fn poll_fill<R: AsyncRead + Unpin>(
+pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     size: usize,

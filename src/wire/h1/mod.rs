@@ -22,7 +22,7 @@
 pub mod chunked;
 pub mod client;
 pub mod fields;
-pub mod framed;
+pub(crate) mod framed;
 pub mod request;
 pub mod response;
 pub mod server;

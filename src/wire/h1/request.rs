@@ -15,7 +15,7 @@ use crate::wire::headers::{ConnectionOptions, ForwardHeaders};
 /// Writes a request head: `method target HTTP/1.1`, `Host` unless
 /// `headers` has one, the headers except any framing header the client
 /// sent, then the framing header sidekey chose.
-pub fn encode_request(
+pub(crate) fn encode_request(
     buf: &mut Vec<u8>,
     method: &Method,
     target: &str,
@@ -75,9 +75,9 @@ pub struct RequestHead {
     pub fields: RawFields,
     pub framing: Framing,
     /// Whether the client allows another request on the connection.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
-    pub expect_continue: bool,
+    pub(crate) expect_continue: bool,
 }
 
 /// Parses client request heads within the configured limits.
@@ -88,7 +88,7 @@ pub struct RequestParser {
 }
 
 /// The most header fields `proxy.max_headers` can allow.
-pub const MAX_REQUEST_HEADERS: usize = 1024;
+pub(crate) const MAX_REQUEST_HEADERS: usize = 1024;
 
 impl RequestParser {
     pub fn new(max_headers: usize, max_bytes: usize) -> RequestParser {
@@ -99,7 +99,7 @@ impl RequestParser {
     }
 
     /// The most head bytes to hold while the head is incomplete.
-    pub fn max_bytes(&self) -> usize {
+    pub(crate) fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 

@@ -20,7 +20,7 @@ use super::fields::{self, parse_length, RawFields};
 use crate::wire::headers::{end_to_end_names, ConnectionOptions};
 
 /// At most this many header fields in a response head.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum HeadError {
@@ -38,9 +38,8 @@ pub enum HeadError {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub version: Version,
     pub fields: RawFields,
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// Whether the connection may carry another request after this
     /// response's body.
     pub keep_alive: bool,
@@ -48,7 +47,7 @@ pub struct ResponseHead {
 
 /// Parses a response head from the front of `buf`, splitting it off.
 /// `Ok(None)`: the head is not complete yet.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
     max_len: usize,
@@ -91,7 +90,6 @@ pub fn parse_response(
         version == Version::HTTP_11 && framing != Framing::UntilClose && !scan.connection.close;
     Ok(Some(ResponseHead {
         status,
-        version,
         fields,
         framing,
         keep_alive,
@@ -165,7 +163,7 @@ fn framing(
 }
 
 /// The header fields of a response to a client.
-pub enum Fields<'a> {
+pub(crate) enum Fields<'a> {
     /// Built by sidekey, or cleaned of hop-by-hop headers already.
     Map(&'a HeaderMap),
     /// An upstream's, hop-by-hop fields still in.
@@ -176,7 +174,7 @@ pub enum Fields<'a> {
 /// (without hop-by-hop ones and without the framing and connection
 /// headers, which follow from `framing` and `connection`), and `Date`
 /// when the response has none.
-pub fn encode_response(
+pub(crate) fn encode_response(
     buf: &mut Vec<u8>,
     status: StatusCode,
     fields: Fields<'_>,
@@ -252,7 +250,7 @@ mod date {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
 
-    pub fn append(buf: &mut Vec<u8>) {
+    pub(crate) fn append(buf: &mut Vec<u8>) {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         CACHED.with(|cached| {

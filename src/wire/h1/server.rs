@@ -79,7 +79,7 @@ pub struct Stalls {
 }
 
 /// Builds the response to a request head that cannot be served.
-pub type OnBadRequest<B> = fn(&RequestError) -> Reply<B>;
+pub(crate) type OnBadRequest<B> = fn(&RequestError) -> Reply<B>;
 
 /// The read side of a connection: the socket and what was read from it
 /// but not consumed yet.
@@ -111,7 +111,7 @@ impl Slot {
 /// connections it does not use yet (pools do), and each costs little.
 /// One that stays silent past `header_read_timeout`, or until `stop`, is
 /// closed.
-pub async fn serve_once_spoken<S, F, B>(
+pub(crate) async fn serve_once_spoken<S, F, B>(
     stream: TcpStream,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -583,8 +583,8 @@ async fn linger<W: AsyncWrite + Unpin>(mut r: Reader, mut write: W) {
 pub struct ClientRequest {
     pub method: Method,
     pub uri: Uri,
-    pub version: Version,
-    pub fields: RawFields,
+    pub(crate) version: Version,
+    pub(crate) fields: RawFields,
     pub body: RequestBody,
 }
 
@@ -594,7 +594,7 @@ pub struct RequestBody(Inner);
 
 impl RequestBody {
     /// When this body last moved, while it streams.
-    pub fn progress(&self) -> Option<&Arc<Progress>> {
+    pub(crate) fn progress(&self) -> Option<&Arc<Progress>> {
         match &self.0 {
             Inner::Empty => None,
             Inner::Stream { progress, .. } => Some(progress),
