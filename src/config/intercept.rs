@@ -9,7 +9,6 @@ use std::time::Duration;
 use crate::tls::LocalCa;
 
 use super::file::FileIntercept;
-use super::proxy::socket_addr;
 use super::Ctx;
 
 /// The shortest `leaf_lifetime` accepted.
@@ -39,7 +38,7 @@ impl InterceptSettings {
         let ca_key = ctx.path("intercept.ca_key", &raw.ca_key);
         let listen = match raw.listen.as_deref() {
             None => Some(None),
-            Some(l) => socket_addr(ctx, "intercept.listen", l).map(Some),
+            Some(l) => ctx.socket_addr("intercept.listen", l).map(Some),
         };
         let leaf_lifetime = ctx
             .duration(

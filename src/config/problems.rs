@@ -2,6 +2,7 @@
 //! list of problems found so far, so validation goes on after the first one.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -175,5 +176,27 @@ impl<'a> Ctx<'a> {
 
     pub(super) fn finish(self) -> (Vec<Problem>, Vec<Problem>) {
         (self.problems, self.warnings)
+    }
+}
+
+impl Ctx<'_> {
+    /// The address `raw` (after `${VAR}` expansion) as `IP:port`.
+    pub(crate) fn socket_addr(&mut self, key: &str, raw: &str) -> Option<SocketAddr> {
+        let value = self.expand_nonempty(key, raw)?;
+        self.parse_addr(key, &value)
+    }
+
+    /// `value` as `IP:port`, or a problem naming `key`.
+    pub(crate) fn parse_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    key,
+                    "not an address; write \"IP:port\", e.g. \"127.0.0.1:8080\"",
+                );
+                None
+            }
+        }
     }
 }

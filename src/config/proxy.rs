@@ -72,16 +72,12 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 impl ProxySettings {
     pub(super) fn from_file(raw: FileProxy, ctx: &mut Ctx) -> Option<ProxySettings> {
         ctx.set_scope("proxy".to_string());
-        let listen = socket_addr(
-            ctx,
-            "listen",
-            raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-        );
+        let listen = ctx.socket_addr("listen", raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN));
         let admin = match raw.admin.as_deref() {
             None => Some(None),
             Some(a) => match ctx.expand("admin", a) {
                 Some(a) if a.is_empty() => Some(None),
-                Some(a) => parse_addr(ctx, "admin", &a).map(Some),
+                Some(a) => ctx.parse_addr("admin", &a).map(Some),
                 None => None,
             },
         };
@@ -218,25 +214,6 @@ impl ProxySettings {
 fn has_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-}
-
-/// Expands and parses a listen address.
-pub(super) fn socket_addr(ctx: &mut Ctx, key: &str, raw: &str) -> Option<SocketAddr> {
-    let value = ctx.expand_nonempty(key, raw)?;
-    parse_addr(ctx, key, &value)
-}
-
-fn parse_addr(ctx: &mut Ctx, key: &str, value: &str) -> Option<SocketAddr> {
-    match value.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            ctx.problem(
-                key,
-                "not an address; write \"IP:port\", e.g. \"127.0.0.1:8080\"",
-            );
-            None
-        }
-    }
 }
 
 /// Parses "65536", "64KiB", "1MiB", "64kb".

@@ -9,7 +9,6 @@ use http::uri::{Scheme, Uri};
 
 use super::auth::AuthConfig;
 use super::file::FileRoute;
-use super::proxy::socket_addr;
 use super::Ctx;
 use crate::target::Target;
 use crate::wire::headers::is_hop_by_hop;
@@ -168,7 +167,7 @@ impl RouteConfig {
         };
         let listen = match raw.listen.as_deref() {
             None => Some(None),
-            Some(l) => socket_addr(ctx, "listen", l).map(Some),
+            Some(l) => ctx.socket_addr("listen", l).map(Some),
         };
         let path_prefix = match ctx.expand_opt("path_prefix", raw.path_prefix.as_deref()) {
             Some(Some(p)) if !p.starts_with('/') => {
