@@ -70,13 +70,7 @@ pub(crate) fn handle<'a>(
     // Logged: the path only, never the query (it may carry credentials).
     let uri = req.uri.clone();
     let mut route: Option<Arc<Route>> = None;
-    let mut next = match prepare(&runtime, conn, req, &mut route) {
-        // Opened here: the reply's takeover needs the connection's info.
-        Ok(Next::Tunnel(tunnel)) => Ok(Next::Opened(Box::new(open_tunnel(
-            shared, conn, &runtime, *tunnel,
-        )))),
-        next => next,
-    };
+    let mut next = prepare(shared, &runtime, conn, req, &mut route);
     async move {
         let result = match next {
             // By reference: the plan stays where it is.
@@ -85,7 +79,6 @@ pub(crate) fn handle<'a>(
             // every request's future.
             Ok(Next::Passthrough(plan)) => Box::pin(passthrough(&runtime, *plan)).await,
             Ok(Next::Opened(reply)) => Ok(*reply),
-            Ok(Next::Tunnel(_)) => Err(ProxyError::Connect),
             Err(e) => Err(e),
         };
         finish(shared, start, &method, uri.path(), route, result)
@@ -222,9 +215,7 @@ enum Next {
     Forward(Plan),
     /// Boxed: rare, and as large as a plan.
     Passthrough(Box<Passthrough>),
-    /// A `CONNECT` that is accepted.
-    Tunnel(Box<Tunnel>),
-    /// Its reply, ready.
+    /// An accepted `CONNECT`: its reply, ready.
     Opened(Box<Reply>),
 }
 
@@ -248,7 +239,8 @@ struct Passthrough {
 /// the credential). Sets `matched` as soon as the route is known, so that
 /// errors from then on name it.
 fn prepare(
-    runtime: &Runtime,
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     conn: &ConnInfo,
     req: ClientRequest,
     matched: &mut Option<Arc<Route>>,
@@ -258,7 +250,10 @@ fn prepare(
         if conn.route.is_some() {
             return Err(ProxyError::Connect);
         }
-        return tunnel::open(runtime, &req).map(|t| Next::Tunnel(Box::new(t)));
+        // Opened here: the reply's takeover needs the connection's info.
+        let tunnel = tunnel::open(runtime, &req)?;
+        let reply = open_tunnel(shared, conn, runtime, tunnel);
+        return Ok(Next::Opened(Box::new(reply)));
     }
     // The request head was validated as it was parsed
     // (`wire::h1::request`): one Host, a path target, no fragment or

@@ -87,14 +87,18 @@ impl IdleTimer {
     /// tells whether it has ended (`Ready`) or not (`Pending`, with `cx`
     /// woken when it does).
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Stalled> {
-        let at = Instant::now() + self.timeout;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if !self.armed {
-            sleep.as_mut().reset(at);
+            // Read the clock only when a period starts.
+            let at = Instant::now() + self.timeout;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
             self.armed = true;
         }
+        let Some(sleep) = self.sleep.as_mut() else {
+            return Poll::Pending;
+        };
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Stalled(self.timeout)),
             Poll::Pending => Poll::Pending,
