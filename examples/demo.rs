@@ -2,7 +2,9 @@
 //! sidekey in front of them with the routes of
 //! `config/examples/seed-routes.toml`, and a "legacy app" that sends plain
 //! requests with no credentials. For each API it prints what the app sent,
-//! what sidekey added (secrets masked) and what the API answered.
+//! what sidekey added (secrets masked) and what the API answered. Last,
+//! an `https://` app: the same kind of request through a `CONNECT` tunnel
+//! (`HTTPS_PROXY`), which sidekey intercepts with a local CA the app trusts.
 //!
 //! Run it with `cargo run --example demo`. No accounts, no internet: the
 //! stand-ins (the same ones the integration tests use) verify each request
@@ -11,7 +13,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -20,20 +21,8 @@ use http::{Request, Uri};
 use sidekey::{Config, RunningProxy};
 use support::algonomy::ALGONOMY_HOST;
 use support::copernica::WWW_HOST;
-use support::invoca::{ADVERTISER_ID, EMAIL_URLENCODED, NETWORK_ID};
+use support::seeds::*;
 use support::*;
-
-// Credentials from the seed documents' own examples where they give some.
-const COPILOT_ID: &str = "ABABABABQQIRZ";
-const COPILOT_SECRET: &str = "k9H2Nd3T5j5EW2Fu160l11Hal3x3oa";
-const KOUPON_KEY: &str = "6348256714038520009a57d1d2-5188-457b-854b-86aafea65fc5";
-const KOUPON_SECRET: &str = "4623B7B8-18A6-4B2C-B2C1-18157F5C4AFE";
-const COPERNICA_KEY: &str = "demo-client-key";
-const COPERNICA_SECRET: &str = "demo-client-secret";
-const INVOCA_USER: &str = "network-api-user";
-const INVOCA_PASSWORD: &str = "demo-invoca-password";
-const ALGONOMY_KEY_SECRET: &str = "4faeaf752ee40a0f";
-const ALGONOMY_TENANT: &str = "abcd1234efgh5678ijkl9012mnop3456";
 
 /// Shows the first characters of a secret-bearing value.
 fn mask(value: &str) -> String {
@@ -51,21 +40,6 @@ fn mask_query(query: &str, names: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// The seed routes, unchanged, behind a `[proxy]` section for the demo:
-/// free ports, the test CA, and `connect_to` pointing each API host at its
-/// stand-in.
-fn demo_config(env: &TestEnv, connect_to: &[String]) -> String {
-    let seed = include_str!("../config/examples/seed-routes.toml");
-    let routes = &seed[seed.find("[[route]]").unwrap_or(0)..];
-    format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nca_file = {}\n\n[proxy.connect_to]\n{}\n\n{}",
-        toml_str(&env.ca_file().display().to_string()),
-        connect_to.join("\n"),
-        // The seed's dedicated Copilot port may be taken on this machine.
-        routes.replace("listen = \"127.0.0.1:8101\"", "listen = \"127.0.0.1:0\""),
-    )
 }
 
 fn section(title: &str) {
@@ -111,43 +85,23 @@ async fn browse(env: &TestEnv, api: SocketAddr, url: &str) -> anyhow::Result<()>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = TestEnv::new();
-    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
-    let koupon = KouponApi::spawn(KOUPON_KEY, KOUPON_SECRET);
-    let copernica = CopernicaApi::spawn(&env.ca, COPERNICA_KEY, COPERNICA_SECRET);
-    let invoca = InvocaApi::spawn(&env.ca, INVOCA_USER, INVOCA_PASSWORD);
-    let algonomy = AlgonomyApi::spawn(&env.ca, ALGONOMY_KEY_SECRET, ALGONOMY_TENANT);
+    let apis = SeedApis::spawn(&env);
+    let SeedApis {
+        copilot,
+        koupon,
+        copernica,
+        invoca,
+        algonomy,
+    } = &apis;
 
     let redirect = format!("http://{}/callback", unused_local_addr());
     let store = env.dir().join("copernica.token").display().to_string();
-    let vars: HashMap<&str, &str> = HashMap::from([
-        ("COPILOT_CLIENT_ID", COPILOT_ID),
-        ("COPILOT_CLIENT_SECRET", COPILOT_SECRET),
-        ("KOUPON_API_KEY", KOUPON_KEY),
-        ("KOUPON_SECRET_KEY", KOUPON_SECRET),
-        ("COPERNICA_CLIENT_KEY", COPERNICA_KEY),
-        ("COPERNICA_CLIENT_SECRET", COPERNICA_SECRET),
-        ("COPERNICA_REDIRECT_URI", redirect.as_str()),
-        ("COPERNICA_TOKEN_STORE", store.as_str()),
-        ("INVOCA_NETWORK_ID", NETWORK_ID),
-        ("INVOCA_ADVERTISER_ID", ADVERTISER_ID),
-        ("INVOCA_EMAIL_URLENCODED", EMAIL_URLENCODED),
-        ("INVOCA_USERNAME", INVOCA_USER),
-        ("INVOCA_PASSWORD", INVOCA_PASSWORD),
-        ("ALGONOMY_API_HOST", ALGONOMY_HOST),
-        ("ALGONOMY_TENANT_HASH", ALGONOMY_TENANT),
-        ("ALGONOMY_OAUTH_KEY_SECRET", ALGONOMY_KEY_SECRET),
-    ]);
-    let lookup = |name: &str| vars.get(name).map(|v| v.to_string());
-    let toml = demo_config(
-        &env,
-        &[
-            copilot.connect_to_toml(),
-            koupon.connect_to_toml(),
-            copernica.connect_to_toml(),
-            invoca.connect_to_toml(),
-            algonomy.connect_to_toml(),
-        ],
-    );
+    let vars = seed_vars(&redirect, &store);
+    let lookup = |name: &str| vars.get(name).cloned();
+    // sidekey's local CA for https:// apps (what `sidekey ca init` writes),
+    // and `[proxy.intercept]` naming it.
+    let local_ca = intercept_ca(env.dir(), "");
+    let toml = apis.config(&env, &local_ca.table);
     let config = Config::parse(&toml, Path::new("."), &lookup)?;
 
     // Copernica first: `sidekey authorize copernica`, once, before running.
@@ -251,6 +205,34 @@ async fn main() -> anyhow::Result<()> {
         "sidekey fetched {} token (create-token POST with oauth_key_secret, tenant_hash, JSON body) for all three requests",
         algonomy.mints()
     );
+
+    section("An https:// app (HTTPS_PROXY): CONNECT, intercepted with sidekey's local CA");
+    // As the app would be set up: HTTPS_PROXY=http://<sidekey>, and
+    // sidekey's CA certificate trusted (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, ...).
+    let client = https_proxy_client(addr, &local_ca.cert_pem);
+    let url = "https://api.copilot.cx/v1/collect/events";
+    println!(
+        "app sent:      CONNECT api.copilot.cx:443, then inside TLS: POST {url}   (no credentials)"
+    );
+    let before = copilot.accepted();
+    let resp = client
+        .post(url)
+        .body(r#"{"event":"thing_created"}"#)
+        .send()
+        .await?;
+    println!("sidekey:       answered 200 to CONNECT, completed TLS with a leaf for api.copilot.cx signed by its CA");
+    if let Some(seen) = copilot.server().last_request() {
+        println!(
+            "sidekey added: Authorization: {}",
+            mask(seen.header("authorization").unwrap_or("(none)"))
+        );
+    }
+    let status = resp.status();
+    println!("API answered:  {status} {}", resp.text().await?);
+    if copilot.accepted() != before + 1 {
+        anyhow::bail!("the Copilot stand-in did not accept the tunnelled request");
+    }
+    drop(client);
 
     section("A host no route names");
     let url = "http://unconfigured.example/steal";

@@ -1,7 +1,9 @@
 //! No secret in any log line: the built binary at `RUST_LOG=trace` (its own
 //! lines and those of hyper, h2, rustls), in text and JSON, through
-//! successes, upstream 401s, unmatched hosts and bad requests; and none in
-//! `sidekey check` output.
+//! successes, upstream 401s, unmatched hosts, bad requests and an `https://`
+//! request through an intercepted `CONNECT` tunnel; and none in `sidekey
+//! check` output. Besides the credentials, the local CA's private key (and
+//! any private key: leaf keys are never exposed) must not appear.
 
 mod support;
 
@@ -11,6 +13,7 @@ use base64::Engine as _;
 use http::{Request, StatusCode};
 use serde_json::json;
 use support::harness::*;
+use support::seeds::{https_proxy_client, intercept_ca, InterceptCa};
 use support::*;
 
 /// Credentials of a route whose upstream refuses them (a 401 from upstream).
@@ -71,6 +74,22 @@ struct Upstreams {
     copilot: CopilotApi,
     koupon: KouponApi,
     query: StandIn,
+    /// sidekey's local CA for `[proxy.intercept]`, written in the test's folder.
+    ca: InterceptCa,
+}
+
+/// The CA private key in every form a log could show it: the whole PEM,
+/// its base64 body joined, and each body line.
+fn ca_key_secrets(ca: &InterceptCa) -> Vec<String> {
+    let body: Vec<&str> = ca
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+        .collect();
+    assert!(!body.is_empty(), "a PEM key has a body");
+    let mut secrets = vec![ca.key_pem.trim().to_string(), body.concat()];
+    secrets.extend(body.iter().map(|l| l.to_string()));
+    secrets
 }
 
 fn upstreams(env: &TestEnv) -> Upstreams {
@@ -89,6 +108,7 @@ fn upstreams(env: &TestEnv) -> Upstreams {
         copilot: CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET),
         koupon: KouponApi::spawn(KOUPON_KEY, KOUPON_SECRET),
         query,
+        ca: intercept_ca(env.dir(), ""),
     }
 }
 
@@ -103,7 +123,8 @@ fn config(env: &TestEnv, up: &Upstreams) -> String {
             up.koupon.connect_to_toml(),
             connect_to("query.example.test:80", up.query.addr()),
         ],
-    ) + &copilot_route()
+    ) + &up.ca.table
+        + &copilot_route()
         + &format!(
             r#"
 [[route]]
@@ -189,6 +210,19 @@ async fn traffic(addr: std::net::SocketAddr, up: &Upstreams) {
     .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
+    // An https:// app: CONNECT, intercepted with the local CA, Copilot's
+    // credential added inside the tunnel.
+    let client = https_proxy_client(addr, &up.ca.cert_pem);
+    let resp = client
+        .post("https://api.copilot.cx/v1/users?q=private-query-value")
+        .header("authorization", "Bearer client-authorization-secret")
+        .body(r#"{"event":"x"}"#)
+        .send()
+        .await
+        .expect("a response through the tunnel");
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(client);
+
     // Unmatched.
     let req = Request::get("http://unmatched.example/x?token=unmatched-query-secret")
         .header("authorization", "Bearer unmatched-header-secret")
@@ -214,7 +248,7 @@ async fn traffic(addr: std::net::SocketAddr, up: &Upstreams) {
     );
     assert_eq!(resp.status, 400);
 
-    assert_eq!(up.copilot.accepted(), 1, "{:?}", up.copilot.rejections());
+    assert_eq!(up.copilot.accepted(), 2, "{:?}", up.copilot.rejections());
     assert_eq!(up.koupon.accepted(), 2, "{:?}", up.koupon.rejections());
 }
 
@@ -278,6 +312,11 @@ async fn run_and_check_logs(format: &str) {
         secrets.extend(rec.query_values("authSignature"));
     }
     assert_eq!(secrets.iter().filter(|s| s.len() == 40).count(), 2);
+    secrets.extend(ca_key_secrets(&up.ca));
+    // No private key of any kind: the CA's, or a leaf's (leaf keys live
+    // only in memory and are never exposed, so their text is not known
+    // here; no PEM key header may appear at all).
+    secrets.push("PRIVATE KEY".to_string());
     for secret in &secrets {
         if let Some(line) = output.lines().find(|l| l.contains(secret.as_str())) {
             panic!("{format} logs show {secret:?}:\n{line}");
@@ -306,7 +345,10 @@ async fn check_output_holds_no_secret() {
     for route in ["copilot", "copilot-stale", "koupon", "query"] {
         assert!(stdout.contains(&format!("route \"{route}\"")), "{stdout}");
     }
-    for secret in config_secrets() {
+    let mut secrets = config_secrets();
+    secrets.extend(ca_key_secrets(&up.ca));
+    secrets.push("PRIVATE KEY".to_string());
+    for secret in secrets {
         assert!(
             !stdout.contains(&secret) && !stderr.contains(&secret),
             "check shows {secret:?}:\n{stdout}\n{stderr}"

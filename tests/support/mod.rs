@@ -24,6 +24,8 @@ pub mod oauth2;
 pub mod process;
 /// A raw upstream that records every byte (smuggling tests).
 pub mod recorder;
+/// All five seed stand-ins with the seed routes; a local CA for interception.
+pub mod seeds;
 pub mod server;
 pub mod test_env;
 pub mod tokens;
