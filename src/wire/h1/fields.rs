@@ -39,11 +39,30 @@ pub(crate) fn record(spans: &mut Vec<Span>, base: usize, headers: &[httparse::He
 pub struct RawFields {
     bytes: Bytes,
     spans: Vec<Span>,
+    /// Whether a `Connection` field may name other fields (hop-by-hop
+    /// for this message). True until a parser that read every
+    /// `Connection` value says otherwise, so that writing a head does not
+    /// scan them again.
+    may_name_fields: bool,
 }
 
 impl RawFields {
     pub(crate) fn new(bytes: Bytes, spans: Vec<Span>) -> RawFields {
-        RawFields { bytes, spans }
+        RawFields {
+            bytes,
+            spans,
+            may_name_fields: true,
+        }
+    }
+
+    /// What the parser found: whether a `Connection` field names fields.
+    pub(crate) fn set_names_fields(&mut self, names: bool) {
+        self.may_name_fields = names;
+    }
+
+    /// False when no `Connection` field names another field.
+    pub(crate) fn may_name_fields(&self) -> bool {
+        self.may_name_fields
     }
 
     /// Parses `Name: value` lines (each ending in CRLF, then an empty
@@ -55,7 +74,7 @@ impl RawFields {
         match httparse::parse_headers(&bytes, &mut headers) {
             Ok(httparse::Status::Complete((_, parsed))) => {
                 record(&mut spans, bytes.as_ptr() as usize, parsed);
-                Some(RawFields { bytes, spans })
+                Some(RawFields::new(bytes, spans))
             }
             _ => None,
         }

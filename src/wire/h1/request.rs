@@ -139,7 +139,7 @@ impl RequestParser {
         let head_target = head.slice(target.clone());
         let uri = http::Uri::from_maybe_shared(head.slice(target))
             .map_err(|_| RequestError::Invalid("invalid request target"))?;
-        let fields = RawFields::new(head, spans);
+        let mut fields = RawFields::new(head, spans);
         let version = if minor == 0 {
             Version::HTTP_10
         } else {
@@ -155,6 +155,8 @@ impl RequestParser {
         };
         let expect_continue =
             framing != Framing::Empty && version == Version::HTTP_11 && scan.expect_continue;
+        let names_fields = scan.connection.names_fields;
+        fields.set_names_fields(names_fields);
         Ok(Some(RequestHead {
             method,
             uri,

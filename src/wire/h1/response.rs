@@ -77,7 +77,7 @@ pub(crate) fn parse_response(
             response.version.unwrap_or(1),
         )
     };
-    let fields = RawFields::new(buf.split_to(len).freeze(), spans);
+    let mut fields = RawFields::new(buf.split_to(len).freeze(), spans);
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Header)?;
     let version = if minor == 0 {
         Version::HTTP_10
@@ -88,6 +88,8 @@ pub(crate) fn parse_response(
     let framing = framing(method, status, &scan)?;
     let keep_alive =
         version == Version::HTTP_11 && framing != Framing::UntilClose && !scan.connection.close;
+    let names_fields = scan.connection.names_fields;
+    fields.set_names_fields(names_fields);
     Ok(Some(ResponseHead {
         status,
         fields,
