@@ -273,6 +273,38 @@ async fn a_websocket_inside_a_connect_tunnel_gets_the_credential_too() {
     proxy.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_for_an_http2_upstream_is_refused_with_a_clear_502() {
+    let env = TestEnv::new();
+    // The Copilot stand-in offers h2 by ALPN: sidekey speaks HTTP/2 to it.
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let config = proxy_toml(&env, "", &[copilot.connect_to_toml()]) + &copilot_route();
+    let proxy = start_sidekey(&env, &config).await;
+
+    let bytes = raw(
+        proxy.proxy_addr(),
+        b"GET http://api.copilot.cx/v1/socket HTTP/1.1\r\nHost: api.copilot.cx\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    let resp = parse_response(&bytes);
+    assert_eq!(resp.status, 502, "{}", resp.body_text());
+    let json: serde_json::Value = serde_json::from_slice(&resp.body).expect("a JSON body");
+    assert_eq!(json["error"], "upstream_error");
+    assert_eq!(json["route"], "copilot");
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP/2") && message.contains("WebSocket"),
+        "{message}"
+    );
+    assert!(
+        copilot.server().requests().is_empty(),
+        "nothing was sent upstream"
+    );
+    assert_eq!(metric(&proxy, OPEN).await, 0.0);
+    assert_no_foreign_panic();
+    proxy.shutdown().await;
+}
+
 /// A fresh sidekey CA in `env`'s folder: its certificate PEM, and the
 /// `[proxy.intercept]` table naming it.
 fn intercept_ca(env: &TestEnv) -> (String, String) {

@@ -724,3 +724,40 @@ impl Body for RequestBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, version: Version, fields: &[u8]) -> ClientRequest {
+        ClientRequest {
+            method,
+            uri: Uri::from_static("/socket"),
+            version,
+            fields: RawFields::parse(fields).unwrap(),
+            body: RequestBody(Inner::Empty),
+        }
+    }
+
+    #[test]
+    fn an_upgrade_request_is_a_bodyless_http11_get_naming_upgrade() {
+        let asks = b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let upgrade = request(Method::GET, Version::HTTP_11, asks).upgrade();
+        assert_eq!(upgrade, Some(HeaderValue::from_static("websocket")));
+        assert_eq!(
+            request(Method::POST, Version::HTTP_11, asks).upgrade(),
+            None
+        );
+        assert_eq!(request(Method::GET, Version::HTTP_10, asks).upgrade(), None);
+        let unnamed = b"Connection: keep-alive\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(
+            request(Method::GET, Version::HTTP_11, unnamed).upgrade(),
+            None
+        );
+        let no_protocol = b"Connection: upgrade\r\n\r\n";
+        assert_eq!(
+            request(Method::GET, Version::HTTP_11, no_protocol).upgrade(),
+            None
+        );
+    }
+}
