@@ -136,6 +136,7 @@ pub struct Metrics {
     pub(crate) tls_handshakes: Family<HandshakeLabels, Counter>,
     pub(crate) leaves_minted: Counter,
     pub(crate) tunnels_open: Gauge,
+    pub(crate) upgrades_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -230,8 +231,15 @@ impl Metrics {
             "Intercepted CONNECT tunnels open",
             tunnels_open.clone(),
         );
+        let upgrades_open = Gauge::default();
+        registry.register(
+            "upgrades_open",
+            "Upgraded connections (WebSocket) open: bytes flowing both ways after a 101",
+            upgrades_open.clone(),
+        );
         Metrics {
             registry,
+            upgrades_open,
             body_stalls,
             tls_handshakes,
             leaves_minted,

@@ -24,7 +24,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{HeaderValue, HOST};
 use http::{Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -41,6 +41,7 @@ use crate::wire::h1::client::{self as h1, H1Error, RequestParts, SendFailure};
 use crate::wire::h1::response::ResponseHead;
 use crate::wire::h1::server::IncompleteBody;
 use crate::wire::headers::ForwardHeaders;
+use crate::wire::io::Upgraded;
 use crate::wire::reply::ReplyHead;
 use crate::wire::BoxError;
 
@@ -82,6 +83,10 @@ pub(crate) enum SendError {
     /// No response head by the deadline.
     #[error("no response before the deadline")]
     Timeout,
+    /// An upgrade request (WebSocket) for an upstream that speaks
+    /// HTTP/2: upgrades are HTTP/1.1's.
+    #[error("the upstream speaks HTTP/2, over which sidekey does not forward WebSocket or other HTTP/1.1 upgrades")]
+    UpgradeOverH2,
 }
 
 impl SendError {
@@ -219,6 +224,9 @@ impl Upstreams {
                     Err(SendFailure::Failed(H1Error::Timeout)) => return Err(SendError::Timeout),
                     Err(SendFailure::Failed(e)) => return Err(SendError::H1(e)),
                 },
+                Pooled::H2(_) if out.headers.asks_upgrade() => {
+                    return Err(SendError::UpgradeOverH2)
+                }
                 Pooled::H2(sender) => {
                     // Boxed: HTTP/2's futures are large, and inline they
                     // would make every request's future (and every idle
@@ -282,7 +290,8 @@ impl Upstreams {
 }
 
 /// An upstream's answer: its status and header fields, and its body
-/// streaming from the connection.
+/// streaming from the connection (after a `101`, the connection itself:
+/// [`ReplyBody::take_switched`]).
 pub(crate) struct UpstreamResponse {
     pub status: StatusCode,
     pub head: ReplyHead,
@@ -290,8 +299,24 @@ pub(crate) struct UpstreamResponse {
 }
 
 /// The response of an HTTP/1.1 upstream; its connection goes back to the
-/// pool when the body ends (at once when there is none).
+/// pool when the body ends (at once when there is none). After a `101`
+/// the connection is the body, never pooled again.
 fn h1_response(head: ResponseHead, conn: Box<H1Conn>, back: Return) -> UpstreamResponse {
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let protocol = head
+            .fields
+            .get_shared("upgrade")
+            .and_then(|v| HeaderValue::from_maybe_shared(v).ok());
+        let (io, buffered) = (*conn).into_switched();
+        return UpstreamResponse {
+            status: head.status,
+            head: ReplyHead::Upstream(head.fields),
+            body: ReplyBody(Inner::Switched(Some(Switched {
+                io: Upgraded::new(io, buffered),
+                protocol,
+            }))),
+        };
+    }
     let mut body = h1::Body::new(&head, conn);
     let back = match body.reusable() {
         Some(conn) => {
@@ -475,6 +500,16 @@ enum Inner {
         back: Option<Return>,
     },
     H2(Incoming),
+    /// A `101`'s: no body, the upstream connection that switched.
+    Switched(Option<Switched>),
+}
+
+/// An upstream connection that switched protocols after its `101`.
+pub(crate) struct Switched {
+    /// The stream, with what the upstream sent after the `101` head.
+    pub(crate) io: Upgraded,
+    /// The `101`'s `Upgrade` value: the protocol switched to.
+    pub(crate) protocol: Option<HeaderValue>,
 }
 
 impl ReplyBody {
@@ -486,6 +521,14 @@ impl ReplyBody {
 
     pub fn empty() -> ReplyBody {
         ReplyBody(Inner::Full(None))
+    }
+
+    /// The upstream connection of a `101`'s body, once.
+    pub(crate) fn take_switched(&mut self) -> Option<Switched> {
+        match &mut self.0 {
+            Inner::Switched(switched) => switched.take(),
+            _ => None,
+        }
     }
 }
 
@@ -513,6 +556,7 @@ impl Body for ReplyBody {
             Inner::H2(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            Inner::Switched(_) => Poll::Ready(None),
         }
     }
 
@@ -521,6 +565,7 @@ impl Body for ReplyBody {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::H1 { body, .. } => body.is_end_stream(),
             Inner::H2(body) => body.is_end_stream(),
+            Inner::Switched(_) => true,
         }
     }
 
@@ -531,6 +576,7 @@ impl Body for ReplyBody {
             }
             Inner::H1 { body, .. } => body.size_hint(),
             Inner::H2(body) => body.size_hint(),
+            Inner::Switched(_) => SizeHint::with_exact(0),
         }
     }
 }

@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::host::RequestHost;
 use super::tunnel::{self, Tunnel};
+use super::upgrade;
 use super::{Reply, Runtime, Shared};
 use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
 use crate::client::ProxyBody;
@@ -81,6 +82,10 @@ pub(crate) fn handle<'a>(
             Ok(Next::Opened(reply)) => Ok(*reply),
             Err(e) => Err(e),
         };
+        // An upstream's `101` to an upgrade request: the connections are
+        // spliced once it is written.
+        let idle = runtime.settings.body_idle_timeout;
+        let result = result.and_then(|r| upgrade::take_over(r, idle, &shared.metrics));
         finish(shared, start, &method, uri.path(), route, result)
     }
 }
@@ -307,6 +312,7 @@ fn prepare(
         Err(e) => return Err(e),
     };
     let host = host.as_ref().map_or("", RequestHost::as_str);
+    let upgrade = req.upgrade();
     let ClientRequest {
         method,
         uri,
@@ -334,6 +340,9 @@ fn prepare(
         }
     }
     add_forwarded(&mut headers, runtime.settings.forwarded, conn, host);
+    if let Some(protocol) = upgrade {
+        headers.ask_upgrade(protocol);
+    }
     Ok(Next::Forward(Plan {
         route,
         target,

@@ -8,6 +8,7 @@ pub(crate) mod error;
 pub(crate) mod handler;
 pub mod host;
 pub(crate) mod tunnel;
+pub(crate) mod upgrade;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

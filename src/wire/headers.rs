@@ -193,6 +193,21 @@ impl ForwardHeaders {
         }
     }
 
+    /// Asks the upstream to switch to `protocol` (the client's `Upgrade`
+    /// value): `Upgrade` and `Connection: upgrade`, sidekey's own (the
+    /// client's are hop-by-hop and never forwarded).
+    pub(crate) fn ask_upgrade(&mut self, protocol: HeaderValue) {
+        self.added
+            .push((header::CONNECTION, HeaderValue::from_static("upgrade")));
+        self.added.push((header::UPGRADE, protocol));
+    }
+
+    /// Whether the request asks the upstream to switch protocols (see
+    /// [`ForwardHeaders::ask_upgrade`]): only then may it answer `101`.
+    pub(crate) fn asks_upgrade(&self) -> bool {
+        self.added.iter().any(|(name, _)| name == header::UPGRADE)
+    }
+
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
         self.added.iter().any(|(n, _)| n == name) || self.client_value(name.as_str()).is_some()
     }
@@ -309,6 +324,27 @@ mod tests {
         assert!(options.close && options.keep_alive && !options.names_fields);
         assert!(!is_hop_by_hop(&header::DATE));
         assert!(is_hop_by_hop(&HeaderName::from_static("proxy-connection")));
+    }
+
+    #[test]
+    fn only_an_upgrade_sidekey_asks_for_is_forwarded() {
+        let client = RawFields::parse(
+            b"Connection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Hop: 1\r\nSec-WebSocket-Key: k\r\n\r\n",
+        )
+        .unwrap();
+        let mut headers = ForwardHeaders::new(client);
+        let mut lines = Vec::new();
+        headers.write_lines(&mut lines, |_| false);
+        assert_eq!(lines, b"Sec-WebSocket-Key: k\r\n");
+        assert!(!headers.asks_upgrade());
+        headers.ask_upgrade(HeaderValue::from_static("websocket"));
+        assert!(headers.asks_upgrade());
+        lines.clear();
+        headers.write_lines(&mut lines, |_| false);
+        assert_eq!(
+            String::from_utf8_lossy(&lines),
+            "Sec-WebSocket-Key: k\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+        );
     }
 
     #[test]

@@ -49,13 +49,29 @@ impl AsyncRead for ReadHalf {
     }
 }
 
-/// A client connection handed over after a reply that switched it to
-/// another protocol: reads give first what the client sent beyond the
-/// request head, then the stream's bytes.
+/// A connection that switched to another protocol: a client's, handed
+/// over after the reply that switched it, or an upstream's after its
+/// `101`. Reads give first what the peer sent beyond the last head, then
+/// the stream's bytes.
 pub struct Upgraded {
     pub buffered: Bytes,
     pub read: ReadHalf,
     pub write: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+impl Upgraded {
+    /// `io` with `buffered`, read from it already, in front.
+    pub fn new<S>(io: S, buffered: Bytes) -> Upgraded
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(io);
+        Upgraded {
+            buffered,
+            read: ReadHalf::Other(Box::new(read)),
+            write: Box::new(write),
+        }
+    }
 }
 
 /// What runs on a connection once its reply has been written, in the

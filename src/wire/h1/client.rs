@@ -61,7 +61,9 @@ pub enum H1Error {
     ClosedBeforeHead,
     #[error("the upstream closed the connection in the middle of the response body")]
     ClosedInBody,
-    #[error("the upstream answered 101 Switching Protocols, which sidekey does not proxy")]
+    #[error(
+        "the upstream answered 101 Switching Protocols to a request that did not ask to upgrade"
+    )]
     SwitchingProtocols,
     /// The client's side failed: its body could not be read (it went
     /// away, stalled or was malformed).
@@ -142,7 +144,10 @@ impl<T: Transport> Connection<T> {
     /// Writes the request and its `body` and reads the response head, by
     /// `deadline`. The head is read while the body is written: an early
     /// answer ends the upload (the rest is not sent) and the connection is
-    /// not reused after it.
+    /// not reused after it. A `101 Switching Protocols` is an answer only
+    /// to a request that asks to upgrade ([`ForwardHeaders::asks_upgrade`]);
+    /// the connection then carries the new protocol
+    /// ([`Connection::into_switched`]).
     pub async fn send<B>(
         &mut self,
         req: RequestParts<'_>,
@@ -197,8 +202,9 @@ impl<T: Transport> Connection<T> {
             stopped: false,
         };
         let method = req.method;
+        let upgrade = req.headers.asks_upgrade();
         let exchange = std::pin::pin!(std::future::poll_fn(|cx| {
-            exchange(io, buf, &mut upload, body, method, cx)
+            exchange(io, buf, &mut upload, body, method, upgrade, cx)
         }));
         let bounded = Bounded {
             deadline,
@@ -209,6 +215,13 @@ impl<T: Transport> Connection<T> {
         // Keep the head buffer's allocation for the next request.
         *out = std::mem::take(&mut upload.head);
         result.map_err(SendFailure::Failed)
+    }
+
+    /// The stream of a connection whose upstream answered `101` to an
+    /// upgrade, and what it sent after the `101` head.
+    pub fn into_switched(self) -> (T, Bytes) {
+        let Connection { io, buf, .. } = self;
+        (io, buf.freeze())
     }
 
     /// Reads more into the buffer; `Ok(0)` at the end of the connection.
@@ -247,13 +260,15 @@ enum UploadError {
 /// Drives both sides of an exchange on `io`: writes what is left of the
 /// request while it reads the response head. Ends with the head (the
 /// connection reusable only if the request was written whole), or with
-/// the error that ended it.
+/// the error that ended it. `upgrade`: the request asked to switch
+/// protocols, so a `101` is its answer.
 fn exchange<T: Transport, B>(
     io: &mut T,
     buf: &mut BytesMut,
     upload: &mut Upload,
     body: &mut B,
     method: &Method,
+    upgrade: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<ResponseHead, H1Error>>
 where
@@ -272,8 +287,13 @@ where
     loop {
         match response::parse_response(buf, method, MAX_HEAD_BYTES) {
             Err(e) => return Poll::Ready(Err(e.into())),
-            Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
-                return Poll::Ready(Err(H1Error::SwitchingProtocols))
+            Ok(Some(mut head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                if !upgrade {
+                    return Poll::Ready(Err(H1Error::SwitchingProtocols));
+                }
+                // The connection now carries another protocol.
+                head.keep_alive = false;
+                return Poll::Ready(Ok(head));
             }
             // 100 Continue, 103 Early Hints: the final answer follows.
             Ok(Some(head)) if head.status.is_informational() => continue,
@@ -471,5 +491,92 @@ impl<T: Transport> HttpBody for Body<T> {
 
     fn size_hint(&self) -> SizeHint {
         self.state.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::header::HeaderValue;
+    use http::StatusCode;
+    use http_body_util::Empty;
+    use tokio_test::io::{Builder, Mock};
+
+    use super::*;
+    use crate::wire::h1::fields::RawFields;
+
+    struct Upstream(Mock);
+
+    impl AsyncRead for Upstream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Upstream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl Transport for Upstream {
+        fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgrade_request_takes_the_101_and_the_bytes_behind_it() {
+        // The client's own Connection and Upgrade are hop-by-hop: only
+        // those sidekey adds are written.
+        let client = RawFields::parse(
+            b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+        )
+        .unwrap();
+        let mut headers = ForwardHeaders::new(client);
+        headers.ask_upgrade(HeaderValue::from_static("websocket"));
+        let mock = Builder::new()
+            .write(
+                b"GET /socket HTTP/1.1\r\nhost: upstream.test\r\nSec-WebSocket-Key: k\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            )
+            .read(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x02hi")
+            .build();
+        let mut conn = Connection::new(Upstream(mock));
+        let deadline = Deadline::new(tokio::time::Instant::now(), Duration::from_secs(5), None);
+        let parts = RequestParts {
+            method: &Method::GET,
+            target: "/socket",
+            headers: &headers,
+            host: "upstream.test",
+        };
+        let head = match conn
+            .send(parts, &mut Empty::<Bytes>::new(), &deadline)
+            .await
+        {
+            Ok(head) => head,
+            Err(SendFailure::Failed(e)) => panic!("{e}"),
+            Err(SendFailure::Unsent) => panic!("unsent"),
+        };
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert!(!head.keep_alive);
+        let (_io, buffered) = (*conn).into_switched();
+        assert_eq!(&buffered[..], b"\x81\x02hi");
     }
 }

@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::wire::deadline::{IdleTimer, Progress, Stalled};
 pub use crate::wire::io::ReadHalf;
 use crate::wire::io::Upgraded;
-use http::{Method, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -34,6 +34,7 @@ use super::fields::{Framing, RawFields};
 use super::framed::{self, Framed};
 use super::request::{RequestError, RequestHead, RequestParser};
 use super::response::{self, Fields};
+use crate::wire::headers::ConnectionOptions;
 use crate::wire::reply::{Reply, ReplyHead};
 use crate::wire::BoxError;
 
@@ -451,6 +452,8 @@ where
         keep_alive = false;
     }
     let connection = match (keep_alive, http10) {
+        // The connection switches to the protocol its `Upgrade` names.
+        _ if status == StatusCode::SWITCHING_PROTOCOLS => Some("upgrade"),
         (true, false) => None,
         (true, true) => Some("keep-alive"),
         (false, _) => Some("close"),
@@ -588,6 +591,21 @@ pub struct ClientRequest {
     pub body: RequestBody,
 }
 
+impl ClientRequest {
+    /// What an upgrade request asks to switch to: its `Upgrade` value,
+    /// for an HTTP/1.1 `GET` without a body whose `Connection` names
+    /// `upgrade` (RFC 9110 7.8). `None` for any other request.
+    pub(crate) fn upgrade(&self) -> Option<HeaderValue> {
+        let asks = self.method == Method::GET
+            && self.version == Version::HTTP_11
+            && matches!(self.body.0, Inner::Empty)
+            && ConnectionOptions::of(&self.fields).upgrade;
+        let value = asks.then(|| self.fields.get_shared("upgrade")).flatten()?;
+        let value = HeaderValue::from_maybe_shared(value).ok()?;
+        (!value.is_empty()).then_some(value)
+    }
+}
+
 /// The body of a client's request, read from the connection as it is
 /// forwarded.
 pub struct RequestBody(Inner);
@@ -704,5 +722,42 @@ impl Body for RequestBody {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Stream { state, .. } => state.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, version: Version, fields: &[u8]) -> ClientRequest {
+        ClientRequest {
+            method,
+            uri: Uri::from_static("/socket"),
+            version,
+            fields: RawFields::parse(fields).unwrap(),
+            body: RequestBody(Inner::Empty),
+        }
+    }
+
+    #[test]
+    fn an_upgrade_request_is_a_bodyless_http11_get_naming_upgrade() {
+        let asks = b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let upgrade = request(Method::GET, Version::HTTP_11, asks).upgrade();
+        assert_eq!(upgrade, Some(HeaderValue::from_static("websocket")));
+        assert_eq!(
+            request(Method::POST, Version::HTTP_11, asks).upgrade(),
+            None
+        );
+        assert_eq!(request(Method::GET, Version::HTTP_10, asks).upgrade(), None);
+        let unnamed = b"Connection: keep-alive\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(
+            request(Method::GET, Version::HTTP_11, unnamed).upgrade(),
+            None
+        );
+        let no_protocol = b"Connection: upgrade\r\n\r\n";
+        assert_eq!(
+            request(Method::GET, Version::HTTP_11, no_protocol).upgrade(),
+            None
+        );
     }
 }
