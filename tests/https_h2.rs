@@ -173,6 +173,22 @@ async fn h2_in_tunnel(
 ) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
     let (stream, head) = connect(proxy, authority).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let tls = tls_h2(stream, sni, ca_pem).await;
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("the HTTP/2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// A TLS connection on `stream` naming `sni`, offering `h2` only and
+/// trusting `ca_pem` only; checks that `h2` was chosen.
+async fn tls_h2(
+    stream: TcpStream,
+    sni: &str,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("a PEM certificate")).expect("a root");
@@ -192,12 +208,7 @@ async fn h2_in_tunnel(
         .await
         .expect("the handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("the HTTP/2 handshake");
-    tokio::spawn(conn);
-    send
+    tls
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,5 +279,29 @@ async fn the_tls_listener_serves_h2() {
     }
     assert_eq!(copilot.accepted(), 2);
     drop(client);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_that_sends_nothing_is_closed_after_header_read_timeout() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let (ca, table) = intercept_ca(&env, "listen = \"127.0.0.1:0\"");
+    let config = proxy_toml(
+        &env,
+        "header_read_timeout = \"300ms\"",
+        &[copilot.connect_to_toml()],
+    ) + &table
+        + &copilot_route();
+    let proxy = start_sidekey(&env, &config).await;
+    let tls_addr = proxy.intercept_addr().expect("the TLS listener");
+
+    let stream = TcpStream::connect(tls_addr).await.expect("connect");
+    let mut tls = tls_h2(stream, "api.copilot.cx", &ca).await;
+    // No HTTP/2 preface: sidekey closes the connection (after its
+    // SETTINGS and GOAWAY, if any).
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the connection is closed");
     proxy.shutdown().await;
 }

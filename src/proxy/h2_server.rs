@@ -16,7 +16,14 @@
 //! and the requests in flight finish.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
 
 use http::uri::PathAndQuery;
 use http::{header, Method, Request, Response, Uri};
@@ -28,11 +35,13 @@ use super::error::ProxyError;
 use super::handler::{self, ConnInfo};
 use super::{Reply, Shared};
 use crate::client::pool::ReplyBody;
+use crate::wire::deadline::IdleTimer;
 use crate::wire::h1::fields::RawFields;
 use crate::wire::h1::response::HeadError;
 use crate::wire::h1::server::{ClientRequest, Limits, RequestBody};
 use crate::wire::headers::strip_hop_by_hop;
 use crate::wire::reply::ReplyHead;
+use crate::wire::BoxError;
 
 /// The most requests one HTTP/2 connection runs at once
 /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); more wait in the client.
@@ -57,8 +66,16 @@ pub(crate) async fn serve<S>(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .keep_alive_interval(limits.header_read_timeout)
         .keep_alive_timeout(limits.header_read_timeout);
+    // A client that sends no request within `header_read_timeout` of the
+    // handshake (not even the HTTP/2 preface, before which hyper sends no
+    // pings) is closed, as an HTTP/1.1 one would be.
+    let header_read_timeout = limits.header_read_timeout;
+    let first_request = tokio::time::sleep(header_read_timeout);
+    let asked = Arc::new(AtomicBool::new(false));
     let conn = Arc::new(conn);
+    let seen = asked.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         let shared = shared.clone();
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(answer(&shared, &conn, req).await) }
@@ -71,11 +88,27 @@ pub(crate) async fn serve<S>(
             std::future::pending::<()>().await;
         }
     };
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stopped => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut stopped = std::pin::pin!(stopped);
+    let mut first_request = std::pin::pin!(first_request);
+    let mut waiting = true;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = &mut stopped => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            () = &mut first_request, if waiting => {
+                waiting = false;
+                if !asked.load(Ordering::Relaxed) {
+                    tracing::debug!("HTTP/2 client sent no request within header_read_timeout; closed");
+                    // GOAWAY if the preface came; hyper waits for it
+                    // before acting on that, so bounded.
+                    connection.as_mut().graceful_shutdown();
+                    let closed = tokio::time::timeout(header_read_timeout, connection).await;
+                    break closed.unwrap_or(Ok(()));
+                }
+            }
         }
     };
     if let Err(e) = result {
@@ -88,21 +121,21 @@ async fn answer(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Response<ReplyBody> {
+) -> Response<H2ReplyBody> {
     // CONNECT (and extended CONNECT) inside HTTP/2 would need a stream
     // takeover: refused, like CONNECT on a route's own listener.
     if req.method() == Method::CONNECT {
-        return response(ProxyError::Connect.to_reply(None));
+        return response(ProxyError::Connect.to_reply(None), &conn.limits);
     }
     let req = match client_request(req, &conn.limits) {
         Ok(req) => req,
-        Err(e) => return response(e.to_reply(None)),
+        Err(e) => return response(e.to_reply(None), &conn.limits),
     };
     let reply = handler::handle(shared, conn, req).await;
     if reply.upgrade.is_some() {
-        return response(ProxyError::Connect.to_reply(None));
+        return response(ProxyError::Connect.to_reply(None), &conn.limits);
     }
-    response(reply)
+    response(reply, &conn.limits)
 }
 
 /// The HTTP/2 request as the handler takes it: an origin-form target, and
@@ -137,7 +170,7 @@ fn client_request(req: Request<Incoming>, limits: &Limits) -> Result<ClientReque
 
 /// A reply as an HTTP/2 response: its fields without the hop-by-hop and
 /// connection-specific ones (forbidden in HTTP/2).
-fn response(reply: Reply) -> Response<ReplyBody> {
+fn response(reply: Reply, limits: &Limits) -> Response<H2ReplyBody> {
     let Reply {
         status, head, body, ..
     } = reply;
@@ -145,14 +178,64 @@ fn response(reply: Reply) -> Response<ReplyBody> {
         ReplyHead::Map(headers) => headers,
         ReplyHead::Upstream(raw) => match raw.to_header_map(0) {
             Some(headers) => headers,
-            None => return response(ProxyError::UpstreamHead(HeadError::Header).to_reply(None)),
+            None => {
+                let reply = ProxyError::UpstreamHead(HeadError::Header).to_reply(None);
+                return response(reply, limits);
+            }
         },
     };
     strip_hop_by_hop(&mut headers);
-    let mut response = Response::new(body);
+    let mut response = Response::new(H2ReplyBody {
+        body,
+        idle: IdleTimer::new(limits.body_idle_timeout),
+        stalls: limits.stalls.upstream.clone(),
+    });
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// A reply's body on its way to an HTTP/2 client: its source (the
+/// upstream) may stay silent for `body_idle_timeout` at most, then the
+/// stream is reset. (A client that stops reading is HTTP/2 flow
+/// control's business: the body is not polled then.)
+pub(crate) struct H2ReplyBody {
+    body: ReplyBody,
+    idle: IdleTimer,
+    stalls: Counter,
+}
+
+impl Body for H2ReplyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle.disarm();
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.idle.poll_expired(cx) {
+                Poll::Ready(stalled) => {
+                    this.stalls.inc();
+                    Poll::Ready(Some(Err(stalled.into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -174,7 +257,14 @@ mod tests {
             close: false,
             upgrade: None,
         };
-        let response = response(reply);
+        let limits = Limits {
+            header_read_timeout: std::time::Duration::from_secs(1),
+            body_idle_timeout: std::time::Duration::from_secs(1),
+            max_header_bytes: 1024,
+            max_headers: 10,
+            stalls: Default::default(),
+        };
+        let response = response(reply, &limits);
         let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["content-type", "x-end"]);
         assert_eq!(
