@@ -243,6 +243,13 @@ async fn inside_a_tunnel_an_h2_request_for_another_authority_gets_421() {
     let resp = send.send_request(req).await.expect("a response");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
+    // CONNECT inside HTTP/2: not a tunnel.
+    let req = http::Request::connect("elsewhere.example.test:443")
+        .body(empty())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("a response");
+    assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+
     // The same connection still serves the right host.
     let req = http::Request::get("https://api.copilot.cx/v1/users")
         .body(empty())

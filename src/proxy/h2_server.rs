@@ -125,16 +125,49 @@ async fn answer(
     // CONNECT (and extended CONNECT) inside HTTP/2 would need a stream
     // takeover: refused, like CONNECT on a route's own listener.
     if req.method() == Method::CONNECT {
-        return response(ProxyError::Connect.to_reply(None), &conn.limits);
+        return refuse(
+            shared,
+            conn,
+            req.method(),
+            req.uri().path(),
+            ProxyError::Connect,
+        );
     }
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let req = match client_request(req, &conn.limits) {
         Ok(req) => req,
-        Err(e) => return response(e.to_reply(None), &conn.limits),
+        Err(e) => return refuse(shared, conn, &method, &path, e),
     };
     let reply = handler::handle(shared, conn, req).await;
     if reply.upgrade.is_some() {
+        // Not reached: a CONNECT is refused above, and HTTP/2 has no
+        // Upgrade.
         return response(ProxyError::Connect.to_reply(None), &conn.limits);
     }
+    response(reply, &conn.limits)
+}
+
+/// The answer to a request refused before it reached the handler, logged
+/// and counted as the handler does with the requests it refuses.
+fn refuse(
+    shared: &Shared,
+    conn: &ConnInfo,
+    method: &Method,
+    path: &str,
+    err: ProxyError,
+) -> Response<H2ReplyBody> {
+    let reply = err.to_reply(None);
+    let status = reply.status.as_u16();
+    tracing::warn!(
+        route = "-",
+        method = %method,
+        path = %path,
+        status,
+        error = err.code(),
+        cause = %err,
+        "request"
+    );
+    shared.unmatched_requests.inc(&shared.metrics, status);
     response(reply, &conn.limits)
 }
 
