@@ -165,12 +165,17 @@ async fn an_h2_upload_of_a_few_mb_streams_through_whole() {
 
 /// Opens a tunnel to `authority` and a TLS connection inside it offering
 /// `h2` only, and an HTTP/2 client connection on it.
-async fn h2_in_tunnel(
+async fn h2_in_tunnel<B>(
     proxy: std::net::SocketAddr,
     authority: &str,
     sni: &str,
     ca_pem: &str,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (stream, head) = connect(proxy, authority).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     let tls = tls_h2(stream, sni, ca_pem).await;
@@ -310,5 +315,62 @@ async fn an_h2_client_that_sends_nothing_is_closed_after_header_read_timeout() {
     let mut got = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut got)).await;
     assert!(closed.is_ok(), "the connection is closed");
+    proxy.shutdown().await;
+}
+
+/// A request body that sends one piece, then nothing, ever.
+struct Stalling(Option<bytes::Bytes>);
+
+impl http_body::Body for Stalling {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(data) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upload_that_stalls_gets_408_after_body_idle_timeout() {
+    let env = TestEnv::new();
+    // An HTTP/1.1 upstream (the route `echo`, plain HTTP).
+    let server = StandIn::spawn_fn(None, |rec| text_reply(StatusCode::OK, rec.path()));
+    let (ca, table) = intercept_ca(&env, "");
+    let config = echo_config(&env, server.addr(), "body_idle_timeout = \"300ms\"") + &table;
+    let proxy = start_sidekey(&env, &config).await;
+
+    let mut send = h2_in_tunnel(
+        proxy.proxy_addr(),
+        "echo.example.test:443",
+        "echo.example.test",
+        &ca,
+    )
+    .await;
+    let req = http::Request::post("https://echo.example.test/upload")
+        .body(Stalling(Some(bytes::Bytes::from_static(b"the start"))))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("an answer once the body has been silent for 300 ms")
+        .expect("a response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(
+        status,
+        StatusCode::REQUEST_TIMEOUT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(String::from_utf8_lossy(&body).contains("request_body_timeout"));
+    assert_eq!(
+        metric(&proxy, "sidekey_body_idle_timeouts_total{side=\"client\"}").await,
+        1.0
+    );
     proxy.shutdown().await;
 }
