@@ -374,3 +374,39 @@ async fn an_h2_upload_that_stalls_gets_408_after_body_idle_timeout() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_header_list_over_max_header_bytes_is_refused() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let (ca, table) = intercept_ca(&env, "");
+    let config = proxy_toml(
+        &env,
+        "max_header_bytes = 8192",
+        &[copilot.connect_to_toml()],
+    ) + &table
+        + &copilot_route();
+    let proxy = start_sidekey(&env, &config).await;
+
+    let mut send = h2_in_tunnel(
+        proxy.proxy_addr(),
+        "api.copilot.cx:443",
+        "api.copilot.cx",
+        &ca,
+    )
+    .await;
+    let req = http::Request::get("https://api.copilot.cx/v1/users")
+        .header("x-big", "x".repeat(10_000))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    // hyper answers 431 for the stream (the connection stays up).
+    let resp = send.send_request(req).await.expect("a response");
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(copilot.accepted() + copilot.rejections().len(), 0);
+    let req = http::Request::get("https://api.copilot.cx/v1/users")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("a response");
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", copilot.rejections());
+    proxy.shutdown().await;
+}
