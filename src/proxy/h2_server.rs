@@ -11,9 +11,12 @@
 //! at most [`MAX_CONCURRENT_STREAMS`] requests run at once (one HTTP/1.1
 //! connection runs one), flow control keeps hyper's windows (64 KiB per
 //! stream and connection initially: a client cannot send more than the
-//! upstream has taken), and a connection that stops answering pings for
-//! `header_read_timeout` is closed. At shutdown the server sends GOAWAY
-//! and the requests in flight finish.
+//! upstream has taken), a connection that sends no request within
+//! `header_read_timeout` of its handshake, or stops answering pings for
+//! as long, is closed, and a response body whose upstream goes silent for
+//! `body_idle_timeout` resets its stream. An idle connection that answers
+//! pings stays open (hyper has no idle timeout for HTTP/2). At shutdown
+//! the server sends GOAWAY and the requests in flight finish.
 
 use std::convert::Infallible;
 use std::pin::Pin;
