@@ -109,10 +109,11 @@ fn open_tunnel(
 }
 
 /// Serves the requests of a TLS connection sidekey terminated for `host`
-/// (inside a tunnel, or on the TLS listener).
+/// (inside a tunnel, or on the TLS listener): HTTP/2 when the client
+/// chose `h2` by ALPN (see [`super::h2_server`]), else HTTP/1.1.
 pub(crate) async fn serve_tls<S>(
     shared: Arc<Shared>,
-    tls: S,
+    tls: tokio_rustls::server::TlsStream<S>,
     host: Arc<str>,
     peer: SocketAddr,
     limits: Limits,
@@ -120,7 +121,7 @@ pub(crate) async fn serve_tls<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (read, write) = tokio::io::split(tls);
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = ConnInfo {
         peer,
         route: None,
@@ -128,6 +129,10 @@ pub(crate) async fn serve_tls<S>(
         limits: limits.clone(),
         stop: stop.clone(),
     };
+    if h2 {
+        return super::h2_server::serve(shared, tls, conn, stop).await;
+    }
+    let (read, write) = tokio::io::split(tls);
     let service = |req| Box::pin(handle(&shared, &conn, req));
     serve(
         ReadHalf::Other(Box::new(read)),

@@ -5,6 +5,7 @@
 //! shared state is [`Shared`].
 
 pub(crate) mod error;
+pub(crate) mod h2_server;
 pub(crate) mod handler;
 pub mod host;
 pub(crate) mod tunnel;

@@ -117,10 +117,11 @@ impl Tunnel {
 }
 
 /// The acceptor for connections whose certificate `resolver` picks.
-/// HTTP/1.1 only by ALPN (HTTP/2 from clients is not served yet).
+/// HTTP/2 or HTTP/1.1 by ALPN, `h2` preferred (a client without ALPN gets
+/// HTTP/1.1).
 pub(crate) fn acceptor(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> TlsAcceptor {
     let mut config = crate::tls::server_config(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     TlsAcceptor::from(Arc::new(config))
 }
 

@@ -68,7 +68,7 @@ pub enum H1Error {
     /// The client's side failed: its body could not be read (it went
     /// away, stalled or was malformed).
     #[error("the request body could not be read: {0}")]
-    RequestBody(BoxError),
+    RequestBody(#[source] BoxError),
     #[error("the request body does not match its Content-Length")]
     RequestBodyLength,
     #[error("no response head before the request timeout")]

@@ -80,6 +80,55 @@ impl RawFields {
         }
     }
 
+    /// The fields of an HTTP/2 request as if they had come on the wire:
+    /// `host` (its `:authority`) first as a `Host` field when given (in
+    /// place of the map's own, which the caller has checked agrees), then
+    /// the map's fields in order, its `cookie` fields joined into one with
+    /// `; ` (RFC 9113 8.2.3: as an HTTP/1.1 upstream expects them).
+    pub(crate) fn from_h2(host: Option<&str>, headers: &HeaderMap) -> RawFields {
+        let mut bytes = Vec::with_capacity(256);
+        let mut spans = Vec::with_capacity(headers.len() + 1);
+        let mut push = |bytes: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+            let ns = bytes.len();
+            bytes.extend_from_slice(name);
+            let ne = bytes.len();
+            bytes.extend_from_slice(b": ");
+            let vs = bytes.len();
+            bytes.extend_from_slice(value);
+            spans.push([ns, ne, vs, bytes.len()]);
+            bytes.extend_from_slice(b"\r\n");
+        };
+        if let Some(host) = host {
+            push(&mut bytes, b"host", host.as_bytes());
+        }
+        let mut cookie = false;
+        for (name, value) in headers {
+            if host.is_some() && name == http::header::HOST {
+                continue;
+            }
+            if name == http::header::COOKIE {
+                if cookie {
+                    continue;
+                }
+                cookie = true;
+                let mut joined = Vec::new();
+                for (i, v) in headers.get_all(http::header::COOKIE).iter().enumerate() {
+                    if i > 0 {
+                        joined.extend_from_slice(b"; ");
+                    }
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                push(&mut bytes, name.as_str().as_bytes(), &joined);
+                continue;
+            }
+            push(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
+        }
+        RawFields {
+            bytes: Bytes::from(bytes),
+            spans,
+        }
+    }
+
     /// Each field's name and value, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.spans
@@ -196,6 +245,28 @@ mod tests {
             !skip.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
         });
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn h2_fields_put_the_authority_first_and_join_cookies() {
+        let mut map = HeaderMap::new();
+        map.append("host", HeaderValue::from_static("a.example"));
+        map.append("cookie", HeaderValue::from_static("a=1"));
+        map.append("x-one", HeaderValue::from_static("1"));
+        map.append("cookie", HeaderValue::from_static("b=2"));
+        let fields = RawFields::from_h2(Some("a.example"), &map);
+        let all: Vec<(&[u8], &[u8])> = fields.iter().collect();
+        assert_eq!(
+            all,
+            [
+                (&b"host"[..], &b"a.example"[..]),
+                (b"cookie", b"a=1; b=2"),
+                (b"x-one", b"1"),
+            ]
+        );
+        let fields = RawFields::from_h2(None, &map);
+        assert_eq!(fields.get("host"), Some(&b"a.example"[..]));
+        assert_eq!(fields.len(), 3);
     }
 
     #[test]

@@ -607,7 +607,8 @@ impl ClientRequest {
 }
 
 /// The body of a client's request, read from the connection as it is
-/// forwarded.
+/// forwarded: an HTTP/1.1 connection's (read here), or an HTTP/2
+/// stream's (hyper's, bounded by the same `body_idle_timeout`).
 pub struct RequestBody(Inner);
 
 impl RequestBody {
@@ -616,7 +617,20 @@ impl RequestBody {
         match &self.0 {
             Inner::Empty => None,
             Inner::Stream { progress, .. } => Some(progress),
+            Inner::H2 { progress, .. } => Some(progress),
         }
+    }
+
+    /// The body of an HTTP/2 request (hyper's server), streamed with the
+    /// idle limit and the stall counter of `limits`. Trailers are not
+    /// forwarded (as on HTTP/1.1).
+    pub(crate) fn h2(body: hyper::body::Incoming, limits: &Limits) -> RequestBody {
+        RequestBody(Inner::H2 {
+            body,
+            progress: Arc::new(Progress::new()),
+            idle: IdleTimer::new(limits.body_idle_timeout),
+            stalls: limits.stalls.client.clone(),
+        })
     }
 }
 
@@ -629,6 +643,12 @@ enum Inner {
         slot: Arc<Slot>,
         progress: Arc<Progress>,
         /// Bounds the client's silence while its body streams.
+        idle: IdleTimer,
+        stalls: Counter,
+    },
+    H2 {
+        body: hyper::body::Incoming,
+        progress: Arc<Progress>,
         idle: IdleTimer,
         stalls: Counter,
     },
@@ -657,16 +677,22 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Inner::Stream {
-            reader,
-            state,
-            slot,
-            progress,
-            idle,
-            stalls,
-        } = &mut self.get_mut().0
-        else {
-            return Poll::Ready(None);
+        let (reader, state, slot, progress, idle, stalls) = match &mut self.get_mut().0 {
+            Inner::Stream {
+                reader,
+                state,
+                slot,
+                progress,
+                idle,
+                stalls,
+            } => (reader, state, slot, progress, idle, stalls),
+            Inner::Empty => return Poll::Ready(None),
+            Inner::H2 {
+                body,
+                progress,
+                idle,
+                stalls,
+            } => return poll_h2(body, progress, idle, stalls, cx),
         };
         loop {
             let Some(r) = reader.as_mut() else {
@@ -714,6 +740,7 @@ impl Body for RequestBody {
         match &self.0 {
             Inner::Empty => true,
             Inner::Stream { state, reader, .. } => reader.is_none() || state.is_done(),
+            Inner::H2 { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -721,6 +748,40 @@ impl Body for RequestBody {
         match &self.0 {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Stream { state, .. } => state.size_hint(),
+            Inner::H2 { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// The next data frame of an HTTP/2 request body (trailers are dropped),
+/// or [`Stalled`] once the client has sent nothing for the idle limit.
+fn poll_h2(
+    body: &mut hyper::body::Incoming,
+    progress: &Progress,
+    idle: &mut IdleTimer,
+    stalls: &Counter,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                progress.touch();
+                idle.disarm();
+                match frame.into_data() {
+                    Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    // Trailers: not forwarded.
+                    Err(_) => continue,
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {
+                let Poll::Ready(stalled) = idle.poll_expired(cx) else {
+                    return Poll::Pending;
+                };
+                stalls.inc();
+                return Poll::Ready(Some(Err(stalled.into())));
+            }
         }
     }
 }
