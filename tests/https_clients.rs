@@ -157,6 +157,25 @@ fn https_client(proxy: std::net::SocketAddr, ca_pem: &str, http2: bool) -> reqwe
     builder.build().expect("a client")
 }
 
+/// Waits (bounded) until `series` reaches `value`: sidekey counts a
+/// refused handshake after the client has already seen it fail.
+async fn metric_reaches(proxy: &sidekey::RunningProxy, series: &str, value: f64) -> f64 {
+    let reached = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let v = metric(proxy, series).await;
+            if v >= value {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match reached {
+        Ok(v) => v,
+        Err(_) => metric(proxy, series).await,
+    }
+}
+
 async fn metric(proxy: &sidekey::RunningProxy, series: &str) -> f64 {
     let resp = admin_get(proxy, "/metrics").await;
     body_text(&resp)
@@ -270,9 +289,10 @@ async fn inside_a_tunnel_another_host_gets_421_and_another_sni_no_handshake() {
         "a ClientHello for another host is refused"
     );
     assert_eq!(
-        metric(
+        metric_reaches(
             &proxy,
-            "sidekey_tls_handshakes_total{listener=\"connect\",outcome=\"refused\"}"
+            "sidekey_tls_handshakes_total{listener=\"connect\",outcome=\"refused\"}",
+            1.0
         )
         .await,
         1.0
@@ -311,9 +331,10 @@ async fn the_tls_listener_serves_routed_hosts_by_sni_and_refuses_others() {
     let url = format!("https://unknown.example.test:{}/", tls_addr.port());
     assert!(other.get(&url).send().await.is_err());
     assert_eq!(
-        metric(
+        metric_reaches(
             &proxy,
-            "sidekey_tls_handshakes_total{listener=\"tls\",outcome=\"refused\"}"
+            "sidekey_tls_handshakes_total{listener=\"tls\",outcome=\"refused\"}",
+            1.0
         )
         .await,
         1.0

@@ -94,8 +94,8 @@ fn connection_values(fields: &RawFields) -> impl Iterator<Item = &[u8]> {
 /// usual case (no `Connection` field, or one that only says `keep-alive`
 /// or `close`) costs one pass of length compares.
 pub(crate) fn end_to_end_names(fields: &RawFields) -> impl Fn(&[u8]) -> bool + '_ {
-    let listed = (fields.may_name_fields() && ConnectionOptions::of(fields).names_fields)
-        .then_some(fields);
+    let listed =
+        (fields.may_name_fields() && ConnectionOptions::of(fields).names_fields).then_some(fields);
     move |name| !is_hop_by_hop_name(name) && !listed.is_some_and(|f| connection_names(f, name))
 }
 

@@ -123,10 +123,7 @@ impl RawFields {
             }
             push(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
         }
-        RawFields {
-            bytes: Bytes::from(bytes),
-            spans,
-        }
+        RawFields::new(Bytes::from(bytes), spans)
     }
 
     /// Each field's name and value, in order.
