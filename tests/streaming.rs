@@ -212,6 +212,19 @@ async fn request_timeout_bounds_silence_not_a_slow_upload() {
     let resp = read_response(&mut tcp).await;
     assert_eq!(resp.status, 504, "{}", resp.body_text());
     assert_eq!(resp.header("x-sidekey-error"), Some("upstream_timeout"));
+    // The stand-in records the cut-short upload once its body read fails,
+    // which can be just after the client has its 504: wait for it
+    // (bounded).
+    let recorded = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while server.request_count() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        recorded.is_ok(),
+        "the upstream saw the second request's head"
+    );
     assert_eq!(server.request_count(), 2);
 }
 
