@@ -64,7 +64,16 @@ fn host_part(value: &[u8]) -> Option<(usize, usize)> {
     } else {
         let end = value.iter().position(|b| *b == b':').unwrap_or(value.len());
         let name = &value[..end];
-        if name.is_empty() || !name.iter().all(|b| is_reg_name_char(*b)) || !escapes_ok(name) {
+        // One pass over the name; escapes are checked only when there is
+        // a `%` (rare in host names).
+        let mut percent = false;
+        for &b in name {
+            if !is_reg_name_char(b) {
+                return None;
+            }
+            percent |= b == b'%';
+        }
+        if name.is_empty() || (percent && !escapes_ok(name)) {
             return None;
         }
         (end, &value[end..])

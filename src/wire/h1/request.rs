@@ -226,7 +226,8 @@ fn validate(
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(RequestError::Invalid("userinfo in the request target"));
     }
-    if method != Method::CONNECT && (uri.path() == "*" || !uri.path().starts_with('/')) {
+    let path = uri.path();
+    if method != Method::CONNECT && (path == "*" || !path.starts_with('/')) {
         return Err(RequestError::Invalid("the request target must be a path"));
     }
     Ok(())

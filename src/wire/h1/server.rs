@@ -599,6 +599,9 @@ impl ClientRequest {
         let asks = self.method == Method::GET
             && self.version == Version::HTTP_11
             && matches!(self.body.0, Inner::Empty)
+            // `upgrade` is a token that names a field: the parser already
+            // knows whether any does, so most requests skip the scan.
+            && self.fields.may_name_fields()
             && ConnectionOptions::of(&self.fields).upgrade;
         let value = asks.then(|| self.fields.get_shared("upgrade")).flatten()?;
         let value = HeaderValue::from_maybe_shared(value).ok()?;
