@@ -115,23 +115,8 @@ async fn connect_with_passthrough_is_a_blind_tunnel_without_credentials() {
 /// A fresh sidekey CA in `env`'s folder: its certificate PEM, and the
 /// `[proxy.intercept]` table naming it (with `extra` lines).
 fn intercept_ca(env: &TestEnv, extra: &str) -> (String, String) {
-    let (cert, key) = sidekey::tls::LocalCa::generate().expect("a CA");
-    let cert_path = env.dir().join("sidekey-ca.pem");
-    let key_path = env.dir().join("sidekey-ca.key");
-    std::fs::write(&cert_path, &cert).expect("write the CA certificate");
-    std::fs::write(&key_path, &key).expect("write the CA key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod the key");
-    }
-    let table = format!(
-        "\n[proxy.intercept]\nca_cert = {}\nca_key = {}\n{extra}\n",
-        toml_str(&cert_path.display().to_string()),
-        toml_str(&key_path.display().to_string()),
-    );
-    (cert, table)
+    let ca = support::seeds::intercept_ca(env.dir(), extra);
+    (ca.cert_pem, ca.table)
 }
 
 /// A config with the Copilot route and interception.
@@ -155,33 +140,6 @@ fn https_client(proxy: std::net::SocketAddr, ca_pem: &str, http2: bool) -> reqwe
         builder.http1_only()
     };
     builder.build().expect("a client")
-}
-
-/// Waits (bounded) until `series` reaches `value`: sidekey counts a
-/// refused handshake after the client has already seen it fail.
-async fn metric_reaches(proxy: &sidekey::RunningProxy, series: &str, value: f64) -> f64 {
-    let reached = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let v = metric(proxy, series).await;
-            if v >= value {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    match reached {
-        Ok(v) => v,
-        Err(_) => metric(proxy, series).await,
-    }
-}
-
-async fn metric(proxy: &sidekey::RunningProxy, series: &str) -> f64 {
-    let resp = admin_get(proxy, "/metrics").await;
-    body_text(&resp)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,23 +39,8 @@ async fn connect(proxy: std::net::SocketAddr, authority: &str) -> (TcpStream, St
 /// A fresh sidekey CA in `env`'s folder: its certificate PEM, and the
 /// `[proxy.intercept]` table naming it (with `extra` lines).
 fn intercept_ca(env: &TestEnv, extra: &str) -> (String, String) {
-    let (cert, key) = sidekey::tls::LocalCa::generate().expect("a CA");
-    let cert_path = env.dir().join("sidekey-ca.pem");
-    let key_path = env.dir().join("sidekey-ca.key");
-    std::fs::write(&cert_path, &cert).expect("write the CA certificate");
-    std::fs::write(&key_path, &key).expect("write the CA key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod the key");
-    }
-    let table = format!(
-        "\n[proxy.intercept]\nca_cert = {}\nca_key = {}\n{extra}\n",
-        toml_str(&cert_path.display().to_string()),
-        toml_str(&key_path.display().to_string()),
-    );
-    (cert, table)
+    let ca = support::seeds::intercept_ca(env.dir(), extra);
+    (ca.cert_pem, ca.table)
 }
 
 /// A config with the Copilot route and interception.
@@ -76,14 +61,6 @@ fn h2_client(proxy: std::net::SocketAddr, ca_pem: &str) -> reqwest::Client {
         .http2_prior_knowledge()
         .build()
         .expect("a client")
-}
-
-async fn metric(proxy: &sidekey::RunningProxy, series: &str) -> f64 {
-    let resp = admin_get(proxy, "/metrics").await;
-    body_text(&resp)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,33 +60,6 @@ fn header_of(head: &str, name: &str) -> Option<String> {
     })
 }
 
-/// A `sidekey_...` series' value from `/metrics`.
-async fn metric(proxy: &sidekey::RunningProxy, series: &str) -> f64 {
-    let resp = admin_get(proxy, "/metrics").await;
-    let text = body_text(&resp);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits (bounded) until the metric `series` reaches `value`.
-async fn metric_reaches(proxy: &sidekey::RunningProxy, series: &str, value: f64) -> f64 {
-    let waited = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let v = metric(proxy, series).await;
-            if v >= value {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    match waited {
-        Ok(v) => v,
-        Err(_) => metric(proxy, series).await,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_answers_early_gets_its_answer_to_the_client_and_the_upload_stops() {
     let env = TestEnv::new();

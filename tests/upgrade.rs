@@ -115,15 +115,6 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<
     }
 }
 
-/// A `sidekey_...` series' value from `/metrics`.
-async fn metric(proxy: &sidekey::RunningProxy, series: &str) -> f64 {
-    let resp = admin_get(proxy, "/metrics").await;
-    body_text(&resp)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits (bounded) until `series` is `value`; returns what it last was.
 async fn metric_becomes(proxy: &sidekey::RunningProxy, series: &str, value: f64) -> f64 {
     let waited = tokio::time::timeout(STEP, async {
@@ -308,23 +299,8 @@ async fn an_upgrade_for_an_http2_upstream_is_refused_with_a_clear_502() {
 /// A fresh sidekey CA in `env`'s folder: its certificate PEM, and the
 /// `[proxy.intercept]` table naming it.
 fn intercept_ca(env: &TestEnv) -> (String, String) {
-    let (cert, key) = sidekey::tls::LocalCa::generate().expect("a CA");
-    let cert_path = env.dir().join("sidekey-ca.pem");
-    let key_path = env.dir().join("sidekey-ca.key");
-    std::fs::write(&cert_path, &cert).expect("write the CA certificate");
-    std::fs::write(&key_path, &key).expect("write the CA key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod the key");
-    }
-    let table = format!(
-        "\n[proxy.intercept]\nca_cert = {}\nca_key = {}\n",
-        toml_str(&cert_path.display().to_string()),
-        toml_str(&key_path.display().to_string()),
-    );
-    (cert, table)
+    let ca = support::seeds::intercept_ca(env.dir(), "");
+    (ca.cert_pem, ca.table)
 }
 
 /// `CONNECT authority` through sidekey, then TLS inside the tunnel

@@ -160,3 +160,33 @@ pub fn assert_no_foreign_panic() {
     let panics = foreign_panics();
     assert!(panics.is_empty(), "sidekey panicked: {panics:#?}");
 }
+
+/// A `sidekey_...` series' value from the admin listener's `/metrics` (0
+/// when absent).
+pub async fn metric(proxy: &::sidekey::RunningProxy, series: &str) -> f64 {
+    let resp = admin_get(proxy, "/metrics").await;
+    String::from_utf8_lossy(resp.body())
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (at most 10 s) until the metric `series` reaches `value`, for
+/// what sidekey counts just after the client has seen it; returns the last
+/// value read.
+pub async fn metric_reaches(proxy: &::sidekey::RunningProxy, series: &str, value: f64) -> f64 {
+    let reached = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let v = metric(proxy, series).await;
+            if v >= value {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match reached {
+        Ok(v) => v,
+        Err(_) => metric(proxy, series).await,
+    }
+}
