@@ -269,10 +269,12 @@ fn prepare(
     // (`wire::h1::request`): one Host, a path target, no fragment or
     // userinfo.
     let host = request_host(&req);
-    if let (Some(tls_host), Ok(host)) = (&conn.tls_host, &host) {
-        if !host.as_str().eq_ignore_ascii_case(tls_host) {
+    // Read once: `as_str` checks the bytes again on every call.
+    let host_name = host.as_ref().map_or("", RequestHost::as_str);
+    if let (Some(tls_host), Ok(_)) = (&conn.tls_host, &host) {
+        if !host_name.eq_ignore_ascii_case(tls_host) {
             return Err(ProxyError::Misdirected {
-                host: host.as_str().to_string(),
+                host: host_name.to_string(),
             });
         }
     }
@@ -290,19 +292,19 @@ fn prepare(
             }
             route
         }
-        None => runtime.table.find(
-            host.as_ref().map_or("", RequestHost::as_str),
-            req.uri.path(),
-        ),
+        None => runtime.table.find(host_name, req.uri.path()),
     };
     let Some(route) = route.cloned() else {
-        let host = host?;
-        let host = host.as_str();
+        if let Err(e) = host {
+            return Err(e);
+        }
         return match runtime.settings.unmatched {
             Unmatched::Reject => Err(ProxyError::NoRoute {
-                host: host.to_string(),
+                host: host_name.to_string(),
             }),
-            Unmatched::Passthrough => Ok(Next::Passthrough(Box::new(passthrough_plan(req, host)))),
+            Unmatched::Passthrough => Ok(Next::Passthrough(Box::new(passthrough_plan(
+                req, host_name,
+            )))),
         };
     };
     *matched = Some(route.clone());
@@ -311,12 +313,11 @@ fn prepare(
         return Err(ProxyError::TraceNotAllowed);
     }
     let host = match host {
-        Ok(h) => Some(h),
+        Ok(_) => host_name,
         // On a dedicated listener the route names the host.
-        Err(_) if conn.route.is_some() => None,
+        Err(_) if conn.route.is_some() => "",
         Err(e) => return Err(e),
     };
-    let host = host.as_ref().map_or("", RequestHost::as_str);
     let upgrade = req.upgrade();
     let ClientRequest {
         method,
