@@ -33,6 +33,13 @@
 #                     worker threads (proxy.workers)
 #   UPSTREAM_WORKERS=1
 #   ACCESS_LOG=0      1 turns on both proxies' access logs (to files)
+#   HTTPS_CLIENTS=1   with CALLGRIND=1: instructions per request inside a
+#                     CONNECT tunnel, and per new client TLS connection (full
+#                     handshake + one request) for sidekey's TLS listener and
+#                     nginx terminating TLS
+#   HS_N=200 HS_M=50  connections of the two handshake callgrind runs
+#   LEAF_HOSTS=3000   distinct host names sent through CONNECT to a wildcard
+#                     route (leaf-certificate cache memory; 0 = skip)
 #   SIDEKEY_BIN=...   use this binary instead of building one
 #   KEEP=1            keep the temp dir (configs, logs, callgrind files)
 set -euo pipefail
@@ -58,6 +65,10 @@ MINT_MS=${MINT_MS:-20}
 LOADS=${LOADS-"c$CONNS c1 c1p"}
 PACE_MS=${PACE_MS:-1}
 CALLGRIND=${CALLGRIND:-1}
+HTTPS_CLIENTS=${HTTPS_CLIENTS:-1}
+HS_N=${HS_N:-200}
+HS_M=${HS_M:-50}
+LEAF_HOSTS=${LEAF_HOSTS:-3000}
 PROXY_WORKERS=${PROXY_WORKERS:-$(nproc)}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 ACCESS_LOG=${ACCESS_LOG:-0}
@@ -208,6 +219,11 @@ printf 'subjectAltName=DNS:tls.bench.test\nbasicConstraints=CA:FALSE\nextendedKe
 openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
     -CAcreateserial -days 2 -extfile "$WORK/server.ext" -out "$WORK/server.pem" 2>/dev/null
 
+# sidekey's own interception CA (HTTPS clients).
+mkdir -p "$WORK/sidekey-ca"
+"$SIDEKEY" ca init --dir "$WORK/sidekey-ca" >/dev/null || die "sidekey ca init failed"
+SIDEKEY_CA="$WORK/sidekey-ca/sidekey-ca.pem"
+
 USERNAME="bench-$(openssl rand -hex 4)"
 PASSWORD=$(openssl rand -hex 16)
 BASIC="Basic $(printf '%s:%s' "$USERNAME" "$PASSWORD" | base64 -w0)"
@@ -232,6 +248,8 @@ PEER=$(distinct_port); TAKEN+=("$PEER")
 SIDEKEY_PORT=$(distinct_port); TAKEN+=("$SIDEKEY_PORT")
 TOKEN_PORT=$(distinct_port); TAKEN+=("$TOKEN_PORT") # the cached route's token endpoint (upstream nginx)
 MINT_PORT=$(distinct_port); TAKEN+=("$MINT_PORT")   # the one-time routes' token endpoint
+SIDEKEY_TLS=$(distinct_port); TAKEN+=("$SIDEKEY_TLS") # sidekey's TLS listener ([proxy.intercept])
+PEER_TLS=$(distinct_port); TAKEN+=("$PEER_TLS")       # nginx terminating TLS from clients
 
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
@@ -245,6 +263,7 @@ fi
 fill() {
     sed -e "s|@WORK@|$WORK|g" -e "s|@UP_PLAIN@|$UP_PLAIN|g" -e "s|@UP_TLS@|$UP_TLS|g" \
         -e "s|@PEER@|$PEER|g" -e "s|@SIDEKEY@|$SIDEKEY_PORT|g" -e "s|@BASIC@|$BASIC|g" \
+        -e "s|@PEER_TLS@|$PEER_TLS|g" -e "s|@SIDEKEY_TLS@|$SIDEKEY_TLS|g" \
         -e "s|@USERNAME@|$USERNAME|g" -e "s|@PASSWORD@|$PASSWORD|g" \
         -e "s|@SIGN_KEY@|$SIGN_KEY|g" -e "s|@SIGN_SECRET@|$SIGN_SECRET|g" \
         -e "s|@USER@|$USER_LINE|g" -e "s|@ACCESS_LOG@|$ACCESS_LINE|g" \
@@ -304,7 +323,7 @@ start_nginx() {
         >>"$WORK/peer.out" 2>&1 &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
-    wait_listen "$PEER" "$NGINX_PID" 120 ||
+    wait_listen "$PEER" "$NGINX_PID" 120 && wait_listen "$PEER_TLS" "$NGINX_PID" 120 ||
         die "nginx (peer) did not start: $(tail -n5 "$WORK/peer-error.log")"
 }
 
@@ -313,7 +332,7 @@ start_sidekey() {
         >>"$WORK/sidekey.out" 2>>"$WORK/sidekey.log" &
     SIDEKEY_PID=$!
     PIDS+=("$SIDEKEY_PID")
-    wait_listen "$SIDEKEY_PORT" "$SIDEKEY_PID" 120 ||
+    wait_listen "$SIDEKEY_PORT" "$SIDEKEY_PID" 120 && wait_listen "$SIDEKEY_TLS" "$SIDEKEY_PID" 120 ||
         die "sidekey did not start: $(tail -n5 "$WORK/sidekey.log")"
 }
 
@@ -615,6 +634,88 @@ measure_ir() {
     done
 }
 
+# --- HTTPS clients (TLS interception) ----------------------------------------
+
+declare -A HS_IR=()
+
+# ir_https MODE TARGET COUNT -> total Ir of a proxy process that started,
+# served COUNT requests of the tls scenario (TLS upstream), and stopped:
+#   tunnel     one CONNECT tunnel (sidekey), COUNT HTTP/1.1 requests on its
+#              one TLS connection: per request, the handshake cancels out;
+#   tunnel_h2  the same over HTTP/2 (what curl picks by ALPN on its own);
+#   handshake  COUNT new TLS connections to the proxy's TLS port, each a full
+#              handshake (no session reuse) and one HTTP/1.1 request
+#              (Connection: close; nginx's TLS server offers no h2).
+# curl's num_connects proves which of the two it was.
+ir_https() {
+    local mode=$1 t=$2 count=$3 out="$WORK/callgrind.$2.$1.$3.out" lines ok connects port ca
+    local -a vg=(valgrind --tool=callgrind --callgrind-out-file="$out") args
+    args=(-s --max-time 600 -o /dev/null -w '%{http_code} %{num_connects}\n')
+    case $t in
+    nginx) start_nginx "${vg[@]}"; port=$PEER_TLS; ca=$WORK/ca.pem ;;
+    sidekey) start_sidekey "${vg[@]}"; port=$SIDEKEY_TLS; ca=$SIDEKEY_CA ;;
+    esac
+    local url_path
+    url_path="$(path_of tls)&n=[100001-$((100000 + count))]"
+    case $mode in
+    tunnel) args+=(--http1.1 --cacert "$SIDEKEY_CA" -x "http://127.0.0.1:$SIDEKEY_PORT" "https://tls.bench.test$url_path") ;;
+    tunnel_h2) args+=(--http2 --cacert "$SIDEKEY_CA" -x "http://127.0.0.1:$SIDEKEY_PORT" "https://tls.bench.test$url_path") ;;
+    handshake) args+=(--http1.1 --cacert "$ca" --no-sessionid -H 'Connection: close'
+        --resolve "tls.bench.test:$port:127.0.0.1" "https://tls.bench.test:$port$url_path") ;;
+    esac
+    lines=$(curl "${args[@]}" || true)
+    ok=$(grep -c '^200 ' <<<"$lines" || true)
+    connects=$(awk '{ n += $2 } END { print n + 0 }' <<<"$lines")
+    case $t in
+    nginx) stop_nginx ;;
+    sidekey) stop_sidekey ;;
+    esac
+    [[ $ok == "$count" ]] || { log "callgrind $t $mode: only $ok of $count requests got 200"; echo ""; return; }
+    case $mode in
+    tunnel | tunnel_h2) [[ $connects == 1 ]] || { log "callgrind $t $mode: $connects connections, want 1"; echo ""; return; } ;;
+    handshake) [[ $connects == "$count" ]] || { log "callgrind $t $mode: $connects connections, want $count"; echo ""; return; } ;;
+    esac
+    callgrind_total "$out"
+}
+
+measure_https() {
+    local t m n mode
+    [[ $HTTPS_CLIENTS == 1 && $CALLGRIND == 1 ]] || return 0
+    [[ ${AUTH_OK[tls.sidekey]:-0} == 1 ]] || { log "https clients: skipped (tls route not accepted)"; return 0; }
+    for mode in tunnel tunnel_h2; do
+        log "callgrind: sidekey tls inside a CONNECT tunnel, $mode ($IR_M and $IR_N requests)"
+        m=$(ir_https "$mode" sidekey "$IR_M")
+        n=$(ir_https "$mode" sidekey "$IR_N")
+        [[ -n $m && -n $n ]] && HS_IR[$mode.sidekey]=$(((n - m) / (IR_N - IR_M)))
+        log "callgrind: sidekey $mode: ${HS_IR[$mode.sidekey]:-failed} instructions/request"
+    done
+    for t in nginx sidekey; do
+        log "callgrind: $t TLS from clients, a new connection per request ($HS_M and $HS_N connections)"
+        m=$(ir_https handshake "$t" "$HS_M")
+        n=$(ir_https handshake "$t" "$HS_N")
+        [[ -n $m && -n $n ]] && HS_IR[handshake.$t]=$(((n - m) / (HS_N - HS_M)))
+        log "callgrind: $t handshake: ${HS_IR[handshake.$t]:-failed} instructions/connection"
+    done
+}
+
+declare -a LEAF_RSS=()
+
+# LEAF_HOSTS distinct hosts through CONNECT to the wildcard route, one new
+# tunnel (and leaf, until the cache is full) each: sidekey's RSS every 500.
+leaf_scenario() {
+    local line
+    [[ $LEAF_HOSTS -gt 0 ]] || return 0
+    start_sidekey
+    log "leaf cache: $LEAF_HOSTS distinct hosts through CONNECT (*.wild.bench.test)"
+    LEAF_RSS=("start:$(mem_kib VmRSS "$SIDEKEY_PID")")
+    while IFS= read -r line; do
+        log "leaf cache: $line"
+        LEAF_RSS+=("$line")
+    done < <(timeout 600 python3 "$BENCH/leaf_hosts.py" "$SIDEKEY_PORT" "$SIDEKEY_CA" "$LEAF_HOSTS" 500 \
+        wild.bench.test "$SIDEKEY_PID" || true)
+    stop_sidekey
+}
+
 # --- resource scenarios --------------------------------------------------------
 
 declare -A IDLE_RSS=() PEAK_RSS=() UPLOAD=() IDLE_CONN=()
@@ -687,6 +788,8 @@ stop_nginx
 stop_sidekey
 
 [[ $CALLGRIND == 1 ]] && measure_ir
+measure_https
+leaf_scenario
 upload_scenario
 idle_scenario fresh
 idle_scenario used
@@ -753,7 +856,40 @@ print_tables() {
         echo "cached: Bearer token from a local token endpoint (ttl 15m), cached by sidekey; no nginx equivalent: sidekey vs direct only."
     [[ $SCENARIOS == *onetime* ]] &&
         echo "onetime / onetime_pool: a fresh ?access_token= per request from the mint server (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
+    https_tables
     route_vs_basic
+}
+
+https_tables() {
+    local ratio="" ratio2="" line hosts rss
+    if [[ -n ${HS_IR[tunnel.sidekey]:-}${HS_IR[handshake.sidekey]:-}${HS_IR[handshake.nginx]:-} ]]; then
+        [[ -n ${HS_IR[tunnel.sidekey]:-} && -n ${IR[tls.sidekey]:-} ]] &&
+            ratio=" ($(awk -v a="${HS_IR[tunnel.sidekey]}" -v b="${IR[tls.sidekey]}" 'BEGIN { printf "%.2f", a / b }')× the plain listener's ${IR[tls.sidekey]})"
+        [[ -n ${HS_IR[tunnel_h2.sidekey]:-} && -n ${IR[tls.sidekey]:-} ]] &&
+            ratio2=" ($(awk -v a="${HS_IR[tunnel_h2.sidekey]}" -v b="${IR[tls.sidekey]}" 'BEGIN { printf "%.2f", a / b }')×)"
+        echo
+        echo "| HTTPS clients (callgrind, tls route: TLS upstream) | nginx | sidekey |"
+        echo "| --- | ---: | ---: |"
+        echo "| instructions per request inside a CONNECT tunnel (one client TLS connection), HTTP/1.1 | - | $(us "${HS_IR[tunnel.sidekey]:-}")$ratio |"
+        echo "| the same over HTTP/2 | - | $(us "${HS_IR[tunnel_h2.sidekey]:-}")$ratio2 |"
+        echo "| instructions per new client TLS connection (full ECDSA P-256 handshake + one request) | $(us "${HS_IR[handshake.nginx]:-}") | $(us "${HS_IR[handshake.sidekey]:-}") |"
+    fi
+    if [[ ${#LEAF_RSS[@]} -gt 1 ]]; then
+        echo
+        echo "| distinct hosts through CONNECT (wildcard route; leaf cache holds 1,024) | sidekey RSS |"
+        echo "| ---: | ---: |"
+        for line in "${LEAF_RSS[@]}"; do
+            case $line in
+            start:*) echo "| 0 (started) | $(mib "${line#start:}") MiB |" ;;
+            *)
+                hosts=${line#hosts=}; hosts=${hosts%% *}
+                rss=${line##*rss_kib=}
+                echo "| $hosts (${line#* }) | $(mib "$rss") MiB |" | sed 's/ rss_kib=[0-9]*//'
+                ;;
+            esac
+        done
+    fi
+    return 0
 }
 
 # sidekey's routes against its own Basic route, run in the same reps

@@ -449,12 +449,16 @@ async fn tls_accept_loop(
                 let timeout = runtime.settings.header_read_timeout;
                 drop(runtime);
                 let routes = shared.clone();
-                let allowed =
+                let allowed: Arc<dyn Fn(&str) -> bool + Send + Sync> =
                     Arc::new(move |sni: &str| routes.runtime.load().table.serves_host(sni));
-                let acceptor =
-                    tunnel::acceptor(Arc::new(SniResolver::new(leaves.clone(), allowed)));
+                let config =
+                    tunnel::server_config(Arc::new(SniResolver::new(leaves.clone(), allowed.clone())));
+                // Only a name a route serves may have a leaf minted.
+                let leaf_for =
+                    |sni: Option<&str>| sni.filter(|sni| allowed(sni)).map(str::to_owned);
+                let metrics = &shared.metrics;
                 let Some(tls) =
-                    tunnel::handshake(&acceptor, stream, timeout, &leaves, &shared.metrics, "tls")
+                    tunnel::handshake(config, stream, timeout, &leaves, metrics, "tls", leaf_for)
                         .await
                 else {
                     return;

@@ -12,8 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
+use rustls::server::{Acceptor, ServerConfig};
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use super::error::ProxyError;
 use super::{Reply, Runtime, Shared};
@@ -78,11 +79,14 @@ impl Tunnel {
                     let timeout = runtime.settings.header_read_timeout;
                     drop(runtime);
                     let resolver = Arc::new(FixedHostResolver::new(leaves.clone(), host.clone()));
-                    let acceptor = acceptor(resolver);
+                    let config = server_config(resolver);
                     let metrics = shared.metrics.clone();
                     drop(shared);
+                    // The leaf is always the CONNECT host's, whatever the SNI.
+                    let leaf_for = |_: Option<&str>| Some(host.clone());
                     let Some(tls) =
-                        handshake(&acceptor, client, timeout, &leaves, &metrics, "connect").await
+                        handshake(config, client, timeout, &leaves, &metrics, "connect", leaf_for)
+                            .await
                     else {
                         return;
                     };
@@ -116,31 +120,47 @@ impl Tunnel {
     }
 }
 
-/// The acceptor for connections whose certificate `resolver` picks.
+/// The server config for connections whose certificate `resolver` picks.
 /// HTTP/2 or HTTP/1.1 by ALPN, `h2` preferred (a client without ALPN gets
 /// HTTP/1.1).
-pub(crate) fn acceptor(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> TlsAcceptor {
+pub(crate) fn server_config(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Arc<ServerConfig> {
     let mut config = crate::tls::server_config(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
+    Arc::new(config)
 }
 
 /// Runs the TLS handshake on `io` within `timeout`, counting it in
 /// `sidekey_tls_handshakes_total{listener, outcome}` and the leaves it
 /// minted in `sidekey_leaf_certificates_minted_total`.
+///
+/// Once the ClientHello is in, `leaf_for` (given its SNI) names the host
+/// whose leaf the handshake will present, if it may have one; a leaf not
+/// cached yet is minted on a blocking thread first, so that a new host's
+/// key pair and signature never stall the other connections of this
+/// worker thread. The resolver in `config` then finds it cached.
 pub(crate) async fn handshake<IO>(
-    acceptor: &TlsAcceptor,
+    config: Arc<ServerConfig>,
     io: IO,
     timeout: std::time::Duration,
-    leaves: &LeafCache,
+    leaves: &Arc<LeafCache>,
     metrics: &Metrics,
     listener: &'static str,
+    leaf_for: impl FnOnce(Option<&str>) -> Option<String>,
 ) -> Option<TlsStream<IO>>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let minted = leaves.minted();
-    let accepted = tokio::time::timeout(timeout, acceptor.accept(io)).await;
+    let accepted = tokio::time::timeout(timeout, async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        if let Some(host) = leaf_for(start.client_hello().server_name()) {
+            mint_off_thread(leaves, host).await;
+        }
+        start.into_stream(config).await
+    })
+    .await;
     metrics
         .leaves_minted
         .inc_by(leaves.minted().saturating_sub(minted));
@@ -157,6 +177,17 @@ where
         .get_or_create(&HandshakeLabels { listener, outcome })
         .inc();
     tls
+}
+
+/// Mints `host`'s leaf on a blocking thread unless a fresh one is cached.
+async fn mint_off_thread(leaves: &Arc<LeafCache>, host: String) {
+    if leaves.is_fresh(&host) {
+        return;
+    }
+    let leaves = leaves.clone();
+    // A failure is logged by the resolver, which tries again and refuses
+    // the handshake.
+    let _ = tokio::task::spawn_blocking(move || leaves.certified_key(&host)).await;
 }
 
 /// Counts an open intercepted tunnel in `sidekey_tunnels_open`.

@@ -114,6 +114,14 @@ impl LeafCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `host` has a cached leaf that is not due for renewal, so a
+    /// handshake for it will not mint. Does not count as a use.
+    pub fn is_fresh(&self, host: &str) -> bool {
+        let host = normalise(host);
+        let now = (self.clock)();
+        self.lock().map.get(&host).is_some_and(|e| now < e.renew_at)
+    }
+
     /// The certificate chain (leaf, then CA) and signing key for `host`:
     /// a DNS name, or an IP literal (`[::1]` or `::1`), compared
     /// case-insensitively.

@@ -196,17 +196,22 @@ fn leaves_are_cached_and_reminted_near_expiry() {
     let clock: Clock =
         Arc::new(move || start + Duration::from_secs(clock_offset.load(Ordering::SeqCst)));
     let cache = LeafCache::with_clock(ca, Duration::from_secs(4000), 10, clock);
+    // `is_fresh` is what a handshake asks before minting off its thread.
+    assert!(!cache.is_fresh("api.example.com"));
     let first = cache.certified_key("api.example.com").unwrap();
+    assert!(cache.is_fresh("API.example.COM"));
     let again = cache.certified_key("API.EXAMPLE.COM").unwrap();
     assert!(Arc::ptr_eq(&first, &again));
     assert_eq!(cache.minted(), 1);
     // Three quarters in, still the same leaf; past that, a new one.
     offset.store(2999, Ordering::SeqCst);
+    assert!(cache.is_fresh("api.example.com"));
     assert!(Arc::ptr_eq(
         &first,
         &cache.certified_key("api.example.com").unwrap()
     ));
     offset.store(3001, Ordering::SeqCst);
+    assert!(!cache.is_fresh("api.example.com"));
     let renewed = cache.certified_key("api.example.com").unwrap();
     assert!(!Arc::ptr_eq(&first, &renewed));
     assert_eq!(cache.minted(), 2);
