@@ -74,7 +74,7 @@ impl Route {
 
     /// Whether the route's `[[route.allow]]` rules let `method` and `path`
     /// through; a refusal is counted.
-    pub(crate) fn allows(&self, method: &http::Method, path: &str) -> bool {
+    pub fn allows(&self, method: &http::Method, path: &str) -> bool {
         let allowed = allow::allows(&self.config.allow, method, path);
         if !allowed {
             if let Some(counter) = &self.not_allowed {

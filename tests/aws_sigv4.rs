@@ -173,6 +173,16 @@ async fn a_signed_payload_is_hashed_and_a_session_token_sent() {
     );
     let resp = send(proxy.proxy_addr(), req).await;
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", api.rejections());
+
+    // A chunked body within the limit is read whole, hashed and sent.
+    let chunked = Request::put(format!("http://{API_HOST}/prod/upload"))
+        .body(streaming_body(1000))
+        .expect("request");
+    let (parts, stream) = chunked.into_parts();
+    let unsized_body = http_body_util::StreamBody::new(http_body_util::BodyStream::new(stream));
+    let resp = send(proxy.proxy_addr(), Request::from_parts(parts, unsized_body)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", api.rejections());
+
     let seen = api.requests();
     assert_eq!(seen[0].header_values("x-amz-security-token"), [token]);
     assert_eq!(seen[0].body_text(), body);
@@ -180,6 +190,7 @@ async fn a_signed_payload_is_hashed_and_a_session_token_sent() {
         seen[0].header("x-amz-content-sha256"),
         Some("UNSIGNED-PAYLOAD")
     );
+    assert_eq!(seen[1].body_len, 1000);
     proxy.shutdown().await;
 }
 

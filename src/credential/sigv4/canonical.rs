@@ -68,9 +68,8 @@ pub(crate) fn push_uri(out: &mut Vec<u8>, path: &str, s3: bool) {
             s => kept.push(s),
         }
     }
-    let trailing = path.ends_with('/') && !kept.is_empty();
-    // A path ending in "/." or "/.." names a directory too.
-    let trailing = trailing || (path.ends_with("/.") || path.ends_with("/..")) && !kept.is_empty();
+    // A path ending in "/", "/." or "/.." names a directory.
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
     if kept.is_empty() {
         out.push(b'/');
         return;

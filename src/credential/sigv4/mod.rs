@@ -110,7 +110,7 @@ impl SigV4 {
 
     /// Signs the request about to be sent, at `unix` seconds. `body` is
     /// the whole body for `payload = "signed"` (`None`: empty).
-    pub(crate) fn apply(
+    pub fn apply(
         &self,
         method: &Method,
         target: &Target,
