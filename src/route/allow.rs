@@ -48,12 +48,25 @@ fn matches(pattern: &PathPattern, path: &str) -> bool {
                 _ => return false,
             },
             Segment::Literal(literal) => match segments.next() {
-                Some(s) if percent_decode(s.as_bytes()).eq(literal.iter().copied()) => {}
+                Some(s) if segment_is(s, literal) => {}
                 _ => return false,
             },
         }
     }
     segments.next().is_none()
+}
+
+/// Whether the request segment `s` decodes to `literal`: compared as it
+/// is when it has the same length (the usual, unencoded case), decoded
+/// only when it is longer and holds a `%`.
+fn segment_is(s: &str, literal: &[u8]) -> bool {
+    if s.len() == literal.len() {
+        return s.as_bytes() == literal;
+    }
+    // Decoding only shortens: a valid escape is 3 bytes for 1.
+    s.len() > literal.len()
+        && s.contains('%')
+        && percent_decode(s.as_bytes()).eq(literal.iter().copied())
 }
 
 /// A segment that some upstream would split: `\`, `%2F`, `%5C`.
