@@ -679,12 +679,9 @@ fn aws_sigv4(a: FileAwsSigV4, ctx: &mut Ctx) -> Option<AwsSigV4Config> {
         },
         None => None,
     };
-    if payload == Some(PayloadSigning::Unsigned) && a.max_signed_body.is_some() {
-        ctx.warning(
-            "auth.max_signed_body",
-            "has no effect with payload = \"unsigned\" (bodies stream)",
-        );
-    }
+    // `max_signed_body` with `payload = "unsigned"` is accepted silently
+    // (the contract's own S3 route sets both): it applies only to signed
+    // payloads.
     Some(AwsSigV4Config {
         access_key_id: SecretString::from(access_key_id?),
         secret_access_key: secret_access_key?,

@@ -432,3 +432,10 @@ max_signed_body = "lots"
     assert!(problems.contains("route \"aws\""), "{problems}");
     assert!(!problems.contains("SECRETVALUE123"), "{problems}");
 }
+
+#[test]
+fn the_beyond_routes_load_without_warnings() {
+    let config = parse_with(BEYOND, &beyond_env()).expect("beyond routes are valid");
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
