@@ -38,6 +38,7 @@ fn route(i: usize) -> Route {
             path_prefix: None,
             headers: vec![],
             auth: AuthConfig::None,
+            allow: vec![],
         },
         Credential::None,
     )

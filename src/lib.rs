@@ -17,8 +17,8 @@
 //! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types (the intercept CA loaded with [`tls::LocalCa`]) | `wire`, leaves |
 //! | [`client`] | dialling, TLS, `connect_to`, each worker's upstream connection pool, the typed [`client::pool::SendError`] | `config`, `wire`, leaves |
 //! | [`token`] | token sources: fetched, cached, one-time, from files, OAuth2 | `client`, `config`, `wire`, leaves |
-//! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url` | `token` and below |
-//! | [`route`] | the route matcher ([`route::RouteTable::find`]) | `credential` and below |
+//! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url`, `aws_sigv4` | `token` and below |
+//! | [`route`] | the route matcher ([`route::RouteTable::find`]) and the `[[route.allow]]` check | `credential` and below |
 //! | [`proxy`] | one request: route, rewrite, inject, forward, clean the response; every error → status + JSON ([`proxy::error`]) | `route` and below |
 //! | [`redact`] | what `check` and logs may print of a config | `config`, `target` |
 //! | [`app`], [`authorize`] | the composition root: building a runtime from a config, listeners, reload, shutdown, worker threads, the admin listener; `sidekey authorize` | everything above |

@@ -45,8 +45,15 @@ enum Command {
     },
     /// Validate the config and print each route, secrets redacted.
     Check,
-    /// Print URL as the signed_url route ROUTE would send it.
-    Sign { route: String, url: String },
+    /// Print URL as the signed_url route ROUTE would send it; for an
+    /// aws_sigv4 route, the signed request's headers (signature redacted).
+    Sign {
+        route: String,
+        url: String,
+        /// The request method (aws_sigv4 routes sign it).
+        #[arg(long, default_value = "GET")]
+        method: String,
+    },
     /// Run the OAuth2 authorization-code flow for ROUTE once and store the token.
     ///
     /// Prints the authorization URL (one line on stdout), listens on the
@@ -98,7 +105,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check => return check(&cli.config),
         Command::Run { watch } => run(&cli.config, *watch),
-        Command::Sign { route, url } => sign(&cli.config, route, url),
+        Command::Sign { route, url, method } => sign(&cli.config, route, method, url),
         Command::Authorize { route, timeout } => authorize(&cli.config, route, *timeout),
         Command::Ca(CaCommand::Init { dir }) => ca_init(dir),
         Command::Ca(CaCommand::Show) => ca_show(&cli.config),
@@ -309,10 +316,10 @@ fn reload(proxy: &RunningProxy, path: &Path) {
     }
 }
 
-fn sign(path: &Path, route: &str, url: &str) -> anyhow::Result<()> {
+fn sign(path: &Path, route: &str, method: &str, url: &str) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let signed = sidekey::credential::sign_url(&config, route, url)?;
-    println!("{signed}");
+    let signed = sidekey::credential::sign(&config, route, method, url)?;
+    println!("{}", signed.trim_end());
     Ok(())
 }
 

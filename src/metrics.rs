@@ -137,6 +137,7 @@ pub struct Metrics {
     pub(crate) leaves_minted: Counter,
     pub(crate) tunnels_open: Gauge,
     pub(crate) upgrades_open: Gauge,
+    pub(crate) not_allowed: Family<RouteLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -237,7 +238,14 @@ impl Metrics {
             "Upgraded connections (WebSocket) open: bytes flowing both ways after a 101",
             upgrades_open.clone(),
         );
+        let not_allowed = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "requests_not_allowed",
+            "Requests refused by a route's [[route.allow]] rules (403, nothing forwarded)",
+            not_allowed.clone(),
+        );
         Metrics {
+            not_allowed,
             registry,
             upgrades_open,
             body_stalls,

@@ -6,7 +6,9 @@ use std::fmt::Write;
 
 use http::Uri;
 
-use crate::config::{AuthConfig, InterceptSettings, RouteConfig, TokenBody, TokenConfig};
+use crate::config::{
+    AllowRule, AuthConfig, InterceptSettings, PayloadSigning, RouteConfig, TokenBody, TokenConfig,
+};
 
 /// A URL without userinfo, query or fragment.
 pub(crate) fn url_without_query(uri: &Uri) -> String {
@@ -73,7 +75,31 @@ pub fn describe_route(route: &RouteConfig) -> String {
         let _ = write!(out, ", adds headers [{}]", names.join(", "));
     }
     let _ = write!(out, "\n    auth: {}", describe_auth(&route.auth));
+    for rule in &route.allow {
+        let _ = write!(out, "\n    allow: {}", describe_allow(rule));
+    }
     out
+}
+
+/// One `[[route.allow]]` rule: `GET, HEAD /v1/orders/*, /v1/catalog/**`.
+fn describe_allow(rule: &AllowRule) -> String {
+    let methods = match &rule.methods {
+        Some(list) => list
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "any method".to_string(),
+    };
+    let paths = match &rule.paths {
+        Some(list) => list
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "any path".to_string(),
+    };
+    format!("{methods} {paths}")
 }
 
 fn describe_auth(auth: &AuthConfig) -> String {
@@ -107,6 +133,23 @@ fn describe_auth(auth: &AuthConfig) -> String {
         )
         .trim_end()
         .to_string(),
+        // The access key ID is not secret (AWS shows it in logs and
+        // errors), but it names an account: kept out like the rest.
+        AuthConfig::AwsSigV4(a) => format!(
+            "aws_sigv4 region {} service {}, payload {}, access key [REDACTED], secret key [REDACTED]{}",
+            a.region,
+            a.service,
+            match a.payload {
+                PayloadSigning::Signed =>
+                    format!("signed (bodies up to {} bytes)", a.max_signed_body),
+                PayloadSigning::Unsigned => "unsigned (bodies stream)".to_string(),
+            },
+            if a.session_token.is_some() {
+                ", session token [REDACTED]"
+            } else {
+                ""
+            }
+        ),
     }
 }
 
@@ -171,6 +214,33 @@ mod tests {
         let shown = url_without_query(&uri);
         assert_eq!(shown, "https://invoca.net/api/x/create_access_token.json?…");
         assert!(!shown.contains("abc"));
+    }
+
+    #[test]
+    fn sigv4_secrets_are_not_shown() {
+        let auth = AuthConfig::AwsSigV4(crate::config::AwsSigV4Config {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".to_string().into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+                .to_string()
+                .into(),
+            session_token: Some("SESSIONTOKEN77".to_string().into()),
+            region: "eu-west-1".into(),
+            service: "s3".into(),
+            payload: PayloadSigning::Unsigned,
+            max_signed_body: 1024,
+        });
+        let shown = describe_auth(&auth);
+        assert!(
+            shown.contains("eu-west-1") && shown.contains("s3"),
+            "{shown}"
+        );
+        for secret in ["AKIAIOSFODNN7EXAMPLE", "EXAMPLEKEY", "SESSIONTOKEN77"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let debug = format!("{auth:?}");
+        for secret in ["EXAMPLEKEY", "SESSIONTOKEN77"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
     }
 
     #[test]

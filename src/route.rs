@@ -4,7 +4,10 @@
 //! wildcard routes (`*.example.com`) by looking up each suffix of the host
 //! (O(labels)). Among routes of one host, the longest matching
 //! `path_prefix` wins; a prefix matches on segment boundaries (`/v1`
-//! matches `/v1` and `/v1/x`, not `/v1x`).
+//! matches `/v1` and `/v1/x`, not `/v1x`). Once routed, a request must
+//! pass the route's `[[route.allow]]` rules ([`allow`]).
+
+mod allow;
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use http::HeaderValue;
 use crate::config::{HostPattern, RouteConfig};
 use crate::credential::Credential;
 use crate::metrics::{Metrics, RequestCounter, RouteLabels, RouteName};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 /// A route ready to serve: its config, its built credential and its
@@ -30,6 +34,8 @@ pub struct Route {
     /// The `Host` header of the route's upstream, when the route names one
     /// (wildcard routes without `upstream` go to the request's host).
     pub(crate) host_header: Option<HeaderValue>,
+    /// This route's `sidekey_requests_not_allowed_total` series.
+    pub(crate) not_allowed: Option<Counter>,
 }
 
 impl std::fmt::Debug for Route {
@@ -62,7 +68,20 @@ impl Route {
             upstream_latency: None,
             requests,
             host_header,
+            not_allowed: None,
         }
+    }
+
+    /// Whether the route's `[[route.allow]]` rules let `method` and `path`
+    /// through; a refusal is counted.
+    pub fn allows(&self, method: &http::Method, path: &str) -> bool {
+        let allowed = allow::allows(&self.config.allow, method, path);
+        if !allowed {
+            if let Some(counter) = &self.not_allowed {
+                counter.inc();
+            }
+        }
+        allowed
     }
 
     /// Attaches the route's per-request metric series.
@@ -72,6 +91,7 @@ impl Route {
             .get_or_create(&self.labels())
             .clone();
         self.upstream_latency = Some(histogram);
+        self.not_allowed = Some(metrics.not_allowed.get_or_create(&self.labels()).clone());
         self
     }
 
@@ -220,6 +240,7 @@ mod tests {
                 path_prefix: prefix.map(Into::into),
                 headers: vec![],
                 auth: AuthConfig::None,
+                allow: vec![],
             },
             Credential::None,
         )

@@ -65,7 +65,7 @@ impl Target {
         }
     }
 
-    #[cfg(test)]
+    /// The path, as it will be sent.
     pub(crate) fn path(&self) -> &str {
         &self.origin_form[..self.path_len]
     }

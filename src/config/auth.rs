@@ -11,8 +11,8 @@ use http::{Method, Uri};
 use secrecy::SecretString;
 
 use super::file::{
-    FileAuth, FileEndpointToken, FileOAuth2ClientCredentials, FileOAuth2Code, FileToken,
-    FileTokenSource,
+    FileAuth, FileAwsSigV4, FileEndpointToken, FileOAuth2ClientCredentials, FileOAuth2Code,
+    FileToken, FileTokenSource,
 };
 use super::Ctx;
 use crate::wire::headers::is_hop_by_hop;
@@ -37,6 +37,7 @@ pub enum AuthConfig {
         token: TokenConfig,
     },
     SignedUrl(SignedUrlConfig),
+    AwsSigV4(AwsSigV4Config),
 }
 
 impl AuthConfig {
@@ -64,6 +65,32 @@ pub struct SignedUrlConfig {
     pub signature_param: String,
     pub algorithm: SignAlgorithm,
 }
+
+/// What `kind = "aws_sigv4"` puts in `X-Amz-Content-Sha256` and signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadSigning {
+    /// The body's SHA-256: the body is read (up to `max_signed_body`)
+    /// before anything is sent.
+    Signed,
+    /// `UNSIGNED-PAYLOAD`: the body streams (S3).
+    Unsigned,
+}
+
+/// `kind = "aws_sigv4"`: AWS Signature Version 4.
+#[derive(Debug, Clone)]
+pub struct AwsSigV4Config {
+    pub access_key_id: SecretString,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+    pub region: String,
+    pub service: String,
+    pub payload: PayloadSigning,
+    /// The largest body read and hashed for `payload = "signed"`.
+    pub max_signed_body: usize,
+}
+
+/// The default `max_signed_body`.
+pub const DEFAULT_MAX_SIGNED_BODY: usize = 8 * 1024 * 1024;
 
 /// Where a `header` or `query` credential gets its token.
 #[derive(Debug, Clone)]
@@ -313,6 +340,7 @@ impl AuthConfig {
                     algorithm: algorithm?,
                 }))
             }
+            FileAuth::AwsSigV4(a) => aws_sigv4(a, ctx).map(AuthConfig::AwsSigV4),
         }
     }
 }
@@ -583,5 +611,84 @@ fn client_credentials(
         client_auth: client_auth?,
         refresh_before: refresh_before?,
         timeout: timeout?,
+    })
+}
+
+/// A region or service name as it goes into the credential scope:
+/// lowercase letters, digits and '-'.
+fn scope_part(ctx: &mut Ctx, key: &str, raw: &str) -> Option<String> {
+    let value = ctx.expand_nonempty(key, raw)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        ctx.problem(
+            key,
+            "use lowercase letters, digits and '-' (e.g. \"eu-west-1\", \"s3\")",
+        );
+        return None;
+    }
+    Some(value)
+}
+
+fn aws_sigv4(a: FileAwsSigV4, ctx: &mut Ctx) -> Option<AwsSigV4Config> {
+    let access_key_id = ctx.expand_nonempty("auth.access_key_id", &a.access_key_id);
+    if access_key_id
+        .as_deref()
+        .is_some_and(|k| !k.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        ctx.problem(
+            "auth.access_key_id",
+            "an access key ID is letters and digits",
+        );
+    }
+    let secret_access_key = secret(ctx, "auth.secret_access_key", &a.secret_access_key);
+    // "" (e.g. `${AWS_SESSION_TOKEN:-}` unset) means long-term keys.
+    let session_token = match ctx.expand_opt("auth.session_token", a.session_token.as_deref()) {
+        Some(Some(t)) if t.is_empty() => Some(None),
+        Some(Some(t)) if http::HeaderValue::from_str(&t).is_err() => {
+            ctx.problem("auth.session_token", "cannot be sent in a header");
+            None
+        }
+        Some(t) => Some(t.map(SecretString::from)),
+        None => None,
+    };
+    let region = scope_part(ctx, "auth.region", &a.region);
+    let service = scope_part(ctx, "auth.service", &a.service);
+    let payload = ctx.choice(
+        "auth.payload",
+        a.payload.as_deref(),
+        PayloadSigning::Signed,
+        &[
+            ("signed", PayloadSigning::Signed),
+            ("unsigned", PayloadSigning::Unsigned),
+        ],
+    );
+    let max_signed_body = match ctx.expand_opt("auth.max_signed_body", a.max_signed_body.as_deref())
+    {
+        Some(None) => Some(DEFAULT_MAX_SIGNED_BODY),
+        Some(Some(v)) => match super::proxy::parse_size(&v) {
+            Some(n) => Some(n),
+            None => {
+                ctx.problem(
+                    "auth.max_signed_body",
+                    "not a size; write e.g. \"8MiB\" or \"512KiB\"",
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    // `max_signed_body` with `payload = "unsigned"` is accepted silently
+    // (the contract's own S3 route sets both): it applies only to signed
+    // payloads.
+    Some(AwsSigV4Config {
+        access_key_id: SecretString::from(access_key_id?),
+        secret_access_key: secret_access_key?,
+        session_token: session_token?,
+        region: region?,
+        service: service?,
+        payload: payload?,
+        max_signed_body: max_signed_body?,
     })
 }

@@ -70,6 +70,17 @@ pub(crate) struct FileRoute {
     #[serde(default)]
     pub(crate) headers: BTreeMap<String, String>,
     pub(crate) auth: Option<FileAuth>,
+    /// `[[route.allow]]`: the requests the route forwards (none = all).
+    #[serde(default)]
+    pub(crate) allow: Vec<FileAllow>,
+}
+
+/// One `[[route.allow]]` rule.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAllow {
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) paths: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +90,20 @@ pub(crate) enum FileAuth {
     Header(FileHeaderAuth),
     Query(FileQueryAuth),
     SignedUrl(FileSignedUrl),
+    #[serde(rename = "aws_sigv4")]
+    AwsSigV4(FileAwsSigV4),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAwsSigV4 {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+    pub(crate) session_token: Option<String>,
+    pub(crate) region: String,
+    pub(crate) service: String,
+    pub(crate) payload: Option<String>,
+    pub(crate) max_signed_body: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 //! listeners). Every problem is collected, so `sidekey check` lists them all
 //! at once; each names its route and key, never a value.
 
+mod allow;
 mod auth;
 pub(crate) mod env;
 pub(crate) mod file;
@@ -22,7 +23,12 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use auth::{AuthConfig, SignAlgorithm, SignedUrlConfig};
+pub(crate) use allow::Segment;
+pub use allow::{AllowRule, PathPattern};
+pub use auth::{
+    AuthConfig, AwsSigV4Config, PayloadSigning, SignAlgorithm, SignedUrlConfig,
+    DEFAULT_MAX_SIGNED_BODY,
+};
 pub(crate) use auth::{
     ClientAuth, EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenBody,
     TokenConfig, TokenRequestStyle,

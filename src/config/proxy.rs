@@ -217,7 +217,7 @@ fn has_port(s: &str) -> bool {
 }
 
 /// Parses "65536", "64KiB", "1MiB", "64kb".
-fn parse_size(s: &str) -> Option<usize> {
+pub(super) fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 
+use super::allow::{self, AllowRule};
 use super::auth::AuthConfig;
 use super::file::FileRoute;
 use super::Ctx;
@@ -109,6 +110,8 @@ pub struct RouteConfig {
     /// Added when the client did not send them.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub auth: AuthConfig,
+    /// `[[route.allow]]`: empty = every request is forwarded.
+    pub allow: Vec<AllowRule>,
 }
 
 impl RouteConfig {
@@ -199,6 +202,7 @@ impl RouteConfig {
             None => Some(AuthConfig::None),
             Some(a) => AuthConfig::from_file(a, ctx),
         };
+        let allow = allow::rules(raw.allow, ctx);
         // On its own listener a route takes any Host; without `upstream`,
         // a wildcard route would send its credential to whatever host the
         // client names.
@@ -219,6 +223,7 @@ impl RouteConfig {
             path_prefix: path_prefix?,
             headers,
             auth: auth?,
+            allow: allow?,
         })
     }
 }

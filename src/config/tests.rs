@@ -342,3 +342,100 @@ fn a_secret_written_as_a_number_is_not_echoed() {
         assert!(!err.contains(value), "{err}");
     }
 }
+
+const BEYOND: &str = include_str!("../../config/examples/beyond-routes.toml");
+
+fn beyond_env() -> HashMap<&'static str, &'static str> {
+    HashMap::from([
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("PARTNER_TOKEN", "partner-token"),
+    ])
+}
+
+#[test]
+fn the_beyond_routes_mean_what_their_comments_say() {
+    let config = parse_with(BEYOND, &beyond_env()).expect("beyond routes are valid");
+    let s3 = config.route("s3").unwrap();
+    let AuthConfig::AwsSigV4(aws) = &s3.auth else {
+        panic!("s3 is not aws_sigv4: {:?}", s3.auth);
+    };
+    assert_eq!(
+        (aws.region.as_str(), aws.service.as_str()),
+        ("eu-west-1", "s3")
+    );
+    assert_eq!(aws.payload, PayloadSigning::Unsigned);
+    assert_eq!(aws.max_signed_body, 8 << 20);
+    assert!(aws.session_token.is_none(), "\"\" means none");
+
+    let with_token = HashMap::from_iter(
+        beyond_env()
+            .into_iter()
+            .chain([("AWS_SESSION_TOKEN", "tok")]),
+    );
+    let config_tok = parse_with(BEYOND, &with_token).unwrap();
+    let AuthConfig::AwsSigV4(aws) = &config_tok.route("s3").unwrap().auth else {
+        unreachable!()
+    };
+    assert!(aws.session_token.is_some());
+
+    let partner = config.route("partner").unwrap();
+    assert_eq!(partner.allow.len(), 2);
+    assert_eq!(
+        partner.allow[0],
+        AllowRule::new(&["GET"], &["/v1/orders/*", "/v1/catalog/**"]).unwrap()
+    );
+    assert_eq!(
+        partner.allow[1],
+        AllowRule::new(&["POST"], &["/v1/orders"]).unwrap()
+    );
+}
+
+#[test]
+fn sigv4_and_allow_problems_name_route_and_key_not_value() {
+    let text = r#"
+[[route]]
+name = "aws"
+host = "x.amazonaws.com"
+[[route.allow]]
+methods = []
+[[route.allow]]
+paths = ["v1/no-slash"]
+[[route.allow]]
+[route.auth]
+kind = "aws_sigv4"
+access_key_id = "AKIA-NOT/VALID"
+secret_access_key = "SECRETVALUE123"
+region = "EU West"
+service = "s3"
+payload = "maybe"
+max_signed_body = "lots"
+"#;
+    let problems = parse_with(text, &HashMap::new())
+        .expect_err("invalid")
+        .problems()
+        .join("\n");
+    for key in [
+        "allow[1].methods",
+        "allow[2].paths",
+        "allow[3]",
+        "auth.access_key_id",
+        "auth.region",
+        "auth.payload",
+        "auth.max_signed_body",
+    ] {
+        assert!(problems.contains(key), "{key} in:\n{problems}");
+    }
+    assert!(problems.contains("route \"aws\""), "{problems}");
+    assert!(!problems.contains("SECRETVALUE123"), "{problems}");
+}
+
+#[test]
+fn the_beyond_routes_load_without_warnings() {
+    let config = parse_with(BEYOND, &beyond_env()).expect("beyond routes are valid");
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}

@@ -1,4 +1,5 @@
-//! Credential injectors: what a route does to each forwarded request.
+//! Credential injectors: what a route does to each forwarded request
+//! (`basic`, `header`, `query`, `signed_url`, `aws_sigv4`).
 //!
 //! A route's [`Credential`] is built once from its validated config (keys
 //! decoded, header values precomputed) and then applied per request to the
@@ -10,6 +11,7 @@ mod basic;
 mod header;
 mod query;
 mod signed_url;
+pub mod sigv4;
 
 use crate::wire::headers::ForwardHeaders;
 use thiserror::Error;
@@ -17,7 +19,8 @@ use thiserror::Error;
 pub use basic::Basic;
 pub use header::HeaderInjector;
 pub(crate) use query::QueryInjector;
-pub use signed_url::{sign_url, SignError, SignedUrl};
+pub use signed_url::{sign, sign_url, SignError, SignedUrl};
+pub use sigv4::SigV4;
 
 use crate::config::AuthConfig;
 use crate::target::Target;
@@ -30,6 +33,10 @@ pub enum CredentialError {
     Token(#[from] TokenError),
     #[error("the token source returned a value that cannot be sent in a header")]
     InvalidToken,
+    /// A SigV4 header could not be formed (e.g. a host that is not a
+    /// header value).
+    #[error("the request cannot be signed")]
+    Unsignable,
 }
 
 /// What applying a credential used, for 401 handling.
@@ -47,6 +54,7 @@ pub enum Credential {
     Header(HeaderInjector),
     Query(QueryInjector),
     SignedUrl(SignedUrl),
+    AwsSigV4(SigV4),
 }
 
 impl Credential {
@@ -77,14 +85,19 @@ impl Credential {
                 Credential::Query(QueryInjector::new(param.clone(), source(token)?))
             }
             AuthConfig::SignedUrl(config) => Credential::SignedUrl(SignedUrl::new(config)),
+            AuthConfig::AwsSigV4(config) => Credential::AwsSigV4(SigV4::new(config)?),
         })
     }
 
     /// Injects the credential into the request about to be forwarded.
+    /// `body` is the whole request body when [`Credential::signed_body_limit`]
+    /// asked for it to be read first.
     pub(crate) async fn apply(
         &self,
+        method: &http::Method,
         target: &mut Target,
         headers: &mut ForwardHeaders,
+        body: Option<&[u8]>,
     ) -> Result<Applied, CredentialError> {
         match self {
             Credential::None => Ok(Applied::default()),
@@ -98,6 +111,19 @@ impl Credential {
                 s.apply(target, signed_url::unix_now());
                 Ok(Applied::default())
             }
+            Credential::AwsSigV4(s) => {
+                s.apply(method, target, headers, body, signed_url::unix_now())?;
+                Ok(Applied::default())
+            }
+        }
+    }
+
+    /// The most request body bytes to read before applying the credential,
+    /// which signs them; `None` when the body streams.
+    pub(crate) fn signed_body_limit(&self) -> Option<usize> {
+        match self {
+            Credential::AwsSigV4(s) => s.signed_body_limit(),
+            _ => None,
         }
     }
 

@@ -22,10 +22,41 @@ use crate::target::{encode_query_component, Target};
 pub enum SignError {
     #[error("no route named {0:?}")]
     NoRoute(String),
-    #[error("route {0:?} is not a signed_url route")]
+    #[error("route {0:?} is not a signed_url or aws_sigv4 route")]
     NotSigned(String),
     #[error("not a URL or path: {0:?}")]
     BadUrl(String),
+    #[error("not an HTTP method: {0:?}")]
+    BadMethod(String),
+    #[error("the request cannot be signed (its host is not a header value)")]
+    Unsignable,
+}
+
+/// What `sidekey sign` prints for `route`: for a `signed_url` route the
+/// signed URL, for an `aws_sigv4` route the signed request's line and
+/// headers (signature and session token redacted). `method` is used by
+/// SigV4 only.
+pub fn sign(config: &Config, route: &str, method: &str, url: &str) -> Result<String, SignError> {
+    let r = config
+        .route(route)
+        .ok_or_else(|| SignError::NoRoute(route.to_string()))?;
+    let AuthConfig::AwsSigV4(aws) = &r.auth else {
+        return sign_url(config, route, url);
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| SignError::BadUrl(url.to_string()))?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| SignError::BadMethod(method.to_string()))?;
+    let target = r
+        .target(uri.host().unwrap_or_default(), uri.path(), uri.query())
+        .ok_or_else(|| SignError::BadUrl(url.to_string()))?;
+    let signer = super::SigV4::new(aws).map_err(|_| SignError::Unsignable)?;
+    let mut headers = crate::wire::headers::ForwardHeaders::default();
+    signer
+        .apply(&method, &target, &mut headers, None, unix_now())
+        .map_err(|_| SignError::Unsignable)?;
+    Ok(super::sigv4::describe_signed(&method, &target, &headers))
 }
 
 /// The URL as the `signed_url` route `route` would send it, signed now.

@@ -62,6 +62,12 @@ pub(crate) enum ProxyError {
     /// echo it back.
     #[error("TRACE is not forwarded on a route that adds a credential (it would echo the credential back)")]
     TraceNotAllowed,
+    /// The route's `[[route.allow]]` rules do not let the request through.
+    #[error("the route's allow rules do not allow this method and path; nothing was forwarded")]
+    NotAllowed,
+    /// `payload = "signed"`: the body is longer than `max_signed_body`.
+    #[error("the request body is larger than this route signs (max_signed_body = {limit} bytes); nothing was forwarded")]
+    SignedBodyTooLarge { limit: usize },
 }
 
 impl ProxyError {
@@ -77,6 +83,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Credential(CredentialError::InvalidToken) => StatusCode::BAD_GATEWAY,
+            ProxyError::Credential(CredentialError::Unsignable) => StatusCode::BAD_REQUEST,
+            ProxyError::NotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::SignedBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamConnect(_)
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamHead(_) => StatusCode::BAD_GATEWAY,
@@ -103,6 +112,8 @@ impl ProxyError {
             ProxyError::RequestBody { stalled: true, .. } => "request_body_timeout",
             ProxyError::RequestBody { stalled: false, .. } => "bad_request_body",
             ProxyError::TraceNotAllowed => "method_not_allowed",
+            ProxyError::NotAllowed => "not_allowed",
+            ProxyError::SignedBodyTooLarge { .. } => "payload_too_large",
             ProxyError::Misdirected { .. } => "misdirected_request",
         }
     }
@@ -239,6 +250,12 @@ mod tests {
                 "request_body_timeout",
             ),
             (ProxyError::TraceNotAllowed, 405, "method_not_allowed"),
+            (ProxyError::NotAllowed, 403, "not_allowed"),
+            (
+                ProxyError::SignedBodyTooLarge { limit: 1024 },
+                413,
+                "payload_too_large",
+            ),
         ];
         for (err, status, code) in cases {
             let response = err.to_response(Some("copilot"));

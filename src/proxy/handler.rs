@@ -312,6 +312,10 @@ fn prepare(
     if req.method == Method::TRACE && !matches!(route.credential, Credential::None) {
         return Err(ProxyError::TraceNotAllowed);
     }
+    // `[[route.allow]]`: refused before anything is read or sent.
+    if !route.allows(&req.method, req.uri.path()) {
+        return Err(ProxyError::NotAllowed);
+    }
     let host = match host {
         Ok(_) => host_name,
         // On a dedicated listener the route names the host.
@@ -365,6 +369,14 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
     let Plan { route, target, out } = plan;
     let route = &**route;
     let injected = route.credential.injected_params();
+    // A credential that signs the body (SigV4, `payload = "signed"`)
+    // gets it whole, read before anything goes upstream.
+    if let Some(limit) = route.credential.signed_body_limit() {
+        let bytes = read_signed_body(runtime, out, limit).await?;
+        out.body = ProxyBody::full(bytes.clone());
+        let (response, _) = attempt(runtime, route, target, out, Some(&bytes)).await?;
+        return clean_response(response, injected);
+    }
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
         // Known when the body's framing gives it (none, or Content-Length);
@@ -378,7 +390,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
     };
     let Some(len) = len else {
         // Streamed body: no retry, but a 401 still invalidates the token.
-        let (response, applied) = attempt(runtime, route, target, out).await?;
+        let (response, applied) = attempt(runtime, route, target, out, None).await?;
         if response.status == StatusCode::UNAUTHORIZED {
             route.credential.reject(&applied);
         }
@@ -409,7 +421,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
     // attempt injected: the same headers, and the target whose origin form
     // the first attempt handed to the connection.
     out.body = ProxyBody::full(bytes.clone());
-    let (response, applied) = attempt(runtime, route, target, out).await?;
+    let (response, applied) = attempt(runtime, route, target, out, None).await?;
     if response.status == StatusCode::UNAUTHORIZED && route.credential.reject(&applied) {
         tracing::info!(
             route = route.name(),
@@ -418,10 +430,43 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         drop(response);
         target.restore_origin_form(std::mem::take(&mut out.target));
         out.body = ProxyBody::full(bytes);
-        let (response, _) = attempt(runtime, route, target, out).await?;
+        let (response, _) = attempt(runtime, route, target, out, None).await?;
         return clean_response(response, injected);
     }
     clean_response(response, injected)
+}
+
+/// Reads the whole request body for a credential that signs it: at most
+/// `limit` bytes are kept; a longer body is `413` (refused at once when
+/// its `Content-Length` says so), with nothing sent upstream.
+async fn read_signed_body(
+    runtime: &Runtime,
+    out: &mut Outgoing,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    let too_large = ProxyError::SignedBodyTooLarge { limit };
+    match out.body.size_hint().exact() {
+        Some(0) => return Ok(Bytes::new()),
+        Some(n) if n > limit as u64 => return Err(too_large),
+        _ => {}
+    }
+    // Bounded like any body read before forwarding (see `forward`).
+    let timeout = runtime.settings.request_timeout;
+    let deadline = Deadline::new(
+        tokio::time::Instant::now(),
+        timeout,
+        out.body.progress().cloned(),
+    );
+    let body = std::mem::replace(&mut out.body, ProxyBody::empty());
+    let collected = deadline
+        .bound(Limited::new(body, limit).collect())
+        .await
+        .ok_or(ProxyError::UpstreamTimeout(timeout))?;
+    match collected {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+    }
 }
 
 /// Applies the credential to `target` and `out`, and sends `out` upstream.
@@ -430,10 +475,11 @@ async fn attempt(
     route: &Route,
     target: &mut Target,
     out: &mut Outgoing,
+    body: Option<&[u8]>,
 ) -> Result<(UpstreamResponse, Applied), ProxyError> {
     let applied = route
         .credential
-        .apply(target, &mut out.headers)
+        .apply(&out.method, target, &mut out.headers, body)
         .await
         .map_err(ProxyError::Credential)?;
     out.target = target.take_origin_form();

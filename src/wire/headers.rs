@@ -233,6 +233,22 @@ impl ForwardHeaders {
         move |name| end_to_end(name) && !self.is_removed(name)
     }
 
+    /// Every field that will be sent, as name and value bytes: the
+    /// client's that are forwarded (names as the client spelled them),
+    /// then sidekey's own (lowercase names). What a signature over the
+    /// sent headers is computed from.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let forwards = self.forwards();
+        self.client
+            .iter()
+            .filter(move |(name, _)| forwards(name))
+            .chain(
+                self.added
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            )
+    }
+
     /// Writes the fields to send as header lines, leaving out those that
     /// `skip` names (e.g. framing fields the writer sets itself).
     pub(crate) fn write_lines(&self, buf: &mut Vec<u8>, skip: impl Fn(&[u8]) -> bool) {

@@ -27,6 +27,8 @@ pub mod recorder;
 /// All five seed stand-ins with the seed routes; a local CA for interception.
 pub mod seeds;
 pub mod server;
+/// A stand-in AWS API verifying Signature Version 4 independently.
+pub mod sigv4;
 pub mod test_env;
 pub mod tokens;
 
@@ -44,5 +46,6 @@ pub use oauth2::OAuth2Server;
 pub use process::*;
 pub use recorder::{Recorder, Seen, RECORDER_REPLY};
 pub use server::*;
+pub use sigv4::{SigV4Api, SigV4Rules, AWS_KEY_ID, AWS_SECRET};
 pub use test_env::*;
 pub use tokens::{random_token, wait_until};

@@ -1,0 +1,171 @@
+//! The `[[route.allow]]` check: whether a route forwards a request.
+//!
+//! Matched on the request's path as sent (the path the upstream gets,
+//! under the route's base path), segment by segment, each segment
+//! percent-decoded as the upstream would decode it. A path with a `.` or
+//! `..` segment, plain or percent-encoded (`%2e%2e`, `..%2f`), matches no
+//! rule: most upstreams resolve those, so `/v1/orders/../admin` is not
+//! under `/v1/orders` whatever its spelling (the same handling as
+//! `path_prefix`). `*` does not match a segment holding an encoded `/` or
+//! a `\`, which some upstreams split on.
+//!
+//! Nothing here allocates: rules are compiled at load
+//! ([`crate::config::AllowRule`]) and the path is walked in place.
+
+use http::Method;
+use percent_encoding::percent_decode;
+
+use crate::config::{AllowRule, PathPattern, Segment};
+
+/// Whether `rules` let `method` and `path` through (no rules: yes).
+pub(crate) fn allows(rules: &[AllowRule], method: &Method, path: &str) -> bool {
+    if rules.is_empty() {
+        return true;
+    }
+    if has_dot_segment(path) {
+        return false;
+    }
+    rules.iter().any(|rule| {
+        rule.methods.as_ref().is_none_or(|m| m.contains(method))
+            && rule
+                .paths
+                .as_ref()
+                .is_none_or(|paths| paths.iter().any(|p| matches(p, path)))
+    })
+}
+
+/// Whether `path` matches `pattern`, segment by segment.
+fn matches(pattern: &PathPattern, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/');
+    for expected in &pattern.segments {
+        match expected {
+            Segment::Rest => return true,
+            Segment::One => match segments.next() {
+                Some(s) if !s.is_empty() && !has_separator(s) => {}
+                _ => return false,
+            },
+            Segment::Literal(literal) => match segments.next() {
+                Some(s) if segment_is(s, literal) => {}
+                _ => return false,
+            },
+        }
+    }
+    segments.next().is_none()
+}
+
+/// Whether the request segment `s` decodes to `literal`: compared as it
+/// is when it has the same length (the usual, unencoded case), decoded
+/// only when it is longer and holds a `%`.
+fn segment_is(s: &str, literal: &[u8]) -> bool {
+    if s.len() == literal.len() {
+        return s.as_bytes() == literal;
+    }
+    // Decoding only shortens: a valid escape is 3 bytes for 1.
+    s.len() > literal.len()
+        && s.contains('%')
+        && percent_decode(s.as_bytes()).eq(literal.iter().copied())
+}
+
+/// A segment that some upstream would split: `\`, `%2F`, `%5C`.
+fn has_separator(segment: &str) -> bool {
+    percent_decode(segment.as_bytes()).any(|b| b == b'/' || b == b'\\')
+}
+
+/// Whether `path` holds a `.` or `..` segment once percent-decoded, with
+/// `/` and `\` both ending a segment.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
+    let mut len = 0usize;
+    let mut dots = true;
+    for b in percent_decode(path.as_bytes()).chain(std::iter::once(b'/')) {
+        if b == b'/' || b == b'\\' {
+            if dots && (len == 1 || len == 2) {
+                return true;
+            }
+            len = 0;
+            dots = true;
+        } else {
+            len += 1;
+            dots &= b == b'.';
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partner() -> Vec<AllowRule> {
+        vec![
+            AllowRule::new(&["GET"], &["/v1/orders/*", "/v1/catalog/**"]).unwrap(),
+            AllowRule::new(&["POST"], &["/v1/orders"]).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn a_request_must_match_one_rule() {
+        let rules = partner();
+        let get = Method::GET;
+        let post = Method::POST;
+        for (method, path, want) in [
+            (&get, "/v1/orders/42", true),
+            (&get, "/v1/orders/%34%32", true),
+            (&get, "/v1/%6Frders/42", true),
+            (&get, "/v1/orders", false),
+            (&get, "/v1/orders/", false),
+            (&get, "/v1/orders/42/items", false),
+            (&get, "/v1/catalog", true),
+            (&get, "/v1/catalog/", true),
+            (&get, "/v1/catalog/a/b/c", true),
+            (&get, "/v1/catalogue", false),
+            (&post, "/v1/orders", true),
+            (&post, "/v1/orders/42", false),
+            (&Method::DELETE, "/v1/orders/42", false),
+            (&Method::PUT, "/v1/catalog/x", false),
+            (&get, "/V1/orders/42", false),
+            (&get, "/", false),
+        ] {
+            assert_eq!(allows(&rules, method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_separators_are_refused() {
+        let rules = partner();
+        for path in [
+            "/v1/orders/..",
+            "/v1/orders/%2e%2e",
+            "/v1/orders/%2E.",
+            "/v1/catalog/../../admin",
+            "/v1/catalog/..%2f..%2fadmin",
+            "/v1/catalog/.",
+            "/v1/orders/.%2e",
+            "/v1/catalog\\..\\admin",
+            "/v1/orders/a%2fb",
+            "/v1/orders/a%5Cb",
+            "/v1/orders/a\\b",
+        ] {
+            assert!(!allows(&rules, &Method::GET, path), "{path}");
+        }
+        // Dots inside a segment are just characters.
+        assert!(allows(&rules, &Method::GET, "/v1/orders/a..b"));
+        assert!(allows(&rules, &Method::GET, "/v1/catalog/.well/x.json"));
+    }
+
+    #[test]
+    fn absent_keys_match_anything_and_no_rules_allow_all() {
+        assert!(allows(&[], &Method::DELETE, "/anything/../x"));
+        let any_path = vec![AllowRule::new(&["GET"], &[]).unwrap()];
+        assert!(allows(&any_path, &Method::GET, "/x/y"));
+        assert!(!allows(&any_path, &Method::HEAD, "/x/y"));
+        let any_method = vec![AllowRule::new(&[], &["/health"]).unwrap()];
+        assert!(allows(&any_method, &Method::DELETE, "/health"));
+        assert!(!allows(&any_method, &Method::GET, "/healthz"));
+    }
+}
