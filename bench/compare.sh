@@ -20,7 +20,9 @@
 #   IR_N=1000 IR_M=200  requests of the two callgrind runs (instructions/request)
 #   IDLE_CONNS=10000  idle client connections of the RSS scenario (0 = skip)
 #   UPLOAD_MB=50      size of the upload scenario (0 = skip)
-#   SCENARIOS="plain tls signed cached onetime onetime_pool"  scenarios to run
+#   SCENARIOS="plain tls signed cached onetime onetime_pool sigv4 allow"  scenarios
+#                     (sigv4 = aws_sigv4 with payload = "unsigned"; allow = the
+#                     Basic route behind 20 [[route.allow]] rules)
 #                     (onetime = one-time token minted per request, no pool;
 #                     onetime_pool = the same with POOL_SIZE tokens minted ahead)
 #   POOL_SIZE=32      pool_size of the onetime_pool route
@@ -59,7 +61,7 @@ IR_N=${IR_N:-1000}
 IR_M=${IR_M:-200}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 UPLOAD_MB=${UPLOAD_MB:-50}
-SCENARIOS=${SCENARIOS:-"plain tls signed cached onetime onetime_pool"}
+SCENARIOS=${SCENARIOS:-"plain tls signed cached onetime onetime_pool sigv4 allow"}
 POOL_SIZE=${POOL_SIZE:-32}
 MINT_MS=${MINT_MS:-20}
 LOADS=${LOADS-"c$CONNS c1 c1p"}
@@ -230,6 +232,8 @@ BASIC="Basic $(printf '%s:%s' "$USERNAME" "$PASSWORD" | base64 -w0)"
 SIGN_KEY="key-$(openssl rand -hex 8)"
 SIGN_SECRET=$(openssl rand -hex 16)
 BEARER_TOKEN="tok-$(openssl rand -hex 16)"
+AWS_KEY_ID="AKIABENCH$(openssl rand -hex 4 | tr a-f A-F)"
+AWS_SECRET=$(openssl rand -base64 30)
 
 # Distinct free ports: free_port only looks at listeners, so two picks in a
 # row could coincide.
@@ -269,7 +273,7 @@ fill() {
         -e "s|@USER@|$USER_LINE|g" -e "s|@ACCESS_LOG@|$ACCESS_LINE|g" \
         -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
         -e "s|@TOKEN_PORT@|$TOKEN_PORT|g" -e "s|@MINT_PORT@|$MINT_PORT|g" \
-        -e "s|@BEARER_TOKEN@|$BEARER_TOKEN|g" -e "s|@POOL_SIZE@|$POOL_SIZE|g" \
+        -e "s|@BEARER_TOKEN@|$BEARER_TOKEN|g" -e "s|@AWS_KEY_ID@|$AWS_KEY_ID|g" -e "s|@AWS_SECRET@|$AWS_SECRET|g" -e "s|@POOL_SIZE@|$POOL_SIZE|g" \
         -e "s|@ECHO_MODULE@|$ECHO_MODULE|g" -e "s|@MINT_MS@|$MINT_MS|g" \
         -e "s|@MINT_SECONDS@|$(awk -v ms="$MINT_MS" 'BEGIN { printf "%.3f", ms / 1000 }')|g" \
         "$1" >"$2"
@@ -277,6 +281,9 @@ fill() {
 fill "$BENCH/upstream-nginx.conf.in" "$WORK/upstream.conf"
 fill "$BENCH/peer-nginx.conf.in" "$WORK/peer.conf"
 fill "$BENCH/sidekey.toml.in" "$WORK/sidekey.toml"
+cat "$WORK/sidekey.toml" >"$WORK/sidekey-https.toml"
+fill "$BENCH/sidekey-https.toml.in" "$WORK/sidekey-https.part.toml"
+cat "$WORK/sidekey-https.part.toml" >>"$WORK/sidekey-https.toml"
 fill "$BENCH/mint-nginx.conf.in" "$WORK/mint.conf"
 
 # The most file descriptors we may have (idle-connection scenario).
@@ -327,12 +334,17 @@ start_nginx() {
         die "nginx (peer) did not start: $(tail -n5 "$WORK/peer-error.log")"
 }
 
+# The config start_sidekey runs: sidekey-https.toml adds [proxy.intercept]
+# and a wildcard route for the HTTPS-client measurements.
+SIDEKEY_CONFIG="$WORK/sidekey.toml"
+
 start_sidekey() {
-    RUST_LOG=$SIDEKEY_LOG "$@" "$SIDEKEY" run --config "$WORK/sidekey.toml" \
+    RUST_LOG=$SIDEKEY_LOG "$@" "$SIDEKEY" run --config "$SIDEKEY_CONFIG" \
         >>"$WORK/sidekey.out" 2>>"$WORK/sidekey.log" &
     SIDEKEY_PID=$!
     PIDS+=("$SIDEKEY_PID")
-    wait_listen "$SIDEKEY_PORT" "$SIDEKEY_PID" 120 && wait_listen "$SIDEKEY_TLS" "$SIDEKEY_PID" 120 ||
+    wait_listen "$SIDEKEY_PORT" "$SIDEKEY_PID" 120 &&
+        { [[ $SIDEKEY_CONFIG != *https* ]] || wait_listen "$SIDEKEY_TLS" "$SIDEKEY_PID" 120; } ||
         die "sidekey did not start: $(tail -n5 "$WORK/sidekey.log")"
 }
 
@@ -345,6 +357,7 @@ stop_sidekey() { [[ -n $SIDEKEY_PID ]] && { stop_pid "$SIDEKEY_PID" TERM; untrac
 path_of() {
     case $1 in
     signed) echo "/signed/v1/items?id=42" ;;
+    sigv4) echo "/sigv4/v1/items?id=42" ;;
     cached) echo "/bearer/v1/items?id=42" ;;
     onetime | onetime_pool) echo "/onetime/v1/items?id=42" ;;
     *) echo "/v1/items?id=42" ;;
@@ -356,6 +369,8 @@ host_of() {
     plain) echo plain.bench.test ;;
     tls) echo tls.bench.test ;;
     signed) echo signed.bench.test ;;
+    sigv4) echo sigv4.bench.test ;;
+    allow) echo allow.bench.test ;;
     cached) echo cached.bench.test ;;
     onetime) echo onetime.bench.test ;;
     onetime_pool) echo onetime-pool.bench.test ;;
@@ -394,8 +409,14 @@ headers_of() {
     echo "Host: $(host_of "$s")"
     if [[ $t == direct ]]; then
         case $s in
-        plain | tls) echo "Authorization: $BASIC" ;;
+        plain | tls | allow) echo "Authorization: $BASIC" ;;
         cached) echo "Authorization: Bearer $BEARER_TOKEN" ;;
+        # The client signs itself: same shape, a dummy signature.
+        sigv4)
+            echo "Authorization: AWS4-HMAC-SHA256 Credential=$AWS_KEY_ID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=$(printf '0123456789abcdef%.0s' 1 2 3 4)"
+            echo "x-amz-content-sha256: UNSIGNED-PAYLOAD"
+            echo "x-amz-date: 20260101T000000Z"
+            ;;
         esac
     fi
     return 0
@@ -406,7 +427,7 @@ targets_of() {
     # nginx has no HMAC URL signing, token fetching or minting without
     # extra modules. `basic` is sidekey's Basic route in the same reps, the
     # baseline of the route-vs-Basic ratios.
-    signed | cached | onetime | onetime_pool) echo "direct sidekey basic" ;;
+    signed | cached | onetime | onetime_pool | sigv4 | allow) echo "direct sidekey basic" ;;
     *) echo "direct nginx sidekey" ;;
     esac
 }
@@ -435,6 +456,8 @@ check_auth() {
     # check below proves nothing.
     code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PLAIN/v1/items" || echo 000)
     [[ $code == 401 ]] || die "the upstream answered $code without a credential (want 401)"
+    code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: $BASIC" "http://127.0.0.1:$UP_PLAIN/sigv4/x" || echo 000)
+    [[ $code == 401 ]] || die "the upstream answered $code to a request without SigV4 (want 401)"
     code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PLAIN/signed/x" || echo 000)
     [[ $code == 401 ]] || die "the upstream answered $code to an unsigned URL (want 401)"
     code=$(curl -s -k --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: $BASIC" \
@@ -682,6 +705,7 @@ measure_https() {
     local t m n mode
     [[ $HTTPS_CLIENTS == 1 && $CALLGRIND == 1 ]] || return 0
     [[ ${AUTH_OK[tls.sidekey]:-0} == 1 ]] || { log "https clients: skipped (tls route not accepted)"; return 0; }
+    SIDEKEY_CONFIG="$WORK/sidekey-https.toml"
     for mode in tunnel tunnel_h2; do
         log "callgrind: sidekey tls inside a CONNECT tunnel, $mode ($IR_M and $IR_N requests)"
         m=$(ir_https "$mode" sidekey "$IR_M")
@@ -696,6 +720,7 @@ measure_https() {
         [[ -n $m && -n $n ]] && HS_IR[handshake.$t]=$(((n - m) / (HS_N - HS_M)))
         log "callgrind: $t handshake: ${HS_IR[handshake.$t]:-failed} instructions/connection"
     done
+    SIDEKEY_CONFIG="$WORK/sidekey.toml"
 }
 
 declare -a LEAF_RSS=()
@@ -705,6 +730,7 @@ declare -a LEAF_RSS=()
 leaf_scenario() {
     local line
     [[ $LEAF_HOSTS -gt 0 ]] || return 0
+    SIDEKEY_CONFIG="$WORK/sidekey-https.toml"
     start_sidekey
     log "leaf cache: $LEAF_HOSTS distinct hosts through CONNECT (*.wild.bench.test)"
     LEAF_RSS=("start:$(mem_kib VmRSS "$SIDEKEY_PID")")
@@ -714,6 +740,7 @@ leaf_scenario() {
     done < <(timeout 600 python3 "$BENCH/leaf_hosts.py" "$SIDEKEY_PORT" "$SIDEKEY_CA" "$LEAF_HOSTS" 500 \
         wild.bench.test "$SIDEKEY_PID" || true)
     stop_sidekey
+    SIDEKEY_CONFIG="$WORK/sidekey.toml"
 }
 
 # --- resource scenarios --------------------------------------------------------
@@ -852,6 +879,9 @@ print_tables() {
     echo
     echo "nginx figures are the sum over its master and $PROXY_WORKERS worker processes."
     [[ $SCENARIOS == *signed* ]] && echo "signed: nginx has no equivalent (HMAC URL signing needs extra modules): sidekey vs direct only."
+    [[ $SCENARIOS == *sigv4* ]] &&
+        echo "sigv4: aws_sigv4, payload = \"unsigned\" (the upstream checks the header's shape; tests/aws_sigv4.rs checks the HMAC); sidekey vs direct only."
+    [[ $SCENARIOS == *allow* ]] && echo "allow: the Basic route behind 20 [[route.allow]] rules, the last one matching; sidekey vs direct only."
     [[ $SCENARIOS == *cached* ]] &&
         echo "cached: Bearer token from a local token endpoint (ttl 15m), cached by sidekey; no nginx equivalent: sidekey vs direct only."
     [[ $SCENARIOS == *onetime* ]] &&
@@ -900,7 +930,7 @@ route_vs_basic() {
     echo "| sidekey route vs its Basic route (same reps) | load | req/s | Basic req/s | req/s ratio (median per rep) | p50 µs | Basic p50 µs | p50 ratio (median per rep) | sidekey CPU µs/req (route / Basic) | upstream CPU µs/req (route / Basic) | mint server CPU µs/req |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for s in $SCENARIOS; do
-        case $s in signed | cached | onetime | onetime_pool) ;; *) continue ;; esac
+        case $s in signed | cached | onetime | onetime_pool | sigv4 | allow) ;; *) continue ;; esac
         [[ ${AUTH_OK[$s.sidekey]:-0} == 1 && ${AUTH_OK[$s.basic]:-0} == 1 ]] || continue
         for load in $LOADS; do
             rps=$(median "$s" "$load" sidekey 5)

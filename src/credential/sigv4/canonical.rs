@@ -213,8 +213,21 @@ pub(crate) fn scope(date: &str, region: &str, service: &str) -> String {
 
 /// The string to sign: algorithm, time, scope and the canonical
 /// request's SHA-256, one per line.
+/// Lowercase hex of a SHA-256 digest or HMAC, on the stack (the `hex`
+/// crate's `encode` collects chars into a `String`: ~20× the cost).
+pub(crate) fn hex32(bytes: &[u8]) -> [u8; 64] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+    out
+}
+
 pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    let hash = hex::encode(Sha256::digest(canonical_request));
+    let digest = hex32(&Sha256::digest(canonical_request));
+    let hash = std::str::from_utf8(&digest).unwrap_or_default();
     let mut out = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
     out.push_str(ALGORITHM);
     out.push('\n');
@@ -222,6 +235,6 @@ pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u
     out.push('\n');
     out.push_str(scope);
     out.push('\n');
-    out.push_str(&hash);
+    out.push_str(hash);
     out
 }

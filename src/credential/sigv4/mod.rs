@@ -145,8 +145,8 @@ impl SigV4 {
         let payload_hash = match self.payload {
             PayloadSigning::Unsigned => HeaderValue::from_static(UNSIGNED_PAYLOAD),
             PayloadSigning::Signed => {
-                let hash = hex::encode(Sha256::digest(body.unwrap_or_default()));
-                HeaderValue::try_from(hash).map_err(|_| CredentialError::Unsignable)?
+                let hash = canonical::hex32(&Sha256::digest(body.unwrap_or_default()));
+                HeaderValue::from_bytes(&hash).map_err(|_| CredentialError::Unsignable)?
             }
         };
         let host =
@@ -177,7 +177,8 @@ impl SigV4 {
         let string_to_sign = canonical::string_to_sign(amz_date_str, &scope, &canonical_request);
         let mut mac = self.keys.mac(&date);
         mac.update(string_to_sign.as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
+        let signature = canonical::hex32(&mac.finalize().into_bytes());
+        let signature = std::str::from_utf8(&signature).unwrap_or_default();
         let authorization = format!(
             "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
             self.access_key_id.expose_secret(),
