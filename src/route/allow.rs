@@ -60,6 +60,14 @@ fn split_segments<'p, 'b>(
 
 /// Whether the split path `segments` matches `pattern`.
 fn matches_segments(pattern: &PathPattern, segments: &[&str]) -> bool {
+    // The segment count first: most patterns of a list differ there.
+    let count_fits = match pattern.segments.last() {
+        Some(Segment::Rest) => segments.len() + 1 >= pattern.segments.len(),
+        _ => segments.len() == pattern.segments.len(),
+    };
+    if !count_fits {
+        return false;
+    }
     let mut segments = segments.iter();
     for expected in &pattern.segments {
         match expected {
