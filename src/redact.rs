@@ -199,6 +199,38 @@ fn describe_token(token: &TokenConfig) -> String {
             "oauth2_client_credentials via {}",
             url_without_query(&c.token_url)
         ),
+        // The program, never its arguments or environment values (a
+        // `${VAR}` may have put a secret there).
+        TokenConfig::Exec(e) => {
+            let output = match (&e.token_pointer, &e.expires_in_pointer, e.ttl) {
+                (Some(t), Some(x), _) => format!("JSON, token at {t}, lifetime at {x}"),
+                (Some(t), None, Some(ttl)) => {
+                    format!(
+                        "JSON, token at {t}, ttl {}",
+                        humantime::format_duration(ttl)
+                    )
+                }
+                (Some(t), None, None) => format!("JSON, token at {t}, kept until rejected"),
+                (None, _, Some(ttl)) => {
+                    format!("one line, ttl {}", humantime::format_duration(ttl))
+                }
+                (None, _, None) => "one line, kept until rejected".to_string(),
+            };
+            format!(
+                "exec {} ({} argument{}{}), {output}, timeout {}, refreshed {} before expiry",
+                e.program.display(),
+                e.args.len(),
+                if e.args.len() == 1 { "" } else { "s" },
+                if e.env.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = e.env.iter().map(|(n, _)| n.as_str()).collect();
+                    format!(", env {}", names.join(", "))
+                },
+                humantime::format_duration(e.timeout),
+                humantime::format_duration(e.refresh_before),
+            )
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use http::{Method, Uri};
 use secrecy::SecretString;
 
 use super::file::{
-    FileAuth, FileAwsSigV4, FileEndpointToken, FileOAuth2ClientCredentials, FileOAuth2Code,
-    FileToken, FileTokenSource,
+    FileAuth, FileAwsSigV4, FileEndpointToken, FileExecToken, FileOAuth2ClientCredentials,
+    FileOAuth2Code, FileToken, FileTokenSource,
 };
 use super::Ctx;
 use crate::wire::headers::is_hop_by_hop;
@@ -101,6 +101,30 @@ pub enum TokenConfig {
     Endpoint(EndpointConfig),
     OAuth2Code(OAuth2CodeConfig),
     OAuth2ClientCredentials(OAuth2ClientCredentialsConfig),
+    /// Printed by a command (`source = "exec"`).
+    Exec(ExecConfig),
+}
+
+/// `source = "exec"`: a command run without a shell, whose standard
+/// output is the token (one bare line) or JSON holding it.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// `command[0]`: a name looked up on `PATH`, or a path (one with a
+    /// `/`, resolved against the config file's folder).
+    pub(crate) program: PathBuf,
+    /// `command[1..]`. Kept secret: `${VAR}` may have put one there.
+    pub(crate) args: Vec<SecretString>,
+    /// Added to (or replacing in) the environment sidekey runs with.
+    pub(crate) env: Vec<(String, SecretString)>,
+    /// JSON pointer to the token; `None`: the output is one bare line.
+    pub(crate) token_pointer: Option<String>,
+    /// JSON pointer to a lifetime in seconds (JSON output only).
+    pub(crate) expires_in_pointer: Option<String>,
+    /// Lifetime when the output carries none; `None` = until rejected.
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) refresh_before: Duration,
+    /// Bound on one run; past it the command is killed.
+    pub(crate) timeout: Duration,
 }
 
 /// The body of a token endpoint request.
@@ -371,6 +395,7 @@ impl TokenConfig {
             FileTokenSource::OAuth2ClientCredentials(c) => {
                 client_credentials(c, ctx).map(TokenConfig::OAuth2ClientCredentials)
             }
+            FileTokenSource::Exec(e) => exec(e, ctx).map(TokenConfig::Exec),
         }
     }
 }
@@ -691,4 +716,127 @@ fn aws_sigv4(a: FileAwsSigV4, ctx: &mut Ctx) -> Option<AwsSigV4Config> {
         payload: payload?,
         max_signed_body: max_signed_body?,
     })
+}
+fn exec(e: FileExecToken, ctx: &mut Ctx) -> Option<ExecConfig> {
+    let program = match e.command.first() {
+        None => {
+            ctx.problem(
+                "auth.token.command",
+                "must name a program: command = [\"program\", \"arg\", ...]",
+            );
+            None
+        }
+        Some(first) => {
+            let first = ctx.expand_nonempty("auth.token.command", first)?;
+            if first.contains('/') {
+                ctx.path("auth.token.command", &first)
+            } else {
+                Some(PathBuf::from(first))
+            }
+        }
+    };
+    if let Some(program) = &program {
+        if !program_exists(program) {
+            ctx.warning(
+                "auth.token.command",
+                format!(
+                    "{} is not an executable file{}: fetching the token will fail until it is",
+                    program.display(),
+                    if program.components().count() == 1 {
+                        " on PATH"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+    let mut args = Vec::new();
+    for (i, arg) in e.command.iter().enumerate().skip(1) {
+        let key = format!("auth.token.command[{i}]");
+        if let Some(arg) = ctx.expand(&key, arg) {
+            args.push(SecretString::from(arg));
+        }
+    }
+    let mut env = Vec::new();
+    for (name, value) in &e.env {
+        let key = format!("auth.token.env.{name}");
+        if name.is_empty() || name.contains(['=', '\0']) {
+            ctx.problem(&key, "not a valid environment variable name");
+            continue;
+        }
+        if let Some(value) = ctx.expand(&key, value) {
+            env.push((name.clone(), SecretString::from(value)));
+        }
+    }
+    let token_pointer = match &e.token_pointer {
+        None => Some(None),
+        Some(p) => json_pointer(ctx, "auth.token.token_pointer", p).map(Some),
+    };
+    let expires_in_pointer = match &e.expires_in_pointer {
+        None => Some(None),
+        Some(p) => json_pointer(ctx, "auth.token.expires_in_pointer", p).map(Some),
+    };
+    if e.expires_in_pointer.is_some() && e.token_pointer.is_none() {
+        ctx.problem(
+            "auth.token.expires_in_pointer",
+            "needs token_pointer (JSON output); a bare line carries no lifetime, use ttl",
+        );
+    }
+    let ttl = match &e.ttl {
+        None => Some(None),
+        Some(t) => ctx
+            .duration("auth.token.ttl", Some(t), Duration::ZERO)
+            .map(Some),
+    };
+    if ttl.is_some_and(|t| t.is_some_and(|t| t.is_zero())) {
+        ctx.problem("auth.token.ttl", "must be longer than 0s");
+    }
+    let refresh_before = ctx.duration(
+        "auth.token.refresh_before",
+        e.refresh_before.as_deref(),
+        Duration::from_secs(60),
+    );
+    let timeout = ctx.duration(
+        "auth.token.timeout",
+        e.timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    if timeout.is_some_and(|t| t.is_zero()) {
+        ctx.problem("auth.token.timeout", "must be longer than 0s");
+    }
+    Some(ExecConfig {
+        program: program?,
+        args,
+        env,
+        token_pointer: token_pointer?,
+        expires_in_pointer: expires_in_pointer?,
+        ttl: ttl?,
+        refresh_before: refresh_before?,
+        timeout: timeout?,
+    })
+}
+
+/// Whether `program` names an executable file: as a path when it has
+/// more than one component, else somewhere on `PATH`.
+fn program_exists(program: &std::path::Path) -> bool {
+    fn executable(path: &std::path::Path) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            meta.is_file() && meta.permissions().mode() & 0o111 != 0
+        }
+        #[cfg(not(unix))]
+        {
+            meta.is_file()
+        }
+    }
+    if program.components().count() > 1 {
+        return executable(program);
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }

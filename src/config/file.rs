@@ -176,6 +176,21 @@ pub(crate) enum FileTokenSource {
     OAuth2Code(FileOAuth2Code),
     #[serde(rename = "oauth2_client_credentials")]
     OAuth2ClientCredentials(FileOAuth2ClientCredentials),
+    Exec(FileExecToken),
+}
+
+/// `source = "exec"`: a token printed by a command.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileExecToken {
+    pub(crate) command: Vec<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) token_pointer: Option<String>,
+    pub(crate) expires_in_pointer: Option<String>,
+    pub(crate) ttl: Option<String>,
+    pub(crate) refresh_before: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -26,7 +26,7 @@ use thiserror::Error;
 pub(crate) use allow::Segment;
 pub use allow::{AllowRule, PathPattern};
 pub use auth::{
-    AuthConfig, AwsSigV4Config, PayloadSigning, SignAlgorithm, SignedUrlConfig,
+    AuthConfig, AwsSigV4Config, ExecConfig, PayloadSigning, SignAlgorithm, SignedUrlConfig,
     DEFAULT_MAX_SIGNED_BODY,
 };
 pub(crate) use auth::{

@@ -14,7 +14,8 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::{
-    EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenBody, TokenConfig,
+    EndpointConfig, ExecConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenBody,
+    TokenConfig,
 };
 use super::ProxySettings;
 
@@ -62,8 +63,33 @@ impl PartialEq for TokenConfig {
             (TokenConfig::OAuth2ClientCredentials(a), TokenConfig::OAuth2ClientCredentials(b)) => {
                 a == b
             }
+            (TokenConfig::Exec(a), TokenConfig::Exec(b)) => a == b,
             _ => false,
         }
+    }
+}
+
+impl PartialEq for ExecConfig {
+    fn eq(&self, other: &ExecConfig) -> bool {
+        let ExecConfig {
+            program,
+            args,
+            env,
+            token_pointer,
+            expires_in_pointer,
+            ttl,
+            refresh_before,
+            timeout,
+        } = self;
+        *program == other.program
+            && args.len() == other.args.len()
+            && args.iter().zip(&other.args).all(|(a, b)| same_secret(a, b))
+            && same_pairs(env, &other.env)
+            && *token_pointer == other.token_pointer
+            && *expires_in_pointer == other.expires_in_pointer
+            && *ttl == other.ttl
+            && *refresh_before == other.refresh_before
+            && *timeout == other.timeout
     }
 }
 

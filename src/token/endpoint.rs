@@ -79,6 +79,10 @@ pub enum FetchError {
     BadToken { host: String, pointer: String },
     #[error("the token endpoint {host} returned a token that has already expired")]
     Expired { host: String },
+    /// A `source = "exec"` command failed (named by its program, never
+    /// its arguments or output).
+    #[error("the token command {program} {cause}")]
+    Command { program: String, cause: String },
     #[error("internal error: {0}")]
     Internal(&'static str),
 }

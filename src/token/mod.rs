@@ -11,6 +11,7 @@
 //! | [`timing`] | when to refresh and how long to back off (pure functions) |
 //! | [`one_time`] | `one_time = true`: a fresh token per request, optionally minted ahead into a pool |
 //! | [`file`](mod@file) | `source = "file"`, re-read when the file changes |
+//! | [`exec`] | `source = "exec"`: a token printed by a command, cached like an endpoint's |
 //! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
 //! | [`store`] | the token store file: atomic 0600 writes, reads |
 //!
@@ -20,6 +21,7 @@
 
 pub mod cache;
 pub mod endpoint;
+pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod oauth2;
 pub(crate) mod one_time;
@@ -196,6 +198,11 @@ impl TokenSource {
                     stats,
                 ))
             }
+            TokenConfig::Exec(exec) => Arc::new(cache::TokenCache::new(
+                Box::new(exec::ExecFetcher::new(exec)),
+                exec.refresh_before,
+                stats,
+            )),
         };
         Ok(TokenSource::Provider(provider))
     }
