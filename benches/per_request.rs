@@ -39,6 +39,7 @@ fn route(i: usize) -> Route {
             headers: vec![],
             auth: AuthConfig::None,
             allow: vec![],
+            tls: None,
         },
         Credential::None,
     )

@@ -31,7 +31,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::client::connector::{tls_config, Connector, UpstreamError};
+use crate::client::connector::{Connector, UpstreamError};
 use crate::client::pool::Upstreams;
 use crate::config::{Config, OAuth2CodeConfig, TokenConfig};
 use crate::redact::url_without_query;
@@ -177,9 +177,8 @@ pub async fn run(
         Some(TokenConfig::OAuth2Code(c)) => c.clone(),
         _ => return Err(AuthorizeError::NotOAuth2Code(route.to_string())),
     };
-    let tls = tls_config(&config.proxy)?;
     let upstreams = Upstreams::new(
-        Connector::new(tls, &config.proxy),
+        Connector::new(&config.proxy, config.client_identities())?,
         config.proxy.pool_idle_timeout,
     );
     let addr = listen_addr(&code_config.redirect_uri)?;

@@ -12,6 +12,7 @@ mod allow;
 use foldhash::HashMap;
 use std::sync::Arc;
 
+use crate::client::connector::Identity;
 use http::HeaderValue;
 
 use crate::config::{HostPattern, RouteConfig};
@@ -36,6 +37,9 @@ pub struct Route {
     pub(crate) host_header: Option<HeaderValue>,
     /// This route's `sidekey_requests_not_allowed_total` series.
     pub(crate) not_allowed: Option<Counter>,
+    /// The client certificate its upstream connections present
+    /// (`[route.tls]`), as the connector numbers it.
+    pub(crate) identity: Identity,
 }
 
 impl std::fmt::Debug for Route {
@@ -66,6 +70,7 @@ impl Route {
             credential,
             label,
             upstream_latency: None,
+            identity: Identity::NONE,
             requests,
             host_header,
             not_allowed: None,
@@ -82,6 +87,12 @@ impl Route {
             }
         }
         allowed
+    }
+
+    /// Sets the client certificate its upstream connections present.
+    pub(crate) fn with_identity(mut self, identity: Identity) -> Route {
+        self.identity = identity;
+        self
     }
 
     /// Attaches the route's per-request metric series.
@@ -241,6 +252,7 @@ mod tests {
                 headers: vec![],
                 auth: AuthConfig::None,
                 allow: vec![],
+                tls: None,
             },
             Credential::None,
         )

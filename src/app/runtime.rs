@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::client::connector::{tls_config, Connector, UpstreamError};
+use crate::client::connector::{Connector, Identity, UpstreamError};
 use crate::client::pool::Upstreams;
 use crate::config::{Config, RouteConfig};
 use crate::credential::Credential;
@@ -39,14 +39,18 @@ impl Runtime {
         metrics: &Arc<Metrics>,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, RuntimeError> {
-        let kept = previous.filter(|p| p.settings.connects_like(&config.proxy));
+        let identities = config.client_identities();
+        let kept = previous.filter(|p| {
+            p.settings.connects_like(&config.proxy)
+                && p.upstreams.connector().identities() == identities.as_slice()
+        });
         let upstreams = match kept {
             Some(previous) => previous.upstreams.clone(),
             // One for proxied requests and token fetches: they share the
             // per-thread pools (a pool serves one config's `Upstreams` at
             // a time).
             None => Arc::new(Upstreams::new(
-                Connector::new(tls_config(&config.proxy)?, &config.proxy),
+                Connector::new(&config.proxy, identities)?,
                 config.proxy.pool_idle_timeout,
             )),
         };
@@ -63,10 +67,16 @@ impl Runtime {
             // with them.
             let source = kept.and_then(|previous| previous.token_source_like(route));
             kept_sources += usize::from(source.is_some());
+            // Built from this config's identities: always found.
+            let identity = upstreams
+                .identity(route.tls.as_ref().map(|t| &*t.identity))
+                .unwrap_or(Identity::NONE);
             match Credential::build(&route.auth, &ctx, source) {
-                Ok(credential) => {
-                    routes.push(Route::new(route.clone(), credential).with_metrics(metrics))
-                }
+                Ok(credential) => routes.push(
+                    Route::new(route.clone(), credential)
+                        .with_identity(identity)
+                        .with_metrics(metrics),
+                ),
                 Err(e) => errors.push((route.name.clone(), e)),
             }
         }

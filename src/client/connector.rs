@@ -1,6 +1,9 @@
 //! How sidekey reaches upstreams: verified TLS (built-in roots plus
-//! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, and `proxy.connect_to`
-//! overrides of where a `host:port` is dialled.
+//! `proxy.ca_file`), HTTP/1.1 or HTTP/2 by ALPN, `proxy.connect_to`
+//! overrides of where a `host:port` is dialled, a client certificate when
+//! the route has one (`[route.tls]`, an [`Identity`]), and the corporate
+//! proxy in between when `proxy.upstream_proxy` says so
+//! ([`super::upstream_proxy`]).
 //!
 //! [`Connector`] dials (its own small dialer: resolve, then each address
 //! in turn within `connect_timeout`) for [`super::pool::Upstreams`], which proxied
@@ -22,7 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::upstream_proxy::Via;
 use crate::config::ProxySettings;
+use crate::tls::ClientIdentity;
 
 #[derive(Debug, Error)]
 pub enum UpstreamError {
@@ -31,19 +36,42 @@ pub enum UpstreamError {
 }
 
 /// The TLS client settings from the `[proxy]` settings: the built-in
-/// roots plus `proxy.ca_file`, ring, TLS 1.2 and 1.3.
-pub(crate) fn tls_config(settings: &ProxySettings) -> Result<rustls::ClientConfig, UpstreamError> {
+/// roots plus `proxy.ca_file`, ring, TLS 1.2 and 1.3; presenting
+/// `identity` to servers that ask for a client certificate.
+pub(crate) fn tls_config(
+    settings: &ProxySettings,
+    identity: Option<&ClientIdentity>,
+) -> Result<rustls::ClientConfig, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in settings.extra_roots.iter() {
         roots.add(cert.clone())?;
     }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
+    .with_root_certificates(roots);
+    Ok(match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder.with_client_auth_cert(identity.chain(), identity.key())?,
+    })
+}
+
+/// Which client certificate a connection presents: none, or one of its
+/// [`Connector`]'s identities. Connections are pooled per identity, so
+/// two routes to one host with different certificates never share one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Identity(usize);
+
+impl Identity {
+    /// No client certificate.
+    pub(crate) const NONE: Identity = Identity(0);
+
+    /// A small number: 0 for none, then one per identity.
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
 }
 
 /// Why an upstream connection could not be opened.
@@ -59,57 +87,128 @@ pub(crate) enum ConnectError {
     Dial(#[source] io::Error),
     #[error("connect timed out")]
     DialTimeout,
+    #[error("internal error: no such client certificate")]
+    UnknownIdentity,
     #[error("TLS handshake failed: {}", crate::cause::innermost_cause(.0))]
     Tls(#[source] io::Error),
+    #[error("cannot reach the upstream proxy {proxy}: {cause}")]
+    ProxyUnreachable {
+        proxy: String,
+        #[source]
+        cause: Box<ConnectError>,
+    },
+    #[error("the upstream proxy {proxy} answered HTTP {status} to CONNECT {target}")]
+    ProxyRefused {
+        proxy: String,
+        status: u16,
+        target: String,
+    },
+    #[error("the upstream proxy {proxy} did not answer CONNECT with an HTTP response head")]
+    ProxyBadAnswer { proxy: String },
 }
 
-/// Opens the request path's upstream connections: TCP (with `connect_to`),
-/// then TLS offering `h2` and `http/1.1` by ALPN.
+/// Opens the request path's upstream connections: TCP (with `connect_to`,
+/// or through the upstream proxy), then TLS offering `h2` and `http/1.1`
+/// by ALPN, with the identity's client certificate.
 #[derive(Clone)]
 pub(crate) struct Connector {
     dialer: Dialer,
-    tls: tokio_rustls::TlsConnector,
+    /// One per [`Identity`]: the first without a client certificate.
+    tls: Arc<Vec<tokio_rustls::TlsConnector>>,
+    /// The client certificates, in [`Identity`] order (from 1).
+    identities: Arc<Vec<Arc<ClientIdentity>>>,
+    proxy: Option<Via>,
 }
 
 impl Connector {
-    pub(crate) fn new(mut tls: rustls::ClientConfig, settings: &ProxySettings) -> Connector {
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Connector {
+    /// A connector for `settings`, able to present each of `identities`.
+    pub(crate) fn new(
+        settings: &ProxySettings,
+        identities: Vec<Arc<ClientIdentity>>,
+    ) -> Result<Connector, UpstreamError> {
+        let alpn = |mut tls: rustls::ClientConfig| {
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(tls))
+        };
+        let mut tls = vec![alpn(tls_config(settings, None)?)];
+        for identity in &identities {
+            tls.push(alpn(tls_config(settings, Some(identity))?));
+        }
+        Ok(Connector {
             dialer: Dialer {
                 timeout: settings.connect_timeout,
                 connect_to: Arc::new(settings.connect_to.clone()),
             },
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            tls: Arc::new(tls),
+            identities: Arc::new(identities),
+            proxy: settings.upstream_proxy.as_ref().map(Via::new),
+        })
+    }
+
+    /// The identities this connector presents, in [`Identity`] order.
+    pub(crate) fn identities(&self) -> &[Arc<ClientIdentity>] {
+        &self.identities
+    }
+
+    /// The [`Identity`] that presents `identity` (`None`: no certificate),
+    /// if this connector has it.
+    pub(crate) fn identity(&self, identity: Option<&ClientIdentity>) -> Option<Identity> {
+        match identity {
+            None => Some(Identity::NONE),
+            Some(wanted) => self
+                .identities
+                .iter()
+                .position(|i| **i == *wanted)
+                .map(|i| Identity(i + 1)),
         }
     }
 
-    /// Opens a plain TCP connection to `host:port` (with `connect_to`),
-    /// e.g. for a blind tunnel.
-    pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        self.dialer.dial(host, port).await
+    /// The upstream proxy, when requests to `host` over plain HTTP go
+    /// through it (in absolute form).
+    pub(crate) fn plain_proxy_for(&self, host: &str) -> Option<&Via> {
+        self.proxy.as_ref().filter(|p| p.applies_to(host))
     }
 
-    /// Connects to `authority` (`host[:port]`), over TLS when `https`.
-    pub(crate) async fn connect(&self, https: bool, authority: &str) -> Result<Io, ConnectError> {
+    /// Opens a plain TCP connection to `host:port` (with `connect_to`, or
+    /// through the upstream proxy's `CONNECT`), e.g. for a blind tunnel.
+    pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        match &self.proxy {
+            Some(proxy) if proxy.applies_to(host) => proxy.tunnel(&self.dialer, host, port).await,
+            _ => self.dialer.dial(host, port).await,
+        }
+    }
+
+    /// Connects to `authority` (`host[:port]`), over TLS when `https`
+    /// (presenting `identity`'s certificate if asked for one).
+    pub(crate) async fn connect(
+        &self,
+        https: bool,
+        authority: &str,
+        identity: Identity,
+    ) -> Result<Io, ConnectError> {
         let scheme = if https { "https" } else { "http" };
         let uri: Uri = format!("{scheme}://{authority}")
             .parse()
             .map_err(|_| ConnectError::BadAuthority)?;
         let host = uri.host().ok_or(ConnectError::BadAuthority)?;
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = self.dialer.dial(host, port).await?;
         if !https {
+            let tcp = match self.plain_proxy_for(host) {
+                Some(proxy) => proxy.dial_proxy(&self.dialer).await?,
+                None => self.dialer.dial(host, port).await?,
+            };
             return Ok(Io::Plain(tcp));
         }
+        let tcp = self.dial(host, port).await?;
+        let tls = self
+            .tls
+            .get(identity.index())
+            .ok_or(ConnectError::UnknownIdentity)?;
         // An IPv6 literal is `[::1]` in the authority, `::1` to TLS.
         let name = host.trim_start_matches('[').trim_end_matches(']');
         let name =
             ServerName::try_from(name.to_string()).map_err(|_| ConnectError::BadAuthority)?;
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(ConnectError::Tls)?;
+        let tls = tls.connect(name, tcp).await.map_err(ConnectError::Tls)?;
         Ok(Io::Tls(Box::new(tls)))
     }
 }
@@ -119,12 +218,17 @@ impl Connector {
 /// certificate verification); each resolved address in turn, all within
 /// `connect_timeout`.
 #[derive(Clone, Debug)]
-struct Dialer {
+pub(crate) struct Dialer {
     timeout: Duration,
     connect_to: Arc<HashMap<String, String>>,
 }
 
 impl Dialer {
+    /// `connect_timeout`.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The address to dial instead of `host:port`, if `connect_to` has one.
     fn redirect(&self, host: &str, port: u16) -> Option<&str> {
         if self.connect_to.is_empty() {
@@ -134,7 +238,7 @@ impl Dialer {
         self.connect_to.get(&key).map(String::as_str)
     }
 
-    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    pub(crate) async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
         let connect = async {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             let addrs: Vec<SocketAddr> = match self.redirect(host, port) {

@@ -11,6 +11,11 @@
 //! `h2` by ALPN; hyper's client, in a task of the thread) is shared by
 //! every request of the thread.
 //!
+//! Connections are kept apart by the client certificate they present
+//! ([`Identity`]): each identity has its own idle pool, so a route with
+//! mutual TLS never gets a connection opened for another route's
+//! certificate (or for none), even to the same host.
+//!
 //! The pool belongs to one [`Upstreams`]: a reload keeps it when the new
 //! config connects the same way (`ProxySettings::connects_like`);
 //! otherwise connections of the previous config are not reused, since
@@ -24,7 +29,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, HOST, PROXY_AUTHORIZATION};
 use http::{Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -33,7 +38,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 
 use super::body::ProxyBody;
-use super::connector::{ConnectError, Connector, Io};
+use super::connector::{ConnectError, Connector, Identity, Io};
 use super::idle::{IdlePool, Key, Lent, Owner, Pooled, Shared};
 use crate::wire::deadline::{Deadline, Stalled};
 use crate::wire::h1::chunked::ChunkError;
@@ -163,6 +168,7 @@ impl Upstreams {
         &self,
         https: bool,
         authority: &str,
+        identity: Identity,
         out: &mut Outgoing,
         now: tokio::time::Instant,
         timeout: Duration,
@@ -176,11 +182,23 @@ impl Upstreams {
         if !out.target.starts_with('/') || !all_visible(&out.target) {
             return Err(SendError::BadTarget);
         }
+        // Plain HTTP through the upstream proxy: the request goes to the
+        // proxy in absolute form, with its credential (and only there).
+        let absolute = match self.plain_proxy(https, authority) {
+            None => None,
+            Some(proxy) => {
+                out.headers.remove(&PROXY_AUTHORIZATION);
+                if let Some(auth) = proxy.authorization() {
+                    out.headers.append(PROXY_AUTHORIZATION, auth.clone());
+                }
+                Some(format!("http://{authority}{}", out.target))
+            }
+        };
         let mut tries = 0;
         loop {
             tries += 1;
             let pooled = if tries < MAX_SEND_TRIES {
-                self.checkout(https, authority, now.into_std())
+                self.checkout(https, authority, identity, now.into_std())
             } else {
                 None
             };
@@ -189,18 +207,19 @@ impl Upstreams {
                 // Boxed: connecting (TLS and HTTP/2 handshakes) is rare
                 // and its future large; inline, every request's future
                 // would carry (and copy) it.
-                None => {
-                    tokio::time::timeout_at(deadline.at(), Box::pin(self.connect(https, authority)))
-                        .await
-                        .map_err(|_| SendError::Timeout)??
-                }
+                None => tokio::time::timeout_at(
+                    deadline.at(),
+                    Box::pin(self.connect(https, authority, identity)),
+                )
+                .await
+                .map_err(|_| SendError::Timeout)??,
             };
             match conn {
                 Pooled::H1(mut conn) => match conn
                     .send(
                         RequestParts {
                             method: &out.method,
-                            target: &out.target,
+                            target: absolute.as_deref().unwrap_or(&out.target),
                             headers: &out.headers,
                             host: authority,
                         },
@@ -213,6 +232,7 @@ impl Upstreams {
                         let back = Return {
                             key,
                             https,
+                            identity,
                             owner: self.owner,
                         };
                         return Ok(h1_response(head, conn, back));
@@ -247,20 +267,52 @@ impl Upstreams {
         &self.connector
     }
 
+    /// The [`Identity`] presenting `identity`'s certificate (`None`: no
+    /// certificate). `None` when this config's connector lacks it.
+    pub(crate) fn identity(
+        &self,
+        identity: Option<&crate::tls::ClientIdentity>,
+    ) -> Option<Identity> {
+        self.connector.identity(identity)
+    }
+
+    /// The upstream proxy, when a plain HTTP request to `authority` goes
+    /// through it.
+    fn plain_proxy(&self, https: bool, authority: &str) -> Option<&super::upstream_proxy::Via> {
+        if https {
+            return None;
+        }
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        self.connector.plain_proxy_for(host)
+    }
+
     /// An idle connection to `authority` of this thread, if one is open.
-    fn checkout(&self, https: bool, authority: &str, now: Instant) -> Option<(Key, Conn)> {
-        IDLE.with(|idle| {
-            idle.borrow_mut()
-                .checkout(self.owner, https, authority, now)
+    fn checkout(
+        &self,
+        https: bool,
+        authority: &str,
+        identity: Identity,
+        now: Instant,
+    ) -> Option<(Key, Conn)> {
+        with_idle(identity, |idle| {
+            idle.checkout(self.owner, https, authority, now)
         })
     }
 
     /// Dials and handshakes TLS; an upstream that chose `h2` gets an
     /// HTTP/2 connection run on this thread and shared from the pool.
-    async fn connect(&self, https: bool, authority: &str) -> Result<(Key, Conn), SendError> {
+    async fn connect(
+        &self,
+        https: bool,
+        authority: &str,
+        identity: Identity,
+    ) -> Result<(Key, Conn), SendError> {
         let io = self
             .connector
-            .connect(https, authority)
+            .connect(https, authority, identity)
             .await
             .map_err(|e| match e {
                 ConnectError::BadAuthority => SendError::BadAuthority,
@@ -281,9 +333,8 @@ impl Upstreams {
             }
         });
         let now = Instant::now();
-        IDLE.with(|idle| {
-            idle.borrow_mut()
-                .put_h2(self.owner, https, key.clone(), sender.clone(), now)
+        with_idle(identity, |idle| {
+            idle.put_h2(self.owner, https, key.clone(), sender.clone(), now)
         });
         Ok((key, Pooled::H2(sender)))
     }
@@ -355,7 +406,12 @@ pub(crate) async fn sweep_until(stop: impl std::future::Future) {
 /// than their config allows, or have closed. Worker threads call it
 /// periodically.
 pub(crate) fn sweep() {
-    IDLE.with(|idle| idle.borrow_mut().sweep(Instant::now()));
+    let now = Instant::now();
+    IDLE.with(|idle| {
+        for pool in idle.borrow_mut().iter_mut() {
+            pool.sweep(now);
+        }
+    });
 }
 
 /// How a request on an HTTP/2 connection went.
@@ -467,22 +523,40 @@ thread_local! {
     /// This thread's idle connections. Reached through a thread-local,
     /// not passed along: a connection's task is built on the accepting
     /// thread and must be `Send`, while the pool it uses is the one of the
-    /// worker thread it runs on, used without a lock.
-    static IDLE: RefCell<IdlePool<Box<H1Conn>, H2Sender>> = RefCell::new(IdlePool::default());
+    /// worker thread it runs on, used without a lock. One pool per
+    /// [`Identity`] (by its index): a connection presenting one client
+    /// certificate is never lent to a request for another.
+    static IDLE: RefCell<Vec<IdlePool<Box<H1Conn>, H2Sender>>> =
+        RefCell::new(vec![IdlePool::default()]);
+}
+
+/// Runs `f` on this thread's idle pool of `identity`.
+fn with_idle<R>(
+    identity: Identity,
+    f: impl FnOnce(&mut IdlePool<Box<H1Conn>, H2Sender>) -> R,
+) -> R {
+    IDLE.with(|idle| {
+        let mut pools = idle.borrow_mut();
+        let i = identity.index();
+        if pools.len() <= i {
+            pools.resize_with(i + 1, IdlePool::default);
+        }
+        f(&mut pools[i])
+    })
 }
 
 /// Where an HTTP/1.1 connection goes back to.
 struct Return {
     key: Key,
     https: bool,
+    identity: Identity,
     owner: Owner,
 }
 
 impl Return {
     fn put(self, conn: Box<H1Conn>) {
-        IDLE.with(|idle| {
-            idle.borrow_mut()
-                .put_h1(self.owner, self.https, self.key, conn, Instant::now())
+        with_idle(self.identity, |idle| {
+            idle.put_h1(self.owner, self.https, self.key, conn, Instant::now())
         });
     }
 }

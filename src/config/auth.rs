@@ -10,6 +10,7 @@ use http::header::HeaderName;
 use http::{Method, Uri};
 use secrecy::SecretString;
 
+use super::client_tls::{client_tls, ClientTls};
 use super::file::{
     FileAuth, FileAwsSigV4, FileEndpointToken, FileExecToken, FileOAuth2ClientCredentials,
     FileOAuth2Code, FileToken, FileTokenSource,
@@ -41,6 +42,15 @@ pub enum AuthConfig {
 }
 
 impl AuthConfig {
+    /// The client certificate of the token endpoint, if it has one.
+    pub(crate) fn token_client_tls(&self) -> Option<&ClientTls> {
+        match self.token()? {
+            TokenConfig::Endpoint(e) => e.client_tls.as_ref(),
+            TokenConfig::OAuth2ClientCredentials(c) => c.client_tls.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The token source, for kinds that take one.
     pub(crate) fn token(&self) -> Option<&TokenConfig> {
         match self {
@@ -168,6 +178,8 @@ pub struct EndpointConfig {
     pub(crate) pool_max_age: Duration,
     /// Bound on one token request.
     pub(crate) timeout: Duration,
+    /// Mutual TLS to the token endpoint.
+    pub(crate) client_tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +219,8 @@ pub struct OAuth2ClientCredentialsConfig {
     pub(crate) client_auth: ClientAuth,
     pub(crate) refresh_before: Duration,
     pub(crate) timeout: Duration,
+    /// Mutual TLS to the token endpoint.
+    pub(crate) client_tls: Option<ClientTls>,
 }
 
 fn secret(ctx: &mut Ctx, key: &str, raw: &str) -> Option<SecretString> {
@@ -511,7 +525,14 @@ fn endpoint(e: FileEndpointToken, ctx: &mut Ctx) -> Option<EndpointConfig> {
             );
         }
     }
+    let tls = client_tls(
+        ctx,
+        "auth.token.",
+        e.client_cert.as_deref(),
+        e.client_key.as_deref(),
+    );
     Some(EndpointConfig {
+        client_tls: tls?,
         method: method?,
         url: url?,
         basic: basic?,
@@ -628,7 +649,14 @@ fn client_credentials(
         c.timeout.as_deref(),
         Duration::from_secs(10),
     );
+    let tls = client_tls(
+        ctx,
+        "auth.token.",
+        c.client_cert.as_deref(),
+        c.client_key.as_deref(),
+    );
     Some(OAuth2ClientCredentialsConfig {
+        client_tls: tls?,
         token_url: token_url?,
         client_id: client_id?,
         client_secret: client_secret?,

@@ -48,6 +48,10 @@ pub(crate) struct FileProxy {
     pub(crate) workers: Option<usize>,
     /// `[proxy.intercept]`: TLS interception with a local CA.
     pub(crate) intercept: Option<FileIntercept>,
+    /// A corporate HTTP proxy every upstream connection goes through.
+    pub(crate) upstream_proxy: Option<String>,
+    /// Hosts reached directly, not through `upstream_proxy`.
+    pub(crate) no_upstream_proxy: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +77,8 @@ pub(crate) struct FileRoute {
     /// `[[route.allow]]`: the requests the route forwards (none = all).
     #[serde(default)]
     pub(crate) allow: Vec<FileAllow>,
+    /// `[route.tls]`: mutual TLS to the upstream.
+    pub(crate) tls: Option<FileRouteTls>,
 }
 
 /// One `[[route.allow]]` rule.
@@ -81,6 +87,13 @@ pub(crate) struct FileRoute {
 pub(crate) struct FileAllow {
     pub(crate) methods: Option<Vec<String>>,
     pub(crate) paths: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRouteTls {
+    pub(crate) client_cert: Option<String>,
+    pub(crate) client_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +243,8 @@ pub(crate) struct FileEndpointToken {
     pub(crate) pool_size: Option<usize>,
     pub(crate) pool_max_age: Option<String>,
     pub(crate) timeout: Option<String>,
+    pub(crate) client_cert: Option<String>,
+    pub(crate) client_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +270,8 @@ pub(crate) struct FileOAuth2ClientCredentials {
     pub(crate) client_auth: Option<String>,
     pub(crate) refresh_before: Option<String>,
     pub(crate) timeout: Option<String>,
+    pub(crate) client_cert: Option<String>,
+    pub(crate) client_key: Option<String>,
 }
 
 #[cfg(test)]

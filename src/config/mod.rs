@@ -9,6 +9,7 @@
 
 mod allow;
 mod auth;
+mod client_tls;
 pub(crate) mod env;
 pub(crate) mod file;
 mod intercept;
@@ -16,6 +17,7 @@ mod problems;
 mod proxy;
 mod route;
 mod same;
+mod upstream_proxy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,10 +35,12 @@ pub(crate) use auth::{
     ClientAuth, EndpointConfig, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenBody,
     TokenConfig, TokenRequestStyle,
 };
+pub use client_tls::ClientTls;
 pub(crate) use intercept::InterceptSettings;
 pub(crate) use problems::{Ctx, Problem};
 pub(crate) use proxy::{Forwarded, ProxySettings, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
+pub use upstream_proxy::UpstreamProxy;
 
 /// A loaded, fully validated configuration.
 #[derive(Debug, Clone)]
@@ -125,6 +129,22 @@ impl Config {
             }),
             _ => Err(ConfigError::Invalid(problems)),
         }
+    }
+
+    /// Every distinct client certificate the config presents (routes'
+    /// `[route.tls]`, then token endpoints'), in order of first use.
+    pub(crate) fn client_identities(&self) -> Vec<std::sync::Arc<crate::tls::ClientIdentity>> {
+        let mut out: Vec<std::sync::Arc<crate::tls::ClientIdentity>> = Vec::new();
+        let used = self
+            .routes
+            .iter()
+            .flat_map(|r| r.tls.as_ref().into_iter().chain(r.auth.token_client_tls()));
+        for tls in used {
+            if !out.iter().any(|i| **i == *tls.identity) {
+                out.push(tls.identity.clone());
+            }
+        }
+        out
     }
 
     /// The route with this name.

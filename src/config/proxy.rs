@@ -10,6 +10,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::file::FileProxy;
 use super::intercept::InterceptSettings;
+use super::upstream_proxy::UpstreamProxy;
 use super::Ctx;
 
 /// What to do with a request for a host that no route names.
@@ -65,6 +66,9 @@ pub struct ProxySettings {
     /// `[proxy.intercept]`: TLS interception (CONNECT tunnels and the TLS
     /// listener), with the local CA already loaded and checked.
     pub intercept: Option<InterceptSettings>,
+    /// `upstream_proxy` (with `no_upstream_proxy`): the corporate HTTP
+    /// proxy upstream connections go through.
+    pub(crate) upstream_proxy: Option<UpstreamProxy>,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -188,7 +192,13 @@ impl ProxySettings {
             None => Some(None),
             Some(i) => InterceptSettings::from_file(i, ctx).map(Some),
         };
+        let upstream_proxy = UpstreamProxy::from_file(
+            ctx,
+            raw.upstream_proxy.as_deref(),
+            raw.no_upstream_proxy.as_deref(),
+        );
         Some(ProxySettings {
+            upstream_proxy: upstream_proxy?,
             listen: listen?,
             admin: admin?,
             extra_roots: Arc::new(extra_roots?),

@@ -9,6 +9,7 @@ use http::uri::{Scheme, Uri};
 
 use super::allow::{self, AllowRule};
 use super::auth::AuthConfig;
+use super::client_tls::{client_tls, ClientTls};
 use super::file::FileRoute;
 use super::Ctx;
 use crate::target::Target;
@@ -112,6 +113,8 @@ pub struct RouteConfig {
     pub auth: AuthConfig,
     /// `[[route.allow]]`: empty = every request is forwarded.
     pub allow: Vec<AllowRule>,
+    /// `[route.tls]`: the client certificate for mutual TLS upstream.
+    pub tls: Option<ClientTls>,
 }
 
 impl RouteConfig {
@@ -203,6 +206,26 @@ impl RouteConfig {
             Some(a) => AuthConfig::from_file(a, ctx),
         };
         let allow = allow::rules(raw.allow, ctx);
+        let tls = match &raw.tls {
+            None => Some(None),
+            Some(t) => match client_tls(
+                ctx,
+                "tls.",
+                t.client_cert.as_deref(),
+                t.client_key.as_deref(),
+            ) {
+                Some(None) => {
+                    ctx.problem("tls", "give client_cert and client_key");
+                    None
+                }
+                other => other,
+            },
+        };
+        if let (Some(Some(_)), Some(Some(u))) = (&tls, &upstream) {
+            if u.scheme != Scheme::HTTPS {
+                ctx.problem("tls", "a client certificate needs an https:// upstream");
+            }
+        }
         // On its own listener a route takes any Host; without `upstream`,
         // a wildcard route would send its credential to whatever host the
         // client names.
@@ -224,6 +247,7 @@ impl RouteConfig {
             headers,
             auth: auth?,
             allow: allow?,
+            tls: tls?,
         })
     }
 }

@@ -33,10 +33,12 @@ fn same_pairs<K: PartialEq>(a: &[(K, SecretString)], b: &[(K, SecretString)]) ->
 impl ProxySettings {
     /// Whether upstream connections opened under `self` are as good under
     /// `other`: the same trusted roots, `connect_to` map and connection
-    /// timeouts. (The built-in roots are compiled in.)
+    /// timeouts, through the same upstream proxy. (The built-in roots are
+    /// compiled in.)
     pub(crate) fn connects_like(&self, other: &ProxySettings) -> bool {
         self.extra_roots == other.extra_roots
             && self.connect_to == other.connect_to
+            && self.upstream_proxy == other.upstream_proxy
             && self.connect_timeout == other.connect_timeout
             && self.pool_idle_timeout == other.pool_idle_timeout
     }
@@ -109,6 +111,7 @@ impl PartialEq for EndpointConfig {
             pool_size,
             pool_max_age,
             timeout,
+            client_tls,
         } = self;
         let same_basic = match (basic, &other.basic) {
             (None, None) => true,
@@ -128,6 +131,7 @@ impl PartialEq for EndpointConfig {
             && *pool_size == other.pool_size
             && *pool_max_age == other.pool_max_age
             && *timeout == other.timeout
+            && *client_tls == other.client_tls
     }
 }
 
@@ -174,6 +178,7 @@ impl PartialEq for OAuth2ClientCredentialsConfig {
             client_auth,
             refresh_before,
             timeout,
+            client_tls,
         } = self;
         *token_url == other.token_url
             && *client_id == other.client_id
@@ -182,6 +187,7 @@ impl PartialEq for OAuth2ClientCredentialsConfig {
             && *client_auth == other.client_auth
             && *refresh_before == other.refresh_before
             && *timeout == other.timeout
+            && *client_tls == other.client_tls
     }
 }
 

@@ -23,6 +23,7 @@ use super::host::RequestHost;
 use super::tunnel::{self, Tunnel};
 use super::upgrade;
 use super::{Reply, Runtime, Shared};
+use crate::client::connector::Identity;
 use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
 use crate::client::ProxyBody;
 use crate::config::{Forwarded, Unmatched};
@@ -487,7 +488,14 @@ async fn attempt(
     let timeout = runtime.settings.request_timeout;
     let response = runtime
         .upstreams
-        .send(target.is_https(), &target.authority, out, sent, timeout)
+        .send(
+            target.is_https(),
+            &target.authority,
+            route.identity,
+            out,
+            sent,
+            timeout,
+        )
         .await
         .map_err(|e| send_error(e, timeout))?;
     if let Some(histogram) = &route.upstream_latency {
@@ -534,6 +542,7 @@ async fn passthrough(runtime: &Runtime, mut plan: Passthrough) -> Result<Reply, 
         .send(
             plan.https,
             &plan.authority,
+            Identity::NONE,
             &mut plan.out,
             tokio::time::Instant::now(),
             timeout,

@@ -23,39 +23,52 @@ pub const CA_VALIDITY_DAYS: u64 = 3650;
 
 const CA_COMMON_NAME: &str = "sidekey local CA";
 
-/// What is wrong with a CA (or a leaf it could not sign). Messages name
+/// What is wrong with a CA or a client certificate (`role` says which:
+/// "CA" or "client"), or a leaf the CA could not sign. Messages name
 /// files, never their contents.
 #[derive(Debug, Error)]
 pub enum CaError {
-    #[error("cannot read the CA certificate {path}: {cause}")]
+    #[error("cannot read the {role} certificate {path}: {cause}")]
     ReadCert {
+        role: &'static str,
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("cannot read the CA key {path}: {cause}")]
+    #[error("cannot read the {role} key {path}: {cause}")]
     ReadKey {
+        role: &'static str,
         path: PathBuf,
         cause: std::io::Error,
     },
     #[error("{path} is not a PEM certificate that can be parsed")]
     BadCert { path: PathBuf },
-    #[error("{path} is not a PEM private key (PKCS#8, as `sidekey ca init` writes)")]
+    #[error("{path} is not a PEM private key (PKCS#8, `BEGIN PRIVATE KEY`; convert others with `openssl pkcs8 -topk8 -nocrypt`)")]
     BadKey { path: PathBuf },
     #[error(
-        "the CA key {path} is readable by group or others (mode {mode:04o}); run chmod 600 on it"
+        "the {role} key {path} is readable by group or others (mode {mode:04o}); run chmod 600 on it"
     )]
-    KeyMode { path: PathBuf, mode: u32 },
-    #[error("the CA key {key} does not match the certificate {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMode {
+        role: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("the {role} key {key} does not match the certificate {cert}")]
+    KeyMismatch {
+        role: &'static str,
+        cert: PathBuf,
+        key: PathBuf,
+    },
     #[error("the certificate {path} is not a CA (no basicConstraints CA:true)")]
     NotCa { path: PathBuf },
-    #[error("the CA certificate {path} expired {}", humantime::format_rfc3339_seconds(*.not_after))]
+    #[error("the {role} certificate {path} expired {}", humantime::format_rfc3339_seconds(*.not_after))]
     Expired {
+        role: &'static str,
         path: PathBuf,
         not_after: SystemTime,
     },
-    #[error("the CA certificate {path} is not valid before {}", humantime::format_rfc3339_seconds(*.not_before))]
+    #[error("the {role} certificate {path} is not valid before {}", humantime::format_rfc3339_seconds(*.not_before))]
     NotYetValid {
+        role: &'static str,
         path: PathBuf,
         not_before: SystemTime,
     },
@@ -123,20 +136,30 @@ fn unix_time(seconds: i64) -> SystemTime {
     }
 }
 
-/// What the certificate file says, parsed.
-struct CertInfo {
-    der: CertificateDer<'static>,
-    subject: String,
-    spki: Vec<u8>,
-    not_before: SystemTime,
-    not_after: SystemTime,
+/// What a certificate file says, parsed (its first certificate; the
+/// whole chain in `chain`).
+pub(super) struct CertInfo {
+    pub(super) der: CertificateDer<'static>,
+    pub(super) chain: Vec<CertificateDer<'static>>,
+    pub(super) subject: String,
+    pub(super) spki: Vec<u8>,
+    pub(super) is_ca: bool,
+    pub(super) not_before: SystemTime,
+    pub(super) not_after: SystemTime,
 }
 
-fn read_cert(path: &Path, problems: &mut Vec<CaError>) -> Option<CertInfo> {
+/// Reads a PEM certificate file (a chain: the first certificate is the
+/// one checked) and checks that it is valid now.
+pub(super) fn read_cert(
+    role: &'static str,
+    path: &Path,
+    problems: &mut Vec<CaError>,
+) -> Option<CertInfo> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(cause) => {
             problems.push(CaError::ReadCert {
+                role,
                 path: path.to_path_buf(),
                 cause,
             });
@@ -146,30 +169,32 @@ fn read_cert(path: &Path, problems: &mut Vec<CaError>) -> Option<CertInfo> {
     let bad = || CaError::BadCert {
         path: path.to_path_buf(),
     };
-    let Ok(der) = CertificateDer::from_pem_slice(&bytes) else {
-        problems.push(bad());
-        return None;
-    };
+    let chain: Vec<CertificateDer<'static>> =
+        match CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>() {
+            Ok(chain) if !chain.is_empty() => chain,
+            _ => {
+                problems.push(bad());
+                return None;
+            }
+        };
+    let der = chain[0].clone();
     let Ok((_, x509)) = x509_parser::parse_x509_certificate(&der) else {
         problems.push(bad());
         return None;
     };
     let is_ca = matches!(x509.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
-    if !is_ca {
-        problems.push(CaError::NotCa {
-            path: path.to_path_buf(),
-        });
-    }
     let not_before = unix_time(x509.validity().not_before.timestamp());
     let not_after = unix_time(x509.validity().not_after.timestamp());
     let now = SystemTime::now();
     if now > not_after {
         problems.push(CaError::Expired {
+            role,
             path: path.to_path_buf(),
             not_after,
         });
     } else if now < not_before {
         problems.push(CaError::NotYetValid {
+            role,
             path: path.to_path_buf(),
             not_before,
         });
@@ -177,14 +202,22 @@ fn read_cert(path: &Path, problems: &mut Vec<CaError>) -> Option<CertInfo> {
     let info = CertInfo {
         subject: x509.subject().to_string(),
         spki: x509.public_key().raw.to_vec(),
+        is_ca,
         not_before,
         not_after,
         der: der.clone(),
+        chain,
     };
     Some(info)
 }
 
-fn read_key(path: &Path, problems: &mut Vec<CaError>) -> Option<KeyPair> {
+/// Reads a PEM (PKCS#8) private key, checking first that the file is
+/// private: on unix, no group or other permission bits.
+pub(super) fn read_key(
+    role: &'static str,
+    path: &Path,
+    problems: &mut Vec<CaError>,
+) -> Option<KeyPair> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -192,6 +225,7 @@ fn read_key(path: &Path, problems: &mut Vec<CaError>) -> Option<KeyPair> {
             let mode = meta.permissions().mode() & 0o7777;
             if mode & 0o077 != 0 {
                 problems.push(CaError::KeyMode {
+                    role,
                     path: path.to_path_buf(),
                     mode,
                 });
@@ -202,6 +236,7 @@ fn read_key(path: &Path, problems: &mut Vec<CaError>) -> Option<KeyPair> {
         Ok(t) => t,
         Err(cause) => {
             problems.push(CaError::ReadKey {
+                role,
                 path: path.to_path_buf(),
                 cause,
             });
@@ -219,6 +254,40 @@ fn read_key(path: &Path, problems: &mut Vec<CaError>) -> Option<KeyPair> {
     }
 }
 
+/// Reads a certificate and its private key with every check above, and
+/// that the key is the certificate's (and, with `want_ca`, that the
+/// certificate is a CA). Returns every problem found (never an empty
+/// list).
+pub(super) fn read_key_pair(
+    role: &'static str,
+    want_ca: bool,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(CertInfo, KeyPair), Vec<CaError>> {
+    let mut problems = Vec::new();
+    let cert = read_cert(role, cert_path, &mut problems);
+    let key = read_key(role, key_path, &mut problems);
+    if want_ca && cert.as_ref().is_some_and(|c| !c.is_ca) {
+        problems.push(CaError::NotCa {
+            path: cert_path.to_path_buf(),
+        });
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(problems);
+    };
+    if rcgen::PublicKeyData::subject_public_key_info(&key) != cert.spki {
+        problems.push(CaError::KeyMismatch {
+            role,
+            cert: cert_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok((cert, key))
+}
+
 impl LocalCa {
     /// Loads the CA from a PEM certificate and a PEM (PKCS#8) key, checking
     /// that the key file is private (unix: no group or other bits), that
@@ -232,21 +301,7 @@ impl LocalCa {
     /// As [`LocalCa::load`], but returns every problem found (never an
     /// empty list).
     pub fn load_checked(cert_path: &Path, key_path: &Path) -> Result<LocalCa, Vec<CaError>> {
-        let mut problems = Vec::new();
-        let cert = read_cert(cert_path, &mut problems);
-        let key = read_key(key_path, &mut problems);
-        let (Some(cert), Some(key)) = (cert, key) else {
-            return Err(problems);
-        };
-        if rcgen::PublicKeyData::subject_public_key_info(&key) != cert.spki {
-            problems.push(CaError::KeyMismatch {
-                cert: cert_path.to_path_buf(),
-                key: key_path.to_path_buf(),
-            });
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
+        let (cert, key) = read_key_pair("CA", true, cert_path, key_path)?;
         let issuer = Issuer::from_ca_cert_der(&cert.der, key).map_err(|_| {
             vec![CaError::BadCert {
                 path: cert_path.to_path_buf(),

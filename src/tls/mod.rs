@@ -10,12 +10,15 @@
 //!   left, at most `capacity` kept).
 //! - [`SniResolver`] (the TLS listener: leaf by SNI among allowed hosts) and
 //!   [`FixedHostResolver`] (a CONNECT tunnel: the CONNECT host only).
+//! - [`ClientIdentity`]: a client certificate and key for mutual TLS to an
+//!   upstream, checked like the CA's files.
 //! - [`server_config`]: a rustls server config around either resolver.
 //!
 //! Nothing here logs or formats a private key; errors name files, never
 //! their contents.
 
 mod ca;
+mod identity;
 mod leaf;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use rustls::server::ResolvesServerCert;
 
 pub use ca::{CaError, LocalCa, CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY_DAYS};
+pub use identity::ClientIdentity;
 pub use leaf::{Clock, FixedHostResolver, LeafCache, SniResolver};
 
 /// A rustls server config presenting the certificates of `resolver`: the

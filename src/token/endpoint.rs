@@ -27,6 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
 use super::BuildError;
+use crate::client::connector::Identity;
 use crate::client::pool::{Outgoing, SendError, Upstreams};
 use crate::client::ProxyBody;
 use crate::config::{EndpointConfig, TokenBody};
@@ -102,6 +103,8 @@ pub(crate) struct PreparedRequest {
     /// Credential-bearing values are marked sensitive.
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The client certificate presented to the endpoint.
+    pub(crate) identity: Identity,
 }
 
 impl std::fmt::Debug for PreparedRequest {
@@ -122,6 +125,7 @@ impl PreparedRequest {
             uri,
             headers,
             body: Bytes::new(),
+            identity: Identity::NONE,
         }
     }
 
@@ -318,7 +322,7 @@ pub(crate) async fn send(
     let exchange = async {
         let now = tokio::time::Instant::now();
         let response = upstreams
-            .send(https, authority, &mut out, now, timeout)
+            .send(https, authority, req.identity, &mut out, now, timeout)
             .await
             .map_err(|e| send_error(&host, timeout, e))?;
         let status = response.status.as_u16();
@@ -359,6 +363,16 @@ fn send_error(host: &str, timeout: Duration, e: SendError) -> FetchError {
     }
 }
 
+/// The identity of `tls` (none when `None`) in `upstreams`.
+pub(crate) fn identity(
+    upstreams: &Upstreams,
+    tls: Option<&crate::config::ClientTls>,
+) -> Result<Identity, BuildError> {
+    upstreams
+        .identity(tls.map(|t| &*t.identity))
+        .ok_or_else(|| BuildError::Invalid("the client certificate is not loaded".into()))
+}
+
 /// A token endpoint reached over HTTP(S).
 pub(crate) struct HttpFetcher {
     upstreams: Arc<Upstreams>,
@@ -388,6 +402,7 @@ impl HttpFetcher {
         config: &EndpointConfig,
     ) -> Result<Self, BuildError> {
         let mut request = PreparedRequest::new(config.method.clone(), config.url.clone());
+        request.identity = identity(&upstreams, config.client_tls.as_ref())?;
         if let Some((user, password)) = &config.basic {
             request.basic(user.expose_secret(), password.expose_secret())?;
         }

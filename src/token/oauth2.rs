@@ -104,6 +104,7 @@ pub(crate) fn client_credentials_fetcher(
     config: &OAuth2ClientCredentialsConfig,
 ) -> Result<HttpFetcher, BuildError> {
     let mut req = PreparedRequest::new(Method::POST, config.token_url.clone());
+    req.identity = super::endpoint::identity(&upstreams, config.client_tls.as_ref())?;
     let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
     if let Some(scope) = &config.scope {
         form.push(("scope", scope));
