@@ -30,6 +30,7 @@ fn route(allow: Vec<AllowRule>) -> Route {
             headers: vec![],
             auth: AuthConfig::None,
             allow,
+            tls: None,
         },
         Credential::None,
     )

@@ -146,6 +146,12 @@ fn check(path: &Path) -> ExitCode {
     if let Some(intercept) = &config.proxy.intercept {
         println!("  {}", sidekey::redact::describe_intercept(intercept));
     }
+    if let Some(upstream_proxy) = &config.proxy.upstream_proxy {
+        println!(
+            "  {}",
+            sidekey::redact::describe_upstream_proxy(upstream_proxy)
+        );
+    }
     for route in &config.routes {
         println!(
             "  {}",

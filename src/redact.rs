@@ -7,7 +7,8 @@ use std::fmt::Write;
 use http::Uri;
 
 use crate::config::{
-    AllowRule, AuthConfig, InterceptSettings, PayloadSigning, RouteConfig, TokenBody, TokenConfig,
+    AllowRule, AuthConfig, ClientTls, InterceptSettings, PayloadSigning, RouteConfig, TokenBody,
+    TokenConfig, UpstreamProxy,
 };
 
 /// A URL without userinfo, query or fragment.
@@ -52,6 +53,35 @@ pub fn describe_intercept(intercept: &InterceptSettings) -> String {
     out
 }
 
+/// `upstream_proxy`, as `check` prints it: where it is, whether it has a
+/// credential (never the user or password), and what bypasses it.
+pub fn describe_upstream_proxy(proxy: &UpstreamProxy) -> String {
+    let mut out = format!(
+        "upstream proxy: http://{}{}",
+        if proxy.authorization.is_some() {
+            "[REDACTED]@"
+        } else {
+            ""
+        },
+        proxy.address()
+    );
+    if !proxy.bypass.is_empty() {
+        let names: Vec<String> = proxy.bypass.iter().map(|b| b.to_string()).collect();
+        let _ = write!(out, ", direct to {}", names.join(", "));
+    }
+    out
+}
+
+/// A client certificate: its file, subject and expiry (never the key).
+fn describe_client_tls(tls: &ClientTls) -> String {
+    format!(
+        "client certificate {} ({}, expires {})",
+        tls.cert.display(),
+        tls.identity.subject(),
+        humantime::format_rfc3339_seconds(tls.identity.not_after())
+    )
+}
+
 /// One route, as `check` prints it.
 pub fn describe_route(route: &RouteConfig) -> String {
     let mut out = String::new();
@@ -74,9 +104,19 @@ pub fn describe_route(route: &RouteConfig) -> String {
         let names: Vec<&str> = route.headers.iter().map(|(n, _)| n.as_str()).collect();
         let _ = write!(out, ", adds headers [{}]", names.join(", "));
     }
+    if let Some(tls) = &route.tls {
+        let _ = write!(out, "\n    mutual TLS: {}", describe_client_tls(tls));
+    }
     let _ = write!(out, "\n    auth: {}", describe_auth(&route.auth));
     for rule in &route.allow {
         let _ = write!(out, "\n    allow: {}", describe_allow(rule));
+    }
+    if let Some(tls) = route.auth.token_client_tls() {
+        let _ = write!(
+            out,
+            "\n    token endpoint mutual TLS: {}",
+            describe_client_tls(tls)
+        );
     }
     out
 }

@@ -68,7 +68,7 @@ pub struct ProxySettings {
     pub intercept: Option<InterceptSettings>,
     /// `upstream_proxy` (with `no_upstream_proxy`): the corporate HTTP
     /// proxy upstream connections go through.
-    pub(crate) upstream_proxy: Option<UpstreamProxy>,
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -439,3 +439,111 @@ fn the_beyond_routes_load_without_warnings() {
     let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// The `[proxy]` keys and the partner route of the contract file
+/// `beyond-routes.toml`, verbatim but for its `[[route.allow]]` rules
+/// (parsed with the allow-lists) and the other routes and tables.
+const BEYOND_PARTNER: &str = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+admin = "127.0.0.1:9901"
+unmatched = "reject"
+upstream_proxy = "${CORP_PROXY:-}"              # optional: "http://[user:pass@]host:port"; "" = none
+no_upstream_proxy = ["internal.example", "*.corp.example"]   # hosts reached directly
+
+# A token printed by a command (a cloud CLI, a vault agent), with an allow-list
+# and mutual TLS to the upstream.
+[[route]]
+name = "partner"
+host = "api.partner.example"
+[route.tls]
+client_cert = "${PARTNER_CERT_DIR:-certs}/partner-client.pem"   # files must exist for `check`
+client_key = "${PARTNER_CERT_DIR:-certs}/partner-client.key"    # mode 0600
+[route.auth]
+kind = "header"
+name = "Authorization"
+value = "Bearer {token}"
+[route.auth.token]
+source = "exec"
+command = ["${PARTNER_TOKEN_CMD:-partner-token}", "--audience", "orders"]   # argv, no shell
+token_pointer = "/token"                         # stdout is JSON here; a bare line also works
+expires_in_pointer = "/expires_in"
+timeout = "10s"
+refresh_before = "60s"
+"#;
+
+/// Writes a client certificate and its key (mode 0600) as the partner
+/// route names them, into `dir`.
+fn write_partner_cert(dir: &Path) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("partner-client.pem"), cert.pem()).unwrap();
+    let key_path = dir.join("partner-client.key");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[test]
+fn the_contract_partner_route_and_upstream_proxy_mean_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    write_partner_cert(dir.path());
+    let cert_dir = dir.path().display().to_string();
+    let env = HashMap::from([
+        ("PARTNER_CERT_DIR", cert_dir.as_str()),
+        (
+            "CORP_PROXY",
+            "http://svc%40corp:s3cret@proxy.corp.example:3128",
+        ),
+    ]);
+    let config = parse_with(BEYOND_PARTNER, &env).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = config.proxy.upstream_proxy.as_ref().expect("a proxy");
+    assert_eq!(
+        (proxy.host.as_str(), proxy.port),
+        ("proxy.corp.example", 3128)
+    );
+    assert!(!proxy.applies_to("internal.example"));
+    assert!(!proxy.applies_to("git.corp.example"));
+    assert!(proxy.applies_to("api.partner.example"));
+    let partner = &config.routes[0];
+    let tls = partner.tls.as_ref().expect("[route.tls]");
+    assert_eq!(tls.key, dir.path().join("partner-client.key"));
+    match partner.auth.token() {
+        Some(TokenConfig::Exec(e)) => {
+            assert_eq!(e.program, Path::new("partner-token"));
+            assert_eq!(e.args.len(), 2);
+            assert_eq!(e.token_pointer.as_deref(), Some("/token"));
+            assert_eq!(e.expires_in_pointer.as_deref(), Some("/expires_in"));
+            assert_eq!(e.timeout, std::time::Duration::from_secs(10));
+        }
+        other => panic!("not an exec source: {other:?}"),
+    }
+    // `check` names the proxy, never its user or password.
+    let shown = crate::redact::describe_upstream_proxy(proxy);
+    assert!(shown.contains("proxy.corp.example:3128"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("svc"),
+        "{shown}"
+    );
+
+    // CORP_PROXY unset: "" means no proxy.
+    let env = HashMap::from([("PARTNER_CERT_DIR", cert_dir.as_str())]);
+    let config = parse_with(BEYOND_PARTNER, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.proxy.upstream_proxy.is_none());
+}
+
+#[test]
+fn the_partner_route_needs_its_certificate_files() {
+    let env = HashMap::from([("PARTNER_CERT_DIR", "/nonexistent/certs")]);
+    let problems = parse_with(BEYOND_PARTNER, &env).unwrap_err().problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("route \"partner\"") && p.contains("tls.client_cert")),
+        "{problems:?}"
+    );
+}

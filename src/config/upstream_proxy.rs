@@ -32,6 +32,15 @@ pub(crate) enum Bypass {
     Suffix(String),
 }
 
+impl std::fmt::Display for Bypass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bypass::Exact(h) => f.write_str(h),
+            Bypass::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
 impl PartialEq for UpstreamProxy {
     fn eq(&self, other: &UpstreamProxy) -> bool {
         let UpstreamProxy {

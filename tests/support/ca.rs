@@ -124,6 +124,71 @@ impl TestCa {
         Arc::new(config)
     }
 
+    /// Issues a client certificate (extended key usage clientAuth) with
+    /// common name `cn`: (certificate PEM, PKCS#8 key PEM), as an operator
+    /// would get from a partner's CA.
+    pub fn issue_client_pem(&self, cn: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .expect("TestCa: a client certificate needs no names");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("TestCa: generate client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("TestCa: sign client certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes a client certificate for `cn` as `dir/{name}.pem` and its key
+    /// as `dir/{name}.key` (mode 0600); returns both paths.
+    pub fn write_client_cert(&self, dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.issue_client_pem(cn);
+        let cert_path = dir.join(format!("{name}.pem"));
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert).expect("write the client certificate");
+        std::fs::write(&key_path, key).expect("write the client key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 0600 the client key");
+        }
+        (cert_path, key_path)
+    }
+
+    /// A TLS server config with a leaf for `hosts` (+ 127.0.0.1) that
+    /// requires a client certificate issued by `clients` (mutual TLS).
+    pub fn server_config_requiring_client(
+        &self,
+        hosts: &[&str],
+        clients: &TestCa,
+    ) -> Arc<ServerConfig> {
+        let (chain, key) = self.issue(hosts);
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(clients.ca_der())
+            .expect("TestCa: CA certificate must be a valid trust anchor");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            ring_provider(),
+        )
+        .build()
+        .expect("TestCa: client verifier");
+        let mut config = ServerConfig::builder_with_provider(ring_provider())
+            .with_safe_default_protocol_versions()
+            .expect("TestCa: ring supports the default TLS versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("TestCa: leaf certificate and key must be accepted by rustls");
+        config.alpn_protocols = DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
     /// A TLS client config that trusts only this CA (for talking to stand-ins directly).
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();

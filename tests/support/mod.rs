@@ -12,6 +12,8 @@ pub mod ca;
 pub mod client;
 /// One-shot sidekey commands (`authorize`, `check`) as child processes.
 pub mod command;
+/// A corporate HTTP proxy (CONNECT and absolute form) that records what went through it.
+pub mod connect_proxy;
 pub mod copernica;
 pub mod copilot;
 /// sidekey in-process: config around the stand-ins, start, admin requests.
@@ -37,6 +39,7 @@ pub use blackhole::Blackhole;
 pub use ca::TestCa;
 pub use client::*;
 pub use command::SidekeyCommand;
+pub use connect_proxy::{ConnectProxy, Through};
 pub use copernica::CopernicaApi;
 pub use copilot::CopilotApi;
 pub use invoca::InvocaApi;

@@ -47,6 +47,9 @@ pub struct TlsInfo {
     pub sni: Option<String>,
     /// The negotiated ALPN protocol, if any (`b"h2"`, `b"http/1.1"`).
     pub alpn: Option<Vec<u8>>,
+    /// The client certificate's common name, when the client presented
+    /// one (mutual TLS).
+    pub client_cn: Option<String>,
 }
 
 /// One request as the stand-in received it.
@@ -527,6 +530,10 @@ async fn serve_connection(
                 let info = TlsInfo {
                     sni: session.server_name().map(str::to_string),
                     alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+                    client_cn: session
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|cert| common_name(cert)),
                 };
                 serve_http(
                     TokioIo::new(tls_stream),
@@ -632,4 +639,11 @@ pub fn media_type(value: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase()
+}
+
+/// The subject common name of a DER certificate.
+fn common_name(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let cn = x509.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
