@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 use secrecy::ExposeSecret;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::connector::{ConnectError, Dialer};
@@ -87,7 +87,9 @@ impl Via {
             }
             head.extend_from_slice(b"\r\n");
             tcp.write_all(&head).await.map_err(|_| self.bad_answer())?;
-            let status = self.read_answer(&mut tcp).await?;
+            let status = read_answer(&mut tcp)
+                .await
+                .ok_or_else(|| self.bad_answer())?;
             if !(200..300).contains(&status) {
                 return Err(ConnectError::ProxyRefused {
                     proxy: self.settings.address(),
@@ -102,37 +104,87 @@ impl Via {
             .unwrap_or(Err(ConnectError::DialTimeout))
     }
 
-    /// Reads the proxy's answer head to `CONNECT` and returns its status.
-    /// Nothing may follow the head: the upstream speaks only after our
-    /// TLS ClientHello.
-    async fn read_answer(&self, tcp: &mut TcpStream) -> Result<u16, ConnectError> {
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = tcp.read(&mut chunk).await.map_err(|_| self.bad_answer())?;
-            if n == 0 {
-                return Err(self.bad_answer());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut answer = httparse::Response::new(&mut headers);
-            match answer.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = answer.code.ok_or_else(|| self.bad_answer())?;
-                    if (200..300).contains(&status) && len != buf.len() {
-                        return Err(self.bad_answer());
-                    }
-                    return Ok(status);
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_BYTES => {}
-                _ => return Err(self.bad_answer()),
-            }
-        }
-    }
-
     fn bad_answer(&self) -> ConnectError {
         ConnectError::ProxyBadAnswer {
             proxy: self.settings.address(),
         }
+    }
+}
+
+/// Reads the proxy's answer head to `CONNECT` and returns its status;
+/// `None` when it is not an HTTP/1.x response head within
+/// [`MAX_ANSWER_BYTES`], or when bytes follow a `2xx` head (the upstream
+/// speaks only after our TLS ClientHello, so they cannot be its).
+async fn read_answer(io: &mut (impl AsyncRead + Unpin)) -> Option<u16> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = io.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut answer = httparse::Response::new(&mut headers);
+        match answer.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = answer.code?;
+                if (200..300).contains(&status) && len != buf.len() {
+                    return None;
+                }
+                return Some(status);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_BYTES => {}
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_answer;
+
+    async fn answer(chunks: &[&[u8]]) -> Option<u16> {
+        let mut io = tokio_test::io::Builder::new();
+        for chunk in chunks {
+            io.read(chunk);
+        }
+        read_answer(&mut io.build()).await
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_is_open_on_a_2xx_head_however_it_is_split() {
+        assert_eq!(
+            answer(&[b"HTTP/1.1 200 Connection established\r\n\r\n"]).await,
+            Some(200)
+        );
+        assert_eq!(
+            answer(&[b"HTTP/1.0 20", b"0 OK\r\nVia: corp\r", b"\n\r\n"]).await,
+            Some(200)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_gives_its_status() {
+        assert_eq!(
+            answer(&[b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n"]).await,
+            Some(407)
+        );
+        // A refusal's body is not read.
+        assert_eq!(
+            answer(&[b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!"]).await,
+            Some(403)
+        );
+    }
+
+    #[tokio::test]
+    async fn anything_else_is_no_answer() {
+        // Bytes after a 2xx head, a closed connection, not HTTP, too long.
+        assert_eq!(answer(&[b"HTTP/1.1 200 OK\r\n\r\n\x16\x03"]).await, None);
+        assert_eq!(answer(&[b"HTTP/1.1 200 OK\r\n"]).await, None);
+        assert_eq!(answer(&[b"SSH-2.0-OpenSSH\r\n\r\n"]).await, None);
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(20_000));
+        // (Read from a slice: the mock insists on being read to its end.)
+        assert_eq!(read_answer(&mut long.as_bytes()).await, None);
     }
 }
