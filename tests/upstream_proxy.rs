@@ -253,3 +253,67 @@ token = "Bearer minted-7"
     assert!(!body.contains("hunter2"), "{body}");
     assert_eq!(s.api.request_count(), 0);
 }
+
+#[tokio::test]
+async fn a_blind_tunnel_for_an_unmatched_host_goes_through_the_proxy_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::new().await;
+    let other = StandIn::ok(None);
+    let corp = ConnectProxy::spawn(Some(PROXY_AUTH), &[("other.test:443", other.addr())]).await;
+    let ca = support::seeds::intercept_ca(s.env.dir(), "");
+    let toml = proxy_toml(
+        &s.env,
+        &format!(
+            "unmatched = \"passthrough\"\nupstream_proxy = {}",
+            toml_str(&format!("http://{PROXY_USERINFO}@{}", corp.addr()))
+        ),
+        &[],
+    ) + &ca.table;
+    let proxy = start_sidekey(&s.env, &toml).await;
+
+    let mut conn = tokio::net::TcpStream::connect(proxy.proxy_addr())
+        .await
+        .unwrap();
+    conn.write_all(b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Whatever the app sends goes through unchanged (here plain HTTP).
+    conn.write_all(b"GET /through HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(
+        other
+            .last_request()
+            .map(|r| r.path().to_string())
+            .as_deref(),
+        Some("/through")
+    );
+    let seen = corp.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (
+            seen[0].method.as_str(),
+            seen[0].target.as_str(),
+            seen[0].proxy_authorization.as_deref()
+        ),
+        ("CONNECT", "other.test:443", Some(PROXY_AUTH))
+    );
+}
