@@ -30,6 +30,8 @@ const BAD_SCRIPT: &str = "#!/bin/sh\necho \"error: refresh token $1 expired\" >&
 struct Setup {
     env: TestEnv,
     api: StandIn,
+    /// A plain-HTTP upstream, reached in absolute form through the proxy.
+    plain: StandIn,
     corp: ConnectProxy,
     key_pem: String,
 }
@@ -69,10 +71,19 @@ impl Setup {
         let (_, key) = clients.write_client_cert(env.dir(), "partner-client", "sidekey-partner");
         let key_pem = std::fs::read_to_string(key).unwrap();
         let auth = proxy_auth();
-        let corp = ConnectProxy::spawn(Some(&auth), &[("api.partner.test:443", api.addr())]).await;
+        let plain = StandIn::ok(None);
+        let corp = ConnectProxy::spawn(
+            Some(&auth),
+            &[
+                ("api.partner.test:443", api.addr()),
+                ("plain.partner.test:80", plain.addr()),
+            ],
+        )
+        .await;
         Setup {
             env,
             api,
+            plain,
             corp,
             key_pem,
         }
@@ -107,6 +118,11 @@ value = "Bearer {{token}}"
 source = "exec"
 command = [{good}, {stderr}, {token}]
 ttl = "1h"
+
+[[route]]
+name = "plain"
+host = "plain.partner.test"
+upstream = "http://plain.partner.test"
 
 [[route]]
 name = "broken"
@@ -177,6 +193,9 @@ async fn run_and_check_logs(format: &str) {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!body_text(&resp).contains(STDERR_SECRET));
     assert_eq!(s.api.request_count(), 1);
+    let resp = get(sidekey.proxy_addr, "http://plain.partner.test/v1/x").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(s.plain.request_count(), 1);
     assert!(s.corp.seen().iter().all(|t| t.status == 200));
 
     let (status, output) = tokio::task::block_in_place(|| sidekey.stop());
