@@ -237,3 +237,29 @@ fn a_key_readable_by_others_or_not_matching_is_refused_at_load() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_with_a_renewed_certificate_presents_the_new_one_on_new_connections() {
+    let env = TestEnv::new();
+    let clients = TestCa::new();
+    let api = partner_api(&env, &clients, "api-token");
+    let (cert, key) = clients.write_client_cert(env.dir(), "partner", "sidekey-2025");
+    let toml = proxy_toml(&env, "", &[connect_to("api.partner.test:443", api.addr())])
+        + &route("partner", "api.partner.test", Some((&cert, &key)));
+    let proxy = start_sidekey(&env, &toml).await;
+    let resp = get(proxy.proxy_addr(), "http://api.partner.test/v1/x").await;
+    assert_eq!(body_json(&resp)["client"], "sidekey-2025");
+
+    // Renewed in place: same paths, new certificate and key.
+    clients.write_client_cert(env.dir(), "partner", "sidekey-2026");
+    proxy.reload(parse_config(&env, &toml)).expect("reload");
+    let resp = get(proxy.proxy_addr(), "http://api.partner.test/v1/x").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    assert_eq!(body_json(&resp)["client"], "sidekey-2026");
+    let ids: HashSet<usize> = api.requests().iter().map(|r| r.connection_id).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "the renewed certificate needs a new connection"
+    );
+}

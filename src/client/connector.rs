@@ -163,6 +163,11 @@ impl Connector {
         }
     }
 
+    /// Whether an upstream proxy is configured at all.
+    pub(crate) fn has_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
     /// The upstream proxy, when requests to `host` over plain HTTP go
     /// through it (in absolute form).
     pub(crate) fn plain_proxy_for(&self, host: &str) -> Option<&Via> {

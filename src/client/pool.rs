@@ -279,7 +279,7 @@ impl Upstreams {
     /// The upstream proxy, when a plain HTTP request to `authority` goes
     /// through it.
     fn plain_proxy(&self, https: bool, authority: &str) -> Option<&super::upstream_proxy::Via> {
-        if https {
+        if https || !self.connector.has_proxy() {
             return None;
         }
         let host = match authority.strip_prefix('[') {

@@ -522,6 +522,15 @@ fn the_contract_partner_route_and_upstream_proxy_mean_what_they_say() {
         }
         other => panic!("not an exec source: {other:?}"),
     }
+    // `partner-token` is not installed here: a warning, not an error.
+    assert!(
+        config.warnings.iter().any(|w| {
+            let w = w.to_string();
+            w.contains("auth.token.command") && w.contains("partner-token")
+        }),
+        "{:?}",
+        config.warnings
+    );
     // `check` names the proxy, never its user or password.
     let shown = crate::redact::describe_upstream_proxy(proxy);
     assert!(shown.contains("proxy.corp.example:3128"), "{shown}");
