@@ -312,7 +312,8 @@ async fn callback(flow: &Flow, query: &str) -> Outcome {
         Some(code) if !code.is_empty() => SecretString::from(code.to_string()),
         _ => return Err(AuthorizeError::MissingCode),
     };
-    let request = oauth2::code_exchange(&flow.config, &code)?;
+    let mut request = oauth2::code_exchange(&flow.config, &code)?;
+    request.identity = endpoint::identity(&flow.upstreams, flow.config.client_tls.as_ref())?;
     let (status, body) = endpoint::send(&flow.upstreams, &request, EXCHANGE_TIMEOUT)
         .await
         .map_err(AuthorizeError::Exchange)?;
@@ -405,6 +406,7 @@ mod tests {
             redirect_uri: "http://127.0.0.1:8765/callback".parse().unwrap(),
             store: PathBuf::from("copernica.token"),
             scope: scope.map(str::to_string),
+            client_tls: None,
         }
     }
 

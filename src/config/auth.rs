@@ -47,6 +47,7 @@ impl AuthConfig {
         match self.token()? {
             TokenConfig::Endpoint(e) => e.client_tls.as_ref(),
             TokenConfig::OAuth2ClientCredentials(c) => c.client_tls.as_ref(),
+            TokenConfig::OAuth2Code(c) => c.client_tls.as_ref(),
             _ => None,
         }
     }
@@ -200,6 +201,8 @@ pub struct OAuth2CodeConfig {
     pub(crate) redirect_uri: Uri,
     pub(crate) store: PathBuf,
     pub(crate) scope: Option<String>,
+    /// Mutual TLS to the token endpoint (the code exchange).
+    pub(crate) client_tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -613,7 +616,14 @@ fn oauth2_code(c: FileOAuth2Code, ctx: &mut Ctx) -> Option<OAuth2CodeConfig> {
         }
     }
     let scope = ctx.expand_opt("auth.token.scope", c.scope.as_deref())?;
+    let tls = client_tls(
+        ctx,
+        "auth.token.",
+        c.client_cert.as_deref(),
+        c.client_key.as_deref(),
+    );
     Some(OAuth2CodeConfig {
+        client_tls: tls?,
         authorize_url: authorize_url?,
         token_url: token_url?,
         token_request: token_request?,

@@ -258,6 +258,8 @@ pub(crate) struct FileOAuth2Code {
     pub(crate) redirect_uri: String,
     pub(crate) store: String,
     pub(crate) scope: Option<String>,
+    pub(crate) client_cert: Option<String>,
+    pub(crate) client_key: Option<String>,
 }
 
 #[derive(Deserialize)]

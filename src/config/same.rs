@@ -156,6 +156,7 @@ impl PartialEq for OAuth2CodeConfig {
             redirect_uri,
             store,
             scope,
+            client_tls,
         } = self;
         *authorize_url == other.authorize_url
             && *token_url == other.token_url
@@ -165,6 +166,7 @@ impl PartialEq for OAuth2CodeConfig {
             && *redirect_uri == other.redirect_uri
             && *store == other.store
             && *scope == other.scope
+            && *client_tls == other.client_tls
     }
 }
 

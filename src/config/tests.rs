@@ -556,3 +556,58 @@ fn the_partner_route_needs_its_certificate_files() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn every_token_endpoint_kind_takes_a_client_certificate_and_identities_are_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    write_partner_cert(dir.path());
+    let tls = "client_cert = \"partner-client.pem\"\nclient_key = \"partner-client.key\"\n";
+    let text = format!(
+        r#"
+[[route]]
+name = "endpoint"
+host = "a.example"
+[route.tls]
+{tls}[route.auth]
+kind = "query"
+param = "t"
+[route.auth.token]
+source = "endpoint"
+url = "https://auth.example/token"
+{tls}
+[[route]]
+name = "cc"
+host = "b.example"
+[route.auth]
+kind = "query"
+param = "t"
+[route.auth.token]
+source = "oauth2_client_credentials"
+token_url = "https://auth.example/token"
+client_id = "id"
+client_secret = "secret"
+{tls}
+[[route]]
+name = "code"
+host = "c.example"
+[route.auth]
+kind = "query"
+param = "t"
+[route.auth.token]
+source = "oauth2_code"
+authorize_url = "https://auth.example/authorize"
+token_url = "https://auth.example/token"
+client_id = "id"
+client_secret = "secret"
+redirect_uri = "http://127.0.0.1:8765/callback"
+store = "code.token"
+{tls}"#
+    );
+    let config = Config::parse(&text, dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    for route in &config.routes {
+        assert!(route.auth.token_client_tls().is_some(), "{}", route.name);
+    }
+    // One certificate used four times is one identity (one TLS config,
+    // one pool).
+    assert_eq!(config.client_identities().len(), 1);
+}

@@ -192,6 +192,7 @@ mod tests {
             redirect_uri: "http://127.0.0.1:8765/callback".parse().unwrap(),
             store,
             scope: None,
+            client_tls: None,
         }
     }
 
