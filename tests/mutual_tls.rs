@@ -236,6 +236,11 @@ fn a_key_readable_by_others_or_not_matching_is_refused_at_load() {
         shown.contains("tls.client_key") && shown.contains("missing"),
         "{shown}"
     );
+    // A client certificate means TLS: not for a plain-HTTP upstream.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plain = toml(&key).replace("https://api.partner.test", "http://api.partner.test");
+    let shown = problems(&env, &plain);
+    assert!(shown.contains("needs an https:// upstream"), "{shown}");
 }
 
 #[tokio::test]
