@@ -247,3 +247,34 @@ async fn check_shows_the_proxy_certificate_and_program_but_no_secret() {
         );
     }
 }
+
+/// The contract's `[proxy]` table (config/examples/intercept.toml) with
+/// `CORP_PROXY` set: `check` shows the proxy and its bypass list, never
+/// its user or password.
+#[test]
+fn check_of_the_contract_proxy_table_with_a_corporate_proxy() {
+    let env = TestEnv::new();
+    support::seeds::intercept_ca(env.dir(), "");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/intercept.toml");
+    let ca_dir = env.dir().display().to_string();
+    let (status, stdout, stderr) = run_cli(
+        &["check", "--config", example.to_str().unwrap()],
+        &[
+            ("SIDEKEY_CA_DIR", &ca_dir),
+            (
+                "CORP_PROXY",
+                "http://svc:corp-pw-0c1d@proxy.corp.example:3128",
+            ),
+        ],
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "upstream proxy: http://[REDACTED]@proxy.corp.example:3128, direct to internal.example, *.corp.example"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("corp-pw-0c1d") && !stderr.contains("corp-pw-0c1d"));
+    assert!(!stdout.contains("svc:"), "{stdout}");
+}
