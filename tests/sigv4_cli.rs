@@ -21,18 +21,35 @@ fn beyond_config() -> String {
         .to_string()
 }
 
-fn env() -> Vec<(&'static str, &'static str)> {
+/// The variables beyond-routes.toml names; the partner route's client
+/// certificate and token command are written into `dir`.
+fn env(dir: &Path) -> Vec<(&'static str, String)> {
+    TestCa::new().write_client_cert(dir, "partner-client", "sidekey-partner");
+    let command = dir.join("partner-token");
+    std::fs::write(&command, "#!/bin/sh\necho partner-token-value\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&command, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     vec![
-        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ("AWS_SESSION_TOKEN", TOKEN),
-        ("PARTNER_TOKEN", "partner-token-value"),
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+        ("AWS_SESSION_TOKEN", TOKEN.to_string()),
+        ("PARTNER_CERT_DIR", dir.display().to_string()),
+        ("PARTNER_TOKEN_CMD", command.display().to_string()),
     ]
+}
+
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 #[test]
 fn check_accepts_the_beyond_routes_and_prints_no_secret() {
-    let (status, stdout, stderr) = run_cli(&["check", "--config", &beyond_config()], &env());
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let (status, stdout, stderr) = run_cli(&["check", "--config", &beyond_config()], &pairs(&env));
     assert!(status.success(), "check failed:\n{stdout}\n{stderr}");
     assert!(
         stdout.contains("aws_sigv4 region eu-west-1 service s3, payload unsigned"),
@@ -42,6 +59,15 @@ fn check_accepts_the_beyond_routes_and_prints_no_secret() {
         stdout.contains("allow: GET /v1/orders/*, /v1/catalog/**"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("mutual TLS: client certificate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(2 arguments), JSON, token at /token"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning"), "{stdout}");
     for secret in [SECRET, TOKEN, "partner-token-value"] {
         assert!(
             !stdout.contains(secret),
@@ -52,6 +78,8 @@ fn check_accepts_the_beyond_routes_and_prints_no_secret() {
 
 #[test]
 fn sign_prints_the_signed_headers_with_the_signature_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
     let (status, stdout, stderr) = run_cli(
         &[
             "sign",
@@ -62,7 +90,7 @@ fn sign_prints_the_signed_headers_with_the_signature_redacted() {
             "--method",
             "PUT",
         ],
-        &env(),
+        &pairs(&env),
     );
     assert!(status.success(), "sign failed:\n{stdout}\n{stderr}");
     let mut lines = stdout.lines();

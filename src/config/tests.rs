@@ -345,20 +345,42 @@ fn a_secret_written_as_a_number_is_not_echoed() {
 
 const BEYOND: &str = include_str!("../../config/examples/beyond-routes.toml");
 
-fn beyond_env() -> HashMap<&'static str, &'static str> {
+/// The variables `beyond-routes.toml` names, with the partner route's
+/// client certificate and token command written into `dir`.
+fn beyond_env(dir: &Path) -> HashMap<&'static str, String> {
+    write_partner_cert(dir);
+    let command = dir.join("partner-token");
+    std::fs::write(
+        &command,
+        "#!/bin/sh\necho '{\"token\":\"t\",\"expires_in\":60}'\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&command, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     HashMap::from([
-        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE".to_string()),
         (
             "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string(),
         ),
-        ("PARTNER_TOKEN", "partner-token"),
+        ("PARTNER_CERT_DIR", dir.display().to_string()),
+        ("PARTNER_TOKEN_CMD", command.display().to_string()),
     ])
+}
+
+/// `beyond-routes.toml` parsed with `env`.
+fn parse_beyond(env: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    parse_with(BEYOND, &env)
 }
 
 #[test]
 fn the_beyond_routes_mean_what_their_comments_say() {
-    let config = parse_with(BEYOND, &beyond_env()).expect("beyond routes are valid");
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_beyond(&beyond_env(dir.path())).expect("beyond routes are valid");
     let s3 = config.route("s3").unwrap();
     let AuthConfig::AwsSigV4(aws) = &s3.auth else {
         panic!("s3 is not aws_sigv4: {:?}", s3.auth);
@@ -371,12 +393,9 @@ fn the_beyond_routes_mean_what_their_comments_say() {
     assert_eq!(aws.max_signed_body, 8 << 20);
     assert!(aws.session_token.is_none(), "\"\" means none");
 
-    let with_token = HashMap::from_iter(
-        beyond_env()
-            .into_iter()
-            .chain([("AWS_SESSION_TOKEN", "tok")]),
-    );
-    let config_tok = parse_with(BEYOND, &with_token).unwrap();
+    let mut with_token = beyond_env(dir.path());
+    with_token.insert("AWS_SESSION_TOKEN", "tok".to_string());
+    let config_tok = parse_beyond(&with_token).unwrap();
     let AuthConfig::AwsSigV4(aws) = &config_tok.route("s3").unwrap().auth else {
         unreachable!()
     };
@@ -435,42 +454,11 @@ max_signed_body = "lots"
 
 #[test]
 fn the_beyond_routes_load_without_warnings() {
-    let config = parse_with(BEYOND, &beyond_env()).expect("beyond routes are valid");
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_beyond(&beyond_env(dir.path())).expect("beyond routes are valid");
     let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
-
-/// The `[proxy]` keys and the partner route of the contract file
-/// `beyond-routes.toml`, verbatim but for its `[[route.allow]]` rules
-/// (parsed with the allow-lists) and the other routes and tables.
-const BEYOND_PARTNER: &str = r#"
-[proxy]
-listen = "127.0.0.1:8080"
-admin = "127.0.0.1:9901"
-unmatched = "reject"
-upstream_proxy = "${CORP_PROXY:-}"              # optional: "http://[user:pass@]host:port"; "" = none
-no_upstream_proxy = ["internal.example", "*.corp.example"]   # hosts reached directly
-
-# A token printed by a command (a cloud CLI, a vault agent), with an allow-list
-# and mutual TLS to the upstream.
-[[route]]
-name = "partner"
-host = "api.partner.example"
-[route.tls]
-client_cert = "${PARTNER_CERT_DIR:-certs}/partner-client.pem"   # files must exist for `check`
-client_key = "${PARTNER_CERT_DIR:-certs}/partner-client.key"    # mode 0600
-[route.auth]
-kind = "header"
-name = "Authorization"
-value = "Bearer {token}"
-[route.auth.token]
-source = "exec"
-command = ["${PARTNER_TOKEN_CMD:-partner-token}", "--audience", "orders"]   # argv, no shell
-token_pointer = "/token"                         # stdout is JSON here; a bare line also works
-expires_in_pointer = "/expires_in"
-timeout = "10s"
-refresh_before = "60s"
-"#;
 
 /// Writes a client certificate and its key (mode 0600) as the partner
 /// route names them, into `dir`.
@@ -491,16 +479,12 @@ fn write_partner_cert(dir: &Path) {
 #[test]
 fn the_contract_partner_route_and_upstream_proxy_mean_what_they_say() {
     let dir = tempfile::tempdir().unwrap();
-    write_partner_cert(dir.path());
-    let cert_dir = dir.path().display().to_string();
-    let env = HashMap::from([
-        ("PARTNER_CERT_DIR", cert_dir.as_str()),
-        (
-            "CORP_PROXY",
-            "http://svc%40corp:s3cret@proxy.corp.example:3128",
-        ),
-    ]);
-    let config = parse_with(BEYOND_PARTNER, &env).unwrap_or_else(|e| panic!("{e}"));
+    let mut env = beyond_env(dir.path());
+    env.insert(
+        "CORP_PROXY",
+        "http://svc%40corp:s3cret@proxy.corp.example:3128".to_string(),
+    );
+    let config = parse_beyond(&env).unwrap_or_else(|e| panic!("{e}"));
     let proxy = config.proxy.upstream_proxy.as_ref().expect("a proxy");
     assert_eq!(
         (proxy.host.as_str(), proxy.port),
@@ -509,28 +493,20 @@ fn the_contract_partner_route_and_upstream_proxy_mean_what_they_say() {
     assert!(!proxy.applies_to("internal.example"));
     assert!(!proxy.applies_to("git.corp.example"));
     assert!(proxy.applies_to("api.partner.example"));
-    let partner = &config.routes[0];
+    let partner = config.route("partner").expect("the partner route");
     let tls = partner.tls.as_ref().expect("[route.tls]");
     assert_eq!(tls.key, dir.path().join("partner-client.key"));
     match partner.auth.token() {
         Some(TokenConfig::Exec(e)) => {
-            assert_eq!(e.program, Path::new("partner-token"));
+            assert_eq!(e.program, dir.path().join("partner-token"));
             assert_eq!(e.args.len(), 2);
             assert_eq!(e.token_pointer.as_deref(), Some("/token"));
             assert_eq!(e.expires_in_pointer.as_deref(), Some("/expires_in"));
             assert_eq!(e.timeout, std::time::Duration::from_secs(10));
+            assert_eq!(e.refresh_before, std::time::Duration::from_secs(60));
         }
         other => panic!("not an exec source: {other:?}"),
     }
-    // `partner-token` is not installed here: a warning, not an error.
-    assert!(
-        config.warnings.iter().any(|w| {
-            let w = w.to_string();
-            w.contains("auth.token.command") && w.contains("partner-token")
-        }),
-        "{:?}",
-        config.warnings
-    );
     // `check` names the proxy, never its user or password.
     let shown = crate::redact::describe_upstream_proxy(proxy);
     assert!(shown.contains("proxy.corp.example:3128"), "{shown}");
@@ -540,15 +516,32 @@ fn the_contract_partner_route_and_upstream_proxy_mean_what_they_say() {
     );
 
     // CORP_PROXY unset: "" means no proxy.
-    let env = HashMap::from([("PARTNER_CERT_DIR", cert_dir.as_str())]);
-    let config = parse_with(BEYOND_PARTNER, &env).unwrap_or_else(|e| panic!("{e}"));
+    env.remove("CORP_PROXY");
+    let config = parse_beyond(&env).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.proxy.upstream_proxy.is_none());
+
+    // PARTNER_TOKEN_CMD unset: `partner-token` is not installed here, a
+    // warning and not an error.
+    env.remove("PARTNER_TOKEN_CMD");
+    let config = parse_beyond(&env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config.warnings.iter().any(|w| {
+            let w = w.to_string();
+            w.contains("route \"partner\"")
+                && w.contains("auth.token.command")
+                && w.contains("partner-token")
+        }),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]
 fn the_partner_route_needs_its_certificate_files() {
-    let env = HashMap::from([("PARTNER_CERT_DIR", "/nonexistent/certs")]);
-    let problems = parse_with(BEYOND_PARTNER, &env).unwrap_err().problems();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = beyond_env(dir.path());
+    env.insert("PARTNER_CERT_DIR", "/nonexistent/certs".to_string());
+    let problems = parse_beyond(&env).unwrap_err().problems();
     assert!(
         problems
             .iter()
