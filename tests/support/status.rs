@@ -56,6 +56,11 @@ pub struct AllSources {
 
 impl AllSources {
     pub fn new(env: &TestEnv, failing: bool) -> AllSources {
+        AllSources::with_token_file(env, failing, "filed.token")
+    }
+
+    /// [`AllSources::new`] with the token file named `file_name`.
+    pub fn with_token_file(env: &TestEnv, failing: bool, file_name: &str) -> AllSources {
         watch_panics();
         let apis = SeedApis::spawn(env);
         let plain = StandIn::ok(None);
@@ -68,7 +73,7 @@ impl AllSources {
             3600,
         );
         let store = env.dir().join("copernica.token");
-        let token_file = env.dir().join("filed.token");
+        let token_file = env.dir().join(file_name);
         let mut copernica_token = None;
         if failing {
             apis.algonomy.go_down(StatusCode::SERVICE_UNAVAILABLE);

@@ -380,6 +380,7 @@ function update(s){
  sum.className=bad===0?'ok':'bad';
  document.getElementById('uptime').textContent=hs(s.uptime_s);
  document.getElementById('generated').textContent=s.generated_at;
+ document.body.setAttribute('data-refreshed',s.generated_at);
  var rl=s.config.last_reload;document.getElementById('reload').textContent=rl?rl.outcome+' at '+rl.at:'none';
 }
 function tick(){fetch('status',{cache:'no-store'}).then(function(r){return r.json()}).then(update).catch(function(){}).then(function(){setTimeout(tick,2000)})}
