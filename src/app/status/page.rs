@@ -197,7 +197,7 @@ fn row(out: &mut String, r: &RouteStatus) {
     let m = &r.traffic.last_minute;
     let _ = write!(
         out,
-        "<td data-label=\"60 s\"><svg class=\"spark\" viewBox=\"0 0 120 28\" width=\"120\" height=\"28\" role=\"img\"><title data-f=\"spark\">{} requests, {} errors in the last minute</title><polyline class=\"req\" points=\"{req}\"/><polyline class=\"err\" points=\"{err}\"/></svg></td></tr>",
+        "<td data-label=\"60 s\"><svg class=\"spark\" viewBox=\"0 0 120 28\" width=\"120\" height=\"28\" role=\"img\"><title data-f=\"spark\">{} requests, {} errors in the last minute</title><polyline class=\"req\" points=\"{req}\"/><path class=\"err\" d=\"{err}\"/></svg></td></tr>",
         m.requests, m.errors
     );
 }
@@ -245,19 +245,24 @@ fn token_lines(t: Option<&TokenStatus>) -> Vec<(&'static str, String)> {
         ));
     }
     if let Some(f) = &t.last_failure {
-        let class = if t.consecutive_failures > 0 || t.state == State::NeedsAuthorize {
+        // A problem now (no usable token, or failing) in red; a past one
+        // in grey.
+        let class = if !t.usable || t.consecutive_failures > 0 {
             "fail"
         } else {
             "old"
         };
-        let count = match t.consecutive_failures {
-            0 => "last failure".to_string(),
-            1 => "1 failure".to_string(),
-            n => format!("{n} failures"),
-        };
+        let ago = human_secs(f.ago_s);
         lines.push((
             class,
-            format!("{count}, {} ago: {}", human_secs(f.ago_s), f.cause),
+            match t.consecutive_failures {
+                // Nothing failed in a row (a missing file, no stored
+                // token): the cause alone.
+                0 if !t.usable => f.cause.clone(),
+                0 => format!("last failure {ago} ago: {}", f.cause),
+                1 => format!("1 failure, {ago} ago: {}", f.cause),
+                n => format!("{n} failures, last {ago} ago: {}", f.cause),
+            },
         ));
     }
     if lines.is_empty() {
@@ -289,7 +294,8 @@ fn latency_text(p50: Option<f64>, p99: Option<f64>) -> String {
     format!("p50 {} · p99 {}", ms(p50), ms(p99))
 }
 
-/// The two polylines of a sparkline (120×28), on one scale.
+/// A sparkline (120×28) on one scale: the requests' polyline points,
+/// and the errors' path (a bar for each second with errors).
 fn sparkline_points(requests: &[u64], errors: &[u64]) -> (String, String) {
     let max = requests
         .iter()
@@ -298,22 +304,21 @@ fn sparkline_points(requests: &[u64], errors: &[u64]) -> (String, String) {
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let line = |series: &[u64]| {
-        let step = 120.0 / (series.len().max(2) - 1) as f64;
-        series
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                format!(
-                    "{:.1},{:.1}",
-                    i as f64 * step,
-                    27.0 - *v as f64 / max * 25.0
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    (line(requests), line(errors))
+    let step = 120.0 / (requests.len().max(errors.len()).max(2) - 1) as f64;
+    let y = |v: u64| 27.0 - v as f64 / max * 25.0;
+    let line = requests
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, y(*v)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bars = errors
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v > 0)
+        .map(|(i, v)| format!("M{:.1},27V{:.1}", i as f64 * step, y(*v)))
+        .collect::<String>();
+    (line, bars)
 }
 
 const STYLE: &str = r#"
@@ -334,9 +339,9 @@ tr>td:first-child{border-left:5px solid var(--st)}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:1rem;color:#fff;background:var(--st);font-weight:600;white-space:nowrap}
 .fail{color:var(--failing)}.old{color:#59636e}
 td[data-f=token]{overflow-wrap:anywhere;max-width:28rem}
-.spark polyline{fill:none;stroke-width:1.5}.spark .req{stroke:#0969da}.spark .err{stroke:#cf222e}
+.spark polyline,.spark path{fill:none;stroke-width:1.5}.spark .req{stroke:#0969da}.spark .err{stroke:#cf222e;stroke-width:2}
 .st-valid{--st:var(--valid)}.st-refreshing{--st:var(--refreshing)}.st-failing{--st:var(--failing)}.st-missing{--st:var(--missing)}.st-needs_authorize{--st:var(--needs_authorize)}.st-unknown{--st:var(--unknown)}
-@media (max-width:720px){body{padding:.5rem}table,thead,tbody,tr,td{display:block;width:auto}thead{display:none}tr{margin:0 0 .75rem;border:1px solid #d1d9e0;border-left:5px solid var(--st);background:#fff}tr>td:first-child{border-left:0}td{border-bottom:1px solid #eef1f4}td::before{content:attr(data-label);display:block;color:#59636e;font-size:.7rem;font-weight:600}td[data-f=token]{max-width:none}}
+@media (max-width:720px){body{padding:.5rem}table,thead,tbody{display:block;width:auto;border:0;background:none}thead{display:none}tr{display:grid;grid-template-columns:1fr 1fr;margin:0 0 .75rem;border:1px solid #d1d9e0;border-left:5px solid var(--st);background:#fff}tr>td:first-child{border-left:0}td{display:block;border-bottom:1px solid #eef1f4;padding:.35rem .5rem}td:first-child,td[data-f=token]{grid-column:1/3}td::before{content:attr(data-label);display:block;color:#59636e;font-size:.7rem;font-weight:600}td[data-f=token]{max-width:none}}
 "#;
 
 const SCRIPT: &str = r#"
@@ -352,11 +357,12 @@ function tokenLines(t){
  if(!f.length&&t.state==='valid')f.push('no expiry');
  if(f.length)l.push(['',f.join(' \u00b7 ')]);
  if(t.pool)l.push(['','pool '+t.pool.ready+'/'+t.pool.size+' ('+t.pool.minting+' minting)']);
- if(t.last_failure){var n=t.consecutive_failures,c=n===0?'last failure':(n===1?'1 failure':n+' failures');
-  l.push([(n>0||t.state==='needs_authorize')?'fail':'old',c+', '+hs(t.last_failure.ago_s)+' ago: '+t.last_failure.cause])}
+ if(t.last_failure){var n=t.consecutive_failures,a=hs(t.last_failure.ago_s),c=t.last_failure.cause;
+  l.push([(!t.usable||n>0)?'fail':'old',n===0?(t.usable?'last failure '+a+' ago: '+c:c):(n===1?'1 failure, '+a+' ago: '+c:n+' failures, last '+a+' ago: '+c)])}
  if(!l.length)l.push(['','no token yet']);
  return l}
 function pts(a,max){var step=120/(Math.max(a.length,2)-1);return a.map(function(v,i){return (i*step).toFixed(1)+','+(27-v/max*25).toFixed(1)}).join(' ')}
+function bars(a,max){var step=120/(Math.max(a.length,2)-1);return a.map(function(v,i){return v>0?'M'+(i*step).toFixed(1)+',27V'+(27-v/max*25).toFixed(1):''}).join('')}
 function set(row,f,text){var e=row.querySelector('[data-f='+f+']');if(e&&e.textContent!==text)e.textContent=text}
 function update(s){
  var rows=document.querySelectorAll('#routes tbody tr[data-route]');
@@ -373,7 +379,7 @@ function update(s){
   set(row,'latency','p50 '+ms(r.traffic.latency_ms.p50)+' \u00b7 p99 '+ms(r.traffic.latency_ms.p99));
   set(row,'spark',m.requests+' requests, '+m.errors+' errors in the last minute');
   var q=r.traffic.per_second.requests,e=r.traffic.per_second.errors,max=Math.max(1,Math.max.apply(null,q.concat(e)));
-  row.querySelector('.req').setAttribute('points',pts(q,max));row.querySelector('.err').setAttribute('points',pts(e,max));
+  row.querySelector('.req').setAttribute('points',pts(q,max));row.querySelector('.err').setAttribute('d',bars(e,max));
  });
  var bad=s.routes.filter(function(r){return !r.usable}).length,n=s.routes.length,sum=document.getElementById('summary');
  sum.textContent=bad===0?'All '+n+' route'+(n===1?'':'s')+' have a usable credential':bad+' of '+n+' route'+(n===1?'':'s')+' have no usable credential';
@@ -421,6 +427,8 @@ mod tests {
     fn sparklines_share_one_scale() {
         let (req, err) = sparkline_points(&[0, 4, 2], &[0, 2, 0]);
         assert_eq!(req, "0.0,27.0 60.0,2.0 120.0,14.5");
-        assert_eq!(err, "0.0,27.0 60.0,14.5 120.0,27.0");
+        assert_eq!(err, "M60.0,27V14.5");
+        let (_, none) = sparkline_points(&[1, 1], &[0, 0]);
+        assert_eq!(none, "", "no errors, no bars");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::model::{human_secs, RouteStatus, State, Status};
+use super::model::{human_secs, RouteStatus, Status};
 
 /// Whether every route has a usable credential (the exit status).
 pub fn healthy(status: &Status) -> bool {
@@ -50,20 +50,22 @@ pub fn render(status: &Status, admin: &str) -> String {
         if let Some(f) = route.token.as_ref().and_then(|t| {
             t.last_failure
                 .as_ref()
-                .filter(|_| t.consecutive_failures > 0 || t.state == State::NeedsAuthorize)
+                .filter(|_| t.consecutive_failures > 0 || !t.usable)
                 .map(|f| (t.consecutive_failures, f))
         }) {
             let (n, failure) = f;
-            let _ = writeln!(
-                out,
-                "  {:w$}  {} failure{}, last {} ago: {}",
-                "",
-                n,
-                if n == 1 { "" } else { "s" },
-                human_secs(failure.ago_s),
-                clean(&failure.cause),
-                w = widths[0]
-            );
+            let _ = match n {
+                0 => writeln!(out, "  {:w$}  {}", "", clean(&failure.cause), w = widths[0]),
+                n => writeln!(
+                    out,
+                    "  {:w$}  {n} failure{}, last {} ago: {}",
+                    "",
+                    if n == 1 { "" } else { "s" },
+                    human_secs(failure.ago_s),
+                    clean(&failure.cause),
+                    w = widths[0]
+                ),
+            };
         }
     }
     let bad: Vec<&str> = status
