@@ -118,7 +118,10 @@ fn check_rows(dom: &str, sources: &AllSources, what: &str) {
         "{what}: {filed}"
     );
     assert!(!dom.contains("<img"), "{what}: markup from the data: {dom}");
-    assert!(dom.contains("have no usable credential"), "{what}");
+    assert!(
+        dom.contains("No usable credential: 2 of 9 routes"),
+        "{what}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,7 @@ pub fn render(status: &Status) -> String {
         out.push_str("<tr><td colspan=\"6\">No routes configured.</td></tr>");
     }
     out.push_str("</tbody></table></main>");
-    let _ = write!(out, "<script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(out, "<script>{SCRIPT}</script></body></html>");
     out
 }
 
@@ -73,28 +73,14 @@ fn summary(status: &Status) -> (String, &'static str) {
     let bad = status.routes.iter().filter(|r| !r.usable).count();
     if bad == 0 {
         (
-            format!(
-                "All {total} route{} have a usable credential",
-                plural(total)
-            ),
+            format!("Every route ({total}) has a usable credential"),
             "ok",
         )
     } else {
         (
-            format!(
-                "{bad} of {total} route{} have no usable credential",
-                plural(total)
-            ),
+            format!("No usable credential: {bad} of {total} routes"),
             "bad",
         )
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
     }
 }
 
@@ -382,7 +368,7 @@ function update(s){
   row.querySelector('.req').setAttribute('points',pts(q,max));row.querySelector('.err').setAttribute('d',bars(e,max));
  });
  var bad=s.routes.filter(function(r){return !r.usable}).length,n=s.routes.length,sum=document.getElementById('summary');
- sum.textContent=bad===0?'All '+n+' route'+(n===1?'':'s')+' have a usable credential':bad+' of '+n+' route'+(n===1?'':'s')+' have no usable credential';
+ sum.textContent=bad===0?'Every route ('+n+') has a usable credential':'No usable credential: '+bad+' of '+n+' routes';
  sum.className=bad===0?'ok':'bad';
  document.getElementById('uptime').textContent=hs(s.uptime_s);
  document.getElementById('generated').textContent=s.generated_at;
@@ -430,5 +416,67 @@ mod tests {
         assert_eq!(err, "M60.0,27V14.5");
         let (_, none) = sparkline_points(&[1, 1], &[0, 0]);
         assert_eq!(none, "", "no errors, no bars");
+    }
+
+    /// A document whose every text field holds markup.
+    fn hostile_status() -> Status {
+        let evil = "<script>alert(1)</script>\"'&";
+        let counts = serde_json::json!({"requests": 3, "errors": 1, "1xx": 0, "2xx": 2,
+            "3xx": 0, "4xx": 0, "5xx": 1, "401": 0});
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "generated_at": evil, "started_at": evil, "uptime_s": 5,
+            "config": {"file": evil, "loaded_at": evil,
+                       "last_reload": {"at": evil, "outcome": evil}},
+            "listeners": [{"role": evil, "addr": evil}],
+            "shared_cache": {"state": evil},
+            "all_usable": false,
+            "routes": [{
+                "name": evil, "hosts": [evil], "path_prefix": evil, "upstream": evil,
+                "credential": evil, "state": "failing", "usable": false,
+                "token": {"source": evil, "one_time": false, "state": "failing",
+                    "usable": false, "fetched_at": evil, "expires_at": evil,
+                    "expires_in_s": 3.0, "next_refresh_at": evil, "next_refresh_in_s": 1.0,
+                    "last_failure": {"at": evil, "ago_s": 2.0, "cause": evil},
+                    "consecutive_failures": 2, "pool": null},
+                "traffic": {"last_minute": counts, "since_start": counts,
+                    "latency_ms": {"p50": 1.5, "p99": 20.0},
+                    "retries_401": {"last_minute": 0, "since_start": 0},
+                    "per_second": {"requests": [0, 3], "errors": [0, 1]}}
+            }]
+        }))
+        .expect("a valid document")
+    }
+
+    #[test]
+    fn every_text_on_the_page_is_escaped() {
+        let page = render(&hostile_status());
+        // The page's own script is the only one.
+        assert_eq!(page.matches("<script>").count(), 1, "{page}");
+        assert!(!page.contains("alert(1)</script>"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
+        assert!(
+            page.contains("data-route=\"&lt;script&gt;"),
+            "attributes too"
+        );
+        assert!(page.contains("class=\"st-failing\""));
+        assert!(page.contains("2 failures, last 2s ago: &lt;script&gt;"));
+        assert!(page.contains("No usable credential: 1 of 1 routes"));
+    }
+
+    #[test]
+    fn the_table_shows_no_control_characters_and_says_when_unhealthy() {
+        let mut status = hostile_status();
+        status.routes[0].name = "a\u{1b}[31mred".to_string();
+        let table = super::super::table::render(&status, "127.0.0.1:9901");
+        assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(table.contains("a?[31mred"), "{table}");
+        assert!(table.contains("2 failures, last 2s ago"), "{table}");
+        assert!(
+            table.ends_with("NOT OK: no usable credential for a?[31mred\n"),
+            "{table}"
+        );
+        assert!(!super::super::table::healthy(&status));
+        status.routes[0].usable = true;
+        assert!(super::super::table::healthy(&status));
     }
 }
