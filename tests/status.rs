@@ -354,3 +354,84 @@ async fn the_status_command_finds_the_admin_listener_in_the_config() {
         .any(|l| l.starts_with("echo ") && l.contains("valid")));
     proxy.shutdown().await;
 }
+
+/// `sidekey run`: `/status` names the config file, and each SIGHUP's
+/// outcome (a good reload, then a file that does not load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_sidekey_reports_its_config_file_and_reloads() {
+    let env = TestEnv::new();
+    let upstream = StandIn::ok(None);
+    let toml = echo_config(&env, upstream.addr(), "");
+    let path = env.write_config(&toml);
+    let mut sidekey = SidekeyProcess::spawn(&path, &[], &[]);
+    let admin = sidekey.admin_addr.expect("admin");
+    let read = || async {
+        let resp = get(admin, "/status").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        serde_json::from_slice::<Value>(resp.body()).expect("JSON")
+    };
+    let status = read().await;
+    let file = std::path::absolute(&path).expect("an absolute path");
+    assert_eq!(
+        status["config"]["file"],
+        file.display().to_string().as_str()
+    );
+    assert_eq!(status["config"]["last_reload"], Value::Null);
+
+    sidekey.signal("HUP");
+    sidekey.wait_for_line("config reloaded");
+    let status = read().await;
+    assert_eq!(status["config"]["last_reload"]["outcome"], "ok");
+    let loaded = status["config"]["loaded_at"].clone();
+
+    env.write_config(&toml.replace("kind = \"header\"", "kind = \"nonsense\""));
+    sidekey.signal("HUP");
+    sidekey.wait_for_line("config reload failed");
+    let status = read().await;
+    assert_eq!(status["config"]["last_reload"]["outcome"], "invalid");
+    assert_eq!(status["config"]["loaded_at"], loaded);
+    assert_eq!(route(&status, "echo")["state"], "valid");
+    let (exit, _) = tokio::task::block_in_place(|| sidekey.stop());
+    assert!(exit.success());
+}
+
+/// The page is HTML that may not be cached, with a policy that allows
+/// only its own style and script.
+#[tokio::test]
+async fn the_page_is_served_with_its_content_security_policy() {
+    let env = TestEnv::new();
+    let upstream = StandIn::ok(None);
+    let proxy = start_sidekey(&env, &echo_config(&env, upstream.addr(), "")).await;
+    let resp = admin_get(&proxy, "/").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let csp = headers["content-security-policy"].to_str().expect("ASCII");
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let page = body_text(&resp);
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    assert!(
+        page.contains("<tr data-route=\"echo\" class=\"st-valid\">"),
+        "{page}"
+    );
+    // The one script, whose hash the policy names.
+    let script = page
+        .split("<script>")
+        .nth(1)
+        .and_then(|s| s.split("</script>").next())
+        .expect("an inline script");
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    assert!(
+        csp.contains(&format!("script-src 'sha256-{hash}'")),
+        "{csp}"
+    );
+    proxy.shutdown().await;
+}
