@@ -45,9 +45,11 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-/// Resolves `host:port`.
+/// Resolves `host:port` (also written as `http://host:port/`).
 pub fn resolve(text: &str) -> Result<SocketAddr, StatusError> {
-    text.to_socket_addrs()
+    let bare = text.strip_prefix("http://").unwrap_or(text);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    bare.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
         .map(reachable)
@@ -143,6 +145,15 @@ mod tests {
             reachable("10.0.0.1:9901".parse().unwrap()),
             "10.0.0.1:9901".parse::<SocketAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn an_admin_url_is_taken_for_its_address() {
+        let want: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        for text in ["127.0.0.1:9901", "http://127.0.0.1:9901/", "0.0.0.0:9901"] {
+            assert_eq!(resolve(text).unwrap(), want, "{text}");
+        }
+        assert!(matches!(resolve("nowhere"), Err(StatusError::Resolve(_))));
     }
 
     #[test]
