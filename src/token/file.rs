@@ -350,4 +350,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[tokio::test]
+    async fn the_snapshot_of_a_file_source_is_valid_then_missing_with_the_503_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "tok").unwrap();
+        let source = FileSource::new(path.clone());
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Missing, "not read yet");
+        assert_eq!(snap.last_failure, None, "nothing failed yet");
+        source.token().await.unwrap();
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert!(snap.usable);
+        assert!(snap.fetched_at.is_some());
+        std::fs::write(&path, "").unwrap();
+        source.file.recheck();
+        let cause = match source.token().await.unwrap_err() {
+            TokenError::Unavailable { cause, .. } => cause,
+            other => panic!("{other:?}"),
+        };
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Missing);
+        assert!(!snap.usable);
+        assert_eq!(snap.fetched_at, None);
+        assert_eq!(snap.last_failure.map(|f| f.cause), Some(cause));
+    }
 }

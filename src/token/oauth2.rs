@@ -269,4 +269,29 @@ mod tests {
         let t = source.token().await.unwrap();
         assert_eq!(t.value.expose_secret(), "tok");
     }
+
+    #[tokio::test]
+    async fn without_a_stored_token_the_route_needs_authorize() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = CodeSource::new("copernica", &copernica(dir.path().join("c.token")));
+        assert_eq!(
+            source.snapshot().state,
+            TokenState::Missing,
+            "not looked yet"
+        );
+        let message = match source.token().await.unwrap_err() {
+            TokenError::NotConfigured(msg) => msg,
+            other => panic!("{other:?}"),
+        };
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::NeedsAuthorize);
+        assert!(!snap.usable);
+        assert_eq!(snap.last_failure.map(|f| f.cause), Some(message));
+        store::write(&dir.path().join("c.token"), &SecretString::from("tok")).unwrap();
+        source.file.recheck();
+        source.token().await.unwrap();
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert!(snap.usable && snap.last_failure.is_none());
+    }
 }
