@@ -47,6 +47,8 @@ async fn every_token_source_reports_valid_with_its_times() {
     assert_eq!(copilot["upstream"], "https://api.copilot.cx");
     assert_eq!(copilot["credential"], "basic");
     assert_eq!(copilot["token"], Value::Null);
+    assert_eq!(route(&status, "aws")["credential"], "aws_sigv4");
+    assert_eq!(route(&status, "aws")["state"], "valid");
 
     // A cached endpoint token: fetched, expiring in ~15 min (the seed's
     // ttl), refreshed 60 s before.
@@ -108,7 +110,7 @@ async fn failing_sources_report_the_cause_a_client_gets() {
     assert_eq!(status["all_usable"], false);
     for (name, _) in ROUTES {
         let r = route(&status, name);
-        let fixed = matches!(*name, "copilot" | "koupon" | "fixed");
+        let fixed = matches!(*name, "copilot" | "koupon" | "fixed" | "aws");
         assert_eq!(r["usable"], fixed, "{name}: {r:#}");
     }
 
@@ -308,13 +310,15 @@ async fn the_status_command_exits_0_only_when_every_route_is_usable() {
                 assert!(verdict.contains(name), "{name}: {verdict}");
             }
             assert!(
-                !verdict.contains("copilot") && !verdict.contains("fixed"),
+                !verdict.contains("copilot")
+                    && !verdict.contains("fixed")
+                    && !verdict.contains("aws"),
                 "{verdict}"
             );
             assert!(stdout.contains("HTTP 503"), "the cause is shown:\n{stdout}");
         } else {
             assert!(
-                stdout.contains("ok: all 9 routes have a usable credential"),
+                stdout.contains("ok: all 10 routes have a usable credential"),
                 "{stdout}"
             );
         }

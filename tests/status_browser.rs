@@ -119,7 +119,7 @@ fn check_rows(dom: &str, sources: &AllSources, what: &str) {
     );
     assert!(!dom.contains("<img"), "{what}: markup from the data: {dom}");
     assert!(
-        dom.contains("No usable credential: 2 of 9 routes"),
+        dom.contains("No usable credential: 2 of 10 routes"),
         "{what}"
     );
 }

@@ -13,6 +13,7 @@ use super::harness::{admin_get, watch_panics};
 use super::oauth2::{ClientAuth, OAuth2Server, AUTH_HOST};
 use super::seeds::*;
 use super::server::StandIn;
+use super::sigv4::{AWS_KEY_ID, AWS_SECRET};
 use super::test_env::{toml_str, unused_local_addr, TestEnv};
 use super::tokens::wait_until;
 
@@ -20,6 +21,7 @@ pub const CC_CLIENT_ID: &str = "reports-client";
 pub const CC_CLIENT_SECRET: &str = "cc-secret-Zq81xTTa";
 pub const FILE_TOKEN: &str = "file-token-Jw2n5QpL0s";
 pub const STATIC_TOKEN: &str = "static-token-Vb7c3Kd9e";
+pub const AWS_SESSION_TOKEN: &str = "aws-session-token-Hy6tR2";
 
 /// The routes of [`AllSources`], in config order, with their source.
 pub const ROUTES: &[(&str, Option<&str>)] = &[
@@ -32,11 +34,13 @@ pub const ROUTES: &[(&str, Option<&str>)] = &[
     ("reports", Some("oauth2_client_credentials")),
     ("filed", Some("file")),
     ("fixed", Some("static")),
+    ("aws", None),
 ];
 
 /// The five seed APIs with their seed routes, plus a pooled one-time
-/// route, an OAuth2 client-credentials route, a token file route and a
-/// static token route: every token source there is. With `failing`, every
+/// route, an OAuth2 client-credentials route, a token file route, a
+/// static token route and an AWS SigV4 route: every token source there
+/// is, and every fixed credential. With `failing`, every
 /// source that can fail does: Algonomy's and Invoca's token endpoints
 /// answer 503, the OAuth2 server cannot be reached, the Copernica store
 /// does not exist and the token file is empty.
@@ -146,6 +150,18 @@ upstream = "{plain}"
 kind = "query"
 param = "key"
 token = "{STATIC_TOKEN}"
+
+[[route]]
+name = "aws"
+host = "s3.example.test"
+upstream = "{plain}"
+[route.auth]
+kind = "aws_sigv4"
+access_key_id = "{AWS_KEY_ID}"
+secret_access_key = "{AWS_SECRET}"
+session_token = "{AWS_SESSION_TOKEN}"
+region = "eu-west-1"
+service = "s3"
 "#,
             file = toml_str(&token_file.display().to_string()),
             plain = plain.url(),
@@ -177,6 +193,7 @@ token = "{STATIC_TOKEN}"
             &format!("http://{AUTH_HOST}/reports/x"),
             "http://filed.example.test/x",
             "http://fixed.example.test/x",
+            "http://s3.example.test/bucket/key",
         ] {
             let _ = get(proxy, url).await;
         }
@@ -212,6 +229,8 @@ token = "{STATIC_TOKEN}"
             CC_CLIENT_SECRET,
             FILE_TOKEN,
             STATIC_TOKEN,
+            AWS_SECRET,
+            AWS_SESSION_TOKEN,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -226,7 +245,7 @@ token = "{STATIC_TOKEN}"
     /// The state every route reaches once warmed up.
     pub fn expected_state(&self, route: &str) -> &'static str {
         match (route, self.failing) {
-            ("copilot" | "koupon" | "fixed", _) => "valid",
+            ("copilot" | "koupon" | "fixed" | "aws", _) => "valid",
             (_, false) => "valid",
             ("copernica", true) => "needs_authorize",
             ("filed", true) => "missing",
