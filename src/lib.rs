@@ -12,7 +12,8 @@
 //!
 //! | layer | holds | may use |
 //! | --- | --- | --- |
-//! | [`cause`], [`target`], [`metrics`], [`tls`] | leaves: error causes, the upstream URL and its query edits, the Prometheus registry, the local CA and its leaf certificates (TLS interception), client certificates for mutual TLS upstream | nothing of ours |
+//! | [`cause`], [`target`], [`traffic`], [`tls`] | leaves: error causes, the upstream URL and its query edits, per-route traffic counters for the status views, the local CA and its leaf certificates (TLS interception), client certificates for mutual TLS upstream | nothing of ours |
+//! | [`metrics`] | the Prometheus registry (and the [`traffic::Registry`] beside it) | `traffic` |
 //! | [`wire`] | HTTP/1.1 heads, framing, bodies, both connection state machines, hop-by-hop rules, deadlines, [`wire::reply::Reply`] | nothing of ours |
 //! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types (the intercept CA loaded with [`tls::LocalCa`]) | `wire`, leaves |
 //! | [`client`] | dialling, TLS (with a client certificate per route), `connect_to`, the corporate upstream proxy, each worker's upstream connection pools (one per client certificate), the typed [`client::pool::SendError`] | `config`, `wire`, leaves |
@@ -40,6 +41,7 @@ pub mod route;
 pub mod target;
 pub mod tls;
 pub mod token;
+pub mod traffic;
 pub mod wire;
 
 pub use app::RunningProxy;

@@ -1,6 +1,8 @@
-//! The `sidekey` command line: `run`, `check`, `sign`, `authorize`, `ca`.
+//! The `sidekey` command line: `run`, `check`, `sign`, `authorize`, `ca`,
+//! `status`.
 //!
-//! Exit codes: 0 success; 1 invalid config or a failed command; 2 bad
+//! Exit codes: 0 success; 1 invalid config or a failed command (for
+//! `status`: a route without a usable credential, or no answer); 2 bad
 //! command-line usage.
 
 use std::path::{Path, PathBuf};
@@ -68,6 +70,21 @@ enum Command {
     /// The local CA for TLS interception (`[proxy.intercept]`).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Each route's credential state and traffic, from a running sidekey's
+    /// admin listener. Exits 0 when every route has a usable credential,
+    /// 1 otherwise (or when sidekey does not answer): usable as a
+    /// container health check.
+    Status {
+        /// The admin listener (host:port) [default: the config's proxy.admin]
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the /status JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +126,11 @@ fn main() -> ExitCode {
         Command::Authorize { route, timeout } => authorize(&cli.config, route, *timeout),
         Command::Ca(CaCommand::Init { dir }) => ca_init(dir),
         Command::Ca(CaCommand::Show) => ca_show(&cli.config),
+        Command::Status {
+            admin,
+            json,
+            timeout,
+        } => return status(&cli.config, admin.as_deref(), *json, *timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,6 +226,7 @@ fn run(path: &Path, watch: bool) -> anyhow::Result<()> {
         // that line must find the signal handled.
         let signals = Signals::install()?;
         let proxy = RunningProxy::start(config).await?;
+        proxy.set_config_file(path);
         wait_for_signals(signals, &proxy, path, watch.then_some(stamp)).await?;
         tracing::info!("shutting down: draining in-flight requests");
         proxy.shutdown().await;
@@ -309,15 +332,56 @@ fn reload(proxy: &RunningProxy, path: &Path) {
         Ok(()) => "ok",
         Err((outcome, _)) => outcome,
     };
-    proxy
-        .metrics()
-        .reloads
-        .get_or_create(&sidekey::metrics::ReloadLabels { outcome })
-        .inc();
+    proxy.record_reload(outcome);
     match result {
         Ok(()) => tracing::info!("config reloaded"),
         Err((_, problems)) => {
             tracing::error!(%problems, "config reload failed; keeping the running config")
+        }
+    }
+}
+
+fn status(path: &Path, admin: Option<&str>, json: bool, timeout: std::time::Duration) -> ExitCode {
+    use sidekey::app::status::{client, table};
+    let result = (|| -> anyhow::Result<(std::net::SocketAddr, String, _)> {
+        let addr = match admin {
+            Some(text) => client::resolve(text)?,
+            None => {
+                let config = Config::load(path)?;
+                let Some(addr) = config.proxy.admin else {
+                    anyhow::bail!(
+                        "{} has no proxy.admin listener; pass --admin HOST:PORT",
+                        path.display()
+                    );
+                };
+                if addr.port() == 0 {
+                    anyhow::bail!(
+                        "proxy.admin in {} has port 0 (any free port); pass --admin HOST:PORT",
+                        path.display()
+                    );
+                }
+                client::reachable(addr)
+            }
+        };
+        let (raw, status) = client::fetch(addr, timeout)?;
+        Ok((addr, raw, status))
+    })();
+    match result {
+        Ok((addr, raw, status)) => {
+            if json {
+                print!("{raw}");
+            } else {
+                print!("{}", table::render(&status, &addr.to_string()));
+            }
+            if table::healthy(&status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sidekey: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

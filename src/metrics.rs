@@ -138,6 +138,8 @@ pub struct Metrics {
     pub(crate) tunnels_open: Gauge,
     pub(crate) upgrades_open: Gauge,
     pub(crate) not_allowed: Family<RouteLabels, Counter>,
+    /// Per-route traffic for the status views (not exported to Prometheus).
+    pub(crate) traffic: crate::traffic::Registry,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -247,6 +249,7 @@ impl Metrics {
         Metrics {
             not_allowed,
             registry,
+            traffic: Default::default(),
             upgrades_open,
             body_stalls,
             tls_handshakes,

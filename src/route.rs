@@ -18,6 +18,7 @@ use http::HeaderValue;
 use crate::config::{HostPattern, RouteConfig};
 use crate::credential::Credential;
 use crate::metrics::{Metrics, RequestCounter, RouteLabels, RouteName};
+use crate::traffic::RouteTraffic;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -32,6 +33,9 @@ pub struct Route {
     pub(crate) upstream_latency: Option<Histogram>,
     /// This route's `sidekey_requests_total` series.
     pub(crate) requests: RequestCounter,
+    /// This route's counters for the status views (atomics only; see
+    /// [`crate::traffic`]).
+    pub(crate) traffic: Arc<RouteTraffic>,
     /// The `Host` header of the route's upstream, when the route names one
     /// (wildcard routes without `upstream` go to the request's host).
     pub(crate) host_header: Option<HeaderValue>,
@@ -72,6 +76,9 @@ impl Route {
             upstream_latency: None,
             identity: Identity::NONE,
             requests,
+            // Replaced by the registry's (kept across reloads) in
+            // `with_metrics`.
+            traffic: Arc::new(RouteTraffic::new(0)),
             host_header,
             not_allowed: None,
         }
@@ -103,6 +110,7 @@ impl Route {
             .clone();
         self.upstream_latency = Some(histogram);
         self.not_allowed = Some(metrics.not_allowed.get_or_create(&self.labels()).clone());
+        self.traffic = metrics.traffic.route(&self.config.name);
         self
     }
 

@@ -2,7 +2,8 @@
 //! lines and those of hyper, h2, rustls), in text and JSON, through
 //! successes, upstream 401s, unmatched hosts, bad requests and an `https://`
 //! request through an intercepted `CONNECT` tunnel; and none in `sidekey
-//! check` output. Besides the credentials, the local CA's private key (and
+//! check` output, nor in the status views (`/status`, `/`, `sidekey
+//! status`). Besides the credentials, the local CA's private key (and
 //! any private key: leaf keys are never exposed) must not appear.
 
 mod support;
@@ -402,5 +403,58 @@ fn syntax_errors_quote_no_secret() {
         for secret in config_secrets() {
             assert!(!all.contains(&secret), "{name}: shows {secret:?}:\n{all}");
         }
+    }
+}
+
+/// The status views (`/status`, the page at `/`, `sidekey status` and
+/// its `--json`) with every kind of token source, all working and all
+/// failing: none shows a configured secret or any token the stand-ins
+/// issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_views_hold_no_secret() {
+    use support::status::*;
+    for failing in [false, true] {
+        let env = TestEnv::new();
+        let sources = AllSources::new(&env, failing);
+        let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+            .await
+            .expect("sidekey starts");
+        sources.traffic(proxy.proxy_addr()).await;
+        wait_for_states(&proxy, &sources).await;
+        // Issued tokens were used (or, failing, never issued).
+        let issued = sources.apis.algonomy.issued().len()
+            + sources.apis.invoca.issued().len()
+            + sources.oauth2.issued().len();
+        assert_eq!(issued > 0, !failing, "issued {issued} tokens");
+
+        let admin = proxy.admin_addr().expect("admin").to_string();
+        let mut views = Vec::new();
+        for path in ["/status", "/"] {
+            let resp = admin_get(&proxy, path).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            views.push((path.to_string(), body_text(&resp)));
+        }
+        for args in [
+            &["status", "--admin", &admin][..],
+            &["status", "--admin", &admin, "--json"],
+        ] {
+            let (_, stdout, stderr) =
+                tokio::task::block_in_place(|| run_cli(args, &[("RUST_LOG", "trace")]));
+            assert!(stdout.contains("invoca-pooled"), "{stdout}\n{stderr}");
+            views.push((args.join(" "), format!("{stdout}\n{stderr}")));
+        }
+        let secrets = sources.secrets();
+        for (view, text) in &views {
+            for (name, _) in ROUTES {
+                assert!(text.contains(name), "{view} lacks {name}");
+            }
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "{view} (failing: {failing}) shows {secret:?}:\n{text}"
+                );
+            }
+        }
+        proxy.shutdown().await;
     }
 }

@@ -1,19 +1,24 @@
 //! The admin listener: `/healthz` (process up), `/readyz` (config loaded,
 //! every listener bound, and, with `proxy.ready_requires_tokens`, every
-//! token-based route holding a valid token) and `/metrics` (Prometheus
-//! text).
+//! token-based route holding a valid token), `/metrics` (Prometheus
+//! text), `/status` (each route's credential state and traffic, JSON; see
+//! [`super::status`]) and `/` (the same as a page).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{Response, StatusCode};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::accept::{accept_loop as accept, Spawn};
+use super::status::model::collect;
+use super::status::{page, ProcessInfo};
 use crate::client::pool::ReplyBody;
 use crate::proxy::{Reply, Shared};
 use crate::wire::h1::request::RequestError;
@@ -22,6 +27,7 @@ use crate::wire::h1::server::{serve_once_spoken, ClientRequest, Limits};
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    process: Arc<ProcessInfo>,
     close: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -36,11 +42,12 @@ pub(crate) async fn accept_loop(
         Spawn::Here,
         move |stream, _, stop| {
             let shared = shared.clone();
+            let process = process.clone();
             async move {
                 let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                     return;
                 };
-                let service = |req| std::future::ready(answer(&shared, req));
+                let service = |req| std::future::ready(answer(&shared, &process, req));
                 serve_once_spoken(stream, limits(), stop, bad_request, service).await;
             }
         },
@@ -69,8 +76,34 @@ fn bad_request(_: &RequestError) -> Reply {
     )
 }
 
-fn answer(shared: &Shared, req: ClientRequest) -> Reply {
+fn answer(shared: &Shared, process: &ProcessInfo, req: ClientRequest) -> Reply {
     let (status, content_type, body) = match req.uri.path() {
+        "/" => {
+            let status = collect(&shared.runtime.load(), &shared.metrics, process);
+            let mut page = response(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page::render(&status),
+            );
+            if let Ok(csp) = HeaderValue::from_str(page::content_security_policy()) {
+                page.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+            }
+            return page.into();
+        }
+        "/status" => {
+            let status = collect(&shared.runtime.load(), &shared.metrics, process);
+            match serde_json::to_string(&status) {
+                Ok(mut json) => {
+                    json.push('\n');
+                    (StatusCode::OK, "application/json", json)
+                }
+                Err(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "cannot encode the status\n".to_string(),
+                ),
+            }
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
             let runtime = shared.runtime.load();
@@ -105,10 +138,16 @@ fn answer(shared: &Shared, req: ClientRequest) -> Reply {
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+    response(status, content_type, body).into()
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<ReplyBody> {
     let mut response = Response::new(ReplyBody::full(body));
     *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // What it says changes by the second, and is nobody else's to guess.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.into()
 }

@@ -2,12 +2,14 @@
 //! the [`crate::proxy::Runtime`] ([`runtime`]), binds and reloads the
 //! listeners ([`server`], each running the [`accept`] loop), starts the
 //! worker threads ([`workers`]) and serves the admin listener
-//! ([`admin`]). Nothing below imports from here.
+//! ([`admin`], with the operator's [`status`] views). Nothing below
+//! imports from here.
 
 pub(crate) mod accept;
 pub(crate) mod admin;
 pub(crate) mod runtime;
 pub(crate) mod server;
+pub mod status;
 pub(crate) mod workers;
 
 pub use runtime::RuntimeError;

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::accept::{accept_loop, Spawn};
 use super::runtime::RuntimeError;
+use super::status::ProcessInfo;
 use super::workers::Workers;
 use crate::client::pool;
 use crate::config::Config;
@@ -147,6 +148,8 @@ pub struct RunningProxy {
     listeners: Mutex<Listeners>,
     shutdown: watch::Sender<bool>,
     workers: Arc<Workers>,
+    /// What the status views show of the process.
+    process: Arc<ProcessInfo>,
 }
 
 impl RunningProxy {
@@ -176,12 +179,18 @@ impl RunningProxy {
             listeners: Mutex::new(Listeners::default()),
             shutdown,
             workers,
+            process: Arc::new(ProcessInfo::new()),
         };
         {
             let mut listeners = proxy.lock_listeners();
             for (role, configured, listener, local) in bound {
                 proxy.open(&mut listeners, role, configured, listener, local);
             }
+            proxy.note_listeners(&listeners);
+            listeners.tasks.push(tokio::spawn(sample_traffic(
+                proxy.shared.metrics.clone(),
+                proxy.shutdown.subscribe(),
+            )));
             // The control runtime's thread keeps the connections of the
             // token requests made there: swept like the workers' until
             // shutdown.
@@ -224,6 +233,7 @@ impl RunningProxy {
             Role::Admin => tokio::spawn(super::admin::accept_loop(
                 listener,
                 self.shared.clone(),
+                self.process.clone(),
                 closed,
                 shutdown,
             )),
@@ -338,7 +348,36 @@ impl RunningProxy {
             }
             keep
         });
+        self.note_listeners(&listeners);
+        self.process.lock().loaded_at = std::time::SystemTime::now();
         Ok(())
+    }
+
+    /// Records the open listeners for the status views.
+    fn note_listeners(&self, listeners: &Listeners) {
+        self.process.lock().listeners = listeners
+            .open
+            .iter()
+            .map(|l| (l.role.key(), l.bound))
+            .collect();
+    }
+
+    /// Names the file the config was loaded from, for the status views.
+    pub fn set_config_file(&self, path: &std::path::Path) {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.process.lock().config_file = Some(path);
+    }
+
+    /// Counts a reload attempt by `outcome` (`ok`, `invalid`: the file
+    /// did not load, `rejected`: [`RunningProxy::reload`] refused it) in
+    /// `sidekey_config_reloads_total` and in the status views.
+    pub fn record_reload(&self, outcome: &'static str) {
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&crate::metrics::ReloadLabels { outcome })
+            .inc();
+        self.process.lock().last_reload = Some((std::time::SystemTime::now(), outcome));
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by
@@ -473,6 +512,19 @@ async fn tls_accept_loop(
         },
     )
     .await;
+}
+
+/// Samples every route's traffic once a second (see [`crate::traffic`]),
+/// until shutdown.
+async fn sample_traffic(metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => metrics.traffic.sample(),
+        }
+    }
 }
 
 /// The client connection limits of the current config.

@@ -189,10 +189,13 @@ fn finish(
         }
     };
     let status = response.status.as_u16();
-    let requests = route
-        .as_ref()
-        .map_or(&shared.unmatched_requests, |r| &r.requests);
-    requests.inc(&shared.metrics, status);
+    match &route {
+        Some(r) => {
+            r.requests.inc(&shared.metrics, status);
+            r.traffic.answered(status);
+        }
+        None => shared.unmatched_requests.inc(&shared.metrics, status),
+    }
     response
 }
 
@@ -428,6 +431,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
             route = route.name(),
             "upstream answered 401; retrying once with a fresh token"
         );
+        route.traffic.retried();
         drop(response);
         target.restore_origin_form(std::mem::take(&mut out.target));
         out.body = ProxyBody::full(bytes);
@@ -498,9 +502,11 @@ async fn attempt(
         )
         .await
         .map_err(|e| send_error(e, timeout))?;
+    let elapsed = sent.elapsed();
     if let Some(histogram) = &route.upstream_latency {
-        histogram.observe(sent.elapsed().as_secs_f64());
+        histogram.observe(elapsed.as_secs_f64());
     }
+    route.traffic.latency(elapsed);
     Ok((response, applied))
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::endpoint::{FetchError, Fetched, TokenFetcher};
+use super::snapshot::{Failure, TokenSnapshot, TokenState};
 use super::timing;
 use super::{Background, Token, TokenError, TokenStats};
 
@@ -56,6 +57,8 @@ struct Inner {
 #[derive(Clone)]
 struct Cached {
     token: Token,
+    /// When the fetch that got it ended.
+    fetched: Instant,
     /// `None`: valid until the upstream rejects it.
     expires: Option<Instant>,
     refresh: Option<Instant>,
@@ -87,6 +90,8 @@ struct State {
     phase: Phase,
     failures: u32,
     last_error: Option<FetchError>,
+    /// Kept after a success, for the status views.
+    last_failure: Option<Failure>,
 }
 
 impl State {
@@ -125,6 +130,7 @@ impl TokenCache {
                     phase: Phase::Idle,
                     failures: 0,
                     last_error: None,
+                    last_failure: None,
                 }),
                 ready: ArcSwapOption::empty(),
                 fetched: watch::channel(0).0,
@@ -214,6 +220,35 @@ impl TokenCache {
             .current
             .as_ref()
             .is_some_and(|c| c.is_valid(now))
+    }
+
+    /// The cache's state for the status views (takes the lock: never
+    /// called per request).
+    pub(crate) fn snapshot(&self) -> TokenSnapshot {
+        let now = Instant::now();
+        let st = self.inner.lock();
+        let current = st.current.as_ref().filter(|c| c.is_valid(now));
+        let state = match st.phase {
+            _ if st.failures > 0 => TokenState::Failing,
+            Phase::Fetching => TokenState::Refreshing,
+            _ if current.is_some() => TokenState::Valid,
+            _ => TokenState::Missing,
+        };
+        let next_refresh_at = match st.phase {
+            Phase::Backoff { until } => Some(until),
+            Phase::Fetching => None,
+            Phase::Idle => current.and_then(|c| c.refresh),
+        };
+        TokenSnapshot {
+            state,
+            usable: current.is_some(),
+            fetched_at: current.map(|c| c.fetched),
+            expires_at: current.and_then(|c| c.expires),
+            next_refresh_at,
+            last_failure: st.last_failure.clone(),
+            consecutive_failures: st.failures,
+            pool: None,
+        }
     }
 
     /// Starts fetching when no token is cached, so the first request does
@@ -306,6 +341,7 @@ impl Inner {
                 let refresh = lifetime.map(|l| timing::refresh_at(started, l, self.refresh_before));
                 let cached = Cached {
                     token,
+                    fetched: now,
                     expires: lifetime.map(|l| started + l),
                     refresh,
                 };
@@ -341,6 +377,10 @@ impl Inner {
                     still_valid,
                     "token fetch failed"
                 );
+                st.last_failure = Some(Failure {
+                    at: now,
+                    cause: err.to_string(),
+                });
                 st.last_error = Some(err);
                 Some(until)
             }
@@ -654,5 +694,87 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("t1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_snapshot_follows_missing_refreshing_valid_failing_and_back() {
+        let fetcher = FakeFetcher::new();
+        let cache = cache(&fetcher, S(10));
+        let snap = cache.snapshot();
+        assert_eq!(snap.state, TokenState::Missing);
+        assert!(!snap.usable);
+        // The first fetch, held: refreshing, not yet usable.
+        let gate = fetcher.gate();
+        fetcher.push(Step::ok("t1", Some(S(100))));
+        cache.warm_up();
+        settle().await;
+        let snap = cache.snapshot();
+        assert_eq!(snap.state, TokenState::Refreshing);
+        assert!(!snap.usable);
+        gate.open();
+        settle().await;
+        let fetched = Instant::now();
+        let snap = cache.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert!(snap.usable);
+        assert_eq!(snap.fetched_at, Some(fetched));
+        assert_eq!(snap.expires_at, Some(fetched + S(100)));
+        assert_eq!(snap.next_refresh_at, Some(fetched + S(90)));
+        assert_eq!(snap.consecutive_failures, 0);
+        assert_eq!(snap.last_failure, None);
+        // The refresh at 90 s fails: failing, the old token still usable,
+        // the cause as a 503 would name it, the retry time next.
+        fetcher.push(Step::err(FetchError::Status {
+            host: "auth.example".into(),
+            status: 500,
+            oauth_error: None,
+        }));
+        tokio::time::advance(S(91)).await;
+        settle().await;
+        let snap = cache.snapshot();
+        assert_eq!(snap.state, TokenState::Failing);
+        assert!(snap.usable, "the old token is valid until 100 s");
+        assert_eq!(snap.consecutive_failures, 1);
+        let failure = snap.last_failure.clone().expect("a failure");
+        assert_eq!(
+            failure.cause,
+            "the token endpoint auth.example answered HTTP 500"
+        );
+        assert!(snap.next_refresh_at.is_some_and(|at| at > Instant::now()));
+        // Past expiry: failing and no longer usable.
+        for _ in 0..10 {
+            fetcher.push(Step::err(FetchError::Status {
+                host: "auth.example".into(),
+                status: 500,
+                oauth_error: None,
+            }));
+        }
+        tokio::time::advance(S(10)).await;
+        settle().await;
+        let snap = cache.snapshot();
+        assert_eq!(snap.state, TokenState::Failing);
+        assert!(!snap.usable);
+        assert_eq!(snap.expires_at, None);
+        match cache.token().await.unwrap_err() {
+            TokenError::Unavailable { cause, .. } => {
+                assert_eq!(cause, snap.last_failure.expect("a failure").cause)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Recovery: valid again; the last failure is kept, its count reset.
+        fetcher.clear();
+        fetcher.push(Step::ok("t2", None));
+        tokio::time::advance(S(60)).await;
+        settle().await;
+        let snap = cache.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert_eq!(snap.consecutive_failures, 0);
+        assert_eq!(snap.expires_at, None, "no lifetime given");
+        assert_eq!(snap.next_refresh_at, None);
+        assert!(snap.last_failure.is_some());
+        // A 401 throws the token away: missing until the next fetch.
+        let t2 = cache.token().await.unwrap();
+        cache.reject(&t2);
+        assert_eq!(cache.snapshot().state, TokenState::Missing);
     }
 }

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use thiserror::Error;
 use tokio::time::Instant;
 
+use super::snapshot::{Failure, TokenSnapshot, TokenState};
 use super::{Token, TokenError};
 
 /// How often the file's metadata is looked at.
@@ -57,7 +58,19 @@ struct State {
     current: Result<Token, FileError>,
     stamp: Option<Stamp>,
     checked: Option<Instant>,
+    /// When the current token was read (for the status views).
+    read_at: Option<Instant>,
     generation: u64,
+}
+
+/// What a [`WatchedFile`] knows of itself, for the status views.
+pub(crate) struct FileStatus {
+    /// Why it gives no token, if it does not.
+    pub(crate) error: Option<FileError>,
+    /// When the current token was read.
+    pub(crate) read_at: Option<Instant>,
+    /// When the file was last looked at (`None`: never yet).
+    pub(crate) checked: Option<Instant>,
 }
 
 /// A file holding a token, with `parse` turning its text into the token.
@@ -77,6 +90,7 @@ impl WatchedFile {
                 current: Err(FileError::Missing(path.clone())),
                 stamp: None,
                 checked: None,
+                read_at: None,
                 generation: 0,
             }),
             path,
@@ -114,6 +128,15 @@ impl WatchedFile {
 
     pub(crate) fn has_token(&self) -> bool {
         self.lock().current.is_ok()
+    }
+
+    pub(crate) fn status(&self) -> FileStatus {
+        let st = self.lock();
+        FileStatus {
+            error: st.current.as_ref().err().cloned(),
+            read_at: st.read_at.filter(|_| st.current.is_ok()),
+            checked: st.checked,
+        }
     }
 
     async fn check(&self) {
@@ -158,6 +181,7 @@ impl WatchedFile {
                     return;
                 }
                 st.generation += 1;
+                st.read_at = st.checked;
                 tracing::info!(path = %self.path.display(), "token file read");
                 Ok(Token {
                     value: Arc::new(value),
@@ -207,6 +231,42 @@ impl FileSource {
 
     pub(crate) fn warm_up(&self) {
         warm_up(&self.file);
+    }
+
+    /// A file that is not there (or empty) is `missing`; one that cannot
+    /// be read is `failing`.
+    pub(crate) fn snapshot(&self) -> TokenSnapshot {
+        let status = self.file.status();
+        let state = match &status.error {
+            None => TokenState::Valid,
+            Some(FileError::Unreadable { .. }) => TokenState::Failing,
+            Some(_) => TokenState::Missing,
+        };
+        file_snapshot(state, status, |e| e.to_string())
+    }
+}
+
+/// The snapshot of a source that reads `status`'s file; the cause of a
+/// failure is `cause(error)` (what a client's 503 says).
+pub(crate) fn file_snapshot(
+    state: TokenState,
+    status: FileStatus,
+    cause: impl Fn(&FileError) -> String,
+) -> TokenSnapshot {
+    let failed = state == TokenState::Failing;
+    let last_failure = match (&status.error, status.checked) {
+        (Some(e), Some(at)) => Some(Failure {
+            at,
+            cause: cause(e),
+        }),
+        _ => None,
+    };
+    TokenSnapshot {
+        usable: status.error.is_none(),
+        fetched_at: status.read_at,
+        last_failure,
+        consecutive_failures: u32::from(failed),
+        ..TokenSnapshot::bare(state, false)
     }
 }
 
@@ -289,5 +349,32 @@ mod tests {
             TokenError::Unavailable { cause, .. } => assert!(cause.contains("does not exist")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_of_a_file_source_is_valid_then_missing_with_the_503_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "tok").unwrap();
+        let source = FileSource::new(path.clone());
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Missing, "not read yet");
+        assert_eq!(snap.last_failure, None, "nothing failed yet");
+        source.token().await.unwrap();
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert!(snap.usable);
+        assert!(snap.fetched_at.is_some());
+        std::fs::write(&path, "").unwrap();
+        source.file.recheck();
+        let cause = match source.token().await.unwrap_err() {
+            TokenError::Unavailable { cause, .. } => cause,
+            other => panic!("{other:?}"),
+        };
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Missing);
+        assert!(!snap.usable);
+        assert_eq!(snap.fetched_at, None);
+        assert_eq!(snap.last_failure.map(|f| f.cause), Some(cause));
     }
 }

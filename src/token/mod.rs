@@ -14,6 +14,7 @@
 //! | [`exec`] | `source = "exec"`: a token printed by a command, cached like an endpoint's |
 //! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
 //! | [`store`] | the token store file: atomic 0600 writes, reads |
+//! | [`snapshot`] | what a source tells the status views about itself (never the token) |
 //!
 //! Building a source does no I/O and spawns nothing (`sidekey check` builds
 //! them outside any runtime); [`TokenSource::warm_up`], called once the
@@ -25,6 +26,7 @@ pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod oauth2;
 pub(crate) mod one_time;
+pub mod snapshot;
 pub(crate) mod store;
 #[cfg(test)]
 mod testing;
@@ -41,6 +43,7 @@ use thiserror::Error;
 use crate::client::pool::Upstreams;
 use crate::config::TokenConfig;
 use crate::metrics::{Metrics, OutcomeLabels, RouteLabels, RouteName};
+use snapshot::{TokenSnapshot, TokenState};
 
 /// What a token source needs from the rest of sidekey.
 #[derive(Clone)]
@@ -133,6 +136,17 @@ pub trait TokenProvider: Send + Sync + 'static {
     /// first fetch, fill a pool, read a file, so the first request does
     /// not wait.
     fn warm_up(&self) {}
+    /// The source's state for the status views. Read from what the source
+    /// keeps anyway; may take its lock (never called per request).
+    fn snapshot(&self) -> TokenSnapshot {
+        let usable = self.has_valid_token();
+        let state = if usable {
+            TokenState::Valid
+        } else {
+            TokenState::Missing
+        };
+        TokenSnapshot::bare(state, usable)
+    }
 }
 
 /// The token source of one route.
@@ -250,6 +264,14 @@ impl TokenSource {
             TokenSource::Provider(p) => p.has_valid_token(),
         }
     }
+
+    /// See [`TokenProvider::snapshot`]; a static token is always valid.
+    pub fn snapshot(&self) -> TokenSnapshot {
+        match self {
+            TokenSource::Static(_) => TokenSnapshot::bare(TokenState::Valid, true),
+            TokenSource::Provider(p) => p.snapshot(),
+        }
+    }
 }
 
 // === impl TokenProvider ===
@@ -273,6 +295,9 @@ impl TokenProvider for cache::TokenCache {
     fn warm_up(&self) {
         cache::TokenCache::warm_up(self)
     }
+    fn snapshot(&self) -> TokenSnapshot {
+        cache::TokenCache::snapshot(self)
+    }
 }
 
 impl TokenProvider for one_time::OneTimeSource {
@@ -290,6 +315,9 @@ impl TokenProvider for one_time::OneTimeSource {
     }
     fn warm_up(&self) {
         one_time::OneTimeSource::warm_up(self)
+    }
+    fn snapshot(&self) -> TokenSnapshot {
+        one_time::OneTimeSource::snapshot(self)
     }
 }
 
@@ -311,6 +339,9 @@ impl TokenProvider for file::FileSource {
     fn warm_up(&self) {
         file::FileSource::warm_up(self)
     }
+    fn snapshot(&self) -> TokenSnapshot {
+        file::FileSource::snapshot(self)
+    }
 }
 
 /// Like a file: the stored token is all there is until `authorize` runs
@@ -330,6 +361,9 @@ impl TokenProvider for oauth2::CodeSource {
     }
     fn warm_up(&self) {
         oauth2::CodeSource::warm_up(self)
+    }
+    fn snapshot(&self) -> TokenSnapshot {
+        oauth2::CodeSource::snapshot(self)
     }
 }
 

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::{form_encode, HttpFetcher, PreparedRequest, ResponseSpec};
 use super::file::{self, FileError, WatchedFile};
+use super::snapshot::{TokenSnapshot, TokenState};
 use super::{store, BuildError, Token, TokenError};
 use crate::client::pool::Upstreams;
 use crate::config::{
@@ -46,16 +47,38 @@ impl CodeSource {
 
     pub(crate) async fn token(&self) -> Result<Token, TokenError> {
         self.file.token().await.map_err(|e| match e {
-            FileError::Missing(path) | FileError::Empty(path) => TokenError::NotConfigured(format!(
-                "route \"{}\" has no OAuth2 token yet ({} is missing or empty): run `sidekey authorize {}` first",
-                self.route,
-                path.display(),
-                self.route
-            )),
+            FileError::Missing(path) | FileError::Empty(path) => {
+                TokenError::NotConfigured(self.not_authorized(&path))
+            }
             other => TokenError::Unavailable {
                 cause: other.to_string(),
                 retry_after: file::RECHECK.as_secs().max(1),
             },
+        })
+    }
+
+    fn not_authorized(&self, path: &std::path::Path) -> String {
+        format!(
+            "route \"{}\" has no OAuth2 token yet ({} is missing or empty): run `sidekey authorize {}` first",
+            self.route,
+            path.display(),
+            self.route
+        )
+    }
+
+    /// No stored token (once the store has been looked at) is
+    /// `needs_authorize`; an unreadable store is `failing`.
+    pub(crate) fn snapshot(&self) -> TokenSnapshot {
+        let status = self.file.status();
+        let state = match (&status.error, status.checked) {
+            (None, _) => TokenState::Valid,
+            (Some(FileError::Unreadable { .. }), _) => TokenState::Failing,
+            (Some(_), None) => TokenState::Missing,
+            (Some(_), Some(_)) => TokenState::NeedsAuthorize,
+        };
+        file::file_snapshot(state, status, |e| match e {
+            FileError::Missing(path) | FileError::Empty(path) => self.not_authorized(path),
+            other => other.to_string(),
         })
     }
 
@@ -247,5 +270,30 @@ mod tests {
         source.file.recheck();
         let t = source.token().await.unwrap();
         assert_eq!(t.value.expose_secret(), "tok");
+    }
+
+    #[tokio::test]
+    async fn without_a_stored_token_the_route_needs_authorize() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = CodeSource::new("copernica", &copernica(dir.path().join("c.token")));
+        assert_eq!(
+            source.snapshot().state,
+            TokenState::Missing,
+            "not looked yet"
+        );
+        let message = match source.token().await.unwrap_err() {
+            TokenError::NotConfigured(msg) => msg,
+            other => panic!("{other:?}"),
+        };
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::NeedsAuthorize);
+        assert!(!snap.usable);
+        assert_eq!(snap.last_failure.map(|f| f.cause), Some(message));
+        store::write(&dir.path().join("c.token"), &SecretString::from("tok")).unwrap();
+        source.file.recheck();
+        source.token().await.unwrap();
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert!(snap.usable && snap.last_failure.is_none());
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::endpoint::{FetchError, Fetched, TokenFetcher};
+use super::snapshot::{Failure, PoolFill, TokenSnapshot, TokenState};
 use super::timing;
 use super::{Background, Token, TokenError, TokenStats};
 
@@ -52,6 +53,10 @@ struct State {
     /// No minting before this, after a failure.
     backoff_until: Option<Instant>,
     last_error: Option<FetchError>,
+    /// For the status views: the last successful mint, the last failure
+    /// (kept after a success).
+    minted_at: Option<Instant>,
+    last_failure: Option<Failure>,
 }
 
 impl OneTimeSource {
@@ -75,6 +80,8 @@ impl OneTimeSource {
                     failures: 0,
                     backoff_until: None,
                     last_error: None,
+                    minted_at: None,
+                    last_failure: None,
                 }),
             }),
         }
@@ -136,6 +143,36 @@ impl OneTimeSource {
         self.inner.lock().failures == 0
     }
 
+    /// The source's state for the status views (takes the lock: never
+    /// called per request). Minting works until it fails: no failure since
+    /// the last success is `valid`; an empty pool being filled is
+    /// `refreshing`.
+    pub(crate) fn snapshot(&self) -> TokenSnapshot {
+        let inner = &self.inner;
+        let st = inner.lock();
+        let state = if st.failures > 0 {
+            TokenState::Failing
+        } else if inner.pool_size > 0 && st.pool.is_empty() && st.minting > 0 {
+            TokenState::Refreshing
+        } else {
+            TokenState::Valid
+        };
+        TokenSnapshot {
+            state,
+            usable: st.failures == 0,
+            fetched_at: st.minted_at,
+            expires_at: None,
+            next_refresh_at: st.backoff_until,
+            last_failure: st.last_failure.clone(),
+            consecutive_failures: st.failures,
+            pool: (inner.pool_size > 0).then(|| PoolFill {
+                ready: st.pool.len(),
+                minting: st.minting,
+                size: inner.pool_size,
+            }),
+        }
+    }
+
     /// Fills the pool (when there is one). Does nothing outside a Tokio
     /// runtime.
     pub(crate) fn warm_up(&self) {
@@ -167,6 +204,7 @@ impl Inner {
         st.failures = 0;
         st.backoff_until = None;
         st.last_error = None;
+        st.minted_at = Some(now);
         st.generation += 1;
         self.stats.fetched(true);
         let max_age = timing::clamp_lifetime(
@@ -197,6 +235,10 @@ impl Inner {
             retry_in_ms = delay.as_millis() as u64,
             "minting a one-time token failed"
         );
+        st.last_failure = Some(Failure {
+            at: now,
+            cause: err.to_string(),
+        });
         st.last_error = Some(err);
         until
     }
@@ -448,5 +490,54 @@ mod tests {
         assert!(!stale.contains(&value(&retry)));
         settle().await;
         assert_eq!(source.inner.lock().pool.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_snapshot_shows_the_pool_filling_and_minting_failures() {
+        use crate::token::snapshot::{PoolFill, TokenState};
+        let fetcher = FakeFetcher::new();
+        let gate = fetcher.gate();
+        let source = source(&fetcher, 4, S(60));
+        source.warm_up();
+        settle().await;
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Refreshing, "an empty pool filling");
+        assert_eq!(
+            snap.pool,
+            Some(PoolFill {
+                ready: 0,
+                minting: 4,
+                size: 4
+            })
+        );
+        gate.open();
+        settle().await;
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Valid);
+        assert!(snap.usable);
+        assert_eq!(snap.pool.map(|p| (p.ready, p.minting)), Some((4, 0)));
+        assert_eq!(snap.fetched_at, Some(Instant::now()));
+        // The endpoint fails: the pool runs dry, then minting fails.
+        for _ in 0..4 {
+            source.token().await.unwrap();
+        }
+        settle().await;
+        fetcher.clear();
+        for _ in 0..20 {
+            fetcher.push(Step::err(FetchError::Connect {
+                host: "mint.example".into(),
+                cause: "connection refused".into(),
+            }));
+        }
+        while source.token().await.is_ok() {}
+        let snap = source.snapshot();
+        assert_eq!(snap.state, TokenState::Failing);
+        assert!(!snap.usable);
+        assert!(snap.consecutive_failures >= 1);
+        assert_eq!(
+            snap.last_failure.map(|f| f.cause),
+            Some("cannot connect to the token endpoint mint.example: connection refused".into())
+        );
+        assert!(snap.next_refresh_at.is_some());
     }
 }

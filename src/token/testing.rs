@@ -79,6 +79,11 @@ impl FakeFetcher {
         gate
     }
 
+    /// Drops the steps not taken yet.
+    pub(crate) fn clear(&self) {
+        self.steps.lock().unwrap().clear();
+    }
+
     /// Fetches started so far.
     pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)

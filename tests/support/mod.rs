@@ -31,6 +31,8 @@ pub mod seeds;
 pub mod server;
 /// A stand-in AWS API verifying Signature Version 4 independently.
 pub mod sigv4;
+/// Every token source at once, and readers of `/status`.
+pub mod status;
 pub mod test_env;
 pub mod tokens;
 
