@@ -48,6 +48,18 @@ pub(crate) struct FileProxy {
     pub(crate) workers: Option<usize>,
     /// `[proxy.intercept]`: TLS interception with a local CA.
     pub(crate) intercept: Option<FileIntercept>,
+    /// `[proxy.shared_cache]`: replicas share tokens through Redis.
+    pub(crate) shared_cache: Option<FileSharedCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSharedCache {
+    pub(crate) url: String,
+    pub(crate) password: Option<String>,
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) encryption_key: String,
+    pub(crate) timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

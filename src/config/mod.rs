@@ -16,6 +16,7 @@ mod problems;
 mod proxy;
 mod route;
 mod same;
+mod shared_cache;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub(crate) use intercept::InterceptSettings;
 pub(crate) use problems::{Ctx, Problem};
 pub(crate) use proxy::{Forwarded, ProxySettings, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
+pub use shared_cache::SharedCacheSettings;
 
 /// A loaded, fully validated configuration.
 #[derive(Debug, Clone)]

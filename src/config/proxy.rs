@@ -10,6 +10,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::file::FileProxy;
 use super::intercept::InterceptSettings;
+use super::shared_cache::SharedCacheSettings;
 use super::Ctx;
 
 /// What to do with a request for a host that no route names.
@@ -65,6 +66,8 @@ pub struct ProxySettings {
     /// `[proxy.intercept]`: TLS interception (CONNECT tunnels and the TLS
     /// listener), with the local CA already loaded and checked.
     pub intercept: Option<InterceptSettings>,
+    /// `[proxy.shared_cache]`: the Redis that replicas share tokens through.
+    pub shared_cache: Option<Arc<SharedCacheSettings>>,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -188,6 +191,10 @@ impl ProxySettings {
             None => Some(None),
             Some(i) => InterceptSettings::from_file(i, ctx).map(Some),
         };
+        let shared_cache = match &raw.shared_cache {
+            None => Some(None),
+            Some(c) => SharedCacheSettings::from_file(c, ctx).map(|c| Some(Arc::new(c))),
+        };
         Some(ProxySettings {
             listen: listen?,
             admin: admin?,
@@ -207,6 +214,7 @@ impl ProxySettings {
             ready_requires_tokens: raw.ready_requires_tokens.unwrap_or(false),
             workers,
             intercept: intercept?,
+            shared_cache: shared_cache?,
         })
     }
 }

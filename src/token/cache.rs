@@ -200,6 +200,7 @@ impl TokenCache {
             st.current = None;
             self.inner.ready.store(None);
             self.inner.stats.expiry(0.0);
+            self.inner.fetcher.rejected(&token.value);
             tracing::info!(
                 route = self.inner.stats.route(),
                 "the upstream rejected the cached token; a new one will be fetched"

@@ -88,6 +88,9 @@ pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched, FetchErro
 /// Gets one token: one HTTP request in production, a script in tests.
 pub trait TokenFetcher: Send + Sync + 'static {
     fn fetch(&self) -> FetchFuture<'_>;
+    /// The upstream answered 401 to `value`, a token this fetcher gave
+    /// (the shared cache then drops it from Redis, if Redis still holds it).
+    fn rejected(&self, _value: &SecretString) {}
 }
 
 /// A token request, encoded once at load.

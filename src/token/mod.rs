@@ -13,6 +13,7 @@
 //! | [`file`](mod@file) | `source = "file"`, re-read when the file changes |
 //! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
 //! | [`store`] | the token store file: atomic 0600 writes, reads |
+//! | [`shared`] | `[proxy.shared_cache]`: cached tokens shared by replicas through Redis, sealed with AES-256-GCM |
 //!
 //! Building a source does no I/O and spawns nothing (`sidekey check` builds
 //! them outside any runtime); [`TokenSource::warm_up`], called once the
@@ -23,6 +24,7 @@ pub mod endpoint;
 pub(crate) mod file;
 pub(crate) mod oauth2;
 pub(crate) mod one_time;
+pub(crate) mod shared;
 pub(crate) mod store;
 #[cfg(test)]
 mod testing;
@@ -49,6 +51,35 @@ pub(crate) struct TokenContext {
     /// `connect_to`) and per-thread connection pools as proxied requests.
     pub(crate) upstreams: std::sync::Arc<Upstreams>,
     pub(crate) metrics: std::sync::Arc<Metrics>,
+    /// `[proxy.shared_cache]`, when configured.
+    pub(crate) shared: Option<Arc<shared::SharedCache>>,
+}
+
+impl TokenContext {
+    /// `fetcher`, shared through Redis when `[proxy.shared_cache]` is set
+    /// (see [`shared`]).
+    fn share(
+        &self,
+        fetcher: Box<dyn endpoint::TokenFetcher>,
+        config: &TokenConfig,
+        refresh_before: Duration,
+        timeout: Duration,
+    ) -> Box<dyn endpoint::TokenFetcher> {
+        let Some(cache) = &self.shared else {
+            return fetcher;
+        };
+        match cache.key(&self.route, config) {
+            Some(key) => Box::new(shared::SharedFetcher::new(
+                fetcher,
+                cache.clone(),
+                key,
+                &self.route,
+                refresh_before,
+                timeout,
+            )),
+            None => fetcher,
+        }
+    }
 }
 
 /// Where a token source's background work (fetches, refresh timers,
@@ -180,6 +211,8 @@ impl TokenSource {
                         stats,
                     ))
                 } else {
+                    let fetcher =
+                        ctx.share(fetcher, config, endpoint.refresh_before, endpoint.timeout);
                     Arc::new(cache::TokenCache::new(
                         fetcher,
                         endpoint.refresh_before,
@@ -190,11 +223,8 @@ impl TokenSource {
             TokenConfig::OAuth2Code(code) => Arc::new(oauth2::CodeSource::new(&ctx.route, code)),
             TokenConfig::OAuth2ClientCredentials(cc) => {
                 let fetcher = oauth2::client_credentials_fetcher(ctx.upstreams.clone(), cc)?;
-                Arc::new(cache::TokenCache::new(
-                    Box::new(fetcher),
-                    cc.refresh_before,
-                    stats,
-                ))
+                let fetcher = ctx.share(Box::new(fetcher), config, cc.refresh_before, cc.timeout);
+                Arc::new(cache::TokenCache::new(fetcher, cc.refresh_before, stats))
             }
         };
         Ok(TokenSource::Provider(provider))

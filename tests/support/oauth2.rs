@@ -105,6 +105,16 @@ impl OAuth2Server {
         self.lock().token_rejections.clone()
     }
 
+    /// `expires_in` of the tokens issued from now on.
+    pub fn set_expires_in(&self, secs: u64) {
+        self.lock().expires_in = secs;
+    }
+
+    /// Revokes every token issued so far (the API answers 401 to them).
+    pub fn revoke_all(&self) {
+        self.lock().book.revoke_all();
+    }
+
     pub fn connect_to_toml(&self) -> String {
         format!("\"{AUTH_HOST}:443\" = \"{}\"", self.server.addr())
     }
