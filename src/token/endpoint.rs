@@ -79,6 +79,10 @@ pub enum FetchError {
     BadToken { host: String, pointer: String },
     #[error("the token endpoint {host} returned a token that has already expired")]
     Expired { host: String },
+    /// `oauth2_code`: only a new `sidekey authorize` helps (no token
+    /// stored, or its refresh token refused with `invalid_grant`).
+    #[error("{0}")]
+    NeedsAuthorize(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }

@@ -11,7 +11,8 @@
 //! | [`timing`] | when to refresh and how long to back off (pure functions) |
 //! | [`one_time`] | `one_time = true`: a fresh token per request, optionally minted ahead into a pool |
 //! | [`file`](mod@file) | `source = "file"`, re-read when the file changes |
-//! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
+//! | [`code`] | `oauth2_code`: the token `sidekey authorize` stored, renewed with its refresh token |
+//! | [`oauth2`] | the OAuth2 requests: `oauth2_client_credentials`, the code exchange of `authorize` |
 //! | [`store`] | the token store file: atomic 0600 writes, reads |
 //! | [`shared`] | `[proxy.shared_cache]`: cached tokens shared by replicas through Redis, sealed with AES-256-GCM |
 //!
@@ -20,6 +21,7 @@
 //! proxy runs, starts the first fetches.
 
 pub mod cache;
+pub(crate) mod code;
 pub mod endpoint;
 pub(crate) mod file;
 pub(crate) mod oauth2;
@@ -220,7 +222,31 @@ impl TokenSource {
                     ))
                 }
             }
-            TokenConfig::OAuth2Code(code) => Arc::new(oauth2::CodeSource::new(&ctx.route, code)),
+            TokenConfig::OAuth2Code(code) => {
+                let shared = ctx.shared.as_ref().and_then(|cache| {
+                    Some(code::SharedRecord {
+                        key: format!("{}:refresh", cache.key(&ctx.route, config)?),
+                        cache: cache.clone(),
+                    })
+                });
+                let needs_authorize = ctx
+                    .metrics
+                    .token_needs_authorize
+                    .get_or_create(&RouteLabels {
+                        route: RouteName::new(&ctx.route),
+                    })
+                    .clone();
+                let fetcher = Box::new(code::CodeFetcher::new(
+                    &ctx.route,
+                    code,
+                    ctx.upstreams.clone(),
+                    shared,
+                    needs_authorize,
+                ));
+                let fetcher =
+                    ctx.share(fetcher, config, code::REFRESH_BEFORE, code::REFRESH_TIMEOUT);
+                Arc::new(cache::TokenCache::new(fetcher, code::REFRESH_BEFORE, stats))
+            }
             TokenConfig::OAuth2ClientCredentials(cc) => {
                 let fetcher = oauth2::client_credentials_fetcher(ctx.upstreams.clone(), cc)?;
                 let fetcher = ctx.share(Box::new(fetcher), config, cc.refresh_before, cc.timeout);
@@ -333,26 +359,6 @@ impl TokenProvider for file::FileSource {
     }
     fn warm_up(&self) {
         file::FileSource::warm_up(self)
-    }
-}
-
-/// Like a file: the stored token is all there is until `authorize` runs
-/// again.
-impl TokenProvider for oauth2::CodeSource {
-    fn token(&self) -> TokenFuture<'_> {
-        Box::pin(oauth2::CodeSource::token(self))
-    }
-    fn reject(&self, token: &Token) {
-        oauth2::CodeSource::reject(self, token)
-    }
-    fn retry_on_reject(&self) -> bool {
-        false
-    }
-    fn has_valid_token(&self) -> bool {
-        oauth2::CodeSource::has_valid_token(self)
-    }
-    fn warm_up(&self) {
-        oauth2::CodeSource::warm_up(self)
     }
 }
 

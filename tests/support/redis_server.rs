@@ -19,18 +19,13 @@ pub struct RedisServer {
 
 /// `redis-server` on `PATH` or in the usual Debian place.
 fn binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
+    let mut candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .map(|d| d.join("redis-server"))
         .chain([PathBuf::from("/usr/bin/redis-server")]);
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
-    }
-    None
+    candidates.find(|c| c.is_file())
 }
 
 impl RedisServer {
