@@ -74,16 +74,20 @@ impl Redis {
     }
 
     /// The value at `key` and its remaining time to live (`None`: no
-    /// expiry), read atomically.
+    /// expiry): `GET` and `PTTL` in one round trip (a key that expires
+    /// between the two reads as absent).
     pub(crate) async fn get(
         &self,
         key: &str,
     ) -> Result<Option<(Vec<u8>, Option<Duration>)>, RedisError> {
         let mut pipe = redis::pipe();
-        pipe.atomic().get(key).cmd("PTTL").arg(key);
+        pipe.get(key).cmd("PTTL").arg(key);
         let (value, pttl): (Option<Vec<u8>>, i64) = self
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
+        if pttl == -2 {
+            return Ok(None);
+        }
         Ok(value.map(|v| {
             let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
             (v, ttl)
