@@ -146,6 +146,9 @@ fn check(path: &Path) -> ExitCode {
     if let Some(intercept) = &config.proxy.intercept {
         println!("  {}", sidekey::redact::describe_intercept(intercept));
     }
+    if let Some(shared) = &config.proxy.shared_cache {
+        println!("  {}", sidekey::redact::describe_shared_cache(shared));
+    }
     for route in &config.routes {
         println!(
             "  {}",

@@ -364,17 +364,25 @@ async fn with_no_redis_at_all_each_replica_fetches_its_own_and_stays_ready() {
 
 #[test]
 fn check_accepts_the_contract_table_and_refuses_a_bad_key_without_printing_it() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("config/examples/shared-cache.toml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/shared-cache.toml");
     let example = example.to_str().expect("utf-8 path");
-    let (status, stdout, stderr) =
-        run_cli(&["check", "--config", example], &[("SIDEKEY_CACHE_KEY", CACHE_KEY)]);
+    let (status, stdout, stderr) = run_cli(
+        &["check", "--config", example],
+        &[("SIDEKEY_CACHE_KEY", CACHE_KEY)],
+    );
     assert!(status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("shared cache: redis://127.0.0.1:6379/0, key_prefix sidekey"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(CACHE_KEY) && !stderr.contains(CACHE_KEY));
 
     let short = "c2hvcnQta2V5";
-    let (status, stdout, stderr) =
-        run_cli(&["check", "--config", example], &[("SIDEKEY_CACHE_KEY", short)]);
+    let (status, stdout, stderr) = run_cli(
+        &["check", "--config", example],
+        &[("SIDEKEY_CACHE_KEY", short)],
+    );
     assert!(!status.success());
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("shared_cache.encryption_key"), "{all}");
