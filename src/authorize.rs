@@ -105,7 +105,7 @@ pub enum AuthorizeError {
     #[error("{0}")]
     Build(#[from] BuildError),
     #[error("proxy.shared_cache: {0}")]
-    SharedCache(String),
+    SharedCache(#[from] crate::token::shared::SetupError),
 }
 
 impl AuthorizeError {
@@ -188,8 +188,7 @@ pub async fn run(
     let shared = match &config.proxy.shared_cache {
         None => None,
         Some(settings) => {
-            let cache = SharedCache::new(settings, &config.proxy.extra_roots, &Metrics::new())
-                .map_err(AuthorizeError::SharedCache)?;
+            let cache = SharedCache::new(settings, &config.proxy.extra_roots, &Metrics::new())?;
             cache.key(route, token_config).map(|key| SharedRecord {
                 key: format!("{key}:refresh"),
                 cache: Arc::new(cache),

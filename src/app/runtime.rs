@@ -28,7 +28,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("proxy.shared_cache: {0}")]
-    SharedCache(String),
+    SharedCache(#[from] crate::token::shared::SetupError),
 }
 
 impl Runtime {
@@ -60,10 +60,11 @@ impl Runtime {
             (Some(s), Some(p)) if p.shared_cache.as_ref().is_some_and(|c| c.serves(s)) => {
                 p.shared_cache.clone()
             }
-            (Some(s), _) => Some(Arc::new(
-                SharedCache::new(s, &config.proxy.extra_roots, metrics)
-                    .map_err(RuntimeError::SharedCache)?,
-            )),
+            (Some(s), _) => Some(Arc::new(SharedCache::new(
+                s,
+                &config.proxy.extra_roots,
+                metrics,
+            )?)),
         };
         let same_sharing = match (previous.map(|p| &p.shared_cache), &shared_cache) {
             (Some(Some(a)), Some(b)) => Arc::ptr_eq(a, b),

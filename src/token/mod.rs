@@ -26,7 +26,7 @@ pub mod endpoint;
 pub(crate) mod file;
 pub(crate) mod oauth2;
 pub(crate) mod one_time;
-pub(crate) mod shared;
+pub mod shared;
 pub(crate) mod store;
 #[cfg(test)]
 mod testing;

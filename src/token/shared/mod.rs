@@ -26,7 +26,7 @@
 //! and another config (another token) gets another key.
 
 pub(crate) mod crypto;
-pub(crate) mod redis;
+pub mod redis;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,7 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use self::crypto::Sealer;
+pub use self::redis::SetupError;
 use self::redis::{Redis, RedisError};
 use super::endpoint::{FetchError, FetchFuture, Fetched, TokenFetcher};
 use crate::config::{SharedCacheSettings, TokenBody, TokenConfig};
@@ -75,7 +76,7 @@ impl SharedCache {
         settings: &Arc<SharedCacheSettings>,
         extra_roots: &[CertificateDer<'static>],
         metrics: &Metrics,
-    ) -> Result<SharedCache, String> {
+    ) -> Result<SharedCache, SetupError> {
         let key = settings.encryption_key.expose_secret();
         Ok(SharedCache {
             redis: Redis::new(settings, extra_roots, metrics.shared_cache_errors.clone())?,

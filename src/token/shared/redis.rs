@@ -34,6 +34,13 @@ pub(crate) enum RedisError {
     Failed(String),
 }
 
+/// Why the Redis client could not be set up from the settings.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("cannot set up the Redis client: {0}")]
+    Client(String),
+}
+
 pub(crate) struct Redis {
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
@@ -52,7 +59,7 @@ impl Redis {
         settings: &SharedCacheSettings,
         extra_roots: &[CertificateDer<'static>],
         errors: Counter,
-    ) -> Result<Redis, String> {
+    ) -> Result<Redis, SetupError> {
         let client = if settings.tls && !extra_roots.is_empty() {
             let certificates = redis::TlsCertificates {
                 client_tls: None,
@@ -62,7 +69,7 @@ impl Redis {
         } else {
             redis::Client::open(settings.connection.clone())
         }
-        .map_err(|e| format!("cannot set up the Redis client: {}", e.kind_name()))?;
+        .map_err(|e| SetupError::Client(e.kind_name()))?;
         Ok(Redis {
             client,
             conn: tokio::sync::Mutex::new(None),
