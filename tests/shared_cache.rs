@@ -389,3 +389,71 @@ fn check_accepts_the_contract_table_and_refuses_a_bad_key_without_printing_it() 
     assert!(all.contains("32 bytes"), "{all}");
     assert!(!all.contains(short), "{all}");
 }
+
+/// Requests to one sidekey for `how_long`; every one must get 200.
+async fn keep_sending(addr: std::net::SocketAddr, how_long: Duration) {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < how_long {
+        let resp = get(addr, &url()).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+        // Pacing, not synchronisation.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_logged_once_and_its_end_once_with_no_secret_in_the_log() {
+    let Some(mut redis) = RedisServer::start("an_outage_is_logged_once").await else {
+        return;
+    };
+    let env = TestEnv::new();
+    // 1 s tokens: a fetch (and so a Redis look) every half second.
+    let server = server(&env, 1);
+    let path = env.write_config(&config_text(&env, &server, &redis.url()));
+    let process = SidekeyProcess::spawn(
+        &path,
+        &[
+            ("CACHE_KEY", CACHE_KEY),
+            ("CC_CLIENT_SECRET", CLIENT_SECRET),
+            ("RUST_LOG", "info"),
+        ],
+        &[],
+    );
+    let addr = process.proxy_addr;
+    keep_sending(addr, Duration::from_millis(1000)).await;
+    redis.kill();
+    keep_sending(addr, Duration::from_millis(2000)).await;
+    redis.restart().await;
+    let start = tokio::time::Instant::now();
+    while redis.all().await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sharing did not resume"
+        );
+        keep_sending(addr, Duration::from_millis(200)).await;
+    }
+    keep_sending(addr, Duration::from_millis(1000)).await;
+    let (_, log) = process.stop();
+
+    let warned = log.lines().filter(|l| l.contains("is unreachable")).count();
+    let back = log.lines().filter(|l| l.contains("answers again")).count();
+    assert_eq!(
+        (warned, back),
+        (1, 1),
+        "one warning per outage, one notice at its end:\n{log}"
+    );
+    let mut secrets = server.issued();
+    secrets.push(CLIENT_SECRET.to_string());
+    secrets.push(CACHE_KEY.to_string());
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret in the log:\n{log}"
+        );
+    }
+    assert!(
+        server.api_rejections().is_empty(),
+        "{:?}",
+        server.api_rejections()
+    );
+}
