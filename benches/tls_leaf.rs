@@ -42,7 +42,13 @@ fn leaf(c: &mut Criterion) {
     let cache = LeafCache::new(local_ca(), day, 1024);
     cache.certified_key("api.example.com").expect("mint");
     c.bench_function("leaf/cached host", |b| {
-        b.iter(|| black_box(cache.certified_key(black_box("api.example.com")).expect("hit")))
+        b.iter(|| {
+            black_box(
+                cache
+                    .certified_key(black_box("api.example.com"))
+                    .expect("hit"),
+            )
+        })
     });
 }
 

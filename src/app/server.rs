@@ -451,8 +451,10 @@ async fn tls_accept_loop(
                 let routes = shared.clone();
                 let allowed: Arc<dyn Fn(&str) -> bool + Send + Sync> =
                     Arc::new(move |sni: &str| routes.runtime.load().table.serves_host(sni));
-                let config =
-                    tunnel::server_config(Arc::new(SniResolver::new(leaves.clone(), allowed.clone())));
+                let config = tunnel::server_config(Arc::new(SniResolver::new(
+                    leaves.clone(),
+                    allowed.clone(),
+                )));
                 // Only a name a route serves may have a leaf minted.
                 let leaf_for =
                     |sni: Option<&str>| sni.filter(|sni| allowed(sni)).map(str::to_owned);

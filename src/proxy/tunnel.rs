@@ -84,9 +84,10 @@ impl Tunnel {
                     drop(shared);
                     // The leaf is always the CONNECT host's, whatever the SNI.
                     let leaf_for = |_: Option<&str>| Some(host.clone());
-                    let Some(tls) =
-                        handshake(config, client, timeout, &leaves, &metrics, "connect", leaf_for)
-                            .await
+                    let Some(tls) = handshake(
+                        config, client, timeout, &leaves, &metrics, "connect", leaf_for,
+                    )
+                    .await
                     else {
                         return;
                     };
