@@ -140,6 +140,11 @@ impl OAuth2Server {
         self.lock().invalid_grants
     }
 
+    /// `expires_in` of the tokens it issues.
+    pub fn expires_in(&self) -> u64 {
+        self.lock().expires_in
+    }
+
     /// `expires_in` of the tokens issued from now on.
     pub fn set_expires_in(&self, secs: u64) {
         self.lock().expires_in = secs;
