@@ -9,7 +9,10 @@
 //!    `state` is refused (possible forgery) and nothing is written.
 //! 4. Exchange the `code` at `token_url` ([`oauth2::code_exchange`]), through
 //!    the same client as the proxy (`ca_file`, `connect_to`).
-//! 5. Write the `access_token` to `store` ([`store::write`]: atomic, 0600).
+//! 5. Write the `access_token`, and the `refresh_token` and expiry when the
+//!    provider gives them, to `store` ([`store::write_tokens`]: atomic,
+//!    0600), and, with `[proxy.shared_cache]`, sealed to Redis, where the
+//!    replicas renewing the token look for the newest refresh token.
 //!
 //! The browser gets a page saying what happened either way. The whole
 //! flow is bounded by a timeout. Neither logs nor errors ever hold the
@@ -34,9 +37,12 @@ use tokio::sync::{mpsc, watch};
 use crate::client::connector::{Connector, UpstreamError};
 use crate::client::pool::Upstreams;
 use crate::config::{Config, OAuth2CodeConfig, TokenConfig};
+use crate::metrics::Metrics;
 use crate::redact::url_without_query;
+use crate::token::code::{self, SharedRecord};
 use crate::token::endpoint::{self, FetchError};
-use crate::token::store::{self, StoreError};
+use crate::token::shared::SharedCache;
+use crate::token::store::{self, StoreError, Tokens};
 use crate::token::{oauth2, BuildError};
 use crate::wire::h1::request::RequestError;
 use crate::wire::h1::server::{serve_once_spoken, ClientRequest, Limits};
@@ -98,6 +104,8 @@ pub enum AuthorizeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Build(#[from] BuildError),
+    #[error("proxy.shared_cache: {0}")]
+    SharedCache(#[from] crate::token::shared::SetupError),
 }
 
 impl AuthorizeError {
@@ -173,9 +181,19 @@ pub async fn run(
     let route_config = config
         .route(route)
         .ok_or_else(|| AuthorizeError::NoRoute(route.to_string()))?;
-    let code_config = match route_config.auth.token() {
-        Some(TokenConfig::OAuth2Code(c)) => c.clone(),
+    let (token_config, code_config) = match route_config.auth.token() {
+        Some(t @ TokenConfig::OAuth2Code(c)) => (t, c.clone()),
         _ => return Err(AuthorizeError::NotOAuth2Code(route.to_string())),
+    };
+    let shared = match &config.proxy.shared_cache {
+        None => None,
+        Some(settings) => {
+            let cache = SharedCache::new(settings, &config.proxy.extra_roots, &Metrics::new())?;
+            cache.key(route, token_config).map(|key| SharedRecord {
+                key: format!("{key}:refresh"),
+                cache: Arc::new(cache),
+            })
+        }
     };
     let upstreams = Upstreams::new(
         Connector::new(&config.proxy, config.client_identities())?,
@@ -198,6 +216,7 @@ pub async fn run(
         config: code_config,
         state,
         upstreams,
+        shared,
         claimed: AtomicBool::new(false),
     });
     let (done_tx, mut done_rx) = mpsc::channel(1);
@@ -218,6 +237,8 @@ struct Flow {
     config: OAuth2CodeConfig,
     state: String,
     upstreams: Upstreams,
+    /// Where the replicas keep the tokens in Redis, when configured.
+    shared: Option<SharedRecord>,
     /// Set by the first callback; any later one is turned away.
     claimed: AtomicBool,
 }
@@ -324,9 +345,35 @@ async fn callback(flow: &Flow, query: &str) -> Outcome {
         &oauth2::code_exchange_spec(),
     )
     .map_err(AuthorizeError::Exchange)?;
+    let now_ms = store::now_ms();
+    let tokens = Tokens {
+        access_token: fetched.value,
+        refresh_token: code::refresh_token_of(&body),
+        expires_at: fetched.lifetime.map(|l| now_ms / 1000 + l.as_secs()),
+        updated_at_ms: now_ms,
+    };
     let path = flow.config.store.clone();
-    store::write(&path, &fetched.value)?;
-    tracing::info!(route = %flow.route, store = %path.display(), "token stored");
+    store::write_tokens(&path, &tokens)?;
+    let in_redis = match &flow.shared {
+        Some(shared) => {
+            let saved = shared.save(&tokens).await;
+            if !saved {
+                tracing::warn!(
+                    route = %flow.route,
+                    "could not store the token in the shared cache (Redis): replicas read it from their own store file"
+                );
+            }
+            saved
+        }
+        None => false,
+    };
+    tracing::info!(
+        route = %flow.route,
+        store = %path.display(),
+        refresh_token = tokens.refresh_token.is_some(),
+        in_redis,
+        "token stored"
+    );
     Ok(path)
 }
 

@@ -17,7 +17,7 @@
 //! | [`wire`] | HTTP/1.1 heads, framing, bodies, both connection state machines, hop-by-hop rules, deadlines, [`wire::reply::Reply`] | nothing of ours |
 //! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types (the intercept CA loaded with [`tls::LocalCa`]) | `wire`, leaves |
 //! | [`client`] | dialling, TLS (with a client certificate per route), `connect_to`, the corporate upstream proxy, each worker's upstream connection pools (one per client certificate), the typed [`client::pool::SendError`] | `config`, `wire`, leaves |
-//! | [`token`] | token sources: fetched, cached, one-time, from files, OAuth2, printed by a command | `client`, `config`, `wire`, leaves |
+//! | [`token`] | token sources: fetched, cached, one-time, from files, OAuth2, printed by a command; shared by replicas through Redis (`[proxy.shared_cache]`) | `client`, `config`, `wire`, leaves |
 //! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url`, `aws_sigv4` | `token` and below |
 //! | [`route`] | the route matcher ([`route::RouteTable::find`]) and the `[[route.allow]]` check | `credential` and below |
 //! | [`proxy`] | one request: route, rewrite, inject, forward, clean the response; every error → status + JSON ([`proxy::error`]) | `route` and below |

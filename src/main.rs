@@ -174,6 +174,9 @@ fn check(path: &Path) -> ExitCode {
             sidekey::redact::describe_upstream_proxy(upstream_proxy)
         );
     }
+    if let Some(shared) = &config.proxy.shared_cache {
+        println!("  {}", sidekey::redact::describe_shared_cache(shared));
+    }
     for route in &config.routes {
         println!(
             "  {}",

@@ -140,6 +140,11 @@ pub struct Metrics {
     pub(crate) not_allowed: Family<RouteLabels, Counter>,
     /// Per-route traffic for the status views (not exported to Prometheus).
     pub(crate) traffic: crate::traffic::Registry,
+    /// `[proxy.shared_cache]`: Redis commands that failed or timed out.
+    pub(crate) shared_cache_errors: Counter,
+    /// `oauth2_code` routes whose refresh token was refused (`invalid_grant`):
+    /// 1 until `sidekey authorize` runs again.
+    pub(crate) token_needs_authorize: Family<RouteLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -246,10 +251,24 @@ impl Metrics {
             "Requests refused by a route's [[route.allow]] rules (403, nothing forwarded)",
             not_allowed.clone(),
         );
+        let shared_cache_errors = Counter::default();
+        registry.register(
+            "shared_cache_errors",
+            "Redis commands of [proxy.shared_cache] that failed or timed out (each replica then used its own cache)",
+            shared_cache_errors.clone(),
+        );
+        let token_needs_authorize = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "token_needs_authorize",
+            "1 while an oauth2_code route's refresh token is refused (invalid_grant): run `sidekey authorize ROUTE`",
+            token_needs_authorize.clone(),
+        );
         Metrics {
             not_allowed,
             registry,
             traffic: Default::default(),
+            shared_cache_errors,
+            token_needs_authorize,
             upgrades_open,
             body_stalls,
             tls_handshakes,

@@ -30,6 +30,19 @@ pub(crate) fn url_without_query(uri: &Uri) -> String {
     out
 }
 
+/// `[proxy.shared_cache]`, as `check` prints it: where Redis is, TLS or
+/// not, the key prefix and the timeout. Never the password or the key.
+pub fn describe_shared_cache(shared: &crate::config::SharedCacheSettings) -> String {
+    format!(
+        "shared cache: {}://{}/{}, key_prefix {}, timeout {}, tokens sealed with AES-256-GCM",
+        if shared.tls { "rediss" } else { "redis" },
+        shared.connection.addr,
+        shared.connection.redis.db,
+        shared.key_prefix,
+        humantime::format_duration(shared.timeout)
+    )
+}
+
 /// `[proxy.intercept]`, as `check` prints it: the certificate's path and
 /// subject, the listener, the leaf lifetime. Never the key or its path.
 pub fn describe_intercept(intercept: &InterceptSettings) -> String {

@@ -367,3 +367,85 @@ fn authorize_refuses_a_route_without_oauth2_code() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("oauth2_code"), "{stderr}");
 }
+
+#[tokio::test]
+async fn authorize_keeps_the_refresh_token_and_expiry_in_the_store_and_sealed_in_redis() {
+    let Some(redis) = RedisServer::start("authorize_keeps_the_refresh_token").await else {
+        return;
+    };
+    let s = Setup::new();
+    s.api.offer_refresh_tokens(3600);
+    // The same config, with [proxy.shared_cache].
+    let text = std::fs::read_to_string(&s.config).expect("config file");
+    let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let text = text.replacen(
+        "[proxy.connect_to]",
+        &format!(
+            "[proxy.shared_cache]\nurl = \"{}\"\nencryption_key = \"{key}\"\n[proxy.connect_to]",
+            redis.url()
+        ),
+        1,
+    );
+    std::fs::write(&s.config, text).expect("write config");
+
+    let mut cli = s.sidekey(&["authorize", "copernica", "--timeout", "60s"]);
+    let url = cli.next_line().await;
+    let page = browse(&s, &url).await;
+    assert_eq!(page.status(), StatusCode::OK, "{}", body_text(&page));
+    let (status, _, stderr) = cli.finish().await;
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    assert_no_secrets(&stderr, &s);
+
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.store()).expect("the store is written"))
+            .expect("JSON store");
+    let token = s.api.issued().pop().expect("a token was issued");
+    let refresh = s
+        .api
+        .refresh_tokens()
+        .pop()
+        .expect("a refresh token was issued");
+    assert_eq!(stored["access_token"], token.as_str());
+    assert_eq!(stored["refresh_token"], refresh.as_str());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expires_at = stored["expires_at"].as_u64().expect("expires_at");
+    assert!(
+        (now + 3590..=now + 3601).contains(&expires_at),
+        "{expires_at} vs {now}"
+    );
+    for secret in [&token, &refresh] {
+        assert!(!stderr.contains(secret.as_str()), "a token in the log");
+    }
+
+    // Redis holds the record, sealed, under key_prefix:route:<hash>:refresh.
+    let all = redis.all().await;
+    assert_eq!(
+        all.len(),
+        1,
+        "{:?}",
+        all.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    let (name, value) = &all[0];
+    assert!(
+        name.starts_with("sidekey:copernica:") && name.ends_with(":refresh"),
+        "{name}"
+    );
+    for secret in [&token, &refresh] {
+        assert!(!value.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+
+    // A replica with no store of its own takes the tokens from Redis.
+    std::fs::remove_file(s.store()).expect("remove the store");
+    let proxy = s.start_proxy().await;
+    let resp = get(
+        proxy.proxy_addr(),
+        &format!("http://{API_HOST}/v1/profile/123456"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    let last = s.api.last_request().expect("an API call");
+    assert_eq!(last.query_values("access_token"), [token]);
+}

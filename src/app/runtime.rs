@@ -17,6 +17,7 @@ use crate::tls::LeafCache;
 /// At most this many hosts' leaf certificates are kept (a wildcard route
 /// may see many hosts); the least recently used is dropped first.
 const LEAF_CACHE_CAPACITY: usize = 1024;
+use crate::token::shared::SharedCache;
 use crate::token::{BuildError, TokenContext, TokenSource};
 
 /// Why a config could not be turned into a running proxy.
@@ -26,6 +27,8 @@ pub enum RuntimeError {
     Credentials(Vec<(String, BuildError)>),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("proxy.shared_cache: {0}")]
+    SharedCache(#[from] crate::token::shared::SetupError),
 }
 
 impl Runtime {
@@ -54,6 +57,25 @@ impl Runtime {
                 config.proxy.pool_idle_timeout,
             )),
         };
+        // The shared cache (its Redis connection) is kept while its
+        // settings are the same; token sources only with it.
+        let shared_cache = match (&config.proxy.shared_cache, previous) {
+            (None, _) => None,
+            (Some(s), Some(p)) if p.shared_cache.as_ref().is_some_and(|c| c.serves(s)) => {
+                p.shared_cache.clone()
+            }
+            (Some(s), _) => Some(Arc::new(SharedCache::new(
+                s,
+                &config.proxy.extra_roots,
+                metrics,
+            )?)),
+        };
+        let same_sharing = match (previous.map(|p| &p.shared_cache), &shared_cache) {
+            (Some(Some(a)), Some(b)) => Arc::ptr_eq(a, b),
+            (Some(None), None) => true,
+            _ => false,
+        };
+        let kept_sources_ok = kept.filter(|_| same_sharing);
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
         let mut kept_sources = 0;
@@ -62,10 +84,11 @@ impl Runtime {
                 route: route.name.clone(),
                 upstreams: upstreams.clone(),
                 metrics: metrics.clone(),
+                shared: shared_cache.clone(),
             };
-            // Token sources fetch through `upstreams`: one is kept only
-            // with them.
-            let source = kept.and_then(|previous| previous.token_source_like(route));
+            // Token sources fetch through `upstreams` (and share through
+            // the shared cache): one is kept only with them.
+            let source = kept_sources_ok.and_then(|previous| previous.token_source_like(route));
             kept_sources += usize::from(source.is_some());
             // Built from this config's identities: always found.
             let identity = upstreams
@@ -106,6 +129,7 @@ impl Runtime {
             settings: config.proxy.clone(),
             table: RouteTable::new(routes),
             upstreams,
+            shared_cache,
         })
     }
 

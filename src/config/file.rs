@@ -52,6 +52,18 @@ pub(crate) struct FileProxy {
     pub(crate) upstream_proxy: Option<String>,
     /// Hosts reached directly, not through `upstream_proxy`.
     pub(crate) no_upstream_proxy: Option<Vec<String>>,
+    /// `[proxy.shared_cache]`: replicas share tokens through Redis.
+    pub(crate) shared_cache: Option<FileSharedCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSharedCache {
+    pub(crate) url: String,
+    pub(crate) password: Option<String>,
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) encryption_key: String,
+    pub(crate) timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,7 @@ mod problems;
 mod proxy;
 mod route;
 mod same;
+mod shared_cache;
 mod upstream_proxy;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ pub(crate) use intercept::InterceptSettings;
 pub(crate) use problems::{Ctx, Problem};
 pub(crate) use proxy::{Forwarded, ProxySettings, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
+pub use shared_cache::SharedCacheSettings;
 pub use upstream_proxy::UpstreamProxy;
 
 /// A loaded, fully validated configuration.

@@ -10,6 +10,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::file::FileProxy;
 use super::intercept::InterceptSettings;
+use super::shared_cache::SharedCacheSettings;
 use super::upstream_proxy::UpstreamProxy;
 use super::Ctx;
 
@@ -69,6 +70,8 @@ pub struct ProxySettings {
     /// `upstream_proxy` (with `no_upstream_proxy`): the corporate HTTP
     /// proxy upstream connections go through.
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// `[proxy.shared_cache]`: the Redis that replicas share tokens through.
+    pub shared_cache: Option<Arc<SharedCacheSettings>>,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -197,6 +200,10 @@ impl ProxySettings {
             raw.upstream_proxy.as_deref(),
             raw.no_upstream_proxy.as_deref(),
         );
+        let shared_cache = match &raw.shared_cache {
+            None => Some(None),
+            Some(c) => SharedCacheSettings::from_file(c, ctx).map(|c| Some(Arc::new(c))),
+        };
         Some(ProxySettings {
             upstream_proxy: upstream_proxy?,
             listen: listen?,
@@ -217,6 +224,7 @@ impl ProxySettings {
             ready_requires_tokens: raw.ready_requires_tokens.unwrap_or(false),
             workers,
             intercept: intercept?,
+            shared_cache: shared_cache?,
         })
     }
 }

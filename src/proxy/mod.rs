@@ -35,6 +35,8 @@ pub struct Runtime {
     pub(crate) upstreams: Arc<Upstreams>,
     /// The leaf certificates of TLS interception (`[proxy.intercept]`).
     pub(crate) leaves: Option<Arc<crate::tls::LeafCache>>,
+    /// `[proxy.shared_cache]`: the Redis that token sources share through.
+    pub(crate) shared_cache: Option<Arc<crate::token::shared::SharedCache>>,
 }
 
 /// State shared by every connection.

@@ -206,6 +206,7 @@ impl TokenCache {
             st.current = None;
             self.inner.ready.store(None);
             self.inner.stats.expiry(0.0);
+            self.inner.fetcher.rejected(&token.value);
             tracing::info!(
                 route = self.inner.stats.route(),
                 "the upstream rejected the cached token; a new one will be fetched"
@@ -229,6 +230,11 @@ impl TokenCache {
         let st = self.inner.lock();
         let current = st.current.as_ref().filter(|c| c.is_valid(now));
         let state = match st.phase {
+            // `oauth2_code` without a usable refresh token: only a new
+            // `sidekey authorize` helps.
+            _ if matches!(st.last_error, Some(FetchError::NeedsAuthorize(_))) => {
+                TokenState::NeedsAuthorize
+            }
             _ if st.failures > 0 => TokenState::Failing,
             Phase::Fetching => TokenState::Refreshing,
             _ if current.is_some() => TokenState::Valid,

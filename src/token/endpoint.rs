@@ -84,6 +84,10 @@ pub enum FetchError {
     /// its arguments or output).
     #[error("the token command {program} {cause}")]
     Command { program: String, cause: String },
+    /// `oauth2_code`: only a new `sidekey authorize` helps (no token
+    /// stored, or its refresh token refused with `invalid_grant`).
+    #[error("{0}")]
+    NeedsAuthorize(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -93,6 +97,9 @@ pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched, FetchErro
 /// Gets one token: one HTTP request in production, a script in tests.
 pub trait TokenFetcher: Send + Sync + 'static {
     fn fetch(&self) -> FetchFuture<'_>;
+    /// The upstream answered 401 to `value`, a token this fetcher gave
+    /// (the shared cache then drops it from Redis, if Redis still holds it).
+    fn rejected(&self, _value: &SecretString) {}
 }
 
 /// A token request, encoded once at load.

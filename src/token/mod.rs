@@ -12,8 +12,10 @@
 //! | [`one_time`] | `one_time = true`: a fresh token per request, optionally minted ahead into a pool |
 //! | [`file`](mod@file) | `source = "file"`, re-read when the file changes |
 //! | [`exec`] | `source = "exec"`: a token printed by a command, cached like an endpoint's |
-//! | [`oauth2`] | `oauth2_code` (the token `sidekey authorize` stored) and `oauth2_client_credentials` |
+//! | [`code`] | `oauth2_code`: the token `sidekey authorize` stored, renewed with its refresh token |
+//! | [`oauth2`] | the OAuth2 requests: `oauth2_client_credentials`, the code exchange of `authorize` |
 //! | [`store`] | the token store file: atomic 0600 writes, reads |
+//! | [`shared`] | `[proxy.shared_cache]`: cached tokens shared by replicas through Redis, sealed with AES-256-GCM |
 //! | [`snapshot`] | what a source tells the status views about itself (never the token) |
 //!
 //! Building a source does no I/O and spawns nothing (`sidekey check` builds
@@ -21,11 +23,13 @@
 //! proxy runs, starts the first fetches.
 
 pub mod cache;
+pub(crate) mod code;
 pub mod endpoint;
 pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod oauth2;
 pub(crate) mod one_time;
+pub mod shared;
 pub mod snapshot;
 pub(crate) mod store;
 #[cfg(test)]
@@ -54,6 +58,35 @@ pub(crate) struct TokenContext {
     /// `connect_to`) and per-thread connection pools as proxied requests.
     pub(crate) upstreams: std::sync::Arc<Upstreams>,
     pub(crate) metrics: std::sync::Arc<Metrics>,
+    /// `[proxy.shared_cache]`, when configured.
+    pub(crate) shared: Option<Arc<shared::SharedCache>>,
+}
+
+impl TokenContext {
+    /// `fetcher`, shared through Redis when `[proxy.shared_cache]` is set
+    /// (see [`shared`]).
+    fn share(
+        &self,
+        fetcher: Box<dyn endpoint::TokenFetcher>,
+        config: &TokenConfig,
+        refresh_before: Duration,
+        timeout: Duration,
+    ) -> Box<dyn endpoint::TokenFetcher> {
+        let Some(cache) = &self.shared else {
+            return fetcher;
+        };
+        match cache.key(&self.route, config) {
+            Some(key) => Box::new(shared::SharedFetcher::new(
+                fetcher,
+                cache.clone(),
+                key,
+                &self.route,
+                refresh_before,
+                timeout,
+            )),
+            None => fetcher,
+        }
+    }
 }
 
 /// Where a token source's background work (fetches, refresh timers,
@@ -196,6 +229,8 @@ impl TokenSource {
                         stats,
                     ))
                 } else {
+                    let fetcher =
+                        ctx.share(fetcher, config, endpoint.refresh_before, endpoint.timeout);
                     Arc::new(cache::TokenCache::new(
                         fetcher,
                         endpoint.refresh_before,
@@ -203,14 +238,35 @@ impl TokenSource {
                     ))
                 }
             }
-            TokenConfig::OAuth2Code(code) => Arc::new(oauth2::CodeSource::new(&ctx.route, code)),
+            TokenConfig::OAuth2Code(code) => {
+                let shared = ctx.shared.as_ref().and_then(|cache| {
+                    Some(code::SharedRecord {
+                        key: format!("{}:refresh", cache.key(&ctx.route, config)?),
+                        cache: cache.clone(),
+                    })
+                });
+                let needs_authorize = ctx
+                    .metrics
+                    .token_needs_authorize
+                    .get_or_create(&RouteLabels {
+                        route: RouteName::new(&ctx.route),
+                    })
+                    .clone();
+                let fetcher = Box::new(code::CodeFetcher::new(
+                    &ctx.route,
+                    code,
+                    ctx.upstreams.clone(),
+                    shared,
+                    needs_authorize,
+                ));
+                let fetcher =
+                    ctx.share(fetcher, config, code::REFRESH_BEFORE, code::REFRESH_TIMEOUT);
+                Arc::new(cache::TokenCache::new(fetcher, code::REFRESH_BEFORE, stats))
+            }
             TokenConfig::OAuth2ClientCredentials(cc) => {
                 let fetcher = oauth2::client_credentials_fetcher(ctx.upstreams.clone(), cc)?;
-                Arc::new(cache::TokenCache::new(
-                    Box::new(fetcher),
-                    cc.refresh_before,
-                    stats,
-                ))
+                let fetcher = ctx.share(Box::new(fetcher), config, cc.refresh_before, cc.timeout);
+                Arc::new(cache::TokenCache::new(fetcher, cc.refresh_before, stats))
             }
             TokenConfig::Exec(exec) => Arc::new(cache::TokenCache::new(
                 Box::new(exec::ExecFetcher::new(exec)),
@@ -341,29 +397,6 @@ impl TokenProvider for file::FileSource {
     }
     fn snapshot(&self) -> TokenSnapshot {
         file::FileSource::snapshot(self)
-    }
-}
-
-/// Like a file: the stored token is all there is until `authorize` runs
-/// again.
-impl TokenProvider for oauth2::CodeSource {
-    fn token(&self) -> TokenFuture<'_> {
-        Box::pin(oauth2::CodeSource::token(self))
-    }
-    fn reject(&self, token: &Token) {
-        oauth2::CodeSource::reject(self, token)
-    }
-    fn retry_on_reject(&self) -> bool {
-        false
-    }
-    fn has_valid_token(&self) -> bool {
-        oauth2::CodeSource::has_valid_token(self)
-    }
-    fn warm_up(&self) {
-        oauth2::CodeSource::warm_up(self)
-    }
-    fn snapshot(&self) -> TokenSnapshot {
-        oauth2::CodeSource::snapshot(self)
     }
 }
 

@@ -1,9 +1,8 @@
 //! OAuth2 token sources.
 //!
-//! - `oauth2_code` ([`CodeSource`]): the token `sidekey authorize` obtained
-//!   once (see [`crate::authorize`]) and wrote to `store`; the proxy reads
-//!   the store and notices when it changes. Until it exists, requests get
-//!   503 telling the operator to run `sidekey authorize ROUTE`.
+//! - `oauth2_code`: the token `sidekey authorize` obtained once (see
+//!   [`crate::authorize`]) and wrote to `store`, renewed with its refresh
+//!   token by [`super::code`].
 //! - `oauth2_client_credentials` (RFC 6749 4.4): a token request built
 //!   here ([`client_credentials_fetcher`]) and cached like any fetched
 //!   token, its lifetime taken from `expires_in`.
@@ -11,99 +10,18 @@
 //! [`code_exchange`] builds the authorization-code exchange (RFC 6749
 //! 4.1.3, or Copernica's GET variant) that `authorize` sends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{Method, Uri};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::{form_encode, HttpFetcher, PreparedRequest, ResponseSpec};
-use super::file::{self, FileError, WatchedFile};
-use super::snapshot::{TokenSnapshot, TokenState};
-use super::{store, BuildError, Token, TokenError};
+use super::BuildError;
 use crate::client::pool::Upstreams;
 use crate::config::{
     ClientAuth, OAuth2ClientCredentialsConfig, OAuth2CodeConfig, TokenRequestStyle,
 };
 use crate::target::encode_query_component;
-
-/// `source = "oauth2_code"`: the token in `store`.
-pub(crate) struct CodeSource {
-    route: String,
-    file: Arc<WatchedFile>,
-    /// The generation last reported as rejected (one warning per token).
-    warned: AtomicU64,
-}
-
-impl CodeSource {
-    /// Does no I/O: the store is read on first use.
-    pub(crate) fn new(route: &str, config: &OAuth2CodeConfig) -> CodeSource {
-        CodeSource {
-            route: route.to_string(),
-            file: Arc::new(WatchedFile::new(config.store.clone(), store::parse)),
-            warned: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) async fn token(&self) -> Result<Token, TokenError> {
-        self.file.token().await.map_err(|e| match e {
-            FileError::Missing(path) | FileError::Empty(path) => {
-                TokenError::NotConfigured(self.not_authorized(&path))
-            }
-            other => TokenError::Unavailable {
-                cause: other.to_string(),
-                retry_after: file::RECHECK.as_secs().max(1),
-            },
-        })
-    }
-
-    fn not_authorized(&self, path: &std::path::Path) -> String {
-        format!(
-            "route \"{}\" has no OAuth2 token yet ({} is missing or empty): run `sidekey authorize {}` first",
-            self.route,
-            path.display(),
-            self.route
-        )
-    }
-
-    /// No stored token (once the store has been looked at) is
-    /// `needs_authorize`; an unreadable store is `failing`.
-    pub(crate) fn snapshot(&self) -> TokenSnapshot {
-        let status = self.file.status();
-        let state = match (&status.error, status.checked) {
-            (None, _) => TokenState::Valid,
-            (Some(FileError::Unreadable { .. }), _) => TokenState::Failing,
-            (Some(_), None) => TokenState::Missing,
-            (Some(_), Some(_)) => TokenState::NeedsAuthorize,
-        };
-        file::file_snapshot(state, status, |e| match e {
-            FileError::Missing(path) | FileError::Empty(path) => self.not_authorized(path),
-            other => other.to_string(),
-        })
-    }
-
-    /// A 401 with the stored token: it may have been revoked (only a new
-    /// `authorize` helps), or the store may have been rewritten since the
-    /// last check.
-    pub(crate) fn reject(&self, token: &Token) {
-        self.file.recheck();
-        if self.warned.swap(token.generation, Ordering::Relaxed) != token.generation {
-            tracing::warn!(
-                route = %self.route,
-                "the upstream rejected the stored OAuth2 token; if access was revoked, run `sidekey authorize {}` again",
-                self.route
-            );
-        }
-    }
-
-    pub(crate) fn has_valid_token(&self) -> bool {
-        self.file.has_token()
-    }
-
-    pub(crate) fn warm_up(&self) {
-        file::warm_up(&self.file);
-    }
-}
 
 /// `Authorization: Basic` for an OAuth2 client (RFC 6749 2.3.1: id and
 /// secret form-encoded first).
@@ -148,11 +66,12 @@ pub(crate) fn client_credentials_fetcher(
     Ok(HttpFetcher::new(upstreams, req, spec, config.timeout))
 }
 
-/// What reads the answer to a code exchange.
+/// What reads the answer to a code exchange (the `refresh_token`, when
+/// there is one, is read by [`super::code::refresh_token_of`]).
 pub(crate) fn code_exchange_spec() -> ResponseSpec {
     ResponseSpec {
         token_pointer: "/access_token".into(),
-        expires_in_pointer: None,
+        expires_in_pointer: Some("/expires_in".into()),
         ttl: None,
     }
 }
@@ -251,49 +170,5 @@ mod tests {
             std::str::from_utf8(&req.body).unwrap(),
             "grant_type=authorization_code&code=c0de&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&client_id=client%20key&client_secret=s3cr%26t"
         );
-    }
-
-    #[tokio::test]
-    async fn a_missing_store_tells_the_operator_to_run_authorize() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = CodeSource::new("copernica", &copernica(dir.path().join("c.token")));
-        match source.token().await.unwrap_err() {
-            TokenError::NotConfigured(msg) => {
-                assert!(
-                    msg.contains("run `sidekey authorize copernica` first"),
-                    "{msg}"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-        store::write(&dir.path().join("c.token"), &SecretString::from("tok")).unwrap();
-        source.file.recheck();
-        let t = source.token().await.unwrap();
-        assert_eq!(t.value.expose_secret(), "tok");
-    }
-
-    #[tokio::test]
-    async fn without_a_stored_token_the_route_needs_authorize() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = CodeSource::new("copernica", &copernica(dir.path().join("c.token")));
-        assert_eq!(
-            source.snapshot().state,
-            TokenState::Missing,
-            "not looked yet"
-        );
-        let message = match source.token().await.unwrap_err() {
-            TokenError::NotConfigured(msg) => msg,
-            other => panic!("{other:?}"),
-        };
-        let snap = source.snapshot();
-        assert_eq!(snap.state, TokenState::NeedsAuthorize);
-        assert!(!snap.usable);
-        assert_eq!(snap.last_failure.map(|f| f.cause), Some(message));
-        store::write(&dir.path().join("c.token"), &SecretString::from("tok")).unwrap();
-        source.file.recheck();
-        source.token().await.unwrap();
-        let snap = source.snapshot();
-        assert_eq!(snap.state, TokenState::Valid);
-        assert!(snap.usable && snap.last_failure.is_none());
     }
 }

@@ -5,7 +5,9 @@
 //! renamed over the store) with mode 0600, so a reader sees the old token
 //! or the new one, never half of one, and no other user can read it. The
 //! format is a small JSON document, `{"access_token": "...", "created_at":
-//! <unix seconds>}`; a file holding just a token (pasted from a provider's
+//! <unix seconds>}`, with `"refresh_token"`, `"expires_at"` (unix seconds)
+//! and `"updated_at_ms"` when the provider gave a refresh token
+//! ([`Tokens`]); a file holding just a token (pasted from a provider's
 //! dashboard, as Copernica offers) is read too.
 
 use std::io::Write;
@@ -23,8 +25,101 @@ pub enum StoreError {
     },
 }
 
+/// What an `oauth2_code` route keeps: the access token, and the refresh
+/// token that gets the next one.
+#[derive(Clone)]
+pub(crate) struct Tokens {
+    pub(crate) access_token: SecretString,
+    pub(crate) refresh_token: Option<SecretString>,
+    /// When the access token expires (unix seconds); `None`: not said.
+    pub(crate) expires_at: Option<u64>,
+    /// When this record was written (unix milliseconds): of two copies
+    /// (the file, Redis), the later one holds the current refresh token.
+    pub(crate) updated_at_ms: u64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Now, in unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Tokens {
+    /// The JSON document (the store file's text, and what is sealed in
+    /// Redis).
+    pub(crate) fn to_json(&self) -> SecretString {
+        let mut json = serde_json::json!({
+            "access_token": self.access_token.expose_secret(),
+            "created_at": self.updated_at_ms / 1000,
+            "updated_at_ms": self.updated_at_ms,
+        });
+        if let Some(r) = &self.refresh_token {
+            json["refresh_token"] = r.expose_secret().into();
+        }
+        if let Some(e) = self.expires_at {
+            json["expires_at"] = e.into();
+        }
+        let mut text = json.to_string();
+        text.push('\n');
+        SecretString::from(text)
+    }
+
+    /// A store's text: the JSON document, or a bare token.
+    pub(crate) fn parse(text: &str) -> Option<Tokens> {
+        let access_token = parse(text)?;
+        let json: Option<serde_json::Value> = serde_json::from_str(text.trim()).ok();
+        let field = |name: &str| json.as_ref().and_then(|j| j.get(name).cloned());
+        let refresh_token = field("refresh_token")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .filter(|t| !t.is_empty() && !t.chars().any(char::is_control))
+            .map(SecretString::from);
+        let updated_at_ms = field("updated_at_ms")
+            .and_then(|v| v.as_u64())
+            .or_else(|| {
+                field("created_at")
+                    .and_then(|v| v.as_u64())
+                    .map(|s| s * 1000)
+            })
+            .unwrap_or(0);
+        Some(Tokens {
+            access_token,
+            refresh_token,
+            expires_at: field("expires_at").and_then(|v| v.as_u64()),
+            updated_at_ms,
+        })
+    }
+}
+
 /// Writes `token` to `path` atomically with mode 0600.
+#[cfg(test)]
 pub(crate) fn write(path: &Path, token: &SecretString) -> Result<(), StoreError> {
+    write_tokens(
+        path,
+        &Tokens {
+            access_token: token.clone(),
+            refresh_token: None,
+            expires_at: None,
+            updated_at_ms: now_ms(),
+        },
+    )
+}
+
+/// Writes `tokens` to `path` atomically with mode 0600.
+pub(crate) fn write_tokens(path: &Path, tokens: &Tokens) -> Result<(), StoreError> {
     let err = |cause| StoreError::Write {
         path: path.to_path_buf(),
         cause,
@@ -38,19 +133,11 @@ pub(crate) fn write(path: &Path, token: &SecretString) -> Result<(), StoreError>
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "token".to_string());
     let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-    let created_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut text = serde_json::json!({
-        "access_token": token.expose_secret(),
-        "created_at": created_at,
-    })
-    .to_string();
-    text.push('\n');
+    let text = tokens.to_json();
 
     let result = (|| {
         let mut file = open_private(&tmp)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(text.expose_secret().as_bytes())?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)?;
@@ -131,6 +218,27 @@ mod tests {
         assert_eq!(names, [std::ffi::OsString::from("copernica.token")]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(parse(&text).unwrap().expose_secret(), "second");
+    }
+
+    #[test]
+    fn a_refresh_token_and_expiry_round_trip_and_a_bare_token_has_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.token");
+        let tokens = Tokens {
+            access_token: SecretString::from("acc-1"),
+            refresh_token: Some(SecretString::from("ref-1")),
+            expires_at: Some(1_900_000_000),
+            updated_at_ms: 1_800_000_000_123,
+        };
+        write_tokens(&path, &tokens).unwrap();
+        let back = Tokens::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back.access_token.expose_secret(), "acc-1");
+        assert_eq!(back.refresh_token.unwrap().expose_secret(), "ref-1");
+        assert_eq!(back.expires_at, Some(1_900_000_000));
+        assert_eq!(back.updated_at_ms, 1_800_000_000_123);
+        assert!(!format!("{tokens:?}").contains("ref-1"));
+        let bare = Tokens::parse("abc123\n").unwrap();
+        assert!(bare.refresh_token.is_none() && bare.expires_at.is_none());
     }
 
     #[test]

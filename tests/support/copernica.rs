@@ -60,6 +60,10 @@ struct State {
     book: TokenBook,
     api_accepted: usize,
     api_rejections: Vec<String>,
+    /// When set, the exchange also answers `refresh_token` and this
+    /// `expires_in` (as RFC 6749 providers do; Copernica itself does not).
+    refresh_expires_in: Option<u64>,
+    refresh_tokens: Vec<String>,
 }
 
 pub struct CopernicaApi {
@@ -79,6 +83,8 @@ impl CopernicaApi {
             book: TokenBook::default(),
             api_accepted: 0,
             api_rejections: Vec::new(),
+            refresh_expires_in: None,
+            refresh_tokens: Vec::new(),
         }));
         let s = state.clone();
         let server = StandIn::spawn_fn(Some(ca.server_config(&[WWW_HOST, API_HOST])), move |rec| {
@@ -89,6 +95,24 @@ impl CopernicaApi {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("copernica state poisoned")
+    }
+
+    /// From now on the code exchange also answers a `refresh_token` and
+    /// `expires_in` (the access token then expires).
+    pub fn offer_refresh_tokens(&self, expires_in: u64) {
+        self.state
+            .lock()
+            .expect("copernica state")
+            .refresh_expires_in = Some(expires_in);
+    }
+
+    /// The refresh tokens the exchange gave out.
+    pub fn refresh_tokens(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("copernica state")
+            .refresh_tokens
+            .clone()
     }
 
     pub fn tamper_state(&self, tamper: Tamper) {
@@ -240,6 +264,17 @@ fn token(rec: &Recorded, s: &mut State) -> Reply {
         _ => return reply(StatusCode::BAD_REQUEST, "invalid_grant"),
     }
     s.exchanges += 1;
+    if let Some(expires_in) = s.refresh_expires_in {
+        let token = s
+            .book
+            .issue(Some(std::time::Duration::from_secs(expires_in)));
+        let refresh = random_token(32);
+        s.refresh_tokens.push(refresh.clone());
+        return json_reply(
+            StatusCode::OK,
+            &json!({ "access_token": token, "expires_in": expires_in, "refresh_token": refresh }),
+        );
+    }
     let token = s.book.issue(None);
     json_reply(StatusCode::OK, &json!({ "access_token": token }))
 }

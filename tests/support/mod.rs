@@ -26,6 +26,8 @@ pub mod oauth2;
 pub mod process;
 /// A raw upstream that records every byte (smuggling tests).
 pub mod recorder;
+/// A real `redis-server` on a free port (shared-cache tests).
+pub mod redis_server;
 /// All five seed stand-ins with the seed routes; a local CA for interception.
 pub mod seeds;
 pub mod server;
@@ -50,6 +52,7 @@ pub use oauth2::OAuth2Server;
 #[cfg(test)]
 pub use process::*;
 pub use recorder::{Recorder, Seen, RECORDER_REPLY};
+pub use redis_server::RedisServer;
 pub use server::*;
 pub use sigv4::{SigV4Api, SigV4Rules, AWS_KEY_ID, AWS_SECRET};
 pub use test_env::*;

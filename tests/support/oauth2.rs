@@ -8,6 +8,12 @@
 //! required, `scope` must equal it. It answers `{"access_token",
 //! "token_type": "Bearer", "expires_in"}`, and the API (any other path)
 //! accepts `Authorization: Bearer <token>` until `expires_in` has passed.
+//!
+//! It also renews tokens (RFC 6749 6): `grant_type=refresh_token` with the
+//! client in the form and a refresh token it issued
+//! ([`OAuth2Server::issue_refresh_token`]), each accepted **once**
+//! (rotation): the answer carries a new access token and a new refresh
+//! token; a refresh token used again, or unknown, gets `invalid_grant`.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -45,6 +51,10 @@ struct State {
     api_accepted: usize,
     api_rejections: Vec<String>,
     token_rejections: Vec<String>,
+    /// Refresh tokens issued, and whether each was used.
+    refresh_tokens: HashMap<String, bool>,
+    refreshes: usize,
+    invalid_grants: usize,
 }
 
 pub struct OAuth2Server {
@@ -72,6 +82,9 @@ impl OAuth2Server {
             api_accepted: 0,
             api_rejections: Vec::new(),
             token_rejections: Vec::new(),
+            refresh_tokens: HashMap::new(),
+            refreshes: 0,
+            invalid_grants: 0,
         }));
         let s = state.clone();
         let server = StandIn::spawn_fn(Some(ca.server_config(&[AUTH_HOST])), move |rec| {
@@ -105,6 +118,43 @@ impl OAuth2Server {
         self.lock().token_rejections.clone()
     }
 
+    /// A new refresh token (what `authorize` would have stored).
+    pub fn issue_refresh_token(&self) -> String {
+        let token = super::tokens::random_token(32);
+        self.lock().refresh_tokens.insert(token.clone(), false);
+        token
+    }
+
+    /// Every refresh token issued so far.
+    pub fn refresh_tokens(&self) -> Vec<String> {
+        self.lock().refresh_tokens.keys().cloned().collect()
+    }
+
+    /// Refreshes answered with a new token.
+    pub fn refreshes(&self) -> usize {
+        self.lock().refreshes
+    }
+
+    /// Refreshes refused with `invalid_grant` (reused or unknown token).
+    pub fn invalid_grants(&self) -> usize {
+        self.lock().invalid_grants
+    }
+
+    /// `expires_in` of the tokens it issues.
+    pub fn expires_in(&self) -> u64 {
+        self.lock().expires_in
+    }
+
+    /// `expires_in` of the tokens issued from now on.
+    pub fn set_expires_in(&self, secs: u64) {
+        self.lock().expires_in = secs;
+    }
+
+    /// Revokes every token issued so far (the API answers 401 to them).
+    pub fn revoke_all(&self) {
+        self.lock().book.revoke_all();
+    }
+
     pub fn connect_to_toml(&self) -> String {
         format!("\"{AUTH_HOST}:443\" = \"{}\"", self.server.addr())
     }
@@ -125,6 +175,10 @@ fn decode(s: &str) -> String {
 
 fn handle(rec: &Recorded, state: &Mutex<State>) -> Reply {
     let mut s = state.lock().expect("oauth2 state poisoned");
+    if rec.path() == TOKEN_PATH && rec.body_text().contains("grant_type=refresh_token") {
+        s.endpoint.attempts += 1;
+        return refresh(rec, &mut s);
+    }
     if rec.path() == TOKEN_PATH {
         s.endpoint.attempts += 1;
         match check_token_request(rec, &s) {
@@ -165,6 +219,56 @@ fn handle(rec: &Recorded, state: &Mutex<State>) -> Reply {
             }
         }
     }
+}
+
+/// `grant_type=refresh_token`: the client in the form, a refresh token
+/// issued here and never used before.
+fn refresh(rec: &Recorded, s: &mut State) -> Reply {
+    let form: HashMap<String, String> = split_query(&rec.body_text())
+        .into_iter()
+        .map(|(k, v)| (decode(&k), decode(&v)))
+        .collect();
+    let form_type = single_header(&rec.headers, &CONTENT_TYPE)
+        .map(media_type)
+        .is_ok_and(|t| t == "application/x-www-form-urlencoded");
+    if rec.method != Method::POST
+        || !form_type
+        || form.get("client_id") != Some(&s.client_id)
+        || form.get("client_secret") != Some(&s.client_secret)
+    {
+        s.token_rejections.push("refresh: request or client".into());
+        return json_reply(
+            StatusCode::UNAUTHORIZED,
+            &json!({ "error": "invalid_client" }),
+        );
+    }
+    let given = form.get("refresh_token").cloned().unwrap_or_default();
+    match s.refresh_tokens.get_mut(&given) {
+        Some(used) if !*used => *used = true,
+        _ => {
+            s.invalid_grants += 1;
+            s.token_rejections.push("refresh: invalid_grant".into());
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "invalid_grant" }),
+            );
+        }
+    }
+    let rotated = super::tokens::random_token(32);
+    s.refresh_tokens.insert(rotated.clone(), false);
+    let lifetime = Duration::from_secs(s.expires_in);
+    let token = s.book.issue(Some(lifetime));
+    s.endpoint.mints += 1;
+    s.refreshes += 1;
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": s.expires_in,
+            "refresh_token": rotated,
+        }),
+    )
 }
 
 type Refusal = (StatusCode, &'static str, String);
