@@ -138,6 +138,8 @@ pub struct Metrics {
     pub(crate) tunnels_open: Gauge,
     pub(crate) upgrades_open: Gauge,
     pub(crate) not_allowed: Family<RouteLabels, Counter>,
+    /// Client header fields left out because their name holds `_`.
+    pub(crate) header_fields_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,8 +246,15 @@ impl Metrics {
             "Requests refused by a route's [[route.allow]] rules (403, nothing forwarded)",
             not_allowed.clone(),
         );
+        let header_fields_dropped = Counter::default();
+        registry.register(
+            "header_fields_dropped",
+            "Client request header fields left out because their name holds '_' (underscores_in_headers), or folds to a framing, hop-by-hop or injected name",
+            header_fields_dropped.clone(),
+        );
         Metrics {
             not_allowed,
+            header_fields_dropped,
             registry,
             upgrades_open,
             body_stalls,

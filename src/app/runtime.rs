@@ -52,6 +52,7 @@ impl Runtime {
             None => Arc::new(Upstreams::new(
                 Connector::new(&config.proxy, identities)?,
                 config.proxy.pool_idle_timeout,
+                config.proxy.pool_max_idle_per_thread(),
             )),
         };
         let mut routes = Vec::with_capacity(config.routes.len());

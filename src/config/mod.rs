@@ -38,7 +38,7 @@ pub(crate) use auth::{
 pub use client_tls::ClientTls;
 pub(crate) use intercept::InterceptSettings;
 pub(crate) use problems::{Ctx, Problem};
-pub(crate) use proxy::{Forwarded, ProxySettings, Unmatched};
+pub(crate) use proxy::{Forwarded, ProxySettings, Underscores, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
 pub use upstream_proxy::UpstreamProxy;
 

@@ -137,6 +137,27 @@ impl Credential {
         }
     }
 
+    /// The header field this credential sets, if any: a client field whose
+    /// name folds to it (`X_Api_Key` for `X-Api-Key`) is never forwarded.
+    pub(crate) fn header_name(&self) -> Option<&str> {
+        match self {
+            Credential::Basic(_) => Some("authorization"),
+            Credential::Header(h) => Some(h.name().as_str()),
+            _ => None,
+        }
+    }
+
+    /// The query parameters whose values are secrets (a token, a
+    /// signature): their values are scrubbed wherever they appear in
+    /// `Location`-like response headers, encoded or not.
+    pub(crate) fn secret_params(&self) -> &[String] {
+        match self {
+            Credential::Query(q) => std::slice::from_ref(q.param()),
+            Credential::SignedUrl(s) => s.signature_param(),
+            _ => &[],
+        }
+    }
+
     /// The token source, for kinds that have one.
     pub(crate) fn token_source(&self) -> Option<&TokenSource> {
         match self {
