@@ -137,13 +137,19 @@ impl Credential {
         }
     }
 
-    /// The header field this credential sets, if any: a client field whose
-    /// name folds to it (`X_Api_Key` for `X-Api-Key`) is never forwarded.
-    pub(crate) fn header_name(&self) -> Option<&str> {
+    /// The header fields this credential sets: a client field whose name
+    /// folds to one (`X_Api_Key` for `X-Api-Key`) is never forwarded.
+    pub(crate) fn header_names(&self) -> Vec<&str> {
         match self {
-            Credential::Basic(_) => Some("authorization"),
-            Credential::Header(h) => Some(h.name().as_str()),
-            _ => None,
+            Credential::Basic(_) => vec!["authorization"],
+            Credential::Header(h) => vec![h.name().as_str()],
+            Credential::AwsSigV4(_) => vec![
+                "authorization",
+                "x-amz-date",
+                "x-amz-content-sha256",
+                "x-amz-security-token",
+            ],
+            Credential::None | Credential::Query(_) | Credential::SignedUrl(_) => Vec::new(),
         }
     }
 

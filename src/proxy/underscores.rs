@@ -33,7 +33,7 @@ pub(crate) fn apply(
     }
     let mut injected = Vec::new();
     if let Some(route) = route {
-        injected.extend(route.credential.header_name());
+        injected.extend(route.credential.header_names());
         injected.extend(route.config.headers.iter().map(|(name, _)| name.as_str()));
     }
     let names = to_drop(rule, headers.client(), &injected)?;
