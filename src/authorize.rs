@@ -198,6 +198,7 @@ pub async fn run(
     let upstreams = Upstreams::new(
         Connector::new(&config.proxy, config.client_identities())?,
         config.proxy.pool_idle_timeout,
+        config.proxy.pool_max_idle_per_thread(),
     );
     let addr = listen_addr(&code_config.redirect_uri)?;
     let listener = TcpListener::bind(addr)

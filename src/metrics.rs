@@ -145,6 +145,8 @@ pub struct Metrics {
     /// `oauth2_code` routes whose refresh token was refused (`invalid_grant`):
     /// 1 until `sidekey authorize` runs again.
     pub(crate) token_needs_authorize: Family<RouteLabels, Gauge>,
+    /// Client header fields left out because their name holds `_`.
+    pub(crate) header_fields_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -263,8 +265,15 @@ impl Metrics {
             "1 while an oauth2_code route's refresh token is refused (invalid_grant): run `sidekey authorize ROUTE`",
             token_needs_authorize.clone(),
         );
+        let header_fields_dropped = Counter::default();
+        registry.register(
+            "header_fields_dropped",
+            "Client request header fields left out because their name holds '_' (underscores_in_headers), or folds to a framing, hop-by-hop or injected name",
+            header_fields_dropped.clone(),
+        );
         Metrics {
             not_allowed,
+            header_fields_dropped,
             registry,
             traffic: Default::default(),
             shared_cache_errors,

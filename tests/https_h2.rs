@@ -387,3 +387,38 @@ async fn an_h2_header_list_over_max_header_bytes_is_refused() {
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", copilot.rejections());
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_header_names_with_underscores_are_dropped_like_http1_ones() {
+    let env = TestEnv::new();
+    let copilot = CopilotApi::spawn(&env.ca, COPILOT_ID, COPILOT_SECRET);
+    let (ca, config) = intercept_config(&env, &copilot, "");
+    let proxy = start_sidekey(&env, &config).await;
+
+    let client = h2_client(proxy.proxy_addr(), &ca);
+    let resp = client
+        .get("https://api.copilot.cx/v1/users")
+        .header("authorization_", "Basic bWluZTptaW5l")
+        .header("content_length", "5")
+        .header("x_trace", "t1")
+        .header("x-kept", "1")
+        .send()
+        .await
+        .expect("a response through the tunnel");
+    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(resp.status(), 200, "{:?}", copilot.rejections());
+    let rec = copilot.last_request().expect("a request");
+    let names: Vec<&str> = rec.headers.keys().map(|n| n.as_str()).collect();
+    assert!(
+        names.iter().all(|n| !n.contains('_')),
+        "a name with '_' was forwarded: {names:?}"
+    );
+    assert_eq!(rec.header_values("authorization"), [COPILOT_AUTH]);
+    assert_eq!(rec.header_values("x-kept"), ["1"]);
+    assert_eq!(
+        metric(&proxy, "sidekey_header_fields_dropped_total").await,
+        3.0
+    );
+    drop(client);
+    proxy.shutdown().await;
+}

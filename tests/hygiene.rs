@@ -302,3 +302,234 @@ async fn response_hop_by_hop_headers_are_stripped() {
     assert_eq!(resp.header("x-kept"), Some("end-to-end"));
     assert_eq!(resp.body_text(), r#"{"ok":true}"#);
 }
+
+/// A request with header names that hold `_`: a backend that folds `_`
+/// into `-` would read most of them as the injected credential, framing or
+/// forwarding fields.
+const UNDERSCORED: &str = concat!(
+    "GET http://echo.example.test/u HTTP/1.1\r\n",
+    "Host: echo.example.test\r\n",
+    "X_Api_Key: mine\r\n",
+    "Content_Length: 5\r\n",
+    "Transfer_Encoding: chunked\r\n",
+    "X_Forwarded_For: 10.0.0.1\r\n",
+    "Host_: evil.example\r\n",
+    "X_Trace: t1\r\n",
+    "X-Kept: end-to-end\r\n",
+    "\r\n",
+);
+
+const DROPPED: &str = "sidekey_header_fields_dropped_total";
+
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped_by_default_and_counted() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), "")).await;
+
+    let resp = parse_response(&raw(proxy.proxy_addr(), UNDERSCORED.as_bytes()).await);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let rec = server.last_request().expect("request forwarded");
+    let names: Vec<&str> = rec.headers.keys().map(|n| n.as_str()).collect();
+    assert!(
+        names.iter().all(|n| !n.contains('_')),
+        "a name with '_' was forwarded: {names:?}"
+    );
+    assert_eq!(rec.header_values("x-api-key"), ["echo-key"]);
+    assert_eq!(rec.header_values("x-kept"), ["end-to-end"]);
+    assert_eq!(metric(&proxy, DROPPED).await, 6.0);
+}
+
+#[tokio::test]
+async fn allowed_underscores_still_never_fold_to_injected_or_framing_names() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let extra = r#"underscores_in_headers = "allow""#;
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), extra)).await;
+
+    let resp = parse_response(&raw(proxy.proxy_addr(), UNDERSCORED.as_bytes()).await);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let rec = server.last_request().expect("request forwarded");
+    assert_eq!(rec.header_values("x_trace"), ["t1"]);
+    assert_eq!(rec.header_values("host_"), ["evil.example"]);
+    for name in [
+        "x_api_key",
+        "content_length",
+        "transfer_encoding",
+        "x_forwarded_for",
+    ] {
+        assert!(!rec.has_header(name), "{name} forwarded: {:?}", rec.headers);
+    }
+    assert_eq!(rec.header_values("x-api-key"), ["echo-key"]);
+    assert_eq!(metric(&proxy, DROPPED).await, 4.0);
+}
+
+#[tokio::test]
+async fn rejected_underscores_get_400_naming_the_route() {
+    let env = TestEnv::new();
+    let server = StandIn::ok(None);
+    let extra = r#"underscores_in_headers = "reject""#;
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), extra)).await;
+
+    let resp = parse_response(&raw(proxy.proxy_addr(), UNDERSCORED.as_bytes()).await);
+    assert_eq!(resp.status, 400, "{}", resp.body_text());
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).expect("a JSON body");
+    assert_eq!(body["route"], "echo", "{body}");
+    assert_eq!(body["error"], "bad_request", "{body}");
+    assert_eq!(server.request_count(), 0, "nothing reached the upstream");
+    // Names without '_' still pass.
+    let plain =
+        "GET http://echo.example.test/u HTTP/1.1\r\nHost: echo.example.test\r\nX-Trace: 1\r\n\r\n";
+    let resp = parse_response(&raw(proxy.proxy_addr(), plain.as_bytes()).await);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+}
+
+/// A query token with characters that encodings change.
+const ODD_TOKEN: &str = "tok/en+ SECRET";
+
+/// Percent-encodes everything but unreserved characters (as
+/// `encodeURIComponent` or Python's `quote(s, safe="")` do).
+fn pct(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Form-encodes (`application/x-www-form-urlencoded`: a space is `+`).
+fn form(s: &str) -> String {
+    s.split(' ').map(pct).collect::<Vec<_>>().join("+")
+}
+
+#[tokio::test]
+async fn an_applied_token_is_scrubbed_from_redirects_in_every_encoding() {
+    let env = TestEnv::new();
+    // Answers each path with the token in one form, in one of the four
+    // fields; 401 without the token.
+    let server = StandIn::spawn_fn(None, |rec| {
+        // As sent (encoded), decoded.
+        let sent = rec.query_values("access_token").pop().unwrap_or_default();
+        let token = percent_encoding::percent_decode_str(&sent).decode_utf8_lossy();
+        if token != ODD_TOKEN {
+            return empty_reply(StatusCode::UNAUTHORIZED);
+        }
+        let (name, value) = match rec.path() {
+            "/raw" => ("location", format!("/p/{token}/q?keep=1")),
+            "/once" => (
+                "content-location",
+                format!("/login?r={}&keep=1", pct(&token)),
+            ),
+            "/twice" => ("location", format!("/login?r={}&keep=1", pct(&pct(&token)))),
+            "/form" => (
+                "link",
+                format!("</login?r={}&keep=1>; rel=\"next\"", form(&token)),
+            ),
+            "/form-twice" => (
+                "location",
+                format!("/login?r={}&keep=1", pct(&form(&token))),
+            ),
+            "/refresh" => (
+                "refresh",
+                format!("0; url=/next?access_token={}&keep=1", pct(&token)),
+            ),
+            "/nested" => (
+                "refresh",
+                format!(
+                    "0; url=/login?return_to={}&keep=1",
+                    pct(&format!(
+                        "http://query.example.test/a?access_token={}",
+                        pct(&token)
+                    ))
+                ),
+            ),
+            _ => return empty_reply(StatusCode::NOT_FOUND),
+        };
+        http::Response::builder()
+            .status(StatusCode::FOUND)
+            .header(name, value)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("valid reply")
+    });
+    let config = proxy_toml(
+        &env,
+        "",
+        &[connect_to("query.example.test:80", server.addr())],
+    ) + &format!(
+        r#"
+[[route]]
+name = "query"
+host = "query.example.test"
+upstream = "http://query.example.test"
+[route.auth]
+kind = "query"
+param = "access_token"
+token = "{ODD_TOKEN}"
+"#
+    );
+    let proxy = start_sidekey(&env, &config).await;
+
+    for (path, name, want) in [
+        ("/raw", "location", "/p//q?keep=1"),
+        ("/once", "content-location", "/login?r=&keep=1"),
+        ("/twice", "location", "/login?r=&keep=1"),
+        ("/form", "link", "</login?r=&keep=1>; rel=\"next\""),
+        ("/form-twice", "location", "/login?r=&keep=1"),
+        ("/refresh", "refresh", "0; url=/next?keep=1"),
+        (
+            "/nested",
+            "refresh",
+            "0; url=/login?return_to=http%3A%2F%2Fquery%2Eexample%2Etest%2Fa%3Faccess%5Ftoken%3D&keep=1",
+        ),
+    ] {
+        let resp = get(proxy.proxy_addr(), &format!("http://query.example.test{path}")).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "{path}: {}", body_text(&resp));
+        let got = resp.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(want), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_signature_is_scrubbed_from_a_redirect_that_nests_the_signed_url() {
+    let env = TestEnv::new();
+    // Sends the client to a login page that returns to the signed URL.
+    let server = StandIn::spawn_fn(None, |rec| {
+        let url = format!("http://consumer.kouponmedia.com{}", rec.target());
+        http::Response::builder()
+            .status(StatusCode::FOUND)
+            .header(
+                "location",
+                format!("https://login.example/?return_to={}", pct(&url)),
+            )
+            .header(
+                "x-signed",
+                rec.query_pairs()
+                    .last()
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+            )
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("valid reply")
+    });
+    let config = proxy_toml(
+        &env,
+        "",
+        &[connect_to("consumer.kouponmedia.com:80", server.addr())],
+    ) + &koupon_route();
+    let proxy = start_sidekey(&env, &config).await;
+
+    let resp = get(
+        proxy.proxy_addr(),
+        "http://consumer.kouponmedia.com/v2/offers?zip=10001",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let signature = resp.headers()["x-signed"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    assert_eq!(signature.len(), 40, "the stand-in saw a signature");
+    let location = resp.headers()["location"].to_str().expect("ASCII");
+    assert!(
+        location.starts_with("https://login.example/?return_to="),
+        "{location}"
+    );
+    assert!(location.contains("zip%3D10001"), "{location}");
+    assert!(!location.contains(&signature), "{location}");
+}

@@ -249,3 +249,66 @@ async fn a_small_body_kept_for_a_retry_is_bounded_by_request_timeout_too() {
     assert_eq!(resp.header("x-sidekey-error"), Some("upstream_timeout"));
     assert!(api.requests().iter().all(|r| r.path() != "/slow"));
 }
+
+/// `max_request_body = "100"` in front of a stand-in that records what
+/// reaches it.
+async fn capped_echo(env: &TestEnv) -> (StandIn, sidekey::RunningProxy) {
+    let server = StandIn::ok(None);
+    let config = echo_config(env, server.addr(), r#"max_request_body = "100""#);
+    let proxy = start_sidekey(env, &config).await;
+    (server, proxy)
+}
+
+fn json_of(resp: &RawResponse) -> serde_json::Value {
+    serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", resp.body_text()))
+}
+
+#[tokio::test]
+async fn a_declared_length_over_max_request_body_gets_413_before_the_body_is_sent() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new();
+    let (server, proxy) = capped_echo(&env).await;
+    // Only the head: the answer must come without the body.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.proxy_addr())
+        .await
+        .expect("connect");
+    let head = "POST http://echo.example.test/up HTTP/1.1\r\nHost: echo.example.test\r\nContent-Length: 101\r\n\r\n";
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let resp = read_response(&mut tcp).await;
+    assert_eq!(resp.status, 413, "{}", resp.body_text());
+    let body = json_of(&resp);
+    assert_eq!(body["route"], "echo", "{body}");
+    assert_eq!(body["error"], "request_body_too_large", "{body}");
+    assert_eq!(server.request_count(), 0, "nothing was sent upstream");
+
+    // At the limit, it goes through.
+    let mut request = "POST http://echo.example.test/up HTTP/1.1\r\nHost: echo.example.test\r\nContent-Length: 100\r\n\r\n".as_bytes().to_vec();
+    request.extend_from_slice(&[b'x'; 100]);
+    let resp = parse_response(&raw(proxy.proxy_addr(), &request).await);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(server.last_request().map(|r| r.body_len), Some(100));
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_max_request_body_is_stopped_with_413() {
+    let env = TestEnv::new();
+    let (server, proxy) = capped_echo(&env).await;
+    let chunked_request = |size: usize| {
+        let mut request = "POST http://echo.example.test/up HTTP/1.1\r\nHost: echo.example.test\r\nTransfer-Encoding: chunked\r\n\r\n".as_bytes().to_vec();
+        request.extend_from_slice(&chunked(&vec![b'y'; size], 30));
+        request
+    };
+    let resp = parse_response(&raw(proxy.proxy_addr(), &chunked_request(100)).await);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(server.last_request().map(|r| r.body_len), Some(100));
+
+    let resp = parse_response(&raw(proxy.proxy_addr(), &chunked_request(250)).await);
+    assert_eq!(resp.status, 413, "{}", resp.body_text());
+    let body = json_of(&resp);
+    assert_eq!(body["error"], "request_body_too_large", "{body}");
+    assert!(
+        server.requests().iter().all(|r| r.body_len <= 100),
+        "no body over the limit reached the upstream whole"
+    );
+}

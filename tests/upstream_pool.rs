@@ -209,3 +209,54 @@ async fn an_upstream_that_drops_idle_connections_gets_each_request_once() {
     }
     assert_eq!(*count.borrow(), 5, "each request reached the upstream once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_beyond_pool_max_idle_per_host_are_closed() {
+    const CLIENTS: usize = 20;
+    const KEPT: usize = 4;
+    let env = TestEnv::new();
+    // Holds every request until all are in flight: one upstream connection
+    // each.
+    let gate = Gate::new();
+    let held = gate.clone();
+    let server = StandIn::spawn(None, move |rec| {
+        let held = held.clone();
+        async move {
+            held.wait().await;
+            match rec.header("x-api-key") {
+                Some("echo-key") => empty_reply(StatusCode::OK),
+                _ => empty_reply(StatusCode::UNAUTHORIZED),
+            }
+        }
+    });
+    let extra = format!("workers = 1\npool_max_idle_per_host = {KEPT}");
+    let proxy = start_sidekey(&env, &echo_config(&env, server.addr(), &extra)).await;
+    let addr = proxy.proxy_addr();
+    let burst = |n: usize| {
+        (0..n)
+            .map(|i| {
+                tokio::spawn(
+                    async move { get(addr, &format!("http://echo.example.test/b{i}")).await },
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let clients = burst(CLIENTS);
+    server.wait_for_requests(CLIENTS).await;
+    assert_eq!(server.connection_count(), CLIENTS, "one connection each");
+    gate.open();
+    for client in clients {
+        let resp = client.await.expect("a client task");
+        assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    }
+    // sidekey closes all but the idle ones it may keep.
+    server.wait_for_closed(CLIENTS - KEPT).await;
+    assert_eq!(server.closed_count(), CLIENTS - KEPT);
+    // Those it kept serve the next requests: no new connection.
+    for client in burst(KEPT) {
+        let resp = client.await.expect("a client task");
+        assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
+    }
+    assert_eq!(server.connection_count(), CLIENTS);
+    assert_eq!(server.closed_count(), CLIENTS - KEPT);
+}

@@ -55,6 +55,7 @@ impl Runtime {
             None => Arc::new(Upstreams::new(
                 Connector::new(&config.proxy, identities)?,
                 config.proxy.pool_idle_timeout,
+                config.proxy.pool_max_idle_per_thread(),
             )),
         };
         // The shared cache (its Redis connection) is kept while its

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use thiserror::Error;
 
 use crate::wire::deadline::Progress;
 use crate::wire::h1::server::RequestBody;
@@ -23,7 +24,15 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
     /// A client's request body, read from its connection as it goes.
     Request(RequestBody),
+    /// The same, of unknown length (chunked), cut at `max_request_body`:
+    /// `left` more bytes may come.
+    Capped { body: RequestBody, left: u64 },
 }
+
+/// A client's request body is larger than `proxy.max_request_body`.
+#[derive(Debug, Error)]
+#[error("the request body is larger than max_request_body")]
+pub(crate) struct BodyTooLarge;
 
 impl ProxyBody {
     pub(crate) fn empty() -> ProxyBody {
@@ -35,12 +44,29 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
+    /// A client's body under `max` bytes (`max_request_body`; 0: no
+    /// limit): refused at once when its declared length is over; one of
+    /// unknown length fails as it streams, at the byte over. Out of line:
+    /// only called with a limit set.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn limited(body: RequestBody, max: u64) -> Result<ProxyBody, BodyTooLarge> {
+        if max == 0 {
+            return Ok(ProxyBody::Request(body));
+        }
+        match body.size_hint().exact() {
+            Some(n) if n > max => Err(BodyTooLarge),
+            Some(_) => Ok(ProxyBody::Request(body)),
+            None => Ok(ProxyBody::Capped { body, left: max }),
+        }
+    }
+
     /// When a client's streamed request body last moved (the others do
     /// not wait on anyone).
     pub(crate) fn progress(&self) -> Option<&Arc<Progress>> {
         match self {
-            ProxyBody::Request(body) => body.progress(),
-            _ => None,
+            ProxyBody::Request(body) | ProxyBody::Capped { body, .. } => body.progress(),
+            ProxyBody::Full(_) => None,
         }
     }
 }
@@ -62,13 +88,24 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Request(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Capped { body, left } => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    let len = data.map_or(0, |d| d.len() as u64);
+                    match left.checked_sub(len) {
+                        Some(rest) => *left = rest,
+                        None => return Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+                    }
+                }
+                Poll::Ready(frame)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
-            ProxyBody::Request(body) => body.is_end_stream(),
+            ProxyBody::Request(body) | ProxyBody::Capped { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -77,7 +114,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ProxyBody::Request(body) => body.size_hint(),
+            ProxyBody::Request(body) | ProxyBody::Capped { body, .. } => body.size_hint(),
         }
     }
 }

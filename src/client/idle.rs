@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 use foldhash::HashMap;
 use std::sync::Arc;
 
-/// At most this many idle HTTP/1.1 connections are kept per upstream and
-/// thread; more are closed when their response ends.
-pub(crate) const MAX_IDLE_PER_UPSTREAM: usize = 256;
-
 /// The pool key: the upstream's `host[:port]`, shared by its entries.
 pub(crate) type Key = Arc<str>;
 
@@ -39,6 +35,9 @@ pub(crate) trait Shared: Clone {
 pub(crate) struct Owner {
     pub generation: u64,
     pub idle_timeout: Duration,
+    /// At most this many idle HTTP/1.1 connections are kept per upstream
+    /// (by this thread); more are closed when their response ends.
+    pub max_idle: usize,
 }
 
 /// A connection taken from the pool.
@@ -133,14 +132,14 @@ impl<C: Lent, S: Shared> IdlePool<C, S> {
     }
 
     /// Gives back an HTTP/1.1 connection whose exchange ended cleanly (it
-    /// is closed instead past [`MAX_IDLE_PER_UPSTREAM`], or if its config
-    /// is gone).
+    /// is closed instead when `owner.max_idle` are idle already, or if its
+    /// config is gone).
     pub(crate) fn put_h1(&mut self, owner: Owner, https: bool, key: Key, conn: C, now: Instant) {
         if let Some(pool) = self.of(owner, https) {
             let host = pool
                 .entry(key.clone())
                 .or_insert_with(|| Host::new(key, now));
-            if host.h1.len() < MAX_IDLE_PER_UPSTREAM {
+            if host.h1.len() < owner.max_idle {
                 host.h1.push((conn, now));
             }
         }
@@ -223,11 +222,13 @@ mod tests {
     }
 
     const IDLE: Duration = Duration::from_secs(90);
+    const MAX_IDLE: usize = 8;
 
     fn owner(generation: u64) -> Owner {
         Owner {
             generation,
             idle_timeout: IDLE,
+            max_idle: MAX_IDLE,
         }
     }
 
@@ -317,10 +318,17 @@ mod tests {
     fn at_most_max_idle_connections_are_kept_per_upstream() {
         let mut pool = IdlePool::<Conn, Sender>::default();
         let now = Instant::now();
-        for id in 0..(MAX_IDLE_PER_UPSTREAM as u32 + 10) {
+        for id in 0..(MAX_IDLE as u32 + 10) {
             pool.put_h1(owner(1), false, Arc::from("a:80"), conn(id).0, now);
+            pool.put_h1(owner(1), false, Arc::from("b:80"), conn(id).0, now);
         }
-        assert_eq!(pool.len(), MAX_IDLE_PER_UPSTREAM);
+        assert_eq!(pool.len(), 2 * MAX_IDLE, "each upstream keeps its own");
+        let none = Owner {
+            max_idle: 0,
+            ..owner(1)
+        };
+        pool.put_h1(none, false, Arc::from("c:80"), conn(0).0, now);
+        assert_eq!(pool.len(), 2 * MAX_IDLE, "0 keeps none");
     }
 
     #[test]

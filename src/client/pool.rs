@@ -37,7 +37,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 
-use super::body::ProxyBody;
+use super::body::{BodyTooLarge, ProxyBody};
 use super::connector::{ConnectError, Connector, Identity, Io};
 use super::idle::{IdlePool, Key, Lent, Owner, Pooled, Shared};
 use crate::wire::deadline::{Deadline, Stalled};
@@ -122,11 +122,18 @@ impl SendError {
             .is_some_and(|e| e.downcast_ref::<Stalled>().is_some())
     }
 
+    /// The client's request body went over `max_request_body`.
+    pub(crate) fn request_body_too_large(&self) -> bool {
+        self.client_cause()
+            .is_some_and(|e| e.downcast_ref::<BodyTooLarge>().is_some())
+    }
+
     /// The error of the client's side underneath, if that is what failed.
     fn client_cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = cause {
             if e.downcast_ref::<Stalled>().is_some()
+                || e.downcast_ref::<BodyTooLarge>().is_some()
                 || e.downcast_ref::<ChunkError>().is_some()
                 || e.downcast_ref::<IncompleteBody>().is_some()
             {
@@ -146,7 +153,9 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
-    pub(crate) fn new(connector: Connector, idle_timeout: Duration) -> Upstreams {
+    /// `max_idle`: idle HTTP/1.1 connections kept per upstream by each
+    /// thread.
+    pub(crate) fn new(connector: Connector, idle_timeout: Duration, max_idle: usize) -> Upstreams {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Upstreams {
             connector,
@@ -154,6 +163,7 @@ impl Upstreams {
             owner: Owner {
                 generation: NEXT.fetch_add(1, Ordering::Relaxed),
                 idle_timeout,
+                max_idle,
             },
         }
     }

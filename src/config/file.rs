@@ -46,6 +46,9 @@ pub(crate) struct FileProxy {
     pub(crate) retry_body_limit: Option<String>,
     pub(crate) ready_requires_tokens: Option<bool>,
     pub(crate) workers: Option<usize>,
+    pub(crate) underscores_in_headers: Option<String>,
+    pub(crate) max_request_body: Option<String>,
+    pub(crate) pool_max_idle_per_host: Option<usize>,
     /// `[proxy.intercept]`: TLS interception with a local CA.
     pub(crate) intercept: Option<FileIntercept>,
     /// A corporate HTTP proxy every upstream connection goes through.

@@ -39,7 +39,7 @@ pub(crate) use auth::{
 pub use client_tls::ClientTls;
 pub(crate) use intercept::InterceptSettings;
 pub(crate) use problems::{Ctx, Problem};
-pub(crate) use proxy::{Forwarded, ProxySettings, Unmatched};
+pub(crate) use proxy::{Forwarded, ProxySettings, Underscores, Unmatched};
 pub use route::{HostPattern, RouteConfig, UpstreamUrl};
 pub use shared_cache::SharedCacheSettings;
 pub use upstream_proxy::UpstreamProxy;

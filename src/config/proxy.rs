@@ -37,6 +37,19 @@ pub(crate) enum Forwarded {
     XForwarded,
 }
 
+/// What to do with a client header field whose name holds `_`
+/// (`underscores_in_headers`). Whatever the rule, a field whose name folds
+/// to a framing, hop-by-hop or injected one is never forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Underscores {
+    /// Leave it out and count it (the default, as nginx does).
+    Drop,
+    /// Forward it.
+    Allow,
+    /// Refuse the request (400).
+    Reject,
+}
+
 /// Validated `[proxy]` settings.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -64,6 +77,11 @@ pub struct ProxySettings {
     pub(crate) ready_requires_tokens: bool,
     /// Worker threads serving client connections (one per core by default).
     pub(crate) workers: usize,
+    pub(crate) underscores: Underscores,
+    /// The largest request body forwarded; 0: no limit.
+    pub(crate) max_request_body: u64,
+    /// Idle HTTP/1.1 connections kept per upstream, over all workers.
+    pub(crate) pool_max_idle_per_host: usize,
     /// `[proxy.intercept]`: TLS interception (CONNECT tunnels and the TLS
     /// listener), with the local CA already loaded and checked.
     pub intercept: Option<InterceptSettings>,
@@ -118,6 +136,31 @@ impl ProxySettings {
                 ("x-forwarded", Forwarded::XForwarded),
             ],
         );
+        let underscores = ctx.choice(
+            "underscores_in_headers",
+            raw.underscores_in_headers.as_deref(),
+            Underscores::Drop,
+            &[
+                ("drop", Underscores::Drop),
+                ("allow", Underscores::Allow),
+                ("reject", Underscores::Reject),
+            ],
+        );
+        let max_request_body = match raw.max_request_body.as_deref() {
+            None => Some(0),
+            Some(v) => ctx
+                .expand("max_request_body", v)
+                .and_then(|v| match parse_size(&v) {
+                    Some(n) => Some(n as u64),
+                    None => {
+                        ctx.problem(
+                            "max_request_body",
+                            "not a size; write e.g. \"10MiB\" (0: no limit)",
+                        );
+                        None
+                    }
+                }),
+        };
         let mut connect_to = HashMap::new();
         for (from, to) in &raw.connect_to {
             let key = format!("connect_to.\"{from}\"");
@@ -223,9 +266,21 @@ impl ProxySettings {
             retry_body_limit: retry_body_limit?,
             ready_requires_tokens: raw.ready_requires_tokens.unwrap_or(false),
             workers,
+            underscores: underscores?,
+            max_request_body: max_request_body?,
+            pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(64),
             intercept: intercept?,
             shared_cache: shared_cache?,
         })
+    }
+}
+
+impl ProxySettings {
+    /// Idle upstream connections each worker thread keeps per upstream:
+    /// `pool_max_idle_per_host` shared out over the threads (each keeps
+    /// its own, so that a request never waits for a lock), rounded up.
+    pub(crate) fn pool_max_idle_per_thread(&self) -> usize {
+        self.pool_max_idle_per_host.div_ceil(self.workers)
     }
 }
 
@@ -244,6 +299,7 @@ pub(super) fn parse_size(s: &str) -> Option<usize> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         _ => return None,
     };
     n.checked_mul(mult)

@@ -41,6 +41,7 @@ impl ProxySettings {
             && self.upstream_proxy == other.upstream_proxy
             && self.connect_timeout == other.connect_timeout
             && self.pool_idle_timeout == other.pool_idle_timeout
+            && self.pool_max_idle_per_thread() == other.pool_max_idle_per_thread()
     }
 
     /// Whether the interception set up under `self` (CA, leaf cache, TLS

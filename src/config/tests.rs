@@ -227,6 +227,8 @@ listen = "localhost"
 connect_timeout = "5 parsecs"
 unmatched = "allow"
 workers = 0
+underscores_in_headers = "fold"
+max_request_body = "lots"
 [[route]]
 name = "bad name"
 host = "https://api.example.com"
@@ -245,6 +247,8 @@ algorithm = "md5"
         "proxy: connect_timeout:",
         "proxy: unmatched:",
         "proxy: workers:",
+        "proxy: underscores_in_headers:",
+        "proxy: max_request_body:",
         "route \"bad name\": name:",
         "route \"bad name\": host:",
         "route \"bad name\": path_prefix:",
@@ -603,4 +607,27 @@ store = "code.token"
     // One certificate used four times is one identity (one TLS config,
     // one pool).
     assert_eq!(config.client_identities().len(), 1);
+}
+
+#[test]
+fn leak_path_limits_have_safe_defaults_and_parse() {
+    let defaults = parse_with("", &HashMap::new()).unwrap().proxy;
+    assert_eq!(defaults.underscores, crate::config::Underscores::Drop);
+    assert_eq!(defaults.max_request_body, 0, "no limit by default");
+    assert_eq!(defaults.pool_max_idle_per_host, 64);
+    let text = r#"
+[proxy]
+workers = 3
+underscores_in_headers = "reject"
+max_request_body = "10MiB"
+pool_max_idle_per_host = 8
+"#;
+    let proxy = parse_with(text, &HashMap::new()).unwrap().proxy;
+    assert_eq!(proxy.underscores, crate::config::Underscores::Reject);
+    assert_eq!(proxy.max_request_body, 10 << 20);
+    assert_eq!(
+        proxy.pool_max_idle_per_thread(),
+        3,
+        "8 over 3 threads, rounded up"
+    );
 }

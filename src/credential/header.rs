@@ -57,6 +57,10 @@ impl HeaderInjector {
         Ok(value)
     }
 
+    pub(crate) fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
     pub(crate) fn source(&self) -> &TokenSource {
         &self.source
     }

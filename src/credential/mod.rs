@@ -137,6 +137,33 @@ impl Credential {
         }
     }
 
+    /// The header fields this credential sets: a client field whose name
+    /// folds to one (`X_Api_Key` for `X-Api-Key`) is never forwarded.
+    pub(crate) fn header_names(&self) -> Vec<&str> {
+        match self {
+            Credential::Basic(_) => vec!["authorization"],
+            Credential::Header(h) => vec![h.name().as_str()],
+            Credential::AwsSigV4(_) => vec![
+                "authorization",
+                "x-amz-date",
+                "x-amz-content-sha256",
+                "x-amz-security-token",
+            ],
+            Credential::None | Credential::Query(_) | Credential::SignedUrl(_) => Vec::new(),
+        }
+    }
+
+    /// The query parameters whose values are secrets (a token, a
+    /// signature): their values are scrubbed wherever they appear in
+    /// `Location`-like response headers, encoded or not.
+    pub(crate) fn secret_params(&self) -> &[String] {
+        match self {
+            Credential::Query(q) => std::slice::from_ref(q.param()),
+            Credential::SignedUrl(s) => s.signature_param(),
+            _ => &[],
+        }
+    }
+
     /// The token source, for kinds that have one.
     pub(crate) fn token_source(&self) -> Option<&TokenSource> {
         match self {

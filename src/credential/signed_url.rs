@@ -155,6 +155,12 @@ impl SignedUrl {
         &self.params
     }
 
+    /// The signature parameter's name (its value is scrubbed from
+    /// responses).
+    pub(crate) fn signature_param(&self) -> &[String] {
+        &self.params[2..]
+    }
+
     /// Signs `target` as of `timestamp` (epoch seconds): its parameters
     /// are appended to the query in place, and the URL is fed to the HMAC
     /// in its parts, without building it.

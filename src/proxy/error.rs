@@ -54,6 +54,10 @@ pub(crate) enum ProxyError {
         #[source]
         cause: SendError,
     },
+    /// The request body is (or declares itself) larger than
+    /// `max_request_body`.
+    #[error("the request body is larger than max_request_body")]
+    BodyTooLarge,
     /// Inside a TLS connection sidekey terminated for one host, a request
     /// for another (RFC 9110 15.5.20).
     #[error("this connection is for another host than {host:?}")]
@@ -92,6 +96,7 @@ impl ProxyError {
             ProxyError::RequestBody { stalled: true, .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RequestBody { stalled: false, .. } => StatusCode::BAD_REQUEST,
             ProxyError::TraceNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -114,6 +119,7 @@ impl ProxyError {
             ProxyError::TraceNotAllowed => "method_not_allowed",
             ProxyError::NotAllowed => "not_allowed",
             ProxyError::SignedBodyTooLarge { .. } => "payload_too_large",
+            ProxyError::BodyTooLarge => "request_body_too_large",
             ProxyError::Misdirected { .. } => "misdirected_request",
         }
     }

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::host::RequestHost;
 use super::tunnel::{self, Tunnel};
-use super::upgrade;
+use super::{scrub, underscores, upgrade};
 use super::{Reply, Runtime, Shared};
 use crate::client::connector::Identity;
 use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
@@ -30,7 +30,7 @@ use crate::config::{Forwarded, Unmatched};
 use crate::credential::{Applied, Credential};
 use crate::proxy::error::ProxyError;
 use crate::route::Route;
-use crate::target::{scrub_link_header, scrub_url, Target};
+use crate::target::Target;
 use crate::wire::deadline::Deadline;
 use crate::wire::h1::response::HeadError;
 use crate::wire::h1::server::{serve, ClientRequest, Limits, ReadHalf};
@@ -306,9 +306,16 @@ fn prepare(
             Unmatched::Reject => Err(ProxyError::NoRoute {
                 host: host_name.to_string(),
             }),
-            Unmatched::Passthrough => Ok(Next::Passthrough(Box::new(passthrough_plan(
-                req, host_name,
-            )))),
+            Unmatched::Passthrough => {
+                let mut plan = passthrough_plan(req, host_name, runtime.settings.max_request_body)?;
+                underscores::apply(
+                    runtime.settings.underscores,
+                    &shared.metrics.header_fields_dropped,
+                    &mut plan.out.headers,
+                    None,
+                )?;
+                Ok(Next::Passthrough(Box::new(plan)))
+            }
         };
     };
     *matched = Some(route.clone());
@@ -334,6 +341,10 @@ fn prepare(
         body,
         ..
     } = req;
+    let body = match runtime.settings.max_request_body {
+        0 => ProxyBody::from(body),
+        max => ProxyBody::limited(body, max).map_err(|_| ProxyError::BodyTooLarge)?,
+    };
     let target = route
         .config
         .target(host, uri.path(), uri.query())
@@ -341,6 +352,15 @@ fn prepare(
     // The client's fields without hop-by-hop ones (left out as they are
     // written).
     let mut headers = ForwardHeaders::new(fields);
+    // Usually the parser found no `_` in the header lines: nothing to do.
+    if headers.client().may_have_underscores() {
+        underscores::apply(
+            runtime.settings.underscores,
+            &shared.metrics.header_fields_dropped,
+            &mut headers,
+            Some(&route),
+        )?;
+    }
     // The upstream's own Host (built once per route; for a wildcard route
     // without `upstream`, the pool sets it from the request's host).
     match &route.host_header {
@@ -364,7 +384,7 @@ fn prepare(
             method,
             target: String::new(),
             headers,
-            body: ProxyBody::from(body),
+            body,
         },
     }))
 }
@@ -372,14 +392,13 @@ fn prepare(
 async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError> {
     let Plan { route, target, out } = plan;
     let route = &**route;
-    let injected = route.credential.injected_params();
     // A credential that signs the body (SigV4, `payload = "signed"`)
     // gets it whole, read before anything goes upstream.
     if let Some(limit) = route.credential.signed_body_limit() {
         let bytes = read_signed_body(runtime, out, limit).await?;
         out.body = ProxyBody::full(bytes.clone());
         let (response, _) = attempt(runtime, route, target, out, Some(&bytes)).await?;
-        return clean_response(response, injected);
+        return clean_response(response, Some(&route.credential), &out.target);
     }
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
@@ -398,7 +417,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         if response.status == StatusCode::UNAUTHORIZED {
             route.credential.reject(&applied);
         }
-        return clean_response(response, injected);
+        return clean_response(response, Some(&route.credential), &out.target);
     };
     let bytes = if len == 0 {
         // Nothing to read (and nothing to wait for).
@@ -436,9 +455,9 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         target.restore_origin_form(std::mem::take(&mut out.target));
         out.body = ProxyBody::full(bytes);
         let (response, _) = attempt(runtime, route, target, out, None).await?;
-        return clean_response(response, injected);
+        return clean_response(response, Some(&route.credential), &out.target);
     }
-    clean_response(response, injected)
+    clean_response(response, Some(&route.credential), &out.target)
 }
 
 /// Reads the whole request body for a credential that signs it: at most
@@ -512,7 +531,11 @@ async fn attempt(
 
 /// The upstream request for an unconfigured host: as the client sent it,
 /// to the host it named.
-fn passthrough_plan(req: ClientRequest, host: &str) -> Passthrough {
+fn passthrough_plan(
+    req: ClientRequest,
+    host: &str,
+    max_body: u64,
+) -> Result<Passthrough, ProxyError> {
     let authority = match req.uri.authority() {
         Some(a) => a.to_string(),
         None => req
@@ -525,7 +548,8 @@ fn passthrough_plan(req: ClientRequest, host: &str) -> Passthrough {
     let https = req.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let mut headers = ForwardHeaders::new(req.fields);
     headers.remove(&header::HOST);
-    Passthrough {
+    let body = ProxyBody::limited(req.body, max_body).map_err(|_| ProxyError::BodyTooLarge)?;
+    Ok(Passthrough {
         https,
         authority,
         out: Outgoing {
@@ -535,9 +559,9 @@ fn passthrough_plan(req: ClientRequest, host: &str) -> Passthrough {
                 .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
             method: req.method,
             headers,
-            body: ProxyBody::from(req.body),
+            body,
         },
-    }
+    })
 }
 
 /// Forwards a request for an unconfigured host unchanged.
@@ -555,7 +579,7 @@ async fn passthrough(runtime: &Runtime, mut plan: Passthrough) -> Result<Reply, 
         )
         .await
         .map_err(|e| send_error(e, timeout))?;
-    clean_response(response, &[])
+    clean_response(response, None, "")
 }
 
 fn add_forwarded(headers: &mut ForwardHeaders, mode: Forwarded, conn: &ConnInfo, host: &str) {
@@ -595,6 +619,7 @@ fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
             ProxyError::BadRequest("the upstream host cannot be forwarded to")
         }
         SendError::BadTarget => ProxyError::BadRequest("the request path cannot be forwarded"),
+        e if e.request_body_too_large() => ProxyError::BodyTooLarge,
         e if e.is_request_body() => {
             let stalled = e.request_body_stalled();
             ProxyError::RequestBody { stalled, cause: e }
@@ -604,16 +629,23 @@ fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
     }
 }
 
-/// Strips hop-by-hop headers and removes injected query parameters from
-/// URLs the upstream sends back. An HTTP/1.1 upstream's fields are passed
-/// on as they came (the connection leaves out the hop-by-hop ones as it
-/// writes them) unless a URL in them needs scrubbing.
-fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Reply, ProxyError> {
+/// Strips hop-by-hop headers and removes what the route injected into
+/// the URL from the URLs the upstream sends back ([`scrub`]): the injected
+/// parameters, and the values of the secret ones found in `sent` (the
+/// origin form sent). An HTTP/1.1 upstream's fields are passed on as they
+/// came (the connection leaves out the hop-by-hop ones as it writes them)
+/// unless a URL in them needs scrubbing.
+fn clean_response(
+    response: UpstreamResponse,
+    credential: Option<&Credential>,
+    sent: &str,
+) -> Result<Reply, ProxyError> {
     let UpstreamResponse { status, head, body } = response;
-    let scrubbed = [header::LOCATION, header::CONTENT_LOCATION, header::LINK];
+    let injected = credential.map_or(&[][..], Credential::injected_params);
     let mut headers = match head {
         ReplyHead::Upstream(raw)
-            if injected.is_empty() || !scrubbed.iter().any(|name| raw.contains(name.as_str())) =>
+            if injected.is_empty()
+                || !scrub::FIELDS.iter().any(|name| raw.contains(name.as_str())) =>
         {
             return Ok(Reply {
                 status,
@@ -629,28 +661,8 @@ fn clean_response(response: UpstreamResponse, injected: &[String]) -> Result<Rep
         ReplyHead::Map(headers) => headers,
     };
     strip_hop_by_hop(&mut headers);
-    if !injected.is_empty() {
-        for name in scrubbed {
-            let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
-            if values.is_empty() {
-                continue;
-            }
-            headers.remove(&name);
-            for value in values {
-                let Ok(text) = value.to_str() else {
-                    // Not text: cannot be checked, so not forwarded.
-                    continue;
-                };
-                let scrubbed = if name == header::LINK {
-                    scrub_link_header(text, injected)
-                } else {
-                    scrub_url(text, injected)
-                };
-                if let Ok(v) = HeaderValue::try_from(scrubbed) {
-                    headers.append(&name, v);
-                }
-            }
-        }
+    if let Some(credential) = credential.filter(|_| !injected.is_empty()) {
+        scrub::scrub(&mut headers, injected, credential.secret_params(), sent);
     }
     Ok(Reply {
         status,

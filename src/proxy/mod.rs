@@ -1,6 +1,8 @@
 //! The proxy layer: one request from a client to its upstream and back
-//! ([`handler`], routed by its [`host`]), and the one mapping from a
-//! failed request to its status and JSON body ([`error`]). What a request
+//! ([`handler`], routed by its [`host`]; client fields with `_` in their
+//! names dealt with by [`underscores`], credentials kept out of the
+//! response by [`scrub`]), and the one mapping from a failed request to
+//! its status and JSON body ([`error`]). What a request
 //! needs is a [`Runtime`], built from a config by `app`; a connection's
 //! shared state is [`Shared`].
 
@@ -8,7 +10,9 @@ pub(crate) mod error;
 pub(crate) mod h2_server;
 pub(crate) mod handler;
 pub mod host;
+pub(crate) mod scrub;
 pub(crate) mod tunnel;
+pub(crate) mod underscores;
 pub(crate) mod upgrade;
 
 use std::sync::atomic::AtomicBool;

@@ -20,6 +20,40 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// Fields sidekey frames, routes or sets itself besides the hop-by-hop
+/// ones: no client field whose name folds to one of these (see
+/// [`folds_to_reserved`]) is forwarded.
+const RESERVED: [&str; 8] = [
+    "content-length",
+    "host",
+    "expect",
+    "forwarded",
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Whether a backend that folds `_` into `-` and ignores case (CGI, WSGI,
+/// PHP and others) reads the field name `name` as `other`.
+pub(crate) fn folds_to(name: &[u8], other: &[u8]) -> bool {
+    let dash = |b: u8| b == b'-' || b == b'_';
+    name.len() == other.len()
+        && name
+            .iter()
+            .zip(other)
+            .all(|(a, b)| a.eq_ignore_ascii_case(b) || (dash(*a) && dash(*b)))
+}
+
+/// Whether `name` folds to a framing, hop-by-hop or forwarding field
+/// name, or `Host`.
+pub(crate) fn folds_to_reserved(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .chain(&RESERVED)
+        .any(|r| folds_to(name, r.as_bytes()))
+}
+
 /// True for headers that must not cross the proxy.
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     is_hop_by_hop_name(name.as_str().as_bytes())
@@ -173,6 +207,11 @@ impl ForwardHeaders {
         }
     }
 
+    /// The client's fields, as they came.
+    pub(crate) fn client(&self) -> &RawFields {
+        &self.client
+    }
+
     /// Sets `name` to `value`, replacing every value the client sent or
     /// sidekey added before.
     pub(crate) fn insert(&mut self, name: HeaderName, value: HeaderValue) {
@@ -308,6 +347,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn names_fold_underscores_and_case() {
+        assert!(folds_to(b"X_Api_Key", b"x-api-key"));
+        assert!(folds_to(b"x-api_key", b"X-API-KEY"));
+        assert!(!folds_to(b"X_Api_Key2", b"x-api-key"));
+        assert!(!folds_to(b"X.Api.Key", b"x-api-key"));
+        for name in [
+            "Transfer_Encoding",
+            "Content_Length",
+            "CONNECTION",
+            "X_Forwarded_For",
+        ] {
+            assert!(folds_to_reserved(name.as_bytes()), "{name}");
+        }
+        for name in ["Host_", "X_Request_Id", "Content_Type"] {
+            assert!(!folds_to_reserved(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -387,6 +387,11 @@ impl StandIn {
         *self.shared.connections_tx.borrow()
     }
 
+    /// Connections that have ended (closed by either side).
+    pub fn closed_count(&self) -> usize {
+        *self.shared.closed_tx.borrow()
+    }
+
     /// Connections whose TLS handshake failed (e.g. the client did not trust the CA).
     pub fn tls_failures(&self) -> usize {
         *self.shared.tls_failures_tx.borrow()

@@ -46,8 +46,12 @@ use crate::wire::BoxError;
 /// A response head larger than this is refused.
 const MAX_HEAD_BYTES: usize = 256 * 1024;
 
-/// Read in pieces of at least this size.
+/// Read a response body in pieces of at least this size.
 const READ_SIZE: usize = 16 * 1024;
+/// Read a response head in pieces of this size: most heads (and small
+/// bodies after them) fit, and a burst of thousands of upstream
+/// connections waiting for their heads holds 4 KiB each, not 16.
+const HEAD_READ_SIZE: usize = 4 * 1024;
 
 #[derive(Debug, Error)]
 pub enum H1Error {
@@ -307,7 +311,7 @@ where
             }
             Ok(None) => {}
         }
-        match framed::poll_fill(io, buf, READ_SIZE, cx) {
+        match framed::poll_fill(io, buf, HEAD_READ_SIZE, cx) {
             Poll::Ready(Ok(0)) => {
                 // Closed: what failed first is the better cause.
                 return Poll::Ready(Err(

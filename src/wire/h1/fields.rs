@@ -44,6 +44,9 @@ pub struct RawFields {
     /// `Connection` value says otherwise, so that writing a head does not
     /// scan them again.
     may_name_fields: bool,
+    /// Whether a field's name may hold `_`: true until a parser that
+    /// read every name says otherwise (see [`RawFields::underscored`]).
+    may_have_underscores: bool,
 }
 
 impl RawFields {
@@ -52,7 +55,45 @@ impl RawFields {
             bytes,
             spans,
             may_name_fields: true,
+            may_have_underscores: true,
         }
+    }
+
+    /// Whether `byte` is anywhere in the header lines, names or values:
+    /// one SIMD search over them (`memchr`), much cheaper per request than
+    /// a look at each of the short names (values hold `_` far less often
+    /// than not).
+    pub(crate) fn lines_contain(&self, byte: u8) -> bool {
+        let (Some(first), Some(last)) = (self.spans.first(), self.spans.last()) else {
+            return false;
+        };
+        memchr::memchr(byte, &self.bytes[first[0]..last[3]]).is_some()
+    }
+
+    /// Whether a name may hold `_` (false only when the parser found no
+    /// `_` in the header lines).
+    pub(crate) fn may_have_underscores(&self) -> bool {
+        self.may_have_underscores
+    }
+
+    /// What the parser found: whether a field's name holds `_`.
+    pub(crate) fn set_has_underscores(&mut self, underscores: bool) {
+        self.may_have_underscores = underscores;
+    }
+
+    /// The names that hold `_` (many backends fold `_` into `-`, so
+    /// `X_Api_Key` can read as `X-Api-Key` there). Empty without a look at
+    /// the names when the parser found none.
+    pub(crate) fn underscored(&self) -> impl Iterator<Item = &[u8]> {
+        let spans = if self.may_have_underscores {
+            &self.spans[..]
+        } else {
+            &[]
+        };
+        spans
+            .iter()
+            .map(|&[ns, ne, _, _]| &self.bytes[ns..ne])
+            .filter(|name| name.contains(&b'_'))
     }
 
     /// What the parser found: whether a `Connection` field names fields.
@@ -102,7 +143,9 @@ impl RawFields {
             push(&mut bytes, b"host", host.as_bytes());
         }
         let mut cookie = false;
+        let mut underscores = false;
         for (name, value) in headers {
+            underscores |= name.as_str().contains('_');
             if host.is_some() && name == http::header::HOST {
                 continue;
             }
@@ -123,7 +166,9 @@ impl RawFields {
             }
             push(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
         }
-        RawFields::new(Bytes::from(bytes), spans)
+        let mut fields = RawFields::new(Bytes::from(bytes), spans);
+        fields.set_has_underscores(underscores);
+        fields
     }
 
     /// Each field's name and value, in order.

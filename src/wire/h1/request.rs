@@ -157,6 +157,10 @@ impl RequestParser {
             framing != Framing::Empty && version == Version::HTTP_11 && scan.expect_continue;
         let names_fields = scan.connection.names_fields;
         fields.set_names_fields(names_fields);
+        // Names with `_` are looked for (by the proxy's
+        // `underscores_in_headers` rule) only when a line holds one.
+        let underscores = fields.lines_contain(b'_');
+        fields.set_has_underscores(underscores);
         Ok(Some(RequestHead {
             method,
             uri,
@@ -417,6 +421,32 @@ mod tests {
         assert_eq!(
             request_framing_of("Content-Length: 9007199254740992\r\n").unwrap(),
             Framing::Length(1 << 53)
+        );
+    }
+
+    #[test]
+    fn names_with_underscores_are_found_as_the_head_is_parsed() {
+        let names = |text: &str| {
+            let head = request(text).unwrap().unwrap();
+            let found: Vec<String> = head
+                .fields
+                .underscored()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect();
+            (head.fields.may_have_underscores(), found)
+        };
+        assert_eq!(
+            names("GET /a_b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n"),
+            (false, vec![]),
+            "a '_' in the target is not in a field"
+        );
+        assert_eq!(
+            names("GET / HTTP/1.1\r\nHost: h\r\nCookie: a_b=1\r\n\r\n"),
+            (true, vec![])
+        );
+        assert_eq!(
+            names("GET / HTTP/1.1\r\nX_A: 1\r\nHost: h\r\nContent_Length: 2\r\n\r\n").1,
+            ["X_A", "Content_Length"]
         );
     }
 
