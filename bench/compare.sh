@@ -40,6 +40,9 @@
 #                     handshake + one request) for sidekey's TLS listener and
 #                     nginx terminating TLS
 #   HS_N=200 HS_M=50  connections of the two handshake callgrind runs
+#   SHARED_CACHE=1    with CALLGRIND=1 and the cached scenario: instructions per
+#                     request of the cached route again with [proxy.shared_cache]
+#                     on (a redis-server the script starts on a free port)
 #   LEAF_HOSTS=3000   distinct host names sent through CONNECT to a wildcard
 #                     route (leaf-certificate cache memory; 0 = skip)
 #   SIDEKEY_BIN=...   use this binary instead of building one
@@ -71,6 +74,7 @@ HTTPS_CLIENTS=${HTTPS_CLIENTS:-1}
 HS_N=${HS_N:-200}
 HS_M=${HS_M:-50}
 LEAF_HOSTS=${LEAF_HOSTS:-3000}
+SHARED_CACHE=${SHARED_CACHE:-1}
 PROXY_WORKERS=${PROXY_WORKERS:-$(nproc)}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 ACCESS_LOG=${ACCESS_LOG:-0}
@@ -618,7 +622,7 @@ callgrind_total() {
 # ir_run TARGET SCENARIO COUNT -> total Ir of a proxy process that started,
 # served COUNT requests on one keep-alive connection, and stopped.
 ir_run() {
-    local t=$1 s=$2 count=$3 out="$WORK/callgrind.$1.$2.$3.out" codes ok
+    local t=$1 s=$2 count=$3 out="$WORK/callgrind.$1.$2.$3${IR_TAG:-}.out" codes ok
     local -a vg=(valgrind --tool=callgrind --callgrind-out-file="$out") args
     case $t in
     nginx) start_nginx "${vg[@]}" ;;
@@ -723,6 +727,43 @@ measure_https() {
     SIDEKEY_CONFIG="$WORK/sidekey.toml"
 }
 
+# The cached route with [proxy.shared_cache] on: the local copy is the hot
+# path, so a request whose token is cached must cost what it costs without
+# Redis (issue #15: within 1.02x).
+measure_shared() {
+    local m n port pid
+    [[ $SHARED_CACHE == 1 && $CALLGRIND == 1 && -n ${IR[cached.sidekey]:-} ]] || return 0
+    command -v redis-server >/dev/null || { log "shared cache: skipped (no redis-server; apt-get install redis-server)"; return 0; }
+    port=$(distinct_port); TAKEN+=("$port")
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.out" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_listen "$port" "$pid" || { log "shared cache: redis-server did not start"; return 0; }
+    { cat "$WORK/sidekey.toml"
+      printf '\n[proxy.shared_cache]\nurl = "redis://127.0.0.1:%s/0"\nencryption_key = "%s"\n' \
+          "$port" "$(openssl rand -base64 32)"; } >"$WORK/sidekey-shared.toml"
+    SIDEKEY_CONFIG="$WORK/sidekey-shared.toml"
+    IR_TAG=.shared
+    log "callgrind: sidekey cached with shared_cache on ($IR_M and $IR_N requests)"
+    m=$(ir_run sidekey cached "$IR_M")
+    n=$(ir_run sidekey cached "$IR_N")
+    IR_TAG=""
+    SIDEKEY_CONFIG="$WORK/sidekey.toml"
+    [[ -n $m && -n $n ]] && IR[cached_shared.sidekey]=$(((n - m) / (IR_N - IR_M)))
+    log "callgrind: sidekey cached, shared_cache on: ${IR[cached_shared.sidekey]:-failed} instructions/request"
+    stop_pid "$pid"
+    untrack "$pid"
+}
+
+shared_table() {
+    [[ -n ${IR[cached_shared.sidekey]:-} ]] || return 0
+    echo
+    echo "| cached-token route (callgrind) | instructions/request |"
+    echo "| --- | ---: |"
+    echo "| without [proxy.shared_cache] | ${IR[cached.sidekey]} |"
+    echo "| with [proxy.shared_cache] (Redis on loopback) | ${IR[cached_shared.sidekey]} ($(awk -v a="${IR[cached_shared.sidekey]}" -v b="${IR[cached.sidekey]}" 'BEGIN { printf "%.3f", a / b }')×) |"
+}
+
 declare -a LEAF_RSS=()
 
 # LEAF_HOSTS distinct hosts through CONNECT to the wildcard route, one new
@@ -816,6 +857,7 @@ stop_sidekey
 
 [[ $CALLGRIND == 1 ]] && measure_ir
 measure_https
+measure_shared
 leaf_scenario
 upload_scenario
 idle_scenario fresh
@@ -887,6 +929,7 @@ print_tables() {
     [[ $SCENARIOS == *onetime* ]] &&
         echo "onetime / onetime_pool: a fresh ?access_token= per request from the mint server (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
     https_tables
+    shared_table
     route_vs_basic
 }
 
