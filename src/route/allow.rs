@@ -65,33 +65,19 @@ fn matches_segments(pattern: &PathPattern, segments: &[&str]) -> bool {
         Some(Segment::Rest) => segments.len() + 1 >= pattern.segments.len(),
         _ => segments.len() == pattern.segments.len(),
     };
-    if !count_fits {
-        return false;
-    }
-    let mut segments = segments.iter();
-    for expected in &pattern.segments {
-        match expected {
-            Segment::Rest => return true,
-            Segment::One => match segments.next() {
-                Some(s) if !s.is_empty() && !has_separator(s) => {}
-                _ => return false,
-            },
-            Segment::Literal(literal) => match segments.next() {
-                Some(s) if segment_is(s, literal) => {}
-                _ => return false,
-            },
-        }
-    }
-    segments.next().is_none()
+    count_fits && walk(pattern, segments.iter().copied())
 }
 
-/// Whether `path` matches `pattern`, segment by segment (paths too long
-/// for [`split_segments`]).
+/// Whether `path` matches `pattern` (paths too long for
+/// [`split_segments`]).
 fn matches(pattern: &PathPattern, path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let mut segments = rest.split('/');
+    path.strip_prefix('/')
+        .is_some_and(|rest| walk(pattern, rest.split('/')))
+}
+
+/// Whether the path's `segments` (after its leading `/`) match
+/// `pattern`, segment by segment.
+fn walk<'p>(pattern: &PathPattern, mut segments: impl Iterator<Item = &'p str>) -> bool {
     for expected in &pattern.segments {
         match expected {
             Segment::Rest => return true,
