@@ -41,6 +41,8 @@ pub struct Route {
     pub(crate) host_header: Option<HeaderValue>,
     /// This route's `sidekey_requests_not_allowed_total` series.
     pub(crate) not_allowed: Option<Counter>,
+    /// `[[route.allow]]`, indexed.
+    allow: allow::AllowIndex,
     /// The client certificate its upstream connections present
     /// (`[route.tls]`), as the connector numbers it.
     pub(crate) identity: Identity,
@@ -69,7 +71,9 @@ impl Route {
             .upstream
             .as_ref()
             .and_then(|u| HeaderValue::try_from(&*u.authority).ok());
+        let allow = allow::AllowIndex::new(&config.allow);
         Route {
+            allow,
             config,
             credential,
             label,
@@ -87,7 +91,7 @@ impl Route {
     /// Whether the route's `[[route.allow]]` rules let `method` and `path`
     /// through; a refusal is counted.
     pub fn allows(&self, method: &http::Method, path: &str) -> bool {
-        let allowed = allow::allows(&self.config.allow, method, path);
+        let allowed = self.allow.allows(method, path);
         if !allowed {
             if let Some(counter) = &self.not_allowed {
                 counter.inc();

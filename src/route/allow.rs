@@ -9,70 +9,225 @@
 //! `path_prefix`). `*` does not match a segment holding an encoded `/` or
 //! a `\`, which some upstreams split on.
 //!
-//! Nothing here allocates: rules are compiled at load
-//! ([`crate::config::AllowRule`]) and the path is walked in place.
+//! Nothing here allocates per request: rules are compiled at load
+//! ([`crate::config::AllowRule`]) and indexed by the route
+//! ([`AllowIndex`]): each path pattern is filed under its first segment
+//! when that is a literal, so a request is checked only against the
+//! patterns that can match its first segment (and those starting with
+//! `*` or `**`), each method test is one bit test, and the path is
+//! walked in place.
 
 use http::Method;
 use percent_encoding::percent_decode;
 
 use crate::config::{AllowRule, PathPattern, Segment};
 
-/// Paths with more segments than this are matched by walking the path
-/// once per pattern instead of splitting it once (still no allocation).
-const MAX_SEGMENTS: usize = 32;
-
-/// Whether `rules` let `method` and `path` through (no rules: yes).
-pub(crate) fn allows(rules: &[AllowRule], method: &Method, path: &str) -> bool {
-    if rules.is_empty() {
-        return true;
-    }
-    if has_dot_segment(path) {
-        return false;
-    }
-    // Split once for all the rules, on the stack.
-    let mut buf = [""; MAX_SEGMENTS];
-    let split = split_segments(path, &mut buf);
-    rules.iter().any(|rule| {
-        rule.methods.as_ref().is_none_or(|m| m.contains(method))
-            && rule.paths.as_ref().is_none_or(|paths| {
-                paths.iter().any(|p| match split {
-                    Some(segments) => matches_segments(p, segments),
-                    None => matches(p, path),
-                })
-            })
-    })
+/// The methods a rule names, as a bit per standard method (and a list
+/// for extension methods).
+#[derive(Debug, Clone)]
+enum Methods {
+    Any,
+    Some {
+        bits: u16,
+        extensions: Box<[Method]>,
+    },
 }
 
-/// `path`'s segments (after the leading `/`) in `buf`, or `None` when it
-/// has no leading `/` or more than [`MAX_SEGMENTS`] segments.
-fn split_segments<'p, 'b>(
-    path: &'p str,
-    buf: &'b mut [&'p str; MAX_SEGMENTS],
-) -> Option<&'b [&'p str]> {
-    let rest = path.strip_prefix('/')?;
-    let mut n = 0;
-    for segment in rest.split('/') {
-        *buf.get_mut(n)? = segment;
-        n += 1;
+/// The standard methods, in the order of their bits.
+const STANDARD: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::PATCH,
+    Method::TRACE,
+];
+
+/// `method`'s bit (`0`: an extension method).
+fn method_bit(method: &Method) -> u16 {
+    STANDARD
+        .iter()
+        .position(|m| m == method)
+        .map_or(0, |i| 1 << i)
+}
+
+impl Methods {
+    fn new(list: Option<&[Method]>) -> Methods {
+        match list {
+            None => Methods::Any,
+            Some(list) => Methods::Some {
+                bits: list.iter().fold(0, |bits, m| bits | method_bit(m)),
+                extensions: list
+                    .iter()
+                    .filter(|m| method_bit(m) == 0)
+                    .cloned()
+                    .collect(),
+            },
+        }
     }
-    buf.get(..n)
+
+    /// Whether the method whose bit is `bit` is one of these.
+    fn contain(&self, bit: u16, method: &Method) -> bool {
+        match self {
+            Methods::Any => true,
+            Methods::Some { bits, extensions } => {
+                bits & bit != 0 || (bit == 0 && extensions.contains(method))
+            }
+        }
+    }
 }
 
-/// Whether the split path `segments` matches `pattern`.
-fn matches_segments(pattern: &PathPattern, segments: &[&str]) -> bool {
-    // The segment count first: most patterns of a list differ there.
-    let count_fits = match pattern.segments.last() {
-        Some(Segment::Rest) => segments.len() + 1 >= pattern.segments.len(),
-        _ => segments.len() == pattern.segments.len(),
-    };
-    count_fits && walk(pattern, segments.iter().copied())
+/// One (rule, path pattern) pair: a request matching both is allowed.
+#[derive(Debug, Clone)]
+struct Candidate {
+    methods: Methods,
+    /// `None`: the rule names no paths (any path).
+    pattern: Option<PathPattern>,
 }
 
-/// Whether `path` matches `pattern` (paths too long for
-/// [`split_segments`]).
+impl Candidate {
+    fn allows(&self, bit: u16, method: &Method, path: &str) -> bool {
+        self.methods.contain(bit, method) && self.pattern.as_ref().is_none_or(|p| matches(p, path))
+    }
+}
+
+/// A route's `[[route.allow]]` rules, indexed for the per-request check.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AllowIndex {
+    /// No rules: everything is allowed.
+    open: bool,
+    /// Patterns whose first segment is a literal, by that literal and
+    /// its hash (sorted by hash, for a binary search).
+    by_first: Vec<(u64, Box<[u8]>, Vec<Candidate>)>,
+    /// Patterns starting with `*` or `**`, and rules without paths.
+    others: Vec<Candidate>,
+    /// Every candidate, for a request whose first segment is
+    /// percent-encoded (compared decoded, one by one).
+    all: Vec<Candidate>,
+}
+
+impl AllowIndex {
+    pub(crate) fn new(rules: &[AllowRule]) -> AllowIndex {
+        let mut index = AllowIndex {
+            open: rules.is_empty(),
+            ..AllowIndex::default()
+        };
+        for rule in rules {
+            let methods = Methods::new(rule.methods.as_deref());
+            let patterns: Vec<Option<&PathPattern>> = match &rule.paths {
+                None => vec![None],
+                Some(paths) => paths.iter().map(Some).collect(),
+            };
+            for pattern in patterns {
+                let candidate = Candidate {
+                    methods: methods.clone(),
+                    pattern: pattern.cloned(),
+                };
+                index.all.push(candidate.clone());
+                match pattern.and_then(|p| p.segments.first()) {
+                    Some(Segment::Literal(first)) => {
+                        let hash = fnv1a(first);
+                        let at = index
+                            .by_first
+                            .iter()
+                            .position(|(h, k, _)| *h == hash && k == first);
+                        match at {
+                            Some(i) => index.by_first[i].2.push(candidate),
+                            None => index.by_first.push((hash, first.clone(), vec![candidate])),
+                        }
+                    }
+                    _ => index.others.push(candidate),
+                }
+            }
+        }
+        index.by_first.sort_by_key(|(hash, _, _)| *hash);
+        index
+    }
+
+    /// The patterns filed under the first segment `first` (unencoded).
+    fn under(&self, first: &[u8]) -> &[Candidate] {
+        let hash = fnv1a(first);
+        let start = self.by_first.partition_point(|(h, _, _)| *h < hash);
+        self.by_first[start..]
+            .iter()
+            .take_while(|(h, _, _)| *h == hash)
+            .find(|(_, k, _)| **k == *first)
+            .map_or(&[], |(_, _, list)| list.as_slice())
+    }
+
+    /// Whether the rules let `method` and `path` through (no rules: yes).
+    pub(crate) fn allows(&self, method: &Method, path: &str) -> bool {
+        if self.open {
+            return true;
+        }
+        // One look for what needs a closer one: dots and escapes.
+        let special = path.bytes().any(|b| b == b'.' || b == b'%');
+        if special && has_dot_segment(path) {
+            return false;
+        }
+        let bit = method_bit(method);
+        let first = path
+            .strip_prefix('/')
+            .map(|rest| Segments::new(rest).next().unwrap_or(rest));
+        match first {
+            Some(first) if !special || !first.contains('%') => self
+                .under(first.as_bytes())
+                .iter()
+                .chain(&self.others)
+                .any(|c| c.allows(bit, method, path)),
+            _ => self.all.iter().any(|c| c.allows(bit, method, path)),
+        }
+    }
+}
+
+/// Whether `path` matches `pattern`.
 fn matches(pattern: &PathPattern, path: &str) -> bool {
     path.strip_prefix('/')
-        .is_some_and(|rest| walk(pattern, rest.split('/')))
+        .is_some_and(|rest| walk(pattern, Segments::new(rest)))
+}
+
+/// The `/`-separated segments of a path (after its leading `/`): what
+/// `str::split('/')` yields, with a byte loop that is cheaper for the
+/// short segments of a path.
+struct Segments<'p> {
+    rest: Option<&'p str>,
+}
+
+impl<'p> Segments<'p> {
+    fn new(rest: &'p str) -> Segments<'p> {
+        Segments { rest: Some(rest) }
+    }
+}
+
+impl<'p> Iterator for Segments<'p> {
+    type Item = &'p str;
+
+    fn next(&mut self) -> Option<&'p str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(i) => {
+                self.rest = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// FNV-1a: a hash of a first segment that costs a few instructions a
+/// byte (the index is built from the config, not from requests, so it
+/// needs no protection against chosen collisions: a collision only
+/// means one more comparison).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Whether the path's `segments` (after its leading `/`) match
@@ -111,6 +266,9 @@ fn segment_is(s: &str, literal: &[u8]) -> bool {
 
 /// A segment that some upstream would split: `\`, `%2F`, `%5C`.
 fn has_separator(segment: &str) -> bool {
+    if !segment.bytes().any(|b| b == b'%' || b == b'\\') {
+        return false;
+    }
     percent_decode(segment.as_bytes()).any(|b| b == b'/' || b == b'\\')
 }
 
@@ -140,6 +298,10 @@ fn has_dot_segment(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn allows(rules: &[AllowRule], method: &Method, path: &str) -> bool {
+        AllowIndex::new(rules).allows(method, path)
+    }
 
     fn partner() -> Vec<AllowRule> {
         vec![
@@ -201,11 +363,11 @@ mod tests {
     #[test]
     fn paths_with_many_segments_match_like_short_ones() {
         let rules = partner();
-        let deep = format!("/v1/catalog{}", "/x".repeat(MAX_SEGMENTS + 5));
+        let deep = format!("/v1/catalog{}", "/x".repeat(45));
         assert!(allows(&rules, &Method::GET, &deep));
-        let deep = format!("/v1/orders{}", "/x".repeat(MAX_SEGMENTS + 5));
+        let deep = format!("/v1/orders{}", "/x".repeat(45));
         assert!(!allows(&rules, &Method::GET, &deep));
-        let exact = format!("/v1/orders/{}", "y".repeat(MAX_SEGMENTS));
+        let exact = format!("/v1/orders/{}", "y".repeat(40));
         assert!(allows(&rules, &Method::GET, &exact));
     }
 
@@ -218,5 +380,47 @@ mod tests {
         let any_method = vec![AllowRule::new(&[], &["/health"]).unwrap()];
         assert!(allows(&any_method, &Method::DELETE, "/health"));
         assert!(!allows(&any_method, &Method::GET, "/healthz"));
+    }
+
+    #[test]
+    fn the_index_finds_rules_whatever_their_first_segment() {
+        let rules = vec![
+            AllowRule::new(&["GET"], &["/v1/orders/*", "/v2/**"]).unwrap(),
+            AllowRule::new(&["PROPFIND", "POST"], &["/*/report"]).unwrap(),
+            AllowRule::new(&["DELETE"], &["/**"]).unwrap(),
+            AllowRule::new(&["PATCH"], &[]).unwrap(),
+        ];
+        let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+        let mkcol = Method::from_bytes(b"MKCOL").unwrap();
+        for (method, path, want) in [
+            (&Method::GET, "/v1/orders/7", true),
+            (&Method::GET, "/%761/orders/7", true),
+            (&Method::GET, "/v2", true),
+            (&Method::GET, "/v%32/x/y", true),
+            (&Method::GET, "/v3/orders/7", false),
+            (&Method::GET, "/v1/report", false),
+            (&propfind, "/v1/report", true),
+            (&propfind, "/%41/report", true),
+            (&mkcol, "/v1/report", false),
+            (&Method::POST, "/anything/report", true),
+            (&Method::POST, "/v1/orders/7", false),
+            (&Method::DELETE, "/", true),
+            (&Method::DELETE, "/v1/orders/7", true),
+            (&Method::PATCH, "/x/y/z", true),
+            (&Method::PUT, "/v1/orders/7", false),
+        ] {
+            assert_eq!(allows(&rules, method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn segments_split_like_str_split() {
+        for rest in ["", "a", "a/", "/a", "a//b", "v1/orders/42", "//", "a/b/c/"] {
+            assert_eq!(
+                Segments::new(rest).collect::<Vec<_>>(),
+                rest.split('/').collect::<Vec<_>>(),
+                "{rest:?}"
+            );
+        }
     }
 }

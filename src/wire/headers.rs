@@ -219,6 +219,15 @@ impl ForwardHeaders {
         self.added.push((name, value));
     }
 
+    /// The last value sidekey itself set for `name`, if any.
+    pub(crate) fn added(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.added
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value)
+    }
+
     /// Adds a value for `name` after those already there.
     pub(crate) fn append(&mut self, name: HeaderName, value: HeaderValue) {
         self.added.push((name, value));

@@ -4,29 +4,60 @@
 //! Pure functions of their inputs, so that AWS's published test vectors
 //! can check each step on its own (`tests.rs`).
 
-use sha2::{Digest, Sha256};
-
 /// `AWS4-HMAC-SHA256`, the only algorithm sidekey signs with.
 pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
 /// `X-Amz-Content-Sha256` for a body that is not hashed (S3).
 pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
-/// Appends `byte` percent-encoded unless it is unreserved (RFC 3986:
-/// `A-Z a-z 0-9 - _ . ~`), or `/` when `keep_slash`; hex digits upper case.
-fn push_encoded(out: &mut Vec<u8>, byte: u8, keep_slash: bool) {
+/// `byte` percent-encoded unless it is unreserved (RFC 3986:
+/// `A-Z a-z 0-9 - _ . ~`), or `/` when `keep_slash`; hex digits upper
+/// case. Returns the bytes and how many of them to use.
+fn encoded(byte: u8, keep_slash: bool) -> ([u8; 3], usize) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     if byte.is_ascii_alphanumeric()
         || matches!(byte, b'-' | b'_' | b'.' | b'~')
         || (keep_slash && byte == b'/')
     {
-        out.push(byte);
+        ([byte, 0, 0], 1)
     } else {
-        out.extend_from_slice(&[
-            b'%',
-            HEX[usize::from(byte >> 4)],
-            HEX[usize::from(byte & 15)],
-        ]);
+        (
+            [
+                b'%',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 15)],
+            ],
+            3,
+        )
+    }
+}
+
+fn push_encoded(out: &mut Vec<u8>, byte: u8, keep_slash: bool) {
+    let (bytes, n) = encoded(byte, keep_slash);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+/// Whether `raw` is its own encoding: only unreserved bytes (and `/`
+/// when `keep_slash`), so nothing to decode or encode.
+fn is_plain(raw: &[u8], keep_slash: bool) -> bool {
+    raw.iter().all(|&b| encoded(b, keep_slash).1 == 1)
+}
+
+/// Appends `raw` encoded as it is (a `%` becomes `%25`).
+fn push_component(out: &mut Vec<u8>, raw: &[u8]) {
+    if is_plain(raw, false) {
+        out.extend_from_slice(raw);
+    } else {
+        raw.iter().for_each(|&b| push_encoded(out, b, false));
+    }
+}
+
+/// Appends `raw` decoded, then encoded once.
+fn push_reencoded(out: &mut Vec<u8>, raw: &[u8], keep_slash: bool) {
+    if is_plain(raw, keep_slash) {
+        out.extend_from_slice(raw);
+    } else {
+        decoded(raw).for_each(|b| push_encoded(out, b, keep_slash));
     }
 }
 
@@ -52,9 +83,7 @@ pub(crate) fn push_uri(out: &mut Vec<u8>, path: &str, s3: bool) {
         return;
     }
     if s3 {
-        for b in decoded(path.as_bytes()) {
-            push_encoded(out, b, true);
-        }
+        push_reencoded(out, path.as_bytes(), true);
         return;
     }
     // Normalised: a stack of the segments kept.
@@ -76,9 +105,7 @@ pub(crate) fn push_uri(out: &mut Vec<u8>, path: &str, s3: bool) {
     }
     for segment in &kept {
         out.push(b'/');
-        for &b in segment.as_bytes() {
-            push_encoded(out, b, false);
-        }
+        push_component(out, segment.as_bytes());
     }
     if trailing {
         out.push(b'/');
@@ -87,70 +114,115 @@ pub(crate) fn push_uri(out: &mut Vec<u8>, path: &str, s3: bool) {
 
 /// Appends the canonical query of the raw query `query` (without `?`):
 /// each parameter decoded and encoded again, sorted by name then value,
-/// `name=` for a parameter without a value.
+/// `name=` for a parameter without a value. The parameters are written
+/// to `out` as they come, and rewritten in order only when they were not
+/// sorted already.
 pub(crate) fn push_query(out: &mut Vec<u8>, query: &str) {
     if query.is_empty() {
         return;
     }
-    let mut pairs: smallvec::SmallVec<[(Vec<u8>, Vec<u8>); 8]> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            let mut n = Vec::with_capacity(name.len());
-            decoded(name.as_bytes()).for_each(|b| push_encoded(&mut n, b, false));
-            let mut v = Vec::with_capacity(value.len());
-            decoded(value.as_bytes()).for_each(|b| push_encoded(&mut v, b, false));
-            (n, v)
-        })
-        .collect();
-    pairs.sort_unstable();
-    for (i, (name, value)) in pairs.iter().enumerate() {
+    let base = out.len();
+    // (start, end of the name, end of the value) in `out`.
+    let mut pairs: smallvec::SmallVec<[(usize, usize, usize); 8]> = smallvec::SmallVec::new();
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = p.split_once('=').unwrap_or((p, ""));
+        if !pairs.is_empty() {
+            out.push(b'&');
+        }
+        let start = out.len();
+        push_reencoded(out, name.as_bytes(), false);
+        let mid = out.len();
+        out.push(b'=');
+        push_reencoded(out, value.as_bytes(), false);
+        pairs.push((start, mid, out.len()));
+    }
+    let sorted = pairs.windows(2).all(|w| {
+        let (a, b) = (w[0], w[1]);
+        (&out[a.0..a.1], &out[a.1 + 1..a.2]) <= (&out[b.0..b.1], &out[b.1 + 1..b.2])
+    });
+    if sorted {
+        return;
+    }
+    let written = out.split_off(base);
+    let at = |(start, mid, end): (usize, usize, usize)| {
+        (
+            &written[start - base..mid - base],
+            &written[mid - base + 1..end - base],
+        )
+    };
+    pairs.sort_unstable_by(|a, b| at(*a).cmp(&at(*b)));
+    for (i, pair) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b'&');
         }
+        let (name, value) = at(*pair);
         out.extend_from_slice(name);
         out.push(b'=');
         out.extend_from_slice(value);
     }
 }
 
-/// The headers a signature covers: `name:value\n` lines and the
-/// `SignedHeaders` list.
-#[derive(Debug, Default)]
-pub(crate) struct CanonicalHeaders {
-    pub(crate) lines: Vec<u8>,
-    pub(crate) signed: String,
+/// The canonical request, and where its `SignedHeaders` list is in it
+/// (the `Authorization` header repeats that list).
+#[derive(Debug)]
+pub(crate) struct CanonicalRequest {
+    pub(crate) bytes: Vec<u8>,
+    signed: std::ops::Range<usize>,
 }
 
-/// The canonical form of `headers` (every one is signed): names in lower
-/// case and sorted, values trimmed with inner runs of spaces made one,
-/// the values of a repeated name joined by `,` in the order sent.
-pub(crate) fn headers<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> CanonicalHeaders {
-    let mut list: smallvec::SmallVec<[(String, &[u8]); 8]> = headers
-        .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), value))
-        .collect();
-    // Stable: the values of one name keep their order.
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = CanonicalHeaders::default();
-    let mut previous: Option<&str> = None;
-    for (name, value) in &list {
-        if previous == Some(name.as_str()) {
-            out.lines.pop(); // the '\n'
-            out.lines.push(b',');
-        } else {
-            if previous.is_some() {
-                out.signed.push(';');
-            }
-            out.signed.push_str(name);
-            out.lines.extend_from_slice(name.as_bytes());
-            out.lines.push(b':');
-        }
-        push_trimmed(&mut out.lines, value);
-        out.lines.push(b'\n');
-        previous = Some(name.as_str());
+impl CanonicalRequest {
+    /// The `SignedHeaders` list: names in lower case, `;`-separated.
+    pub(crate) fn signed_headers(&self) -> &[u8] {
+        &self.bytes[self.signed.clone()]
     }
-    out
+}
+
+/// Compares two header names as their lower-case spellings.
+fn cmp_lower(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
+}
+
+/// Appends the canonical header lines of `headers` (every one is signed)
+/// and returns the `SignedHeaders` list's place, written after the blank
+/// line that ends them: names in lower case and sorted, values trimmed
+/// with inner runs of spaces made one, the values of a repeated name
+/// joined by `,` in the order sent. Nothing is allocated but `out`.
+fn push_headers<'a>(
+    out: &mut Vec<u8>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> std::ops::Range<usize> {
+    let mut list: smallvec::SmallVec<[(&[u8], &[u8]); 12]> = headers.collect();
+    // Stable: the values of one name keep their order.
+    list.sort_by(|a, b| cmp_lower(a.0, b.0));
+    let mut previous: Option<&[u8]> = None;
+    for &(name, value) in &list {
+        if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
+            out.pop(); // the '\n'
+            out.push(b',');
+        } else {
+            out.extend(name.iter().map(u8::to_ascii_lowercase));
+            out.push(b':');
+        }
+        push_trimmed(out, value);
+        out.push(b'\n');
+        previous = Some(name);
+    }
+    out.push(b'\n');
+    let start = out.len();
+    let mut previous: Option<&[u8]> = None;
+    for &(name, _) in &list {
+        if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if previous.is_some() {
+            out.push(b';');
+        }
+        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        previous = Some(name);
+    }
+    start..out.len()
 }
 
 /// `value` without leading and trailing whitespace, each inner run of
@@ -179,40 +251,42 @@ fn push_trimmed(out: &mut Vec<u8>, value: &[u8]) {
     }
 }
 
-/// The canonical request: method, URI, query, header lines, a blank
-/// line, the signed header list and the payload hash, one per line.
-pub(crate) fn request(
+/// The canonical request: method, URI, query, the lines of `headers`
+/// (every one is signed), a blank line, the signed header list and the
+/// payload hash, one per line.
+pub(crate) fn request<'a>(
     method: &str,
     path: &str,
     query: &str,
     s3: bool,
-    headers: &CanonicalHeaders,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     payload_hash: &str,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        method.len() + path.len() + query.len() + headers.lines.len() + headers.signed.len() + 80,
-    );
+) -> CanonicalRequest {
+    let mut out = Vec::with_capacity(method.len() + path.len() + query.len() + 384);
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
     push_uri(&mut out, path, s3);
     out.push(b'\n');
     push_query(&mut out, query);
     out.push(b'\n');
-    out.extend_from_slice(&headers.lines);
-    out.push(b'\n');
-    out.extend_from_slice(headers.signed.as_bytes());
+    let signed = push_headers(&mut out, headers);
     out.push(b'\n');
     out.extend_from_slice(payload_hash.as_bytes());
-    out
+    CanonicalRequest { bytes: out, signed }
+}
+
+/// `/region/service/aws4_request`: the credential scope after its date
+/// (fixed for a route, so built once).
+pub(crate) fn scope_tail(region: &str, service: &str) -> String {
+    format!("/{region}/{service}/aws4_request")
 }
 
 /// `date/region/service/aws4_request`.
+#[cfg(test)]
 pub(crate) fn scope(date: &str, region: &str, service: &str) -> String {
-    format!("{date}/{region}/{service}/aws4_request")
+    format!("{date}{}", scope_tail(region, service))
 }
 
-/// The string to sign: algorithm, time, scope and the canonical
-/// request's SHA-256, one per line.
 /// Lowercase hex of a SHA-256 digest or HMAC, on the stack (the `hex`
 /// crate's `encode` collects chars into a `String`: ~20× the cost).
 pub(crate) fn hex32(bytes: &[u8]) -> [u8; 64] {
@@ -225,16 +299,42 @@ pub(crate) fn hex32(bytes: &[u8]) -> [u8; 64] {
     out
 }
 
-pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    let digest = hex32(&Sha256::digest(canonical_request));
-    let hash = std::str::from_utf8(&digest).unwrap_or_default();
-    let mut out = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
-    out.push_str(ALGORITHM);
-    out.push('\n');
-    out.push_str(amz_date);
-    out.push('\n');
-    out.push_str(scope);
-    out.push('\n');
-    out.push_str(hash);
+/// The SHA-256 of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
     out
+}
+
+/// The string to sign, as the parts it is made of: algorithm, time,
+/// scope (`date` then `scope_tail`) and the canonical request's SHA-256
+/// in hex, one per line. The signer hashes the parts one after the other
+/// (the same as hashing them joined), so the string is never built.
+pub(crate) fn string_to_sign_parts<'a>(
+    amz_date: &'a [u8],
+    date: &'a [u8],
+    scope_tail: &'a [u8],
+    request_hash: &'a [u8; 64],
+) -> [&'a [u8]; 8] {
+    [
+        ALGORITHM.as_bytes(),
+        b"\n",
+        amz_date,
+        b"\n",
+        date,
+        scope_tail,
+        b"\n",
+        request_hash,
+    ]
+}
+
+/// The string to sign of `canonical_request`, joined (for tests).
+#[cfg(test)]
+pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
+    let hash = hex32(&sha256(canonical_request));
+    string_to_sign_parts(amz_date.as_bytes(), scope.as_bytes(), b"", &hash)
+        .iter()
+        .map(|part| String::from_utf8_lossy(part))
+        .collect()
 }

@@ -8,23 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use hmac::{Hmac, Mac};
+use ring::hmac::{self, HMAC_SHA256};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
-
-pub(crate) type HmacSha256 = Hmac<Sha256>;
-
-/// An HMAC-SHA256 keyed with `key`.
-pub(crate) fn keyed(key: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail.
-    <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
-}
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = keyed(key);
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+    let tag = hmac::sign(&hmac::Key::new(HMAC_SHA256, key), data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 /// The signing key of `date` (`YYYYMMDD`), `region` and `service`.
@@ -38,10 +29,29 @@ pub(crate) fn derive(secret: &str, date: &str, region: &str, service: &str) -> [
     hmac(&k_service, b"aws4_request")
 }
 
-/// One day's signing key, as a keyed HMAC.
+/// The HMAC-SHA256 of `data` under the signing key `key`.
+#[cfg(test)]
+pub(crate) fn sign_with(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    hmac(key, data)
+}
+
+/// The HMAC of `parts`, one after the other, under `key`.
+fn tag(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = hmac::Context::with_key(key);
+    for part in parts {
+        context.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.sign().as_ref());
+    out
+}
+
+/// One day's signing key, as an HMAC key whose inner and outer pads are
+/// already hashed (`ring` keeps both states): signing a request hashes
+/// only the string to sign and one block more.
 struct DayKey {
     date: [u8; 8],
-    mac: HmacSha256,
+    key: hmac::Key,
 }
 
 /// The signing key of one secret, region and service, derived once per
@@ -66,30 +76,38 @@ impl KeyCache {
         }
     }
 
-    /// An HMAC keyed with the signing key of `date` (`YYYYMMDD`).
-    pub(crate) fn mac(&self, date: &[u8; 8]) -> HmacSha256 {
-        if let Some(day) = &*self.current.load() {
-            if day.date == *date {
-                return day.mac.clone();
+    /// The HMAC-SHA256 of `parts` (one after the other) under the
+    /// signing key of `date` (`YYYYMMDD`).
+    pub(crate) fn sign(&self, date: &[u8; 8], parts: &[&[u8]]) -> [u8; 32] {
+        let guard = self.current.load();
+        let key = match &*guard {
+            Some(day) if day.date == *date => &day.key,
+            _ => {
+                drop(guard);
+                return self.sign_new_day(date, parts);
             }
-        }
-        // A new day (or the first request): derived here, and replaced
-        // for everyone. Two requests racing at midnight both derive it,
-        // which is harmless.
+        };
+        tag(key, parts)
+    }
+
+    /// A new day (or the first request): the key is derived here, and
+    /// replaced for everyone. Two requests racing at midnight both derive
+    /// it, which is harmless.
+    #[cold]
+    fn sign_new_day(&self, date: &[u8; 8], parts: &[&[u8]]) -> [u8; 32] {
         let date_str = std::str::from_utf8(date).unwrap_or_default();
-        let key = derive(
+        let signing_key = derive(
             self.secret.expose_secret(),
             date_str,
             &self.region,
             &self.service,
         );
-        let mac = keyed(&key);
         self.derived.fetch_add(1, Ordering::Relaxed);
-        self.current.store(Some(Arc::new(DayKey {
-            date: *date,
-            mac: mac.clone(),
-        })));
-        mac
+        let key = hmac::Key::new(HMAC_SHA256, &signing_key);
+        let signature = tag(&key, parts);
+        self.current
+            .store(Some(Arc::new(DayKey { date: *date, key })));
+        signature
     }
 
     #[cfg(test)]

@@ -22,13 +22,11 @@ mod key;
 mod tests;
 mod time;
 
-use hmac::Mac;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use http::Method;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
-use self::canonical::{ALGORITHM, UNSIGNED_PAYLOAD};
+use self::canonical::{CanonicalRequest, ALGORITHM, UNSIGNED_PAYLOAD};
 use self::key::KeyCache;
 use super::CredentialError;
 use crate::config::{AwsSigV4Config, PayloadSigning};
@@ -46,6 +44,8 @@ pub struct SigV4 {
     session_token: Option<HeaderValue>,
     region: String,
     service: String,
+    /// `/region/service/aws4_request`.
+    scope_tail: String,
     /// S3 signs the path encoded once and not normalised.
     s3: bool,
     payload: PayloadSigning,
@@ -68,8 +68,7 @@ impl std::fmt::Debug for SigV4 {
 /// `sidekey sign`; the handler only keeps the headers).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Signed {
-    pub(crate) canonical_request: Vec<u8>,
-    pub(crate) signed_headers: String,
+    pub(crate) canonical_request: CanonicalRequest,
 }
 
 impl SigV4 {
@@ -91,6 +90,7 @@ impl SigV4 {
             session_token,
             region: config.region.clone(),
             service: config.service.clone(),
+            scope_tail: canonical::scope_tail(&config.region, &config.service),
             s3: config.service == "s3",
             payload: config.payload,
             max_signed_body: config.max_signed_body,
@@ -130,29 +130,21 @@ impl SigV4 {
         unix: u64,
     ) -> Result<Signed, CredentialError> {
         let amz_date = time::amz_date(unix);
-        // ASCII digits and letters only.
-        let amz_date_str = std::str::from_utf8(&amz_date).unwrap_or_default();
-        let date: [u8; 8] = [
-            amz_date[0],
-            amz_date[1],
-            amz_date[2],
-            amz_date[3],
-            amz_date[4],
-            amz_date[5],
-            amz_date[6],
-            amz_date[7],
-        ];
+        let mut date = [0u8; 8];
+        date.copy_from_slice(&amz_date[..8]);
         let payload_hash = match self.payload {
             PayloadSigning::Unsigned => HeaderValue::from_static(UNSIGNED_PAYLOAD),
             PayloadSigning::Signed => {
-                let hash = canonical::hex32(&Sha256::digest(body.unwrap_or_default()));
+                let hash = canonical::hex32(&canonical::sha256(body.unwrap_or_default()));
                 HeaderValue::from_bytes(&hash).map_err(|_| CredentialError::Unsignable)?
             }
         };
-        let host =
-            HeaderValue::from_str(&target.authority).map_err(|_| CredentialError::Unsignable)?;
-        headers.remove(&AUTHORIZATION);
-        headers.insert(HOST, host);
+        // The handler has usually set `Host` to the upstream's already.
+        if headers.added(&HOST).map(HeaderValue::as_bytes) != Some(target.authority.as_bytes()) {
+            let host = HeaderValue::from_str(&target.authority)
+                .map_err(|_| CredentialError::Unsignable)?;
+            headers.insert(HOST, host);
+        }
         headers.insert(
             X_AMZ_DATE,
             HeaderValue::from_bytes(&amz_date).map_err(|_| CredentialError::Unsignable)?,
@@ -160,38 +152,51 @@ impl SigV4 {
         headers.insert(X_AMZ_CONTENT_SHA256, payload_hash.clone());
         match &self.session_token {
             Some(token) => headers.insert(X_AMZ_SECURITY_TOKEN, token.clone()),
-            None => headers.remove(&X_AMZ_SECURITY_TOKEN),
+            // Each name left out costs a comparison per forwarded field:
+            // only when the client sent one.
+            None if headers.client().contains(X_AMZ_SECURITY_TOKEN.as_str()) => {
+                headers.remove(&X_AMZ_SECURITY_TOKEN)
+            }
+            None => {}
         }
-        let signed = canonical::headers(headers.iter().filter(|(name, _)| is_signed(name)));
-        let payload_hash = payload_hash.to_str().unwrap_or(UNSIGNED_PAYLOAD);
+        // `Authorization` is not among the signed headers: the client's
+        // copy is replaced below, after signing.
         let canonical_request = canonical::request(
             method.as_str(),
             target.path(),
             target.query(),
             self.s3,
-            &signed,
-            payload_hash,
+            headers.iter().filter(|(name, _)| is_signed(name)),
+            payload_hash.to_str().unwrap_or(UNSIGNED_PAYLOAD),
         );
-        let date_str = &amz_date_str[..8];
-        let scope = canonical::scope(date_str, &self.region, &self.service);
-        let string_to_sign = canonical::string_to_sign(amz_date_str, &scope, &canonical_request);
-        let mut mac = self.keys.mac(&date);
-        mac.update(string_to_sign.as_bytes());
-        let signature = canonical::hex32(&mac.finalize().into_bytes());
-        let signature = std::str::from_utf8(&signature).unwrap_or_default();
-        let authorization = format!(
-            "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
-            self.access_key_id.expose_secret(),
-            signed.signed
-        );
+        let request_hash = canonical::hex32(&canonical::sha256(&canonical_request.bytes));
+        let scope_tail = self.scope_tail.as_bytes();
+        let string_to_sign =
+            canonical::string_to_sign_parts(&amz_date, &date, scope_tail, &request_hash);
+        let signature = canonical::hex32(&self.keys.sign(&date, &string_to_sign));
+        let key_id = self.access_key_id.expose_secret().as_bytes();
+        let signed_headers = canonical_request.signed_headers();
+        let parts: [&[u8]; 10] = [
+            ALGORITHM.as_bytes(),
+            b" Credential=",
+            key_id,
+            b"/",
+            &date,
+            scope_tail,
+            b", SignedHeaders=",
+            signed_headers,
+            b", Signature=",
+            &signature,
+        ];
+        let mut authorization = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            authorization.extend_from_slice(part);
+        }
         let mut authorization =
             HeaderValue::try_from(authorization).map_err(|_| CredentialError::Unsignable)?;
         authorization.set_sensitive(true);
         headers.insert(AUTHORIZATION, authorization);
-        Ok(Signed {
-            canonical_request,
-            signed_headers: signed.signed,
-        })
+        Ok(Signed { canonical_request })
     }
 
     #[cfg(test)]

@@ -3,7 +3,6 @@
 //! string to sign and `Authorization` header) and the S3 API reference's
 //! GET Object, PUT Object, GET Bucket lifecycle and List Objects examples.
 
-use hmac::Mac;
 use http::header::AUTHORIZATION;
 use http::uri::Scheme;
 use http::Method;
@@ -69,9 +68,7 @@ fn parse_req(text: &str) -> SuiteRequest {
 
 fn signature(secret: &str, date: &str, region: &str, service: &str, sts: &str) -> String {
     let signing_key = key::derive(secret, date, region, service);
-    let mut mac = key::keyed(&signing_key);
-    mac.update(sts.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(key::sign_with(&signing_key, sts.as_bytes()))
 }
 
 /// Checks every step of one test-suite case; `extra` headers are added
@@ -81,32 +78,29 @@ fn suite_case(name: &str, extra: &[(&str, &str)]) {
     for (n, v) in extra {
         req.headers.push((n.to_string(), v.to_string()));
     }
-    let headers = canonical::headers(
-        req.headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-    );
     let payload = hex::encode(Sha256::digest(req.body.as_bytes()));
     let creq = canonical::request(
         &req.method,
         &req.path,
         &req.query,
         false,
-        &headers,
+        req.headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
         &payload,
     );
     assert_eq!(
-        String::from_utf8(creq.clone()).unwrap(),
+        String::from_utf8(creq.bytes.clone()).unwrap(),
         vector(name, "creq"),
         "{name}: canonical request"
     );
     let scope = canonical::scope(&SUITE_TIME[..8], "us-east-1", "service");
-    let sts = canonical::string_to_sign(SUITE_TIME, &scope, &creq);
+    let sts = canonical::string_to_sign(SUITE_TIME, &scope, &creq.bytes);
     assert_eq!(sts, vector(name, "sts"), "{name}: string to sign");
     let sig = signature(SUITE_SECRET, &SUITE_TIME[..8], "us-east-1", "service", &sts);
     let authz = format!(
         "{ALGORITHM} Credential={SUITE_KEY_ID}/{scope}, SignedHeaders={}, Signature={sig}",
-        headers.signed
+        std::str::from_utf8(creq.signed_headers()).unwrap()
     );
     assert_eq!(authz, vector(name, "authz"), "{name}: Authorization");
 }
@@ -165,30 +159,33 @@ fn suite_session_tokens() {
 /// S3 API reference, "Example: GET Object": a ranged read, empty payload.
 #[test]
 fn s3_get_object_example() {
-    let headers = canonical::headers(
-        [
-            ("Host", "examplebucket.s3.amazonaws.com"),
-            ("Range", "bytes=0-9"),
-            ("x-amz-content-sha256", EMPTY_SHA256),
-            ("x-amz-date", "20130524T000000Z"),
-        ]
-        .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+    let headers = [
+        ("Host", "examplebucket.s3.amazonaws.com"),
+        ("Range", "bytes=0-9"),
+        ("x-amz-content-sha256", EMPTY_SHA256),
+        ("x-amz-date", "20130524T000000Z"),
+    ];
+    let creq = canonical::request(
+        "GET",
+        "/test.txt",
+        "",
+        true,
+        headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        EMPTY_SHA256,
     );
-    let creq = canonical::request("GET", "/test.txt", "", true, &headers, EMPTY_SHA256);
     assert_eq!(
-        String::from_utf8(creq.clone()).unwrap(),
+        String::from_utf8(creq.bytes.clone()).unwrap(),
         "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\n\
          x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
          x-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\n\
          e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
     assert_eq!(
-        hex::encode(Sha256::digest(&creq)),
+        hex::encode(Sha256::digest(&creq.bytes)),
         "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
     );
     let scope = canonical::scope("20130524", "us-east-1", "s3");
-    let sts = canonical::string_to_sign("20130524T000000Z", &scope, &creq);
+    let sts = canonical::string_to_sign("20130524T000000Z", &scope, &creq.bytes);
     assert_eq!(
         signature(S3_SECRET, "20130524", "us-east-1", "s3", &sts),
         "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
@@ -205,24 +202,27 @@ fn s3_put_object_example() {
         "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"
     );
     for path in ["/test$file.text", "/test%24file.text"] {
-        let headers = canonical::headers(
-            [
-                ("Date", "Fri, 24 May 2013 00:00:00 GMT"),
-                ("Host", "examplebucket.s3.amazonaws.com"),
-                ("x-amz-content-sha256", payload.as_str()),
-                ("x-amz-date", "20130524T000000Z"),
-                ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
-            ]
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        let headers = [
+            ("Date", "Fri, 24 May 2013 00:00:00 GMT"),
+            ("Host", "examplebucket.s3.amazonaws.com"),
+            ("x-amz-content-sha256", payload.as_str()),
+            ("x-amz-date", "20130524T000000Z"),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+        ];
+        let creq = canonical::request(
+            "PUT",
+            path,
+            "",
+            true,
+            headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            &payload,
         );
-        let creq = canonical::request("PUT", path, "", true, &headers, &payload);
         assert!(
-            creq.starts_with(b"PUT\n/test%24file.text\n\n"),
+            creq.bytes.starts_with(b"PUT\n/test%24file.text\n\n"),
             "{path}: encoded once"
         );
         let scope = canonical::scope("20130524", "us-east-1", "s3");
-        let sts = canonical::string_to_sign("20130524T000000Z", &scope, &creq);
+        let sts = canonical::string_to_sign("20130524T000000Z", &scope, &creq.bytes);
         assert!(
             sts.ends_with("9e0e90d9c76de8fa5b200d8c849cd5b8dc7a3be3951ddb7f6a76b4158342019d"),
             "{sts}"
@@ -306,7 +306,7 @@ fn the_signer_reproduces_s3_bucket_examples() {
             )
             .unwrap();
         assert_eq!(
-            signed.signed_headers,
+            std::str::from_utf8(signed.canonical_request.signed_headers()).unwrap(),
             "host;x-amz-content-sha256;x-amz-date"
         );
         assert_eq!(
@@ -340,10 +340,10 @@ fn unsigned_payloads_session_tokens_and_client_amz_headers() {
         )
         .unwrap();
     assert_eq!(
-        signed.signed_headers,
+        std::str::from_utf8(signed.canonical_request.signed_headers()).unwrap(),
         "content-type;host;x-amz-content-sha256;x-amz-date;x-amz-meta-owner;x-amz-security-token"
     );
-    let creq = String::from_utf8(signed.canonical_request).unwrap();
+    let creq = String::from_utf8(signed.canonical_request.bytes).unwrap();
     assert!(creq.starts_with("PUT\n/photos/a%20b.jpg\n\n"), "{creq}");
     assert!(creq.contains("\nx-amz-meta-owner:ada lovelace\n"), "{creq}");
     assert!(creq.ends_with("\nUNSIGNED-PAYLOAD"), "{creq}");
@@ -376,7 +376,7 @@ fn a_signed_payload_is_the_body_hash() {
             S3_UNIX,
         )
         .unwrap();
-    assert!(String::from_utf8(signed.canonical_request)
+    assert!(String::from_utf8(signed.canonical_request.bytes)
         .unwrap()
         .ends_with("\n44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"));
     assert_eq!(signer.signed_body_limit(), Some(1024));
@@ -413,4 +413,70 @@ fn hex32_is_lowercase_hex_of_every_byte() {
         std::str::from_utf8(&super::canonical::hex32(&bytes)).unwrap(),
         expected
     );
+}
+
+/// A name sent more than once, in any case, is one line with its values
+/// joined in the order sent, and once in `SignedHeaders`.
+#[test]
+fn repeated_header_names_are_joined_in_order() {
+    let headers = [
+        ("My-Header1", "value2"),
+        ("Host", "example.amazonaws.com"),
+        ("my-header1", "  value1  "),
+        ("MY-HEADER1", "value0"),
+        ("X-Amz-Date", "20150830T123600Z"),
+    ];
+    let creq = canonical::request(
+        "GET",
+        "/",
+        "",
+        false,
+        headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        EMPTY_SHA256,
+    );
+    assert_eq!(
+        String::from_utf8(creq.bytes.clone()).unwrap(),
+        format!(
+            "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value2,value1,value0\n\
+             x-amz-date:20150830T123600Z\n\nhost;my-header1;x-amz-date\n{EMPTY_SHA256}"
+        )
+    );
+    assert_eq!(creq.signed_headers(), b"host;my-header1;x-amz-date");
+}
+
+/// Query parameters sort by encoded name, then value; a bare name gets
+/// `=`; encodings are normalised (`%7e` → `~`, a space → `%20`).
+#[test]
+fn query_parameters_sort_by_name_then_value() {
+    let mut out = Vec::new();
+    canonical::push_query(&mut out, "b=2&a=z&&a=y&c&d=%7e%20x&A=1");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "A=1&a=y&a=z&b=2&c=&d=~%20x"
+    );
+}
+
+/// Without a session token, a client's `X-Amz-Security-Token` is neither
+/// signed nor sent (it would be someone else's credential).
+#[test]
+fn a_client_security_token_is_dropped_without_a_session_token() {
+    let signer = s3_signer(PayloadSigning::Unsigned, None);
+    let client = b"X-Amz-Security-Token: client-token\r\nAccept: */*\r\n\r\n";
+    let mut headers = ForwardHeaders::new(RawFields::parse(client).unwrap());
+    let signed = signer
+        .sign(
+            &Method::GET,
+            &s3_target("/a", ""),
+            &mut headers,
+            None,
+            S3_UNIX,
+        )
+        .unwrap();
+    assert_eq!(
+        signed.canonical_request.signed_headers(),
+        b"host;x-amz-content-sha256;x-amz-date"
+    );
+    let map = headers.to_header_map();
+    assert!(map.get("x-amz-security-token").is_none());
+    assert_eq!(map["accept"], "*/*");
 }
