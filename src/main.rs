@@ -228,8 +228,7 @@ fn run(path: &Path, watch: bool) -> anyhow::Result<()> {
         // Before the proxy says it is listening: whoever signals it after
         // that line must find the signal handled.
         let signals = Signals::install()?;
-        let proxy = RunningProxy::start(config).await?;
-        proxy.set_config_file(path);
+        let proxy = RunningProxy::start_from_file(config, path).await?;
         wait_for_signals(signals, &proxy, path, watch.then_some(stamp)).await?;
         tracing::info!("shutting down: draining in-flight requests");
         proxy.shutdown().await;
