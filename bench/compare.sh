@@ -34,7 +34,14 @@
 #   PROXY_WORKERS=<nproc>  nginx peer worker processes, and sidekey's
 #                     worker threads (proxy.workers)
 #   UPSTREAM_WORKERS=1
-#   ACCESS_LOG=0      1 turns on both proxies' access logs (to files)
+#   ACCESS_LOG=0      1 turns on both proxies' access logs (to files) for
+#                     everything: nginx's `combined` with buffer=64k flush=1s,
+#                     sidekey's default `info` line (LOG_FORMAT)
+#   LOG_FORMAT=text   sidekey's --log-format when its access log is on (text, json)
+#   LOG_IR=1          with CALLGRIND=1 and ACCESS_LOG=0: instructions/request of
+#                     the plain and tls scenarios again with the access logs on
+#                     (nginx combined buffered; sidekey text, then json): what the
+#                     log line costs each proxy
 #   HTTPS_CLIENTS=1   with CALLGRIND=1: instructions per request inside a
 #                     CONNECT tunnel, and per new client TLS connection (full
 #                     handshake + one request) for sidekey's TLS listener and
@@ -78,6 +85,8 @@ SHARED_CACHE=${SHARED_CACHE:-1}
 PROXY_WORKERS=${PROXY_WORKERS:-$(nproc)}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 ACCESS_LOG=${ACCESS_LOG:-0}
+LOG_FORMAT=${LOG_FORMAT:-text}
+LOG_IR=${LOG_IR:-1}
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -261,10 +270,17 @@ PEER_TLS=$(distinct_port); TAKEN+=("$PEER_TLS")       # nginx terminating TLS fr
 
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
-ACCESS_LINE="access_log off;"
+# nginx's access log as a production nginx keeps it: the default `combined`
+# format, buffered (written when 64 KiB accumulate, or after 1 s).
+ACCESS_OFF="access_log off;"
+ACCESS_ON="access_log $WORK/peer-access.log combined buffer=64k flush=1s;"
+ACCESS_LINE=$ACCESS_OFF
+# sidekey: `warn` leaves out the access lines (info), the default `info`
+# writes them; its log (stderr) goes to a file, like nginx's.
 SIDEKEY_LOG=warn
+SIDEKEY_FORMAT=$LOG_FORMAT
 if [[ "$ACCESS_LOG" == 1 ]]; then
-    ACCESS_LINE="access_log $WORK/peer-access.log;"
+    ACCESS_LINE=$ACCESS_ON
     SIDEKEY_LOG=info
 fi
 
@@ -274,7 +290,7 @@ fill() {
         -e "s|@PEER_TLS@|$PEER_TLS|g" -e "s|@SIDEKEY_TLS@|$SIDEKEY_TLS|g" \
         -e "s|@USERNAME@|$USERNAME|g" -e "s|@PASSWORD@|$PASSWORD|g" \
         -e "s|@SIGN_KEY@|$SIGN_KEY|g" -e "s|@SIGN_SECRET@|$SIGN_SECRET|g" \
-        -e "s|@USER@|$USER_LINE|g" -e "s|@ACCESS_LOG@|$ACCESS_LINE|g" \
+        -e "s|@USER@|$USER_LINE|g" -e "s|@ACCESS_LOG@|${ACCESS_LINE}|g" \
         -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
         -e "s|@TOKEN_PORT@|$TOKEN_PORT|g" -e "s|@MINT_PORT@|$MINT_PORT|g" \
         -e "s|@BEARER_TOKEN@|$BEARER_TOKEN|g" -e "s|@AWS_KEY_ID@|$AWS_KEY_ID|g" -e "s|@AWS_SECRET@|$AWS_SECRET|g" -e "s|@POOL_SIZE@|$POOL_SIZE|g" \
@@ -284,6 +300,10 @@ fill() {
 }
 fill "$BENCH/upstream-nginx.conf.in" "$WORK/upstream.conf"
 fill "$BENCH/peer-nginx.conf.in" "$WORK/peer.conf"
+saved=$ACCESS_LINE
+ACCESS_LINE=$ACCESS_ON
+fill "$BENCH/peer-nginx.conf.in" "$WORK/peer-log.conf"
+ACCESS_LINE=$saved
 fill "$BENCH/sidekey.toml.in" "$WORK/sidekey.toml"
 cat "$WORK/sidekey.toml" >"$WORK/sidekey-https.toml"
 fill "$BENCH/sidekey-https.toml.in" "$WORK/sidekey-https.part.toml"
@@ -325,12 +345,15 @@ start_mint() {
 # Mints so far.
 mint_count() { wc -l <"$WORK/mints.log"; }
 
+# The config start_nginx runs: peer-log.conf has the access log on.
+PEER_CONFIG="$WORK/peer.conf"
+
 # start_nginx [wrapper...]: the peer proxy, optionally under valgrind (then
 # in one process, so that every instruction is counted).
 start_nginx() {
     local -a extra=('daemon off;')
     [[ $# -gt 0 ]] && extra=('daemon off; master_process off;')
-    "$@" "$NGINX" -p "$WORK" -e "$WORK/peer-error.log" -c "$WORK/peer.conf" -g "${extra[0]}" \
+    "$@" "$NGINX" -p "$WORK" -e "$WORK/peer-error.log" -c "$PEER_CONFIG" -g "${extra[0]}" \
         >>"$WORK/peer.out" 2>&1 &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
@@ -343,7 +366,7 @@ start_nginx() {
 SIDEKEY_CONFIG="$WORK/sidekey.toml"
 
 start_sidekey() {
-    RUST_LOG=$SIDEKEY_LOG "$@" "$SIDEKEY" run --config "$SIDEKEY_CONFIG" \
+    RUST_LOG=$SIDEKEY_LOG "$@" "$SIDEKEY" --log-format "$SIDEKEY_FORMAT" run --config "$SIDEKEY_CONFIG" \
         >>"$WORK/sidekey.out" 2>>"$WORK/sidekey.log" &
     SIDEKEY_PID=$!
     PIDS+=("$SIDEKEY_PID")
@@ -661,6 +684,80 @@ measure_ir() {
     done
 }
 
+# --- the access log: what a line costs each proxy ------------------------------
+
+declare -A LOG_IRS=()
+
+# Access lines in the proxy's log so far (sidekey: text or JSON request lines;
+# nginx: lines of its access log, flushed at exit).
+access_lines() {
+    case $1 in
+    nginx) [[ -e $WORK/peer-access.log ]] && wc -l <"$WORK/peer-access.log" || echo 0 ;;
+    sidekey) grep -cE ': request route=|"message":"request"' "$WORK/sidekey.log" || true ;;
+    esac
+}
+
+# The plain and tls scenarios again with the access logs on: nginx with its
+# buffered `combined` log, sidekey with its default `info` line in text and
+# in JSON. Each pair of runs must have logged every request.
+measure_log_ir() {
+    local s t mode m n before after
+    [[ $LOG_IR == 1 && $CALLGRIND == 1 && $ACCESS_LOG == 0 ]] || return 0
+    for s in $SCENARIOS; do
+        [[ $s == plain || $s == tls ]] || continue
+        for mode in nginx sidekey_text sidekey_json; do
+            t=${mode%%_*}
+            [[ ${AUTH_OK[$s.$t]:-0} == 1 ]] || continue
+            PEER_CONFIG="$WORK/peer-log.conf"
+            SIDEKEY_LOG=info
+            SIDEKEY_FORMAT=${mode#sidekey_}
+            IR_TAG=".log-${mode#sidekey_}"
+            log "callgrind: $t $s with its access log on ($mode; $IR_M and $IR_N requests)"
+            before=$(access_lines "$t")
+            m=$(ir_run "$t" "$s" "$IR_M")
+            n=$(ir_run "$t" "$s" "$IR_N")
+            after=$(access_lines "$t")
+            PEER_CONFIG="$WORK/peer.conf"
+            SIDEKEY_LOG=warn
+            SIDEKEY_FORMAT=$LOG_FORMAT
+            IR_TAG=""
+            if [[ $((after - before)) != $((IR_M + IR_N)) ]]; then
+                log "callgrind: $t $s $mode: $((after - before)) access lines for $((IR_M + IR_N)) requests; not counted"
+                continue
+            fi
+            [[ -n $m && -n $n ]] && LOG_IRS[$s.$mode]=$(((n - m) / (IR_N - IR_M)))
+            log "callgrind: $t $s $mode: ${LOG_IRS[$s.$mode]:-failed} instructions/request"
+        done
+    done
+}
+
+log_table() {
+    local s off on mode t
+    [[ ${#LOG_IRS[@]} -gt 0 ]] || return 0
+    echo
+    echo "| access log (callgrind, instructions/request) | nginx (combined, buffer=64k flush=1s) | sidekey (text) | sidekey (--log-format json) |"
+    echo "| --- | ---: | ---: | ---: |"
+    for s in plain tls; do
+        [[ -n ${IR[$s.sidekey]:-}${IR[$s.nginx]:-} ]] || continue
+        echo "| $s: access log off | $(us "${IR[$s.nginx]:-}") | $(us "${IR[$s.sidekey]:-}") | $(us "${IR[$s.sidekey]:-}") |"
+        echo "| $s: access log on | $(us "${LOG_IRS[$s.nginx]:-}") | $(us "${LOG_IRS[$s.sidekey_text]:-}") | $(us "${LOG_IRS[$s.sidekey_json]:-}") |"
+        local -a diff=()
+        for mode in nginx sidekey_text sidekey_json; do
+            t=${mode%%_*}
+            off=${IR[$s.$t]:-}
+            on=${LOG_IRS[$s.$mode]:-}
+            if [[ -n $off && -n $on ]]; then diff+=("$((on - off))"); else diff+=("-"); fi
+        done
+        echo "| $s: the access line (on − off) | ${diff[0]} | ${diff[1]} | ${diff[2]} |"
+    done
+    for s in plain tls; do
+        [[ -n ${LOG_IRS[$s.sidekey_text]:-} && -n ${LOG_IRS[$s.sidekey_json]:-} ]] || continue
+        echo
+        echo "$s: sidekey JSON / text = $(awk -v a="${LOG_IRS[$s.sidekey_json]}" -v b="${LOG_IRS[$s.sidekey_text]}" 'BEGIN { printf "%.3f", a / b }')×$([[ -n ${LOG_IRS[$s.nginx]:-} ]] && echo "; sidekey text / nginx = $(awk -v a="${LOG_IRS[$s.sidekey_text]}" -v b="${LOG_IRS[$s.nginx]}" 'BEGIN { printf "%.3f", a / b }')×")"
+    done
+    return 0
+}
+
 # --- HTTPS clients (TLS interception) ----------------------------------------
 
 declare -A HS_IR=()
@@ -856,6 +953,7 @@ stop_nginx
 stop_sidekey
 
 [[ $CALLGRIND == 1 ]] && measure_ir
+measure_log_ir
 measure_https
 measure_shared
 leaf_scenario
@@ -928,6 +1026,8 @@ print_tables() {
         echo "cached: Bearer token from a local token endpoint (ttl 15m), cached by sidekey; no nginx equivalent: sidekey vs direct only."
     [[ $SCENARIOS == *onetime* ]] &&
         echo "onetime / onetime_pool: a fresh ?access_token= per request from the mint server (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
+    [[ $ACCESS_LOG == 1 ]] && echo "Access logs on: nginx \`combined\` with buffer=64k flush=1s, sidekey \`info\` ($LOG_FORMAT), both to files."
+    log_table
     https_tables
     shared_table
     route_vs_basic

@@ -12,8 +12,8 @@
 //!
 //! | layer | holds | may use |
 //! | --- | --- | --- |
-//! | [`cause`], [`target`], [`traffic`], [`tls`] | leaves: error causes, the upstream URL and its query edits, per-route traffic counters for the status views, the local CA and its leaf certificates (TLS interception), client certificates for mutual TLS upstream | nothing of ours |
-//! | [`metrics`] | the Prometheus registry (and the [`traffic::Registry`] beside it) | `traffic` |
+//! | [`cause`], [`target`], [`traffic`], [`tls`], [`access_log`] | leaves: error causes, the upstream URL and its query edits, per-route traffic counters for the status views, the local CA and its leaf certificates (TLS interception), client certificates for mutual TLS upstream, the access log's line format and its writer thread | nothing of ours |
+//! | [`metrics`] | the Prometheus registry (and the [`traffic::Registry`] beside it) | `traffic`, `access_log` (its dropped-lines counter) |
 //! | [`wire`] | HTTP/1.1 heads, framing, bodies, both connection state machines, hop-by-hop rules, deadlines, [`wire::reply::Reply`] | nothing of ours |
 //! | [`config`] | the TOML file: raw serde types, `${VAR}` expansion, validated types (the intercept CA loaded with [`tls::LocalCa`]) | `wire`, leaves |
 //! | [`client`] | dialling, TLS (with a client certificate per route), `connect_to`, the corporate upstream proxy, each worker's upstream connection pools (one per client certificate), the typed [`client::pool::SendError`] | `config`, `wire`, leaves |
@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+pub mod access_log;
 pub mod app;
 pub mod authorize;
 pub(crate) mod cause;

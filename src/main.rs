@@ -103,25 +103,66 @@ enum CaCommand {
     Show,
 }
 
-fn init_tracing(format: LogFormat) {
+/// Sets up logging: tracing's `fmt` layer on stderr, filtered by
+/// `RUST_LOG` (default `info`). For `run`, access lines and tracing's own
+/// lines go through [`sidekey::access_log`]'s writer thread (never
+/// blocking a request on stderr); the other commands write directly.
+fn init_tracing(format: LogFormat, access_log: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let sink = access_log
+        .then(|| {
+            sidekey::access_log::install(match format {
+                LogFormat::Text => sidekey::access_log::Format::Text,
+                LogFormat::Json => sidekey::access_log::Format::Json,
+            })
+        })
+        .and_then(|sink| {
+            // Without its thread, lines are logged as before (through
+            // tracing, directly).
+            sink.map_err(|e| eprintln!("sidekey: cannot start the access log writer: {e}"))
+                .ok()
+        });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match sink {
+        Some(sink) => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(sink.make_writer())
+                .with_ansi(ansi);
+            match format {
+                LogFormat::Text => builder.init(),
+                LogFormat::Json => builder.json().flatten_event(true).init(),
+            }
+        }
+        None => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi);
+            match format {
+                LogFormat::Text => builder.init(),
+                LogFormat::Json => builder.json().flatten_event(true).init(),
+            }
+        }
     }
 }
 
+/// How long exiting waits for stderr to take the access lines still
+/// queued (a stderr nobody reads must not keep sidekey from exiting).
+const LOG_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    init_tracing(cli.log_format, matches!(cli.command, Command::Run { .. }));
     let result = match &cli.command {
         Command::Check => return check(&cli.config),
-        Command::Run { watch } => run(&cli.config, *watch),
+        Command::Run { watch } => {
+            let result = run(&cli.config, *watch);
+            // Every access line of the requests served, before exiting.
+            sidekey::access_log::flush(LOG_FLUSH_TIMEOUT);
+            result
+        }
         Command::Sign { route, url, method } => sign(&cli.config, route, method, url),
         Command::Authorize { route, timeout } => authorize(&cli.config, route, *timeout),
         Command::Ca(CaCommand::Init { dir }) => ca_init(dir),
@@ -228,11 +269,12 @@ fn run(path: &Path, watch: bool) -> anyhow::Result<()> {
         // Before the proxy says it is listening: whoever signals it after
         // that line must find the signal handled.
         let signals = Signals::install()?;
-        let proxy = RunningProxy::start(config).await?;
-        proxy.set_config_file(path);
+        let proxy = RunningProxy::start_from_file(config, path).await?;
         wait_for_signals(signals, &proxy, path, watch.then_some(stamp)).await?;
         tracing::info!("shutting down: draining in-flight requests");
         proxy.shutdown().await;
+        // The access lines of the drained requests come before "stopped".
+        sidekey::access_log::flush(LOG_FLUSH_TIMEOUT);
         tracing::info!("stopped");
         Ok(())
     })

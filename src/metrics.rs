@@ -271,6 +271,11 @@ impl Metrics {
             "Client request header fields left out because their name holds '_' (underscores_in_headers), or folds to a framing, hop-by-hop or injected name",
             header_fields_dropped.clone(),
         );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because stderr did not keep up (the process's, over all reloads)",
+            crate::access_log::dropped().clone(),
+        );
         Metrics {
             not_allowed,
             header_fields_dropped,

@@ -155,6 +155,22 @@ pub struct RunningProxy {
 impl RunningProxy {
     /// Builds the runtime and binds every listener.
     pub async fn start(config: Config) -> Result<RunningProxy, StartError> {
+        RunningProxy::start_inner(config, None).await
+    }
+
+    /// [`RunningProxy::start`] for a config loaded from `path`: the status
+    /// views name the file by the time the proxy says it listens.
+    pub async fn start_from_file(
+        config: Config,
+        path: &std::path::Path,
+    ) -> Result<RunningProxy, StartError> {
+        RunningProxy::start_inner(config, Some(path)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        path: Option<&std::path::Path>,
+    ) -> Result<RunningProxy, StartError> {
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::build(&config, &metrics, None)?;
         runtime.warm_up();
@@ -181,6 +197,9 @@ impl RunningProxy {
             workers,
             process: Arc::new(ProcessInfo::new()),
         };
+        if let Some(path) = path {
+            proxy.set_config_file(path);
+        }
         {
             let mut listeners = proxy.lock_listeners();
             for (role, configured, listener, local) in bound {

@@ -161,14 +161,19 @@ fn refuse(
 ) -> Response<H2ReplyBody> {
     let reply = err.to_reply(None);
     let status = reply.status.as_u16();
-    tracing::warn!(
-        route = "-",
-        method = %method,
-        path = %path,
-        status,
-        error = err.code(),
-        cause = %err,
-        "request"
+    crate::access_line!(
+        Warn,
+        crate::access_log::Line {
+            route: "-",
+            method: method.as_str(),
+            path,
+            status,
+            latency: None,
+            failure: Some(crate::access_log::Failure {
+                code: err.code(),
+                cause: &err,
+            }),
+        }
     );
     shared.unmatched_requests.inc(&shared.metrics, status);
     response(reply, &conn.limits)

@@ -23,6 +23,7 @@ use super::host::RequestHost;
 use super::tunnel::{self, Tunnel};
 use super::{scrub, underscores, upgrade};
 use super::{Reply, Runtime, Shared};
+use crate::access_log::{Failure, Line};
 use crate::client::connector::Identity;
 use crate::client::pool::{Outgoing, SendError, UpstreamResponse};
 use crate::client::ProxyBody;
@@ -156,34 +157,37 @@ fn finish(
     result: Result<Reply, ProxyError>,
 ) -> Reply {
     let name = route.as_ref().map_or("-", |r| r.name());
-    // Read only when the line is logged.
-    let latency_ms = || start.elapsed().as_secs_f64() * 1000.0;
-    // One access log line per request.
+    // One access log line per request (see crate::access_log).
     let response = match result {
         Ok(response) => {
-            let status = response.status.as_u16();
-            tracing::info!(
-                route = name,
-                method = %method,
-                path = %path,
-                status,
-                latency_ms = latency_ms(),
-                "request"
+            crate::access_line!(
+                Info,
+                Line {
+                    route: name,
+                    method: method.as_str(),
+                    path,
+                    status: response.status.as_u16(),
+                    latency: Some(start.elapsed()),
+                    failure: None,
+                }
             );
             response
         }
         Err(err) => {
             let response = err.to_reply(route.as_ref().map(|r| r.name()));
-            let status = response.status.as_u16();
-            tracing::warn!(
-                route = name,
-                method = %method,
-                path = %path,
-                status,
-                latency_ms = latency_ms(),
-                error = err.code(),
-                cause = %err,
-                "request"
+            crate::access_line!(
+                Warn,
+                Line {
+                    route: name,
+                    method: method.as_str(),
+                    path,
+                    status: response.status.as_u16(),
+                    latency: Some(start.elapsed()),
+                    failure: Some(Failure {
+                        code: err.code(),
+                        cause: &err,
+                    }),
+                }
             );
             response
         }

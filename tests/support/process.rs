@@ -37,6 +37,9 @@ pub struct SidekeyProcess {
     child: Child,
     lines: Receiver<String>,
     all: Arc<Mutex<Vec<String>>>,
+    /// Set by [`SidekeyProcess::spawn_stderr_unread`]: lets the stderr
+    /// reader go on.
+    resume_stderr: Option<mpsc::Sender<()>>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
 }
@@ -63,6 +66,33 @@ impl SidekeyProcess {
     /// Starts `sidekey run --config CONFIG EXTRA...` with exactly `envs`
     /// as its environment and waits until it logs that it is listening.
     pub fn spawn(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> SidekeyProcess {
+        SidekeyProcess::start(config, envs, extra, false)
+    }
+
+    /// Like [`SidekeyProcess::spawn`], but stderr is read only up to the
+    /// line saying sidekey listens: then nobody reads it (the pipe fills
+    /// and stays full) until [`SidekeyProcess::read_stderr_again`].
+    pub fn spawn_stderr_unread(
+        config: &Path,
+        envs: &[(&str, &str)],
+        extra: &[&str],
+    ) -> SidekeyProcess {
+        SidekeyProcess::start(config, envs, extra, true)
+    }
+
+    /// Reads stderr again after [`SidekeyProcess::spawn_stderr_unread`].
+    pub fn read_stderr_again(&mut self) {
+        if let Some(resume) = self.resume_stderr.take() {
+            let _ = resume.send(());
+        }
+    }
+
+    fn start(
+        config: &Path,
+        envs: &[(&str, &str)],
+        extra: &[&str],
+        pause_stderr: bool,
+    ) -> SidekeyProcess {
         let mut child = Command::new(sidekey_bin())
             .arg("run")
             .arg("--config")
@@ -79,9 +109,11 @@ impl SidekeyProcess {
         let all = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        for stream in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
+        let (resume_stderr, resume) = mpsc::channel::<()>();
+        let mut resume = pause_stderr.then_some(resume);
+        for (stream, mut pause) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, None),
+            (Box::new(stderr), resume.take()),
         ] {
             let tx = tx.clone();
             let all = all.clone();
@@ -89,7 +121,15 @@ impl SidekeyProcess {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
                     all.lock().expect("log lock").push(line.clone());
+                    let listening = line.contains("sidekey listening");
                     let _ = tx.send(line);
+                    if listening {
+                        if let Some(resume) = pause.take() {
+                            // Holds the pipe open, unread, until resumed
+                            // (or the test is over).
+                            let _ = resume.recv();
+                        }
+                    }
                 }
             });
         }
@@ -97,6 +137,7 @@ impl SidekeyProcess {
             child,
             lines,
             all,
+            resume_stderr: pause_stderr.then_some(resume_stderr),
             proxy_addr: "0.0.0.0:0".parse().expect("literal address"),
             admin_addr: None,
         };
@@ -121,6 +162,41 @@ impl SidekeyProcess {
                     self.output()
                 ),
             }
+        }
+    }
+
+    /// Waits at most `within` for the next log line containing `needle`
+    /// (earlier lines are skipped).
+    pub fn line_within(&mut self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits (up to [`LINE_TIMEOUT`]) until `count` of the lines printed
+    /// so far satisfy `matches`; returns how many do.
+    pub fn wait_for_lines(&mut self, count: usize, matches: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let n = self
+                .all
+                .lock()
+                .expect("log lock")
+                .iter()
+                .filter(|l| matches(l))
+                .count();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if n >= count || left.is_zero() {
+                return n;
+            }
+            // The next line, whatever it is, then count again.
+            let _ = self.lines.recv_timeout(left);
         }
     }
 
@@ -149,6 +225,7 @@ impl SidekeyProcess {
     /// names it); returns how it exited and everything it printed.
     pub fn stop_with(mut self, name: &str) -> (ExitStatus, String) {
         self.signal(name);
+        self.read_stderr_again();
         let status = self.child.wait().expect("wait for sidekey");
         // The reader threads end at EOF; collect what they read.
         let deadline = Instant::now() + LINE_TIMEOUT;
