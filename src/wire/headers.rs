@@ -219,6 +219,18 @@ impl ForwardHeaders {
         self.added.push((name, value));
     }
 
+    /// Sets `name` to `value` like [`ForwardHeaders::insert`], for names
+    /// clients rarely send (SigV4's `x-amz-*`): the name is remembered
+    /// among the client fields left out only when the client sent it,
+    /// since each name remembered costs a comparison per forwarded field.
+    pub(crate) fn set_own(&mut self, name: HeaderName, value: HeaderValue) {
+        self.added.retain(|(n, _)| *n != name);
+        if !self.removed.contains(&name) && self.client.contains(name.as_str()) {
+            self.removed.push(name.clone());
+        }
+        self.added.push((name, value));
+    }
+
     /// The last value sidekey itself set for `name`, if any.
     pub(crate) fn added(&self, name: &HeaderName) -> Option<&HeaderValue> {
         self.added
@@ -455,5 +467,42 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn set_own_replaces_the_clients_copy_in_any_case() {
+        use crate::wire::h1::fields::RawFields;
+        let client = b"X-AMZ-Date: 19990101T000000Z\r\nAccept: */*\r\n\r\n";
+        let mut h = ForwardHeaders::new(RawFields::parse(client).unwrap());
+        let date = HeaderName::from_static("x-amz-date");
+        let sha = HeaderName::from_static("x-amz-content-sha256");
+        h.set_own(date.clone(), HeaderValue::from_static("20260101T000000Z"));
+        h.set_own(sha.clone(), HeaderValue::from_static("UNSIGNED-PAYLOAD"));
+        h.set_own(sha.clone(), HeaderValue::from_static("e3b0"));
+        let sent: Vec<(String, String)> = h
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sent,
+            pairs(&[
+                ("accept", "*/*"),
+                ("x-amz-date", "20260101T000000Z"),
+                ("x-amz-content-sha256", "e3b0"),
+            ])
+        );
+        // Only the name the client sent is remembered as left out.
+        assert!(h.is_removed(b"x-amz-date"));
+        assert!(!h.is_removed(b"x-amz-content-sha256"));
     }
 }

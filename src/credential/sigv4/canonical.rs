@@ -194,8 +194,16 @@ fn push_headers<'a>(
     headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> std::ops::Range<usize> {
     let mut list: smallvec::SmallVec<[(&[u8], &[u8]); 12]> = headers.collect();
-    // Stable: the values of one name keep their order.
-    list.sort_by(|a, b| cmp_lower(a.0, b.0));
+    // Stable: the values of one name keep their order. An insertion
+    // sort: a request signs a handful of headers, and the standard
+    // library's stable sort costs more to set up than this costs in all.
+    for i in 1..list.len() {
+        let mut j = i;
+        while j > 0 && cmp_lower(list[j - 1].0, list[j].0).is_gt() {
+            list.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     let mut previous: Option<&[u8]> = None;
     for &(name, value) in &list {
         if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
@@ -290,11 +298,20 @@ pub(crate) fn scope(date: &str, region: &str, service: &str) -> String {
 /// Lowercase hex of a SHA-256 digest or HMAC, on the stack (the `hex`
 /// crate's `encode` collects chars into a `String`: ~20× the cost).
 pub(crate) fn hex32(bytes: &[u8]) -> [u8; 64] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Both digits of every byte value, looked up once per byte.
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [HEX[i >> 4], HEX[i & 15]];
+            i += 1;
+        }
+        pairs
+    };
     let mut out = [0u8; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
     out
 }

@@ -145,13 +145,13 @@ impl SigV4 {
                 .map_err(|_| CredentialError::Unsignable)?;
             headers.insert(HOST, host);
         }
-        headers.insert(
+        headers.set_own(
             X_AMZ_DATE,
             HeaderValue::from_bytes(&amz_date).map_err(|_| CredentialError::Unsignable)?,
         );
-        headers.insert(X_AMZ_CONTENT_SHA256, payload_hash.clone());
+        headers.set_own(X_AMZ_CONTENT_SHA256, payload_hash.clone());
         match &self.session_token {
-            Some(token) => headers.insert(X_AMZ_SECURITY_TOKEN, token.clone()),
+            Some(token) => headers.set_own(X_AMZ_SECURITY_TOKEN, token.clone()),
             // Each name left out costs a comparison per forwarded field:
             // only when the client sent one.
             None if headers.client().contains(X_AMZ_SECURITY_TOKEN.as_str()) => {
@@ -195,7 +195,7 @@ impl SigV4 {
         let mut authorization =
             HeaderValue::try_from(authorization).map_err(|_| CredentialError::Unsignable)?;
         authorization.set_sensitive(true);
-        headers.insert(AUTHORIZATION, authorization);
+        headers.set_own(AUTHORIZATION, authorization);
         Ok(Signed { canonical_request })
     }
 
