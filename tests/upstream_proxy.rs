@@ -254,6 +254,34 @@ token = "Bearer minted-7"
     assert_eq!(s.api.request_count(), 0);
 }
 
+/// Plain HTTP goes to the proxy in absolute form, so its `407` comes back
+/// as a response: that is the proxy's refusal, not the API's answer.
+#[tokio::test]
+async fn a_407_to_a_plain_http_request_is_a_502_naming_the_proxy() {
+    let s = Setup::new().await;
+    let proxy = start_sidekey(&s.env, &s.toml("corp%5Cuser:wr0ng-hunter2")).await;
+    let resp = get(
+        proxy.proxy_addr(),
+        "http://plain.partner.test/v1/items?id=3",
+    )
+    .await;
+    let body = body_text(&resp);
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body.contains(&format!(
+            "the upstream proxy {} answered HTTP 407 to the request for http://plain.partner.test",
+            s.corp.addr()
+        )),
+        "{body}"
+    );
+    assert!(resp.headers().get("proxy-authenticate").is_none());
+    assert!(
+        !body.contains("hunter2") && !body.contains("plain-token"),
+        "{body}"
+    );
+    assert_eq!(s.plain.request_count(), 0);
+}
+
 #[tokio::test]
 async fn a_blind_tunnel_for_an_unmatched_host_goes_through_the_proxy_too() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -103,6 +103,10 @@ pub(crate) enum ConnectError {
         status: u16,
         target: String,
     },
+    /// The proxy asked for (other) credentials for a plain HTTP request it
+    /// was to forward: its own answer, not the upstream's.
+    #[error("the upstream proxy {proxy} answered HTTP 407 to the request for {target}")]
+    ProxyAuthRequired { proxy: String, target: String },
     #[error("the upstream proxy {proxy} did not answer CONNECT with an HTTP response head")]
     ProxyBadAnswer { proxy: String },
 }

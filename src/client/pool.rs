@@ -194,7 +194,8 @@ impl Upstreams {
         }
         // Plain HTTP through the upstream proxy: the request goes to the
         // proxy in absolute form, with its credential (and only there).
-        let absolute = match self.plain_proxy(https, authority) {
+        let proxy = self.plain_proxy(https, authority);
+        let absolute = match proxy {
             None => None,
             Some(proxy) => {
                 out.headers.remove(&PROXY_AUTHORIZATION);
@@ -238,6 +239,20 @@ impl Upstreams {
                     )
                     .await
                 {
+                    // The proxy's own refusal (its credential is wrong or
+                    // missing), not the upstream's answer: a 502 naming it,
+                    // and the connection is not kept.
+                    Ok(head)
+                        if head.status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                            && proxy.is_some() =>
+                    {
+                        return Err(SendError::Connect(ConnectError::ProxyAuthRequired {
+                            proxy: proxy
+                                .map(super::upstream_proxy::Via::address)
+                                .unwrap_or_default(),
+                            target: format!("http://{authority}"),
+                        }));
+                    }
                     Ok(head) => {
                         let back = Return {
                             key,

@@ -47,6 +47,11 @@ impl Via {
 
     /// `Proxy-Authorization` for requests sent to the proxy in absolute
     /// form, when the proxy URL had a user.
+    /// The proxy's `host:port`, for messages.
+    pub(crate) fn address(&self) -> String {
+        self.settings.address()
+    }
+
     pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
         self.authorization.as_ref()
     }
