@@ -34,10 +34,8 @@ pub(crate) fn url_without_query(uri: &Uri) -> String {
 /// not, the key prefix and the timeout. Never the password or the key.
 pub fn describe_shared_cache(shared: &crate::config::SharedCacheSettings) -> String {
     format!(
-        "shared cache: {}://{}/{}, key_prefix {}, timeout {}, tokens sealed with AES-256-GCM",
-        if shared.tls { "rediss" } else { "redis" },
-        shared.connection.addr,
-        shared.connection.redis.db,
+        "shared cache: {}, key_prefix {}, timeout {}, tokens sealed with AES-256-GCM",
+        shared.address(),
         shared.key_prefix,
         humantime::format_duration(shared.timeout)
     )

@@ -12,6 +12,7 @@ use http::StatusCode;
 use sidekey::{Config, RunningProxy};
 use support::harness::{admin_get, assert_no_foreign_panic, metric, watch_panics};
 use support::oauth2::{ClientAuth, AUTH_HOST};
+use support::status::status_json;
 use support::*;
 
 const CLIENT_ID: &str = "svc-fleet";
@@ -316,6 +317,9 @@ async fn redis_killed_mid_run_fails_no_request_and_sharing_resumes_after_restart
     for proxy in &fleet {
         assert!(metric(proxy, "sidekey_shared_cache_errors_total").await >= 1.0);
         assert_eq!(admin_get(proxy, "/readyz").await.status(), StatusCode::OK);
+        let cache = &status_json(proxy).await["shared_cache"];
+        assert_eq!(cache["state"], "unreachable", "{cache}");
+        assert!(cache["errors_total"].as_u64() >= Some(1), "{cache}");
     }
 
     redis.restart().await;
@@ -355,6 +359,9 @@ async fn redis_killed_mid_run_fails_no_request_and_sharing_resumes_after_restart
             before,
             "no Redis errors once it is back"
         );
+        let cache = &status_json(proxy).await["shared_cache"];
+        assert_eq!(cache["state"], "ok", "{cache}");
+        assert_eq!(cache["redis"], redis.url().as_str(), "{cache}");
     }
     assert!(
         server.api_rejections().is_empty(),
@@ -380,6 +387,9 @@ async fn with_no_redis_at_all_each_replica_fetches_its_own_and_stays_ready() {
     for proxy in &fleet {
         assert!(metric(proxy, "sidekey_shared_cache_errors_total").await >= 1.0);
         assert_eq!(admin_get(proxy, "/readyz").await.status(), StatusCode::OK);
+        let cache = &status_json(proxy).await["shared_cache"];
+        assert_eq!(cache["redis"], nowhere.as_str(), "{cache}");
+        assert_eq!(cache["state"], "unreachable", "{cache}");
     }
     assert_no_foreign_panic();
 }

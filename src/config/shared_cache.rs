@@ -48,6 +48,17 @@ impl std::fmt::Debug for SharedCacheSettings {
 }
 
 impl SharedCacheSettings {
+    /// `redis[s]://host:port/db`: where Redis is, never its user or
+    /// password (for `check` and `/status`).
+    pub(crate) fn address(&self) -> String {
+        format!(
+            "{}://{}/{}",
+            if self.tls { "rediss" } else { "redis" },
+            self.connection.addr,
+            self.connection.redis.db
+        )
+    }
+
     pub(super) fn from_file(raw: &FileSharedCache, ctx: &mut Ctx) -> Option<SharedCacheSettings> {
         let url = ctx.expand_nonempty("shared_cache.url", &raw.url);
         let password = ctx.expand_opt("shared_cache.password", raw.password.as_deref());

@@ -32,7 +32,8 @@ pub struct Status {
     pub uptime_s: u64,
     pub config: ConfigStatus,
     pub listeners: Vec<ListenerStatus>,
-    /// The shared token cache's state; `null` when none is configured.
+    /// The shared token cache's state (`redis`, `state`, `errors_total`);
+    /// `null` when none is configured.
     pub shared_cache: Option<serde_json::Value>,
     /// Whether every route has a usable credential (`sidekey status`
     /// exits 0 exactly then).
@@ -304,7 +305,7 @@ pub(crate) fn collect(runtime: &Runtime, metrics: &Metrics, process: &ProcessInf
                 addr: addr.to_string(),
             })
             .collect(),
-        shared_cache: None,
+        shared_cache: runtime.shared_cache.as_ref().map(|cache| cache.status()),
         all_usable: routes.iter().all(|r| r.usable),
         routes,
     }

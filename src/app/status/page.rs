@@ -103,11 +103,14 @@ fn header(out: &mut String, status: &Status) {
         .join(", ");
     let shared = match &status.shared_cache {
         None => "none".to_string(),
-        Some(v) => v
-            .get("state")
-            .and_then(|s| s.as_str())
-            .unwrap_or("configured")
-            .to_string(),
+        Some(v) => {
+            let text = |key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_string);
+            match (text("redis"), text("state")) {
+                (Some(redis), Some(state)) => format!("{redis}: {state}"),
+                (None, Some(state)) => state,
+                _ => "configured".to_string(),
+            }
+        }
     };
     for (label, id, value) in [
         ("Up", "uptime", human_secs(status.uptime_s as f64)),
@@ -467,8 +470,17 @@ mod tests {
     fn the_table_shows_no_control_characters_and_says_when_unhealthy() {
         let mut status = hostile_status();
         status.routes[0].name = "a\u{1b}[31mred".to_string();
+        status.shared_cache = Some(serde_json::json!({
+            "redis": "redis://10.0.0.5:6379/0\u{1b}[2J", "state": "unreachable", "errors_total": 3
+        }));
         let table = super::super::table::render(&status, "127.0.0.1:9901");
         assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(
+            table.contains(
+                "shared token cache redis://10.0.0.5:6379/0?[2J: unreachable (3 failed commands)"
+            ),
+            "{table}"
+        );
         assert!(table.contains("a?[31mred"), "{table}");
         assert!(table.contains("2 failures, last 2s ago"), "{table}");
         assert!(

@@ -29,6 +29,19 @@ pub fn render(status: &Status, admin: &str) -> String {
                 r.outcome, r.at
             ))
     );
+    if let Some(cache) = &status.shared_cache {
+        let text = |key: &str| clean(cache.get(key).and_then(|v| v.as_str()).unwrap_or("?"));
+        let errors = cache
+            .get("errors_total")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "shared token cache {}: {} ({errors} failed commands)",
+            text("redis"),
+            text("state")
+        );
+    }
     let header = [
         "ROUTE",
         "STATE",

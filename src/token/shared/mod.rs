@@ -87,6 +87,16 @@ impl SharedCache {
         })
     }
 
+    /// What `/status` shows of the shared cache: where Redis is (never its
+    /// password), the outcome of the last command and the failures so far.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "redis": self.settings.address(),
+            "state": self.redis.state().as_str(),
+            "errors_total": self.redis.errors(),
+        })
+    }
+
     /// Whether a reload with `settings` may keep this cache.
     pub(crate) fn serves(&self, settings: &SharedCacheSettings) -> bool {
         self.settings.same_as(settings)

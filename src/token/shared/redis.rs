@@ -46,8 +46,31 @@ pub(crate) struct Redis {
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     timeout: Duration,
     down: AtomicBool,
+    /// Whether any command has run yet (for `/status`).
+    used: AtomicBool,
     errors: Counter,
     delete_if: redis::Script,
+}
+
+/// What `/status` says of Redis: the outcome of the last command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RedisState {
+    /// No command yet (no shared token was needed).
+    Unused,
+    Ok,
+    /// The last command failed or timed out: each replica uses its own
+    /// tokens until one succeeds.
+    Unreachable,
+}
+
+impl RedisState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RedisState::Unused => "unused",
+            RedisState::Ok => "ok",
+            RedisState::Unreachable => "unreachable",
+        }
+    }
 }
 
 impl Redis {
@@ -75,6 +98,7 @@ impl Redis {
             conn: tokio::sync::Mutex::new(None),
             timeout: settings.timeout,
             down: AtomicBool::new(false),
+            used: AtomicBool::new(false),
             errors,
             delete_if: redis::Script::new(DELETE_IF_SCRIPT),
         })
@@ -159,6 +183,7 @@ impl Redis {
             Ok(Err(e)) => Err(RedisError::Failed(describe(&e))),
             Ok(Ok(v)) => Ok(v),
         };
+        self.used.store(true, Ordering::Relaxed);
         match &result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
@@ -178,6 +203,22 @@ impl Redis {
             }
         }
         result
+    }
+
+    /// The outcome of the last command.
+    pub(crate) fn state(&self) -> RedisState {
+        if !self.used.load(Ordering::Relaxed) {
+            RedisState::Unused
+        } else if self.down.load(Ordering::Relaxed) {
+            RedisState::Unreachable
+        } else {
+            RedisState::Ok
+        }
+    }
+
+    /// Commands that failed or timed out so far.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.get()
     }
 
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
