@@ -441,7 +441,7 @@ async fn proxy_accept_loop(
         drain,
         Some(&metrics.active_connections),
         spawn,
-        move |stream, peer, stop| {
+        move |stream, peer, stop, active| {
             let shared = shared.clone();
             let limits = limits(&shared.runtime.load().settings, stalls.clone());
             let conn = ConnInfo {
@@ -452,6 +452,7 @@ async fn proxy_accept_loop(
                 stop: stop.clone(),
             };
             async move {
+                let _active = active;
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
                 };
@@ -493,11 +494,12 @@ async fn tls_accept_loop(
         drain,
         Some(&metrics.active_connections),
         Spawn::Workers(workers),
-        move |stream, peer, stop| {
+        move |stream, peer, stop, active| {
             let shared = shared.clone();
             let runtime = shared.runtime.load_full();
             let limits = limits(&runtime.settings, stalls.clone());
             async move {
+                let _active = active;
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
                 };
