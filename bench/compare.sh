@@ -17,7 +17,8 @@
 #   DURATION=6        seconds per wrk run
 #   WARMUP=1          seconds of unrecorded warm-up per target and load
 #   CONNS=64          connections of the throughput load (wrk -t2)
-#   IR_N=1000 IR_M=200  requests of the two callgrind runs (instructions/request)
+#   IR_N=1000 IR_M=200  requests of the two callgrind runs (instructions/request;
+#                     also the connections of the per-connection runs)
 #   IDLE_CONNS=10000  idle client connections of the RSS scenario (0 = skip)
 #   UPLOAD_MB=50      size of the upload scenario (0 = skip)
 #   SCENARIOS="plain tls signed cached onetime onetime_pool sigv4 allow"  scenarios
@@ -27,10 +28,17 @@
 #                     onetime_pool = the same with POOL_SIZE tokens minted ahead)
 #   POOL_SIZE=32      pool_size of the onetime_pool route
 #   MINT_MS=20        how long the mint server (mint-nginx.conf.in) takes per mint
-#   LOADS="c64 c1 c1p"  loads to run ("" = none: only callgrind and resources);
-#                     c1p = one connection paced: PACE_MS between requests
+#   LOADS="c64 c1 c1p close"  loads to run ("" = none: only callgrind and
+#                     resources); c1p = one connection paced: PACE_MS between
+#                     requests; close = CLOSE_CONNS connections that each send
+#                     one request with `Connection: close` (a new connection
+#                     per request)
+#   CLOSE_CONNS=16    connections of the close load (wrk -t2)
 #   PACE_MS=1         pause before each request of the c1p load (wrk delay())
 #   CALLGRIND=1       0 skips the instructions/request measurement
+#   CONN_IR=1         with CALLGRIND=1: instructions per accepted connection
+#                     (accept, one request with `Connection: close`, close),
+#                     plain and tls scenarios, nginx and sidekey
 #   PROXY_WORKERS=<nproc>  nginx peer worker processes, and sidekey's
 #                     worker threads (proxy.workers)
 #   UPSTREAM_WORKERS=1
@@ -74,7 +82,9 @@ UPLOAD_MB=${UPLOAD_MB:-50}
 SCENARIOS=${SCENARIOS:-"plain tls signed cached onetime onetime_pool sigv4 allow"}
 POOL_SIZE=${POOL_SIZE:-32}
 MINT_MS=${MINT_MS:-20}
-LOADS=${LOADS-"c$CONNS c1 c1p"}
+LOADS=${LOADS-"c$CONNS c1 c1p close"}
+CLOSE_CONNS=${CLOSE_CONNS:-16}
+CONN_IR=${CONN_IR:-1}
 PACE_MS=${PACE_MS:-1}
 CALLGRIND=${CALLGRIND:-1}
 HTTPS_CLIENTS=${HTTPS_CLIENTS:-1}
@@ -531,6 +541,8 @@ run_wrk() {
     case $load in
     c1) args+=(-t1 -c1) ;;
     c1p) args+=(-t1 -c1) ;;
+    # wrk opens a new connection when the answer says `Connection: close`.
+    close) args+=(-t2 "-c$CLOSE_CONNS" -H 'Connection: close') ;;
     *) args+=(-t2 "-c$CONNS") ;;
     esac
     local pace=0
@@ -642,25 +654,35 @@ callgrind_total() {
     awk '/^(summary|totals):/ { print $2; exit }' "$1"
 }
 
-# ir_run TARGET SCENARIO COUNT -> total Ir of a proxy process that started,
-# served COUNT requests on one keep-alive connection, and stopped.
+# ir_run TARGET SCENARIO COUNT [close] -> total Ir of a proxy process that
+# started, served COUNT requests on one keep-alive connection, and stopped.
+# With `close`: COUNT connections instead, each accepted, one request with
+# `Connection: close`, closed by the proxy (curl's num_connects proves it).
 ir_run() {
-    local t=$1 s=$2 count=$3 out="$WORK/callgrind.$1.$2.$3${IR_TAG:-}.out" codes ok
+    local t=$1 s=$2 count=$3 mode=${4:-keepalive} codes ok connects
+    local out="$WORK/callgrind.$1.$2${4:+.$4}.$3${IR_TAG:-}.out"
     local -a vg=(valgrind --tool=callgrind --callgrind-out-file="$out") args
     case $t in
     nginx) start_nginx "${vg[@]}" ;;
     sidekey) start_sidekey "${vg[@]}" ;;
     esac
     mapfile -t args < <(curl_args "$s" "$t")
-    # One curl, COUNT URLs (a glob): one keep-alive connection.
-    codes=$(curl "${args[@]}" --max-time 300 -o /dev/null -w '%{http_code}\n' \
+    [[ $mode == close ]] && args+=(-H 'Connection: close')
+    # One curl, COUNT URLs (a glob): one keep-alive connection, or one
+    # connection per URL when the proxy closes each.
+    codes=$(curl "${args[@]}" --max-time 300 -o /dev/null -w '%{http_code} %{num_connects}\n' \
         "$(url_of "$s" "$t")&n=[100001-$((100000 + count))]" || true)
-    ok=$(grep -c '^200$' <<<"$codes" || true)
+    ok=$(grep -c '^200 ' <<<"$codes" || true)
+    connects=$(awk '{ n += $2 } END { print n + 0 }' <<<"$codes")
     case $t in
     nginx) stop_nginx ;;
     sidekey) stop_sidekey ;;
     esac
-    [[ $ok == "$count" ]] || { log "callgrind $t $s: only $ok of $count requests got 200"; echo ""; return; }
+    [[ $ok == "$count" ]] || { log "callgrind $t $s $mode: only $ok of $count requests got 200"; echo ""; return; }
+    case $mode in
+    close) [[ $connects == "$count" ]] || { log "callgrind $t $s close: $connects connections, want $count"; echo ""; return; } ;;
+    *) [[ $connects == 1 ]] || { log "callgrind $t $s: $connects connections, want 1"; echo ""; return; } ;;
+    esac
     callgrind_total "$out"
 }
 
@@ -731,6 +753,29 @@ measure_log_ir() {
     done
 }
 
+# Instructions per accepted connection: a new client connection per request
+# (`Connection: close`), the upstream connection kept alive by the proxy, so
+# (Ir(N) - Ir(M)) / (N - M) is accept + one request + close.
+declare -A CONN_IR_OF=()
+
+measure_conn() {
+    local s t n m
+    [[ $CONN_IR == 1 && $CALLGRIND == 1 ]] || return 0
+    for s in plain tls; do
+        [[ " $SCENARIOS " == *" $s "* ]] || continue
+        for t in nginx sidekey; do
+            [[ ${AUTH_OK[$s.$t]:-0} == 1 ]] || continue
+            log "callgrind: $t $s, a new connection per request ($IR_M and $IR_N connections)"
+            m=$(ir_run "$t" "$s" "$IR_M" close)
+            n=$(ir_run "$t" "$s" "$IR_N" close)
+            if [[ -n $m && -n $n ]]; then
+                CONN_IR_OF[$s.$t]=$(((n - m) / (IR_N - IR_M)))
+                log "callgrind: $t $s: ${CONN_IR_OF[$s.$t]} instructions/connection"
+            fi
+        done
+    done
+}
+
 log_table() {
     local s off on mode t
     [[ ${#LOG_IRS[@]} -gt 0 ]] || return 0
@@ -756,6 +801,18 @@ log_table() {
         echo "$s: sidekey JSON / text = $(awk -v a="${LOG_IRS[$s.sidekey_json]}" -v b="${LOG_IRS[$s.sidekey_text]}" 'BEGIN { printf "%.3f", a / b }')×$([[ -n ${LOG_IRS[$s.nginx]:-} ]] && echo "; sidekey text / nginx = $(awk -v a="${LOG_IRS[$s.sidekey_text]}" -v b="${LOG_IRS[$s.nginx]}" 'BEGIN { printf "%.3f", a / b }')×")"
     done
     return 0
+}
+
+conn_table() {
+    local s
+    [[ ${#CONN_IR_OF[@]} -gt 0 ]] || return 0
+    echo
+    echo "| a new connection per request (callgrind: accept, one request with \`Connection: close\`, close) | nginx | sidekey |"
+    echo "| --- | ---: | ---: |"
+    for s in plain tls; do
+        [[ -n ${CONN_IR_OF[$s.nginx]:-}${CONN_IR_OF[$s.sidekey]:-} ]] || continue
+        echo "| $s: instructions per connection | $(us "${CONN_IR_OF[$s.nginx]:-}") | $(us "${CONN_IR_OF[$s.sidekey]:-}") |"
+    done
 }
 
 # --- HTTPS clients (TLS interception) ----------------------------------------
@@ -954,6 +1011,7 @@ stop_sidekey
 
 [[ $CALLGRIND == 1 ]] && measure_ir
 measure_log_ir
+measure_conn
 measure_https
 measure_shared
 leaf_scenario
@@ -970,7 +1028,8 @@ print_tables() {
     echo
     echo "sidekey vs nginx, $(date -u +%Y-%m-%d), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores;"
     echo "medians of $REPS alternating reps of ${DURATION}s; loads: c$CONNS = wrk -t2 -c$CONNS, c1 = wrk -t1 -c1,"
-    echo "c1p = wrk -t1 -c1 with ${PACE_MS} ms before each request (latency counted from the request's write)."
+    echo "c1p = wrk -t1 -c1 with ${PACE_MS} ms before each request (latency counted from the request's write),"
+    echo "close = wrk -t2 -c$CLOSE_CONNS with \`Connection: close\` (a new connection per request)."
     echo
     echo "| scenario | load | target | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | added p90 µs | sidekey/nginx req/s | instr/req | CPU µs/req | peak RSS MiB |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -1028,6 +1087,7 @@ print_tables() {
         echo "onetime / onetime_pool: a fresh ?access_token= per request from the mint server (${MINT_MS} ms per mint), pool_size 0 / $POOL_SIZE; sidekey vs direct only."
     [[ $ACCESS_LOG == 1 ]] && echo "Access logs on: nginx \`combined\` with buffer=64k flush=1s, sidekey \`info\` ($LOG_FORMAT), both to files."
     log_table
+    conn_table
     https_tables
     shared_table
     route_vs_basic

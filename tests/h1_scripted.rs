@@ -197,7 +197,7 @@ async fn serve_mock<S, F, B>(mock: Mock, limits: Limits, service: S)
 where
     S: Fn(ClientRequest) -> F,
     F: std::future::Future<Output = Reply<B>>,
-    B: HttpBody<Data = Bytes>,
+    B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     serve_mock_with(mock, limits, bad_request_for::<B>(), service).await
@@ -216,7 +216,7 @@ async fn serve_mock_with<S, F, B>(
 ) where
     S: Fn(ClientRequest) -> F,
     F: std::future::Future<Output = Reply<B>>,
-    B: HttpBody<Data = Bytes>,
+    B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let (read, write) = tokio::io::split(mock);
@@ -238,7 +238,7 @@ async fn serve_duplex<S, F, B, C, CF>(limits: Limits, service: S, client: C) -> 
 where
     S: Fn(ClientRequest) -> F,
     F: std::future::Future<Output = Reply<B>>,
-    B: HttpBody<Data = Bytes>,
+    B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
     C: FnOnce(tokio::io::DuplexStream) -> CF,
     CF: std::future::Future,
@@ -324,6 +324,47 @@ async fn server_answers_pipelined_requests_in_order() {
             seen("POST", "/1", "one"),
             seen("GET", "/2", ""),
             seen("POST", "/3", "three")
+        ]
+    );
+}
+
+/// An idle keep-alive connection waits without a read buffer (it is
+/// released when a read finds nothing): what arrives after the wait, in
+/// pieces, pipelined, or a body split across the wait, is read as if the
+/// buffer had been there all along.
+#[tokio::test(start_paused = true)]
+async fn server_serves_what_arrives_after_an_idle_wait() {
+    let log = Log::default();
+    let mock = Builder::new()
+        .read(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .write(ok("").as_bytes())
+        // Idle between requests.
+        .wait(Duration::from_secs(2))
+        // The next head in pieces, each after a wait.
+        .read(b"POST /2 HT")
+        .wait(Duration::from_secs(1))
+        .read(b"TP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nfi")
+        .wait(Duration::from_secs(1))
+        .read(b"ve")
+        .wait(Duration::from_secs(1))
+        .read(b"!")
+        .write(ok("five!").as_bytes())
+        .wait(Duration::from_secs(2))
+        // Two pipelined requests in one read, the second's head cut short.
+        .read(b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\nGET /4 HTTP/1.1\r\nHo")
+        .write(ok("").as_bytes())
+        .wait(Duration::from_secs(1))
+        .read(b"st: a\r\n\r\n")
+        .write(ok("").as_bytes())
+        .build();
+    serve_mock(mock, limits(), echo(&log)).await;
+    assert_eq!(
+        bodies(&log),
+        [
+            seen("GET", "/1", ""),
+            seen("POST", "/2", "five!"),
+            seen("GET", "/3", ""),
+            seen("GET", "/4", ""),
         ]
     );
 }

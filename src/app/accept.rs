@@ -22,7 +22,8 @@ pub(crate) enum Spawn {
 /// Accepts connections until `shutdown`, then lets them finish for at
 /// most `drain` before closing those still open. `serve` runs each
 /// connection (on the runtime `spawn` picks: the std stream becomes a
-/// Tokio one there) and gets a receiver that turns true at shutdown.
+/// Tokio one there) and gets a receiver that turns true at shutdown, and
+/// the connection's [`ActiveConnection`], for its future to hold.
 /// `close` (a reload that dropped this listener) stops only the
 /// accepting: the connections run on until they end or sidekey shuts down.
 pub(crate) async fn accept_loop<F, Fut>(
@@ -34,7 +35,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     spawn: Spawn,
     serve: F,
 ) where
-    F: Fn(std::net::TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    F: Fn(std::net::TcpStream, SocketAddr, watch::Receiver<bool>, ActiveConnection) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     // Connection tasks, so that those still open when the drain timeout
@@ -62,12 +63,9 @@ pub(crate) async fn accept_loop<F, Fut>(
                         continue;
                     }
                 };
-                let active = active.map(ActiveConnection::new);
-                let served = serve(stream, peer, shutdown.clone());
-                let task = async move {
-                    let _active = active;
-                    served.await;
-                };
+                // The connection's own future is the task (not wrapped in
+                // another async block, which would hold it twice).
+                let task = serve(stream, peer, shutdown.clone(), ActiveConnection::new(active));
                 match &spawn {
                     Spawn::Here => connections.spawn(task),
                     Spawn::Workers(workers) => connections.spawn_on(task, workers.next()),
@@ -105,18 +103,23 @@ pub(crate) async fn closed(signal: &mut watch::Receiver<bool>) {
 }
 
 /// Counts one open client connection in `active_connections` while alive
-/// (also when its task is aborted).
-struct ActiveConnection(Gauge);
+/// (also when its task is aborted); nothing for a listener without the
+/// gauge.
+pub(crate) struct ActiveConnection(Option<Gauge>);
 
 impl ActiveConnection {
-    fn new(gauge: &Gauge) -> ActiveConnection {
-        gauge.inc();
-        ActiveConnection(gauge.clone())
+    fn new(gauge: Option<&Gauge>) -> ActiveConnection {
+        if let Some(gauge) = gauge {
+            gauge.inc();
+        }
+        ActiveConnection(gauge.cloned())
     }
 }
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(gauge) = &self.0 {
+            gauge.dec();
+        }
     }
 }

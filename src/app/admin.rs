@@ -40,10 +40,11 @@ pub(crate) async fn accept_loop(
         Duration::from_secs(1),
         None,
         Spawn::Here,
-        move |stream, _, stop| {
+        move |stream, _, stop, active| {
             let shared = shared.clone();
             let process = process.clone();
             async move {
+                let _active = active;
                 let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                     return;
                 };

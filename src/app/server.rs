@@ -441,7 +441,7 @@ async fn proxy_accept_loop(
         drain,
         Some(&metrics.active_connections),
         spawn,
-        move |stream, peer, stop| {
+        move |stream, peer, stop, active| {
             let shared = shared.clone();
             let limits = limits(&shared.runtime.load().settings, stalls.clone());
             let conn = ConnInfo {
@@ -452,6 +452,7 @@ async fn proxy_accept_loop(
                 stop: stop.clone(),
             };
             async move {
+                let _active = active;
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
                 };
@@ -493,11 +494,12 @@ async fn tls_accept_loop(
         drain,
         Some(&metrics.active_connections),
         Spawn::Workers(workers),
-        move |stream, peer, stop| {
+        move |stream, peer, stop, active| {
             let shared = shared.clone();
             let runtime = shared.runtime.load_full();
             let limits = limits(&runtime.settings, stalls.clone());
             async move {
+                let _active = active;
                 let Ok(stream) = TcpStream::from_std(stream) else {
                     return;
                 };
@@ -516,17 +518,23 @@ async fn tls_accept_loop(
                 // Only a name a route serves may have a leaf minted.
                 let leaf_for =
                     |sni: Option<&str>| sni.filter(|sni| allowed(sni)).map(str::to_owned);
-                let metrics = &shared.metrics;
-                let Some(tls) =
-                    tunnel::handshake(config, stream, timeout, &leaves, metrics, "tls", leaf_for)
-                        .await
-                else {
-                    return;
+                // The handshake and the connection are boxed, each for its
+                // own time: inline, this task would hold the handshake's
+                // state (~9 KB) for the connection's whole life.
+                let serving = {
+                    let metrics = &shared.metrics;
+                    let handshake = Box::pin(tunnel::handshake(
+                        config, stream, timeout, &leaves, metrics, "tls", leaf_for,
+                    ));
+                    let Some(tls) = handshake.await else {
+                        return;
+                    };
+                    let Some(host) = tls.get_ref().1.server_name().map(Arc::<str>::from) else {
+                        return;
+                    };
+                    Box::pin(serve_tls(shared, tls, host, peer, limits, stop))
                 };
-                let Some(host) = tls.get_ref().1.server_name().map(Arc::<str>::from) else {
-                    return;
-                };
-                serve_tls(shared, tls, host, peer, limits, stop).await;
+                serving.await;
             }
         },
     )

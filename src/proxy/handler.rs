@@ -132,7 +132,9 @@ pub(crate) async fn serve_tls<S>(
         stop: stop.clone(),
     };
     if h2 {
-        return super::h2_server::serve(shared, tls, conn, stop).await;
+        // Boxed: HTTP/2's state would otherwise size every TLS
+        // connection's future, HTTP/1.1 ones too.
+        return Box::pin(super::h2_server::serve(shared, tls, conn, stop)).await;
     }
     let (read, write) = tokio::io::split(tls);
     let service = |req| Box::pin(handle(&shared, &conn, req));

@@ -26,16 +26,6 @@ pub enum ReadHalf {
     Other(Box<dyn AsyncRead + Send + Unpin>),
 }
 
-impl ReadHalf {
-    /// Waits until the stream has something to read (or has ended).
-    pub async fn readable(&mut self) -> io::Result<()> {
-        match self {
-            ReadHalf::Tcp(read) => read.readable().await,
-            ReadHalf::Other(_) => Ok(()),
-        }
-    }
-}
-
 impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,

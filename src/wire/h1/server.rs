@@ -36,10 +36,16 @@ use super::request::{RequestError, RequestHead, RequestParser};
 use super::response::{self, Fields};
 use crate::wire::headers::ConnectionOptions;
 use crate::wire::reply::{Reply, ReplyHead};
+use crate::wire::spare;
 use crate::wire::BoxError;
 
-/// Read a request head in pieces of this size.
-const HEAD_READ_SIZE: usize = 4 * 1024;
+/// Read a request head in pieces of this size: most heads fit in one, and
+/// a buffer this small comes from the allocator's per-thread cache (a
+/// connection allocates one for each request it reads after waiting).
+const HEAD_READ_SIZE: usize = 1024;
+/// The response head buffer's first size: most heads (and small bodies
+/// coalesced behind them) fit without growing it.
+const OUT_SIZE: usize = 1024;
 /// Read a request body in pieces of this size.
 const BODY_READ_SIZE: usize = 16 * 1024;
 /// Response body chunks up to this size are copied behind the head (one
@@ -115,46 +121,63 @@ impl Slot {
 pub(crate) async fn serve_once_spoken<S, F, B>(
     stream: TcpStream,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     on_bad_request: OnBadRequest<B>,
     service: S,
 ) where
     S: Fn(ClientRequest) -> F,
     F: Future<Output = Reply<B>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    // The connection's one timer and one wait for the stop signal, here
+    // first, then lent to `serve_with` (not made again per connection).
+    let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
+    let mut stopping = stop.clone();
+    let mut stopped = pin!(async move {
+        // An error means the sender is gone: stopping as well.
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
     // `peek`, not `readable`: tokio takes an accepted socket to be
     // readable before any event, so only a peek that finds a byte tells
     // (0 is the client closing).
     let mut byte = [0u8; 1];
     let spoke = tokio::select! {
-        peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut byte)) => {
-            matches!(peeked, Ok(Ok(n)) if n > 0)
-        }
-        _ = stop.wait_for(|stop| *stop) => false,
+        peeked = stream.peek(&mut byte) => matches!(peeked, Ok(n) if n > 0),
+        () = timer.as_mut() => false,
+        () = stopped.as_mut() => false,
     };
     if spoke {
         // Boxed: allocated only now, not for every silent connection.
         let (read, write) = stream.into_split();
-        Box::pin(serve(
+        // Built in its box, in a statement of its own: a temporary of
+        // the `.await` statement would be kept in this future too.
+        let serving = Box::pin(serve_with(
             ReadHalf::Tcp(read),
             write,
             limits,
             stop,
             on_bad_request,
             service,
-        ))
-        .await;
+            timer,
+            stopped,
+        ));
+        serving.await;
     }
 }
 
 /// Serves one client connection until it closes, errs, stays silent past
 /// `header_read_timeout`, or `stop` turns true (a request in flight is
 /// answered first, with `Connection: close`).
+///
+/// The future is what every open connection holds for its whole life, so
+/// it is kept small: the connection's state is made here and captured
+/// once (an `async fn` would hold each argument twice), values are scoped
+/// so that they are dead across the awaits that do not need them, and the
+/// rare paths (a bad head, an upgrade, lingering) are boxed.
 pub async fn serve<W, S, F, B>(
     read: ReadHalf,
-    mut write: W,
+    write: W,
     limits: Limits,
     stop: watch::Receiver<bool>,
     on_bad_request: OnBadRequest<B>,
@@ -163,155 +186,266 @@ pub async fn serve<W, S, F, B>(
     W: AsyncWrite + Send + Unpin + 'static,
     S: Fn(ClientRequest) -> F,
     F: Future<Output = Reply<B>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut idle = IdleTimer::new(limits.body_idle_timeout);
-    let mut reader = Some(Reader {
-        read,
-        buf: BytesMut::new(),
-    });
-    let slot = Arc::new(Slot::default());
-    // When the connection's request body last moved (see `deadline`);
-    // made for the first request that has a body.
-    let mut progress: Option<Arc<Progress>> = None;
-    let mut parser = RequestParser::new(limits.max_headers, limits.max_header_bytes);
-    let mut out = Vec::new();
     // One timer for the connection's life: it is moved only when it fires
     // before the current deadline, not re-armed for every request.
-    let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
+    let timer = pin!(tokio::time::sleep(limits.header_read_timeout));
     // Likewise one wait for the stop signal, not one per request.
     let mut stopping = stop.clone();
-    let mut stopped = pin!(async move {
+    let stopped = pin!(async move {
         // An error means the sender is gone: stopping as well.
         let _ = stopping.wait_for(|stop| *stop).await;
     });
-    while let Some(mut r) = reader.take() {
-        let deadline = Instant::now() + limits.header_read_timeout;
-        let waits = Waits {
-            timer: timer.as_mut(),
-            deadline,
-            stopped: stopped.as_mut(),
-        };
-        let head = match read_head(&mut r, &mut parser, waits).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "bad request head");
-                let response = on_bad_request(&e);
-                let _ = write_response(
-                    &mut write,
-                    &mut out,
-                    &mut idle,
-                    response,
-                    &Method::GET,
-                    false,
-                    false,
-                )
-                .await;
-                linger(r, write).await;
-                return;
-            }
-        };
-        let method = head.method.clone();
-        let http10 = head.version == Version::HTTP_10;
-        let body = match head.framing {
-            Framing::Empty => {
-                reader = Some(r);
-                RequestBody(Inner::Empty)
-            }
-            framing => {
-                if head.expect_continue
-                    && write
-                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        .await
-                        .is_err()
-                {
+    serve_with(
+        read,
+        write,
+        limits,
+        stop,
+        on_bad_request,
+        service,
+        timer,
+        stopped,
+    )
+    .await;
+}
+
+/// [`serve`] with the connection's timer and stop wait made by the caller.
+#[allow(clippy::too_many_arguments)]
+fn serve_with<'a, W, S, F, B>(
+    read: ReadHalf,
+    write: W,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    on_bad_request: OnBadRequest<B>,
+    service: S,
+    mut timer: Pin<&'a mut Sleep>,
+    mut stopped: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+) -> impl Future<Output = ()> + 'a
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+    S: Fn(ClientRequest) -> F + 'a,
+    F: Future<Output = Reply<B>> + 'a,
+    B: Body<Data = Bytes> + Unpin + 'a,
+    B::Error: std::fmt::Display,
+{
+    let reader = Some(Reader {
+        read,
+        buf: BytesMut::new(),
+    });
+    let parser = RequestParser::new(limits.max_headers, limits.max_header_bytes);
+    let idle = IdleTimer::new(limits.body_idle_timeout);
+    let state = State {
+        write,
+        out: Vec::new(),
+        idle,
+        parser,
+        slot: Arc::new(Slot::default()),
+        progress: None,
+    };
+    async move {
+        let mut reader = reader;
+        let mut state = state;
+        while let Some(mut r) = reader.take() {
+            let deadline = Instant::now() + limits.header_read_timeout;
+            let waits = Waits {
+                timer: timer.as_mut(),
+                deadline,
+                stopped: stopped.as_mut(),
+            };
+            let read = read_head(&mut r, &mut state.out, &mut state.parser, waits).await;
+            let head = match read {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad request head");
+                    let response = on_bad_request(&e);
+                    Box::pin(async move {
+                        let State {
+                            mut write,
+                            mut out,
+                            mut idle,
+                            ..
+                        } = state;
+                        let _ = write_response(
+                            &mut write,
+                            &mut out,
+                            &mut idle,
+                            response,
+                            &Method::GET,
+                            false,
+                            false,
+                        )
+                        .await;
+                        linger(r, write).await;
+                    })
+                    .await;
                     return;
                 }
-                let trailers = TrailerLimits {
-                    max_bytes: limits.max_header_bytes,
-                    max_lines: limits.max_headers,
-                };
-                let state = Framed::new(framing, trailers);
-                RequestBody(Inner::Stream {
-                    reader: Some(r),
-                    state,
-                    slot: slot.clone(),
-                    progress: progress.get_or_insert_with(Default::default).clone(),
-                    idle: IdleTimer::new(limits.body_idle_timeout),
-                    stalls: limits.stalls.client.clone(),
-                })
-            }
-        };
-        let request = ClientRequest {
-            method: head.method,
-            uri: head.uri,
-            version: head.version,
-            fields: head.fields,
-            body,
-        };
-        let mut response = service(request).await;
-        let takeover = response.upgrade.take();
-        // The body gives the read side back when it ends or is dropped;
-        // still out (an HTTP/2 upstream is still sending it), it is not
-        // waited for.
-        let mut finished = true;
-        if reader.is_none() {
-            match slot.take() {
-                Some((r, done)) => {
-                    finished = done;
+            };
+            // Taken apart by value: a head borrowed here would be held
+            // (200 bytes) across every await below.
+            let RequestHead {
+                method,
+                uri,
+                version,
+                fields,
+                framing,
+                keep_alive: asked_keep_alive,
+                expect_continue,
+            } = head;
+            let http10 = version == Version::HTTP_10;
+            let body = match framing {
+                Framing::Empty => {
                     reader = Some(r);
+                    RequestBody(Inner::Empty)
                 }
-                None => finished = false,
-            }
-        }
-        if let Some(takeover) = takeover {
-            // Only a request read to its end hands its connection over.
-            if let (Some(r), true) = (reader.take(), finished) {
-                let written = write_response(
-                    &mut write, &mut out, &mut idle, response, &method, false, true,
-                )
-                .await;
-                if matches!(written, Ok(true)) {
-                    let upgraded = Upgraded {
-                        buffered: r.buf.freeze(),
-                        read: r.read,
-                        write: Box::new(write),
+                framing => {
+                    if expect_continue
+                        && state
+                            .write
+                            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    let trailers = TrailerLimits {
+                        max_bytes: limits.max_header_bytes,
+                        max_lines: limits.max_headers,
                     };
-                    takeover(upgraded).await;
+                    let state_of_body = Framed::new(framing, trailers);
+                    RequestBody(Inner::Stream {
+                        reader: Some(r),
+                        state: state_of_body,
+                        slot: state.slot.clone(),
+                        progress: state.progress.get_or_insert_with(Default::default).clone(),
+                        idle: IdleTimer::new(limits.body_idle_timeout),
+                        stalls: limits.stalls.client.clone(),
+                    })
+                }
+            };
+            let request = ClientRequest {
+                method: method.clone(),
+                uri,
+                version,
+                fields,
+                body,
+            };
+            // The body gives the read side back when it ends or is dropped;
+            // still out (an HTTP/2 upstream is still sending it), it is not
+            // waited for.
+            let mut finished = true;
+            // In a block: the response (its head written at once) is not
+            // held while its body is written.
+            let writing = {
+                // Only moved, never borrowed here: a borrowed response
+                // would be held across the awaits below.
+                let (takeover, closes, response) = take_upgrade(service(request).await);
+                if reader.is_none() {
+                    match state.slot.take() {
+                        Some((r, done)) => {
+                            finished = done;
+                            reader = Some(r);
+                        }
+                        None => finished = false,
+                    }
+                }
+                if let Some(takeover) = takeover {
+                    // Only a request read to its end hands its connection
+                    // over.
+                    if let (Some(r), true) = (reader.take(), finished) {
+                        Box::pin(upgrade(state, r, response, &method, takeover)).await;
+                        return;
+                    }
+                }
+                let keep_alive = asked_keep_alive && finished && !closes && !*stop.borrow();
+                write_response(
+                    &mut state.write,
+                    &mut state.out,
+                    &mut state.idle,
+                    response,
+                    &method,
+                    http10,
+                    keep_alive,
+                )
+            };
+            let kept = writing.await;
+            match &kept {
+                Err(Failure::Stalled(side)) => {
+                    tracing::debug!(?side, timeout = ?limits.body_idle_timeout, "response body stalled; closing the connection");
+                    match side {
+                        Side::Upstream => limits.stalls.upstream.inc(),
+                        Side::Client => limits.stalls.client.inc(),
+                    };
+                }
+                Err(Failure::Io(e)) => tracing::debug!(error = %e, "writing the response failed"),
+                Ok(_) => {}
+            }
+            if !matches!(kept, Ok(true)) {
+                if let (Some(r), false) = (reader.take(), finished) {
+                    Box::pin(linger(r, state.write)).await;
                 }
                 return;
             }
         }
-        let keep_alive = head.keep_alive && finished && !response.closes() && !*stop.borrow();
-        let kept = write_response(
-            &mut write, &mut out, &mut idle, response, &method, http10, keep_alive,
-        )
-        .await;
-        match &kept {
-            Err(Failure::Stalled(side)) => {
-                tracing::debug!(?side, timeout = ?limits.body_idle_timeout, "response body stalled; closing the connection");
-                match side {
-                    Side::Upstream => limits.stalls.upstream.inc(),
-                    Side::Client => limits.stalls.client.inc(),
-                };
-            }
-            Err(Failure::Io(e)) => tracing::debug!(error = %e, "writing the response failed"),
-            Ok(_) => {}
-        }
-        if !matches!(kept, Ok(true)) {
-            if let (Some(r), false) = (reader.take(), finished) {
-                linger(r, write).await;
-            }
-            return;
-        }
-        if let Some(r) = &mut reader {
-            // Do not keep a large buffer (after an upload) while idle.
-            if r.buf.is_empty() && r.buf.capacity() > BODY_READ_SIZE {
-                r.buf = BytesMut::new();
-            }
-        }
+    }
+}
+
+/// A reply's upgrade (taken out of it) and whether it closes the
+/// connection.
+fn take_upgrade<B>(mut reply: Reply<B>) -> (Option<crate::wire::io::Takeover>, bool, Reply<B>) {
+    let takeover = reply.upgrade.take();
+    let closes = reply.closes();
+    (takeover, closes, reply)
+}
+
+/// What a connection keeps between its requests, besides its read side.
+struct State<W> {
+    write: W,
+    /// The response head (and small bodies behind it) being written.
+    out: Vec<u8>,
+    /// Bounds the client's silence while a response is written.
+    idle: IdleTimer,
+    parser: RequestParser,
+    /// Where a request body gives the read side back.
+    slot: Arc<Slot>,
+    /// When the connection's request body last moved (see `deadline`);
+    /// made for the first request that has a body.
+    progress: Option<Arc<Progress>>,
+}
+
+/// Writes the response that switches protocols, then hands the connection
+/// to `takeover`.
+async fn upgrade<W, B>(
+    mut state: State<W>,
+    r: Reader,
+    response: Reply<B>,
+    method: &Method,
+    takeover: crate::wire::io::Takeover,
+) where
+    W: AsyncWrite + Send + Unpin + 'static,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let written = write_response(
+        &mut state.write,
+        &mut state.out,
+        &mut state.idle,
+        response,
+        method,
+        false,
+        true,
+    )
+    .await;
+    if matches!(written, Ok(true)) {
+        let upgraded = Upgraded {
+            buffered: r.buf.freeze(),
+            read: r.read,
+            write: Box::new(state.write),
+        };
+        takeover(upgraded).await;
     }
 }
 
@@ -324,9 +458,12 @@ struct Waits<'a> {
 
 /// Reads until a request head is complete. `Ok(None)`: the client closed
 /// the connection or stayed silent past the deadline, or sidekey is
-/// stopping and no request has begun.
+/// stopping and no request has begun. While nothing has arrived, the
+/// connection holds neither its read buffer nor `out` (its response
+/// buffer): an idle keep-alive connection costs little.
 async fn read_head(
     r: &mut Reader,
+    out: &mut Vec<u8>,
     parser: &mut RequestParser,
     mut waits: Waits<'_>,
 ) -> Result<Option<RequestHead>, RequestError> {
@@ -341,11 +478,9 @@ async fn read_head(
         let room = parser.max_bytes().saturating_sub(r.buf.len()).max(1);
         // Stopping ends only a connection between requests.
         let idle = r.buf.is_empty();
-        let read = async {
+        let read = std::future::poll_fn(|cx| {
             if r.buf.capacity() == 0 {
-                // A connection that has not spoken yet gets its buffer only
-                // once it does.
-                r.read.readable().await?;
+                r.buf = spare::read_buffer(HEAD_READ_SIZE);
             }
             if r.buf.capacity() - r.buf.len() < HEAD_READ_SIZE.min(room) {
                 r.buf.reserve(HEAD_READ_SIZE.min(room));
@@ -353,15 +488,21 @@ async fn read_head(
             // Through AsyncRead, which marks the socket drained after a
             // short read: the next head is waited for without a read that
             // can only say "nothing yet".
-            std::future::poll_fn(|cx| {
-                tokio_util::io::poll_read_buf(
-                    Pin::new(&mut r.read),
-                    cx,
-                    &mut (&mut r.buf).limit(room),
-                )
-            })
-            .await
-        };
+            let read = tokio_util::io::poll_read_buf(
+                Pin::new(&mut r.read),
+                cx,
+                &mut (&mut r.buf).limit(room),
+            );
+            if read.is_pending() && r.buf.is_empty() {
+                // Nothing arrived and nothing is held: the connection waits
+                // without buffers (the read registered the wake-up), and
+                // gets them again (its worker's spares) when the client
+                // speaks.
+                spare::give_read(std::mem::take(&mut r.buf), HEAD_READ_SIZE);
+                spare::give_out(std::mem::take(out), OUT_SIZE);
+            }
+            read
+        });
         tokio::select! {
             biased;
             read = read => match read {
@@ -416,18 +557,19 @@ async fn send<W: AsyncWrite + Unpin>(
 }
 
 /// Writes `response`; `Ok(true)` when it was sent whole and the
-/// connection may carry another request.
-async fn write_response<W: AsyncWrite + Unpin, B>(
-    write: &mut W,
-    out: &mut Vec<u8>,
-    idle: &mut IdleTimer,
+/// connection may carry another request. The head is encoded into `out`
+/// at once; the future returned holds the body only.
+fn write_response<'a, W: AsyncWrite + Unpin, B>(
+    write: &'a mut W,
+    out: &'a mut Vec<u8>,
+    idle: &'a mut IdleTimer,
     reply: Reply<B>,
     method: &Method,
     http10: bool,
     mut keep_alive: bool,
-) -> Result<bool, Failure>
+) -> impl Future<Output = Result<bool, Failure>> + 'a
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin + 'a,
     B::Error: std::fmt::Display,
 {
     let Reply {
@@ -459,18 +601,24 @@ where
         (false, _) => Some("close"),
     };
     out.clear();
+    if out.capacity() == 0 {
+        *out = spare::out_buffer(OUT_SIZE);
+    }
     let fields = match &head {
         ReplyHead::Map(headers) => Fields::Map(headers),
         ReplyHead::Upstream(raw) => Fields::Raw(raw),
     };
     response::encode_response(out, status, fields, framing, connection);
     drop(head);
-    if framing == Framing::Empty {
-        send(write, idle, out).await?;
-        return Ok(keep_alive);
+    let mut body = (framing != Framing::Empty).then_some(body);
+    async move {
+        let Some(body) = &mut body else {
+            send(write, idle, out).await?;
+            return Ok(keep_alive);
+        };
+        let complete = write_body(write, out, idle, body, framing).await?;
+        Ok(keep_alive && complete)
     }
-    let complete = write_body(write, out, idle, body, framing).await?;
-    Ok(keep_alive && complete)
 }
 
 /// Writes the body behind the head already in `out`, coalescing what is
@@ -480,14 +628,14 @@ async fn write_body<W: AsyncWrite + Unpin, B>(
     write: &mut W,
     out: &mut Vec<u8>,
     idle: &mut IdleTimer,
-    body: B,
+    body: &mut B,
     framing: Framing,
 ) -> Result<bool, Failure>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut body = pin!(body);
+    let mut body = Pin::new(body);
     let mut left = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
@@ -801,6 +949,70 @@ mod tests {
             fields: RawFields::parse(fields).unwrap(),
             body: RequestBody(Inner::Empty),
         }
+    }
+
+    /// Polls `read_head` once on `r`; `None` while it waits.
+    fn poll_head(
+        r: &mut Reader,
+        out: &mut Vec<u8>,
+        parser: &mut RequestParser,
+    ) -> Option<Option<RequestHead>> {
+        let mut timer = pin!(tokio::time::sleep(Duration::from_secs(3600)));
+        let mut stopped = pin!(std::future::pending::<()>());
+        let waits = Waits {
+            timer: timer.as_mut(),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            stopped: stopped.as_mut(),
+        };
+        let mut head = pin!(read_head(r, out, parser, waits));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match head.as_mut().poll(&mut cx) {
+            Poll::Ready(head) => Some(head.expect("a valid head")),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_waits_for_its_next_head_without_a_read_buffer() {
+        let (mut client, ours) = tokio::io::duplex(1024);
+        let mut r = Reader {
+            read: ReadHalf::Other(Box::new(ours)),
+            buf: BytesMut::new(),
+        };
+        let mut parser = RequestParser::new(64, 8 * 1024);
+        // The last response's buffer.
+        let mut out = Vec::with_capacity(OUT_SIZE);
+        // Nothing sent: the read finds nothing, and no buffer is kept.
+        assert!(poll_head(&mut r, &mut out, &mut parser).is_none());
+        assert_eq!(r.buf.capacity(), 0, "an idle connection holds no buffer");
+        assert_eq!(out.capacity(), 0, "nor a response buffer");
+        // Part of a head: kept while the rest is awaited.
+        client.write_all(b"GET /a HTTP/1.1\r\nHo").await.unwrap();
+        assert!(poll_head(&mut r, &mut out, &mut parser).is_none());
+        assert_eq!(&r.buf[..], b"GET /a HTTP/1.1\r\nHo");
+        // The rest, and a pipelined head behind it.
+        client
+            .write_all(b"st: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let first = poll_head(&mut r, &mut out, &mut parser)
+            .flatten()
+            .expect("head /a");
+        assert_eq!(first.uri.path(), "/a");
+        let second = poll_head(&mut r, &mut out, &mut parser)
+            .flatten()
+            .expect("head /b");
+        assert_eq!(second.uri.path(), "/b");
+        drop((first, second));
+        // Both read: waiting again, without a buffer.
+        assert!(poll_head(&mut r, &mut out, &mut parser).is_none());
+        assert_eq!(r.buf.capacity(), 0);
+        // The client closes: the connection ends.
+        drop(client);
+        assert!(matches!(
+            poll_head(&mut r, &mut out, &mut parser),
+            Some(None)
+        ));
     }
 
     #[test]
