@@ -249,10 +249,12 @@ fn check(path: &Path) -> ExitCode {
 
 /// The control runtime: listeners' accept loops, the admin endpoint, token
 /// refreshes, signals. Client connections run on the proxy's own worker
-/// threads (`proxy.workers`), so one thread is enough here.
+/// threads (`proxy.workers`), so the main thread is enough here: a
+/// current-thread runtime, as the in-process tests use. (A one-worker
+/// multi-thread runtime added a second thread and its scheduler's
+/// bookkeeping to every accepted connection.)
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
