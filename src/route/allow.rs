@@ -97,24 +97,16 @@ impl Candidate {
 /// A route's `[[route.allow]]` rules, indexed for the per-request check.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AllowIndex {
-    /// No rules: everything is allowed.
-    open: bool,
     /// Patterns whose first segment is a literal, by that literal and
     /// its hash (sorted by hash, for a binary search).
     by_first: Vec<(u64, Box<[u8]>, Vec<Candidate>)>,
     /// Patterns starting with `*` or `**`, and rules without paths.
     others: Vec<Candidate>,
-    /// Every candidate, for a request whose first segment is
-    /// percent-encoded (compared decoded, one by one).
-    all: Vec<Candidate>,
 }
 
 impl AllowIndex {
     pub(crate) fn new(rules: &[AllowRule]) -> AllowIndex {
-        let mut index = AllowIndex {
-            open: rules.is_empty(),
-            ..AllowIndex::default()
-        };
+        let mut index = AllowIndex::default();
         for rule in rules {
             let methods = Methods::new(rule.methods.as_deref());
             let patterns: Vec<Option<&PathPattern>> = match &rule.paths {
@@ -126,7 +118,6 @@ impl AllowIndex {
                     methods: methods.clone(),
                     pattern: pattern.cloned(),
                 };
-                index.all.push(candidate.clone());
                 match pattern.and_then(|p| p.segments.first()) {
                     Some(Segment::Literal(first)) => {
                         let hash = fnv1a(first);
@@ -160,7 +151,8 @@ impl AllowIndex {
 
     /// Whether the rules let `method` and `path` through (no rules: yes).
     pub(crate) fn allows(&self, method: &Method, path: &str) -> bool {
-        if self.open {
+        // No rules: everything is allowed.
+        if self.by_first.is_empty() && self.others.is_empty() {
             return true;
         }
         // One look for what needs a closer one: dots and escapes.
@@ -178,7 +170,14 @@ impl AllowIndex {
                 .iter()
                 .chain(&self.others)
                 .any(|c| c.allows(bit, method, path)),
-            _ => self.all.iter().any(|c| c.allows(bit, method, path)),
+            // A percent-encoded first segment (compared decoded): every
+            // pattern, one by one.
+            _ => self
+                .by_first
+                .iter()
+                .flat_map(|(_, _, list)| list)
+                .chain(&self.others)
+                .any(|c| c.allows(bit, method, path)),
         }
     }
 }

@@ -224,9 +224,10 @@ impl ForwardHeaders {
     /// among the client fields left out only when the client sent it,
     /// since each name remembered costs a comparison per forwarded field.
     pub(crate) fn set_own(&mut self, name: HeaderName, value: HeaderValue) {
-        self.added.retain(|(n, _)| *n != name);
-        if !self.removed.contains(&name) && self.client.contains(name.as_str()) {
-            self.removed.push(name.clone());
+        if self.client.contains(name.as_str()) {
+            self.remove(&name);
+        } else {
+            self.added.retain(|(n, _)| *n != name);
         }
         self.added.push((name, value));
     }

@@ -12,10 +12,7 @@ use ring::hmac::{self, HMAC_SHA256};
 use secrecy::{ExposeSecret, SecretString};
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let tag = hmac::sign(&hmac::Key::new(HMAC_SHA256, key), data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
+    tag(&hmac::Key::new(HMAC_SHA256, key), &[data])
 }
 
 /// The signing key of `date` (`YYYYMMDD`), `region` and `service`.
