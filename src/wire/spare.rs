@@ -29,13 +29,27 @@ thread_local! {
     static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
 }
 
+/// Runs `f` on this thread's spare buffers (`None` while the thread is
+/// exiting, or if they are borrowed already).
+fn with_spare<R>(f: impl FnOnce(&mut Spare) -> R) -> Option<R> {
+    SPARE
+        .try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s)))
+        .ok()
+        .flatten()
+}
+
+/// Keeps `item` in `list` unless it holds [`MAX_SPARE`] already.
+fn keep<T>(list: &mut Vec<T>, item: T) {
+    if list.len() < MAX_SPARE {
+        list.push(item);
+    }
+}
+
 /// An empty read buffer with room for at least `size` bytes.
 pub(crate) fn read_buffer(size: usize) -> BytesMut {
-    let spare = SPARE
-        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.reads.pop()))
-        .ok()
-        .flatten();
-    spare.unwrap_or_else(|| BytesMut::with_capacity(size))
+    with_spare(|s| s.reads.pop())
+        .flatten()
+        .unwrap_or_else(|| BytesMut::with_capacity(size))
 }
 
 /// Takes back an empty read buffer of `size`. One that still shares its
@@ -45,22 +59,14 @@ pub(crate) fn give_read(mut buf: BytesMut, size: usize) {
     if !buf.is_empty() || buf.capacity() > size * MAX_GROWTH || !buf.try_reclaim(size) {
         return;
     }
-    let _ = SPARE.try_with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            if s.reads.len() < MAX_SPARE {
-                s.reads.push(buf);
-            }
-        }
-    });
+    with_spare(|s| keep(&mut s.reads, buf));
 }
 
 /// An empty response buffer with room for at least `size` bytes.
 pub(crate) fn out_buffer(size: usize) -> Vec<u8> {
-    let spare = SPARE
-        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.outs.pop()))
-        .ok()
-        .flatten();
-    spare.unwrap_or_else(|| Vec::with_capacity(size))
+    with_spare(|s| s.outs.pop())
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(size))
 }
 
 /// Takes back a response buffer of `size`.
@@ -69,13 +75,7 @@ pub(crate) fn give_out(mut out: Vec<u8>, size: usize) {
         return;
     }
     out.clear();
-    let _ = SPARE.try_with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            if s.outs.len() < MAX_SPARE {
-                s.outs.push(out);
-            }
-        }
-    });
+    with_spare(|s| keep(&mut s.outs, out));
 }
 
 #[cfg(test)]
