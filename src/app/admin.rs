@@ -16,7 +16,7 @@ use http::{Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::accept::{accept_loop as accept, Spawn};
+use super::accept::accept_here;
 use super::status::model::collect;
 use super::status::{page, ProcessInfo};
 use crate::client::pool::ReplyBody;
@@ -33,21 +33,16 @@ pub(crate) async fn accept_loop(
 ) {
     // Not counted in `sidekey_active_connections`: that gauge is the
     // proxy's client connections.
-    accept(
+    accept_here(
         listener,
         close,
         shutdown,
         Duration::from_secs(1),
-        None,
-        Spawn::Here,
         move |stream, _, stop, active| {
             let shared = shared.clone();
             let process = process.clone();
             async move {
                 let _active = active;
-                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                    return;
-                };
                 let service = |req| std::future::ready(answer(&shared, &process, req));
                 serve_once_spoken(stream, limits(), stop, bad_request, service).await;
             }

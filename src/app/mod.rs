@@ -1,6 +1,6 @@
 //! The composition root: turns a config into a running proxy. It builds
 //! the [`crate::proxy::Runtime`] ([`runtime`]), binds and reloads the
-//! listeners ([`server`], each running the [`accept`] loop), starts the
+//! listeners ([`server`]; every worker runs their [`accept`] loops), starts the
 //! worker threads ([`workers`]) and serves the admin listener
 //! ([`admin`], with the operator's [`status`] views). Nothing below
 //! imports from here.

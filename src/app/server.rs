@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::accept::{accept_loop, Spawn};
+use super::accept::accept_on_workers;
 use super::runtime::RuntimeError;
 use super::status::ProcessInfo;
 use super::workers::Workers;
@@ -257,7 +257,7 @@ impl RunningProxy {
                 shutdown,
             )),
             Role::Tls => tokio::spawn(tls_accept_loop(
-                listener,
+                into_std(listener),
                 self.shared.clone(),
                 closed,
                 shutdown,
@@ -265,7 +265,7 @@ impl RunningProxy {
                 self.workers.clone(),
             )),
             Role::Proxy | Role::Route(_) => tokio::spawn(proxy_accept_loop(
-                listener,
+                into_std(listener),
                 self.shared.clone(),
                 match &role {
                     Role::Route(name) => Some(name.clone()),
@@ -415,7 +415,7 @@ impl RunningProxy {
 }
 
 async fn proxy_accept_loop(
-    listener: TcpListener,
+    listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     route: Option<Arc<str>>,
     close: watch::Receiver<bool>,
@@ -423,8 +423,10 @@ async fn proxy_accept_loop(
     drain: Duration,
     workers: Arc<Workers>,
 ) {
+    let Some(listener) = listener else {
+        return;
+    };
     let metrics = shared.metrics.clone();
-    let spawn = Spawn::Workers(workers);
     // One statement each: the family's lock guard lives to the end of
     // its statement, and creating the second entry needs that lock.
     let upstream = metrics
@@ -434,13 +436,13 @@ async fn proxy_accept_loop(
         .body_stalls
         .get_or_create_owned(&StallLabels { side: "client" });
     let stalls = Stalls { upstream, client };
-    accept_loop(
+    accept_on_workers(
         listener,
         close,
         shutdown,
         drain,
         Some(&metrics.active_connections),
-        spawn,
+        workers,
         move |stream, peer, stop, active| {
             let shared = shared.clone();
             let limits = limits(&shared.runtime.load().settings, stalls.clone());
@@ -453,9 +455,6 @@ async fn proxy_accept_loop(
             };
             async move {
                 let _active = active;
-                let Ok(stream) = TcpStream::from_std(stream) else {
-                    return;
-                };
                 // Boxed: the request's future (the largest state of a
                 // connection) is allocated only while a request is in
                 // flight, not kept in every idle connection.
@@ -472,13 +471,16 @@ async fn proxy_accept_loop(
 /// unknown or missing SNI fails the handshake); the requests inside are
 /// served like plain ones, for that host only.
 async fn tls_accept_loop(
-    listener: TcpListener,
+    listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     close: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
     workers: Arc<Workers>,
 ) {
+    let Some(listener) = listener else {
+        return;
+    };
     let metrics = shared.metrics.clone();
     let upstream = metrics
         .body_stalls
@@ -487,22 +489,19 @@ async fn tls_accept_loop(
         .body_stalls
         .get_or_create_owned(&StallLabels { side: "client" });
     let stalls = Stalls { upstream, client };
-    accept_loop(
+    accept_on_workers(
         listener,
         close,
         shutdown,
         drain,
         Some(&metrics.active_connections),
-        Spawn::Workers(workers),
+        workers,
         move |stream, peer, stop, active| {
             let shared = shared.clone();
             let runtime = shared.runtime.load_full();
             let limits = limits(&runtime.settings, stalls.clone());
             async move {
                 let _active = active;
-                let Ok(stream) = TcpStream::from_std(stream) else {
-                    return;
-                };
                 let Some(leaves) = runtime.leaves.clone() else {
                     return;
                 };
@@ -539,6 +538,16 @@ async fn tls_accept_loop(
         },
     )
     .await;
+}
+
+/// `listener` as a std socket, for the workers to accept on (each
+/// registers a clone in its own reactor); `None` (logged) if the socket
+/// cannot be taken out of this runtime's.
+fn into_std(listener: TcpListener) -> Option<std::net::TcpListener> {
+    listener
+        .into_std()
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot hand a listener to the workers"))
+        .ok()
 }
 
 /// Samples every route's traffic once a second (see [`crate::traffic`]),
@@ -629,6 +638,34 @@ mod tests {
             read_some(&mut s).await.is_empty(),
             "closed without an answer"
         );
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn connections_are_spread_over_the_workers() {
+        let text =
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nheader_read_timeout = \"60s\"\n";
+        let config = Config::parse(text, Path::new("."), &|_| None).expect("valid config");
+        let proxy = RunningProxy::start(config).await.expect("proxy starts");
+        // Opened at once and all kept open: whichever worker wins the
+        // race to accept them, both end up serving their share.
+        let n = 40;
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            clients.push(TcpStream::connect(proxy.proxy_addr()).await.unwrap());
+        }
+        accepted(&proxy, n).await;
+        let loads = proxy.workers.loads();
+        assert_eq!(loads.iter().sum::<usize>(), n as usize, "{loads:?}");
+        let (least, most) = (loads.iter().min(), loads.iter().max());
+        let (Some(&least), Some(&most)) = (least, most) else {
+            panic!("no workers");
+        };
+        assert!(
+            most - least <= crate::app::workers::SLACK + 2,
+            "connections per worker: {loads:?}"
+        );
+        drop(clients);
         proxy.shutdown().await;
     }
 

@@ -1,14 +1,17 @@
 //! Worker threads: one single-threaded Tokio runtime per core.
 //!
-//! Listeners accept on the main runtime and hand each connection to a
-//! worker, round robin. From then on the connection, its requests and the
-//! upstream connections they use ([`crate::client::pool`]) stay on that one
-//! thread: no work stealing, no wake-ups of another thread per request, no
-//! shared pool lock. Token sources stay shared across workers: a cache hit
+//! Every worker accepts on the proxy's listeners itself (see
+//! [`super::accept`]) and serves what it accepts: the connection, its
+//! requests and the upstream connections they use ([`crate::client::pool`])
+//! stay on that one thread: no work stealing, no wake-ups of another thread
+//! per connection or request, no shared pool lock. Each worker's open
+//! connections are counted ([`Load`]) so that one that won the race for a
+//! burst of connections hands the excess to the others. Token sources stay shared across workers: a cache hit
 //! is a lock-free read, and their background fetches and mints run on the
 //! control runtime (see `token::Background`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -16,12 +19,39 @@ use tokio::sync::oneshot;
 
 use crate::client::pool;
 
+/// How many more connections than the least loaded worker a worker may
+/// hold before it hands the ones it accepts to that worker: connections
+/// mostly land where they are accepted (handing one over costs a
+/// cross-thread wake-up), yet a worker that won the race for a burst of
+/// them does not keep them all.
+pub(crate) const SLACK: usize = 4;
+
+/// One worker's count of open client connections (a clone per
+/// connection, see [`super::accept::ActiveConnection`]).
+#[derive(Clone, Default)]
+pub(crate) struct Load(Arc<AtomicUsize>);
+
+impl Load {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The running worker threads of one proxy. Dropping it stops them; the
 /// tasks still on them (connections past the drain timeout, pooled
 /// upstream connections) are dropped with their runtimes.
 pub(crate) struct Workers {
     handles: Vec<Handle>,
-    next: AtomicUsize,
+    /// Each worker's open client connections.
+    loads: Vec<Load>,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -32,7 +62,7 @@ impl Workers {
         let n = n.max(1);
         let mut workers = Workers {
             handles: Vec::with_capacity(n),
-            next: AtomicUsize::new(0),
+            loads: Vec::with_capacity(n),
             stops: Vec::with_capacity(n),
             threads: Vec::with_capacity(n),
         };
@@ -42,6 +72,7 @@ impl Workers {
                 .build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             workers.handles.push(runtime.handle().clone());
+            workers.loads.push(Load::default());
             workers.stops.push(stop);
             let thread = std::thread::Builder::new()
                 .name(format!("sidekey-worker-{i}"))
@@ -56,10 +87,47 @@ impl Workers {
         Ok(workers)
     }
 
-    /// The runtime of the next worker, round robin.
-    pub(crate) fn next(&self) -> &Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+    /// How many workers run.
+    pub(crate) fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The runtime of worker `i`.
+    pub(crate) fn handle(&self, i: usize) -> &Handle {
         &self.handles[i]
+    }
+
+    /// The open connections of worker `i`.
+    pub(crate) fn load(&self, i: usize) -> Load {
+        self.loads[i].clone()
+    }
+
+    /// Where a connection that worker `me` accepted runs: on `me`, unless
+    /// `me` holds more than [`SLACK`] connections above the least loaded
+    /// worker, which then gets it.
+    pub(crate) fn pick(&self, me: usize) -> usize {
+        let mine = self.loads[me].get();
+        if mine <= SLACK {
+            return me;
+        }
+        let (least, fewest) = self
+            .loads
+            .iter()
+            .map(Load::get)
+            .enumerate()
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, mine));
+        if mine > fewest + SLACK {
+            least
+        } else {
+            me
+        }
+    }
+
+    /// The open connections of every worker, in order.
+    #[cfg(test)]
+    pub(crate) fn loads(&self) -> Vec<usize> {
+        self.loads.iter().map(Load::get).collect()
     }
 
     /// Stops every worker and waits for their threads to end.

@@ -23,7 +23,7 @@ use crate::wire::io::Upgraded;
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -142,10 +142,17 @@ pub(crate) async fn serve_once_spoken<S, F, B>(
     // readable before any event, so only a peek that finds a byte tells
     // (0 is the client closing).
     let mut byte = [0u8; 1];
+    //
+    // The socket first: a client that has spoken already (the usual case)
+    // is served without the timer or the stop wait ever being registered.
+    // `poll_peek`: its wake-up is the socket's own slot, not a waiter
+    // list entry as `peek()`'s is.
+    let peek = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut ReadBuf::new(&mut byte)));
     let spoke = tokio::select! {
-        peeked = stream.peek(&mut byte) => matches!(peeked, Ok(n) if n > 0),
-        () = timer.as_mut() => false,
+        biased;
+        peeked = peek => matches!(peeked, Ok(n) if n > 0),
         () = stopped.as_mut() => false,
+        () = timer.as_mut() => false,
     };
     if spoke {
         // Boxed: allocated only now, not for every silent connection.
@@ -241,14 +248,22 @@ where
         out: Vec::new(),
         idle,
         parser,
-        slot: Arc::new(Slot::default()),
+        slot: None,
         progress: None,
     };
     async move {
         let mut reader = reader;
         let mut state = state;
+        // The first head is due `header_read_timeout` after the
+        // connection's start: the deadline the timer was made with (no
+        // clock read for it).
+        let mut first = true;
         while let Some(mut r) = reader.take() {
-            let deadline = Instant::now() + limits.header_read_timeout;
+            let deadline = if std::mem::take(&mut first) {
+                timer.deadline()
+            } else {
+                Instant::now() + limits.header_read_timeout
+            };
             let waits = Waits {
                 timer: timer.as_mut(),
                 deadline,
@@ -257,7 +272,10 @@ where
             let read = read_head(&mut r, &mut state.out, &mut state.parser, waits).await;
             let head = match read {
                 Ok(Some(head)) => head,
-                Ok(None) => return,
+                Ok(None) => {
+                    give_back(&mut r, &mut state.out);
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad request head");
                     let response = on_bad_request(&e);
@@ -319,7 +337,7 @@ where
                     RequestBody(Inner::Stream {
                         reader: Some(r),
                         state: state_of_body,
-                        slot: state.slot.clone(),
+                        slot: state.slot.get_or_insert_with(Default::default).clone(),
                         progress: state.progress.get_or_insert_with(Default::default).clone(),
                         idle: IdleTimer::new(limits.body_idle_timeout),
                         stalls: limits.stalls.client.clone(),
@@ -344,7 +362,7 @@ where
                 // would be held across the awaits below.
                 let (takeover, closes, response) = take_upgrade(service(request).await);
                 if reader.is_none() {
-                    match state.slot.take() {
+                    match state.slot.as_ref().and_then(|slot| slot.take()) {
                         Some((r, done)) => {
                             finished = done;
                             reader = Some(r);
@@ -384,13 +402,22 @@ where
                 Ok(_) => {}
             }
             if !matches!(kept, Ok(true)) {
-                if let (Some(r), false) = (reader.take(), finished) {
-                    Box::pin(linger(r, state.write)).await;
+                match (reader.take(), finished) {
+                    (Some(r), false) => Box::pin(linger(r, state.write)).await,
+                    (Some(mut r), true) => give_back(&mut r, &mut state.out),
+                    (None, _) => {}
                 }
                 return;
             }
         }
     }
+}
+
+/// A connection that ends gives its buffers back to its worker's spare
+/// lists, for the next connection (not freed and allocated again).
+fn give_back(r: &mut Reader, out: &mut Vec<u8>) {
+    spare::give_read(std::mem::take(&mut r.buf), HEAD_READ_SIZE);
+    spare::give_out(std::mem::take(out), OUT_SIZE);
 }
 
 /// A reply's upgrade (taken out of it) and whether it closes the
@@ -409,8 +436,9 @@ struct State<W> {
     /// Bounds the client's silence while a response is written.
     idle: IdleTimer,
     parser: RequestParser,
-    /// Where a request body gives the read side back.
-    slot: Arc<Slot>,
+    /// Where a request body gives the read side back; made for the
+    /// first request that has a body.
+    slot: Option<Arc<Slot>>,
     /// When the connection's request body last moved (see `deadline`);
     /// made for the first request that has a body.
     progress: Option<Arc<Progress>>,
