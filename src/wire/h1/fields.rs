@@ -240,6 +240,26 @@ impl RawFields {
     pub(crate) fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
         header_map(&self.bytes, &self.spans, extra)
     }
+
+    /// The fields whose name `keep` says yes to as a header map, values
+    /// sharing the head's memory: what [`RawFields::to_header_map`] and
+    /// removing the others would give, without the removals. `None` when a
+    /// kept name or value is not valid in a header map.
+    pub(crate) fn to_header_map_where(
+        &self,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        for &[ns, ne, vs, ve] in &self.spans {
+            let name = &self.bytes[ns..ne];
+            if keep(name) {
+                let name = HeaderName::from_bytes(name).ok()?;
+                let value = HeaderValue::from_maybe_shared(self.bytes.slice(vs..ve)).ok()?;
+                headers.append(name, value);
+            }
+        }
+        Some(headers)
+    }
 }
 
 /// Writes the lines `bytes[start..end]` and the CRLF that ends the last.
