@@ -30,7 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
 use http::uri::PathAndQuery;
-use http::{header, Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
@@ -219,22 +219,13 @@ fn client_request(
 ) -> Result<ClientRequest, (Method, String, ProxyError)> {
     let (parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str());
-    let refused = |why| {
-        Err((
-            parts.method.clone(),
-            parts.uri.path().to_string(),
-            ProxyError::BadRequest(why),
-        ))
-    };
-    if let (Some(authority), Some(host)) = (authority, parts.headers.get(header::HOST)) {
-        if !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) {
-            return refused("the Host header and :authority disagree");
+    let fields = match RawFields::from_h2(authority, &parts.headers) {
+        Ok(fields) => fields,
+        Err(why) => {
+            let path = parts.uri.path().to_string();
+            return Err((parts.method, path, ProxyError::BadRequest(why)));
         }
-    }
-    if parts.headers.get_all(header::HOST).iter().count() > 1 {
-        return refused("more than one Host header");
-    }
-    let fields = RawFields::from_h2(authority, &parts.headers);
+    };
     let uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from(PathAndQuery::from_static("/")),
