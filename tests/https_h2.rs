@@ -422,3 +422,79 @@ async fn h2_header_names_with_underscores_are_dropped_like_http1_ones() {
     drop(client);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_an_h2_request_in_flight_finishes_and_the_connection_ends() {
+    let env = TestEnv::new();
+    let gate = Gate::new();
+    let expected = copilot::basic_authorization(COPILOT_ID, COPILOT_SECRET);
+    let held = gate.clone();
+    // Answers once `gate` opens, with the credential checked.
+    let upstream = StandIn::spawn(
+        Some(env.ca.server_config(&[copilot::COPILOT_HOST])),
+        move |rec| {
+            let ok = rec.header("authorization") == Some(expected.as_str());
+            let held = held.clone();
+            async move {
+                if !ok {
+                    return json_reply(StatusCode::UNAUTHORIZED, &serde_json::json!({}));
+                }
+                held.wait().await;
+                json_reply(StatusCode::OK, &serde_json::json!({ "held": true }))
+            }
+        },
+    );
+    let (ca, table) = intercept_ca(&env, "");
+    let config = proxy_toml(
+        &env,
+        "drain_timeout = \"60s\"",
+        &[connect_to("api.copilot.cx:443", upstream.addr())],
+    ) + &table
+        + &copilot_route();
+    let proxy = start_sidekey(&env, &config).await;
+    let addr = proxy.proxy_addr();
+
+    let mut send = h2_in_tunnel(addr, "api.copilot.cx:443", "api.copilot.cx", &ca).await;
+    let req = http::Request::get("https://api.copilot.cx/hold")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let in_flight = tokio::spawn(async move {
+        let resp = send.send_request(req).await.expect("a response");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body, send)
+    });
+    upstream.wait_for_requests(1).await;
+
+    let stopping = tokio::spawn(proxy.shutdown());
+    // Stopped accepting: the stop signal is out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !in_flight.is_finished(),
+        "the request in flight was cut off"
+    );
+
+    gate.open();
+    let (status, body, mut send) = in_flight.await.expect("the request task");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], br#"{"held":true}"#);
+    // The connection got GOAWAY: no new request on it. And sidekey's
+    // shutdown does not wait for the idle client to leave (the drain
+    // timeout is a minute).
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("shutdown returns once the stream is done")
+        .expect("shutdown task");
+    let req = http::Request::get("https://api.copilot.cx/v1/users")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    assert!(
+        send.send_request(req).await.is_err(),
+        "a new stream was served after shutdown"
+    );
+    assert_eq!(upstream.request_count(), 1);
+}

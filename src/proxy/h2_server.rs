@@ -19,6 +19,7 @@
 //! the server sends GOAWAY and the requests in flight finish.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
 use http::uri::PathAndQuery;
-use http::{header, Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
@@ -42,7 +43,7 @@ use crate::wire::deadline::IdleTimer;
 use crate::wire::h1::fields::RawFields;
 use crate::wire::h1::response::HeadError;
 use crate::wire::h1::server::{ClientRequest, Limits, RequestBody};
-use crate::wire::headers::strip_hop_by_hop;
+use crate::wire::headers::{end_to_end_names, strip_hop_by_hop};
 use crate::wire::reply::ReplyHead;
 use crate::wire::BoxError;
 
@@ -73,24 +74,46 @@ pub(crate) async fn serve<S>(
     // handshake (not even the HTTP/2 preface, before which hyper sends no
     // pings) is closed, as an HTTP/1.1 one would be.
     let header_read_timeout = limits.header_read_timeout;
-    let first_request = tokio::time::sleep(header_read_timeout);
     let asked = Arc::new(AtomicBool::new(false));
+    // Not polled once a request came (this loop runs at every wake-up of
+    // the connection's task, several per request).
+    let mut sleep = std::pin::pin!(tokio::time::sleep(header_read_timeout));
+    let first_request = std::future::poll_fn(|cx| {
+        if asked.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        sleep.as_mut().poll(cx)
+    });
     let conn = Arc::new(conn);
     let seen = asked.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
-        let shared = shared.clone();
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(answer(&shared, &conn, req).await) }
+        answer(&shared, &conn, req)
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
-    let stopped = async {
+    let mut probe = stop.clone();
+    let waiting_stop = async {
         if stop.wait_for(|s| *s).await.is_err() {
             // No more shutdown signal: run until the client is done.
             std::future::pending::<()>().await;
         }
     };
+    let mut waiting_stop = std::pin::pin!(waiting_stop);
+    // The wait for `stop` is polled again only when the signal changed
+    // or the task's waker did: once registered, it keeps the waker, and
+    // each poll of it takes the signal's lock, at every wake-up of the
+    // connection's task (several per request).
+    let mut registered: Option<std::task::Waker> = None;
+    let stopped = std::future::poll_fn(|cx| {
+        let changed = probe.has_changed().unwrap_or(true);
+        if !changed && registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        probe.mark_unchanged();
+        registered = Some(cx.waker().clone());
+        waiting_stop.as_mut().poll(cx)
+    });
     let mut stopped = std::pin::pin!(stopped);
     let mut first_request = std::pin::pin!(first_request);
     let mut waiting = true;
@@ -119,35 +142,42 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// One HTTP/2 request, answered as an HTTP/1.1 one would be.
-async fn answer(
-    shared: &Arc<Shared>,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-) -> Response<H2ReplyBody> {
+/// The future of one HTTP/2 response.
+type Answer = Pin<Box<dyn Future<Output = Result<Response<H2ReplyBody>, Infallible>> + Send>>;
+
+/// One HTTP/2 request, answered as an HTTP/1.1 one would be. Checked and
+/// converted at once; the future returned is small (hyper moves it into
+/// the stream's task), the handler's own is boxed as on HTTP/1.1.
+fn answer(shared: &Arc<Shared>, conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Answer {
     // CONNECT (and extended CONNECT) inside HTTP/2 would need a stream
     // takeover: refused, like CONNECT on a route's own listener.
     if req.method() == Method::CONNECT {
-        return refuse(
+        let refused = refuse(
             shared,
             conn,
             req.method(),
             req.uri().path(),
             ProxyError::Connect,
         );
+        return Box::pin(std::future::ready(Ok(refused)));
     }
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let req = match client_request(req, &conn.limits) {
         Ok(req) => req,
-        Err(e) => return refuse(shared, conn, &method, &path, e),
+        Err((method, path, e)) => {
+            let refused = refuse(shared, conn, &method, path.as_str(), e);
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
     };
-    let reply = handler::handle(shared, conn, req).await;
-    if reply.upgrade.is_some() {
-        // Not reached: a CONNECT is refused above, and HTTP/2 has no
-        // Upgrade.
-        return response(ProxyError::Connect.to_reply(None), &conn.limits);
-    }
-    response(reply, &conn.limits)
+    let (shared, conn) = (shared.clone(), conn.clone());
+    Box::pin(async move {
+        let reply = Box::pin(handler::handle(&shared, &conn, req)).await;
+        if reply.upgrade.is_some() {
+            // Not reached: a CONNECT is refused above, and HTTP/2 has no
+            // Upgrade.
+            return Ok(response(ProxyError::Connect.to_reply(None), &conn.limits));
+        }
+        Ok(response(reply, &conn.limits))
+    })
 }
 
 /// The answer to a request refused before it reached the handler, logged
@@ -181,21 +211,21 @@ fn refuse(
 
 /// The HTTP/2 request as the handler takes it: an origin-form target, and
 /// `:authority` as the `Host` field (RFC 9113 8.3.1: a `Host` field that
-/// disagrees with it is refused).
-fn client_request(req: Request<Incoming>, limits: &Limits) -> Result<ClientRequest, ProxyError> {
+/// disagrees with it is refused). A request refused here comes back with its method and path, for the
+/// access log.
+fn client_request(
+    req: Request<Incoming>,
+    limits: &Limits,
+) -> Result<ClientRequest, (Method, String, ProxyError)> {
     let (parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str());
-    if let (Some(authority), Some(host)) = (authority, parts.headers.get(header::HOST)) {
-        if !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) {
-            return Err(ProxyError::BadRequest(
-                "the Host header and :authority disagree",
-            ));
+    let fields = match RawFields::from_h2(authority, &parts.headers) {
+        Ok(fields) => fields,
+        Err(why) => {
+            let path = parts.uri.path().to_string();
+            return Err((parts.method, path, ProxyError::BadRequest(why)));
         }
-    }
-    if parts.headers.get_all(header::HOST).iter().count() > 1 {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
-    let fields = RawFields::from_h2(authority, &parts.headers);
+    };
     let uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from(PathAndQuery::from_static("/")),
@@ -215,9 +245,14 @@ fn response(reply: Reply, limits: &Limits) -> Response<H2ReplyBody> {
     let Reply {
         status, head, body, ..
     } = reply;
-    let mut headers = match head {
-        ReplyHead::Map(headers) => headers,
-        ReplyHead::Upstream(raw) => match raw.to_header_map(0) {
+    let headers = match head {
+        ReplyHead::Map(mut headers) => {
+            strip_hop_by_hop(&mut headers);
+            headers
+        }
+        // Built without the hop-by-hop fields rather than built and then
+        // stripped of them: this runs for every response.
+        ReplyHead::Upstream(raw) => match raw.to_header_map_where(end_to_end_names(&raw)) {
             Some(headers) => headers,
             None => {
                 let reply = ProxyError::UpstreamHead(HeadError::Header).to_reply(None);
@@ -225,7 +260,6 @@ fn response(reply: Reply, limits: &Limits) -> Response<H2ReplyBody> {
             }
         },
     };
-    strip_hop_by_hop(&mut headers);
     let mut response = Response::new(H2ReplyBody {
         body,
         idle: IdleTimer::new(limits.body_idle_timeout),

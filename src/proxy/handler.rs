@@ -282,7 +282,9 @@ fn prepare(
     // Read once: `as_str` checks the bytes again on every call.
     let host_name = host.as_ref().map_or("", RequestHost::as_str);
     if let (Some(tls_host), Ok(_)) = (&conn.tls_host, &host) {
-        if !host_name.eq_ignore_ascii_case(tls_host) {
+        // The same bytes first (the usual case, and a memcmp): the
+        // case-blind comparison goes byte by byte.
+        if host_name != &**tls_host && !host_name.eq_ignore_ascii_case(tls_host) {
             return Err(ProxyError::Misdirected {
                 host: host_name.to_string(),
             });

@@ -123,10 +123,16 @@ impl RawFields {
 
     /// The fields of an HTTP/2 request as if they had come on the wire:
     /// `host` (its `:authority`) first as a `Host` field when given (in
-    /// place of the map's own, which the caller has checked agrees), then
-    /// the map's fields in order, its `cookie` fields joined into one with
-    /// `; ` (RFC 9113 8.2.3: as an HTTP/1.1 upstream expects them).
-    pub(crate) fn from_h2(host: Option<&str>, headers: &HeaderMap) -> RawFields {
+    /// place of the map's own), then the map's fields in order, its
+    /// `cookie` fields joined into one with `; ` (RFC 9113 8.2.3: as an
+    /// HTTP/1.1 upstream expects them).
+    ///
+    /// Refused, with the reason, in the same pass: more than one `Host`
+    /// field, or one that disagrees with `host` (RFC 9113 8.3.1).
+    pub(crate) fn from_h2(
+        host: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<RawFields, &'static str> {
         let mut bytes = Vec::with_capacity(256);
         let mut spans = Vec::with_capacity(headers.len() + 1);
         let mut push = |bytes: &mut Vec<u8>, name: &[u8], value: &[u8]| {
@@ -144,10 +150,21 @@ impl RawFields {
         }
         let mut cookie = false;
         let mut underscores = false;
+        let mut hosts = 0;
         for (name, value) in headers {
             underscores |= name.as_str().contains('_');
-            if host.is_some() && name == http::header::HOST {
-                continue;
+            if name == http::header::HOST {
+                hosts += 1;
+                if hosts > 1 {
+                    return Err("more than one Host header");
+                }
+                match host {
+                    Some(host) if !value.as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+                        return Err("the Host header and :authority disagree");
+                    }
+                    Some(_) => continue,
+                    None => {}
+                }
             }
             if name == http::header::COOKIE {
                 if cookie {
@@ -168,7 +185,7 @@ impl RawFields {
         }
         let mut fields = RawFields::new(Bytes::from(bytes), spans);
         fields.set_has_underscores(underscores);
-        fields
+        Ok(fields)
     }
 
     /// Each field's name and value, in order.
@@ -240,6 +257,26 @@ impl RawFields {
     pub(crate) fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
         header_map(&self.bytes, &self.spans, extra)
     }
+
+    /// The fields whose name `keep` says yes to as a header map, values
+    /// sharing the head's memory: what [`RawFields::to_header_map`] and
+    /// removing the others would give, without the removals. `None` when a
+    /// kept name or value is not valid in a header map.
+    pub(crate) fn to_header_map_where(
+        &self,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        for &[ns, ne, vs, ve] in &self.spans {
+            let name = &self.bytes[ns..ne];
+            if keep(name) {
+                let name = HeaderName::from_bytes(name).ok()?;
+                let value = HeaderValue::from_maybe_shared(self.bytes.slice(vs..ve)).ok()?;
+                headers.append(name, value);
+            }
+        }
+        Some(headers)
+    }
 }
 
 /// Writes the lines `bytes[start..end]` and the CRLF that ends the last.
@@ -304,7 +341,7 @@ mod tests {
         map.append("cookie", HeaderValue::from_static("a=1"));
         map.append("x-one", HeaderValue::from_static("1"));
         map.append("cookie", HeaderValue::from_static("b=2"));
-        let fields = RawFields::from_h2(Some("a.example"), &map);
+        let fields = RawFields::from_h2(Some("a.example"), &map).unwrap();
         let all: Vec<(&[u8], &[u8])> = fields.iter().collect();
         assert_eq!(
             all,
@@ -314,9 +351,28 @@ mod tests {
                 (b"x-one", b"1"),
             ]
         );
-        let fields = RawFields::from_h2(None, &map);
+        let fields = RawFields::from_h2(None, &map).unwrap();
         assert_eq!(fields.get("host"), Some(&b"a.example"[..]));
         assert_eq!(fields.len(), 3);
+        // Any case: the same host.
+        assert!(RawFields::from_h2(Some("A.Example"), &map).is_ok());
+    }
+
+    #[test]
+    fn h2_fields_refuse_a_host_that_disagrees_or_comes_twice() {
+        let mut map = HeaderMap::new();
+        map.append("host", HeaderValue::from_static("b.example"));
+        assert_eq!(
+            RawFields::from_h2(Some("a.example"), &map).unwrap_err(),
+            "the Host header and :authority disagree"
+        );
+        map.append("host", HeaderValue::from_static("b.example"));
+        for authority in [None, Some("b.example")] {
+            assert_eq!(
+                RawFields::from_h2(authority, &map).unwrap_err(),
+                "more than one Host header"
+            );
+        }
     }
 
     #[test]
