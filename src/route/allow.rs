@@ -92,14 +92,28 @@ impl Candidate {
     fn allows(&self, bit: u16, method: &Method, path: &str) -> bool {
         self.methods.contain(bit, method) && self.pattern.as_ref().is_none_or(|p| matches(p, path))
     }
+
+    /// [`Candidate::allows`] for a candidate filed under the path's first
+    /// segment (already compared): the rest of its pattern against the
+    /// path's segments after the first.
+    fn allows_after_first(&self, bit: u16, method: &Method, after: &Segments<'_>) -> bool {
+        self.methods.contain(bit, method)
+            && self
+                .pattern
+                .as_ref()
+                .is_none_or(|p| walk(p.segments.get(1..).unwrap_or_default(), after.clone()))
+    }
 }
 
 /// A route's `[[route.allow]]` rules, indexed for the per-request check.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AllowIndex {
     /// Patterns whose first segment is a literal, by that literal and
-    /// its hash (sorted by hash, for a binary search).
+    /// its hash.
     by_first: Vec<(u64, Box<[u8]>, Vec<Candidate>)>,
+    /// A hash table over `by_first` (open addressing, a power of two
+    /// long, at most half full): an index into it plus one, `0` empty.
+    slots: Box<[u32]>,
     /// Patterns starting with `*` or `**`, and rules without paths.
     others: Vec<Candidate>,
 }
@@ -134,19 +148,46 @@ impl AllowIndex {
                 }
             }
         }
-        index.by_first.sort_by_key(|(hash, _, _)| *hash);
+        if !index.by_first.is_empty() {
+            let len = (index.by_first.len() * 2).next_power_of_two();
+            let mut slots = vec![0u32; len];
+            for (i, (hash, _, _)) in index.by_first.iter().enumerate() {
+                let mut at = slot_of(*hash, len);
+                while slots[at] != 0 {
+                    at = (at + 1) & (len - 1);
+                }
+                // Rules come from the config: far fewer than 2^32.
+                slots[at] = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            }
+            index.slots = slots.into_boxed_slice();
+        }
         index
     }
 
     /// The patterns filed under the first segment `first` (unencoded).
     fn under(&self, first: &[u8]) -> &[Candidate] {
+        let len = self.slots.len();
+        if len == 0 {
+            return &[];
+        }
         let hash = fnv1a(first);
-        let start = self.by_first.partition_point(|(h, _, _)| *h < hash);
-        self.by_first[start..]
-            .iter()
-            .take_while(|(h, _, _)| *h == hash)
-            .find(|(_, k, _)| **k == *first)
-            .map_or(&[], |(_, _, list)| list.as_slice())
+        let mut at = slot_of(hash, len);
+        loop {
+            let entry = match self.slots[at] {
+                0 => return &[],
+                i => self.by_first.get(i as usize - 1),
+            };
+            if let Some((h, key, list)) = entry {
+                // Byte by byte: a first segment is short (see segment_is).
+                if *h == hash
+                    && key.len() == first.len()
+                    && key.iter().zip(first).all(|(a, b)| a == b)
+                {
+                    return list;
+                }
+            }
+            at = (at + 1) & (len - 1);
+        }
     }
 
     /// Whether the rules let `method` and `path` through (no rules: yes).
@@ -161,15 +202,15 @@ impl AllowIndex {
             return false;
         }
         let bit = method_bit(method);
-        let first = path
-            .strip_prefix('/')
-            .map(|rest| Segments::new(rest).next().unwrap_or(rest));
-        match first {
-            Some(first) if !special || !first.contains('%') => self
-                .under(first.as_bytes())
-                .iter()
-                .chain(&self.others)
-                .any(|c| c.allows(bit, method, path)),
+        let mut segments = path.strip_prefix('/').map(Segments::new);
+        let first = segments.as_mut().and_then(Iterator::next);
+        match (first, segments) {
+            (Some(first), Some(after)) if !special || !first.contains('%') => {
+                self.under(first.as_bytes())
+                    .iter()
+                    .any(|c| c.allows_after_first(bit, method, &after))
+                    || self.others.iter().any(|c| c.allows(bit, method, path))
+            }
             // A percent-encoded first segment (compared decoded): every
             // pattern, one by one.
             _ => self
@@ -185,12 +226,20 @@ impl AllowIndex {
 /// Whether `path` matches `pattern`.
 fn matches(pattern: &PathPattern, path: &str) -> bool {
     path.strip_prefix('/')
-        .is_some_and(|rest| walk(pattern, Segments::new(rest)))
+        .is_some_and(|rest| walk(&pattern.segments, Segments::new(rest)))
+}
+
+/// Where a hash starts its probe in a table of `len` slots (a power of
+/// two).
+fn slot_of(hash: u64, len: usize) -> usize {
+    // Only the low bits are kept: the cast may truncate.
+    (hash as usize) & (len - 1)
 }
 
 /// The `/`-separated segments of a path (after its leading `/`): what
 /// `str::split('/')` yields, with a byte loop that is cheaper for the
 /// short segments of a path.
+#[derive(Clone)]
 struct Segments<'p> {
     rest: Option<&'p str>,
 }
@@ -231,8 +280,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Whether the path's `segments` (after its leading `/`) match
 /// `pattern`, segment by segment.
-fn walk<'p>(pattern: &PathPattern, mut segments: impl Iterator<Item = &'p str>) -> bool {
-    for expected in &pattern.segments {
+fn walk<'p>(pattern: &[Segment], mut segments: impl Iterator<Item = &'p str>) -> bool {
+    for expected in pattern {
         match expected {
             Segment::Rest => return true,
             Segment::One => match segments.next() {

@@ -194,8 +194,9 @@ pub struct ForwardHeaders {
     client: RawFields,
     /// Client fields left out (besides the hop-by-hop ones).
     removed: SmallVec<[HeaderName; 4]>,
-    /// sidekey's own fields, written after the client's.
-    added: SmallVec<[(HeaderName, HeaderValue); 3]>,
+    /// sidekey's own fields, written after the client's (inline: `Host`
+    /// and a credential's, up to SigV4's three).
+    added: SmallVec<[(HeaderName, HeaderValue); 4]>,
 }
 
 impl ForwardHeaders {
@@ -226,7 +227,16 @@ impl ForwardHeaders {
     pub(crate) fn set_own(&mut self, name: HeaderName, value: HeaderValue) {
         if self.client.contains(name.as_str()) {
             self.remove(&name);
+            self.added.push((name, value));
         } else {
+            self.set_unsent(name, value);
+        }
+    }
+
+    /// Sets `name` to `value`, for a name the caller knows the client did
+    /// not send (replacing only what sidekey added before).
+    pub(crate) fn set_unsent(&mut self, name: HeaderName, value: HeaderValue) {
+        if self.added.iter().any(|(n, _)| *n == name) {
             self.added.retain(|(n, _)| *n != name);
         }
         self.added.push((name, value));
@@ -307,6 +317,24 @@ impl ForwardHeaders {
                 self.added
                     .iter()
                     .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            )
+    }
+
+    /// [`ForwardHeaders::iter`], only the fields whose names `pick`
+    /// says yes to (tested first: cheaper than what is forwarded).
+    pub(crate) fn iter_picked(
+        &self,
+        pick: fn(&[u8]) -> bool,
+    ) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let forwards = self.forwards();
+        self.client
+            .iter()
+            .filter(move |(name, _)| pick(name) && forwards(name))
+            .chain(
+                self.added
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+                    .filter(move |(name, _)| pick(name)),
             )
     }
 
