@@ -237,9 +237,15 @@ impl ForwardHeaders {
     /// not send (replacing only what sidekey added before).
     pub(crate) fn set_unsent(&mut self, name: HeaderName, value: HeaderValue) {
         if self.added.iter().any(|(n, _)| *n == name) {
-            self.added.retain(|(n, _)| *n != name);
+            self.unadd(&name);
         }
         self.added.push((name, value));
+    }
+
+    /// Drops sidekey's own values of `name` (rare: kept out of line).
+    #[cold]
+    fn unadd(&mut self, name: &HeaderName) {
+        self.added.retain(|(n, _)| n != name);
     }
 
     /// The last value sidekey itself set for `name`, if any.
@@ -321,20 +327,23 @@ impl ForwardHeaders {
     }
 
     /// [`ForwardHeaders::iter`], only the fields whose names `pick`
-    /// says yes to (tested first: cheaper than what is forwarded).
+    /// says yes to (tested first: cheaper than what is forwarded), each
+    /// with whether its name is known to be lower case (sidekey's own:
+    /// `HeaderName`s are).
     pub(crate) fn iter_picked(
         &self,
         pick: fn(&[u8]) -> bool,
-    ) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    ) -> impl Iterator<Item = (&[u8], &[u8], bool)> + '_ {
         let forwards = self.forwards();
         self.client
             .iter()
             .filter(move |(name, _)| pick(name) && forwards(name))
+            .map(|(name, value)| (name, value, false))
             .chain(
                 self.added
                     .iter()
-                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
-                    .filter(move |(name, _)| pick(name)),
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes(), true))
+                    .filter(move |(name, _, _)| pick(name)),
             )
     }
 

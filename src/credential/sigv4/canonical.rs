@@ -227,16 +227,17 @@ fn push_lower(out: &mut Vec<u8>, name: &[u8]) {
 /// joined by `,` in the order sent. Nothing is allocated but `out`.
 fn push_headers<'a>(
     out: &mut Vec<u8>,
-    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8], bool)>,
 ) -> std::ops::Range<usize> {
     // Each name with whether it is lower case already (sidekey's own
-    // names are, and most clients'): one look that needs no early exit,
-    // then a plain copy for those.
+    // names are, and most clients'): one look that needs no early exit
+    // unless known, then a plain copy for those.
     let mut list: smallvec::SmallVec<[(&[u8], &[u8], bool); 12]> = headers
-        .map(|(name, value)| {
-            let lower = !name
-                .iter()
-                .fold(false, |upper, b| upper | b.is_ascii_uppercase());
+        .map(|(name, value, known)| {
+            let lower = known
+                || !name
+                    .iter()
+                    .fold(false, |upper, b| upper | b.is_ascii_uppercase());
             (name, value, lower)
         })
         .collect();
@@ -349,7 +350,7 @@ pub(crate) fn request<'a>(
         path,
         query,
         s3,
-        headers,
+        headers.map(|(name, value)| (name, value, false)),
         payload_hash.as_bytes(),
     );
     CanonicalRequest { bytes, signed }
@@ -357,13 +358,14 @@ pub(crate) fn request<'a>(
 
 /// [`request`], written to `out` (cleared first; the signer reuses one
 /// buffer per thread): returns where the `SignedHeaders` list is in it.
+/// Each header comes with whether its name is known to be lower case.
 pub(crate) fn write_request<'a>(
     out: &mut Vec<u8>,
     method: &str,
     path: &str,
     query: &str,
     s3: bool,
-    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8], bool)>,
     payload_hash: &[u8],
 ) -> std::ops::Range<usize> {
     out.clear();
@@ -426,8 +428,8 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// The string to sign, as the parts it is made of: algorithm, time,
 /// scope and the canonical request's SHA-256 in hex, one per line
-/// (`scope_line` ends with its newline). The signer hashes the parts
-/// joined on the stack.
+/// (`scope_line` ends with its newline). The signer joins them after
+/// the canonical request, in its buffer.
 pub(crate) fn string_to_sign_parts<'a>(
     amz_date: &'a [u8; 16],
     scope_line: &'a [u8],

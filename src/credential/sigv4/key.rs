@@ -12,7 +12,7 @@ use ring::hmac::{self, HMAC_SHA256};
 use secrecy::{ExposeSecret, SecretString};
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    tag(&hmac::Key::new(HMAC_SHA256, key), &[data])
+    tag(&hmac::Key::new(HMAC_SHA256, key), data)
 }
 
 /// The signing key of `date` (`YYYYMMDD`), `region` and `service`.
@@ -32,28 +32,10 @@ pub(crate) fn sign_with(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
     hmac(key, data)
 }
 
-/// The HMAC of `parts`, one after the other, under `key`. The parts
-/// are joined on the stack first when they fit (a string to sign does):
-/// one call into `ring` hashes them all, instead of one per part.
-fn tag(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
-    const STACK: usize = 256;
-    let len: usize = parts.iter().map(|p| p.len()).sum();
+/// The HMAC of `data` under `key`.
+fn tag(key: &hmac::Key, data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    if len <= STACK {
-        let mut joined = [0u8; STACK];
-        let mut at = 0;
-        for part in parts {
-            joined[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        out.copy_from_slice(hmac::sign(key, &joined[..at]).as_ref());
-    } else {
-        let mut context = hmac::Context::with_key(key);
-        for part in parts {
-            context.update(part);
-        }
-        out.copy_from_slice(context.sign().as_ref());
-    }
+    out.copy_from_slice(hmac::sign(key, data).as_ref());
     out
 }
 
@@ -73,10 +55,10 @@ pub(crate) struct Day {
 }
 
 impl Day {
-    /// The HMAC-SHA256 of `parts` (one after the other) under the day's
+    /// The HMAC-SHA256 of `data` (a string to sign) under the day's
     /// signing key.
-    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
-        tag(&self.key, parts)
+    pub(crate) fn sign(&self, data: &[u8]) -> [u8; 32] {
+        tag(&self.key, data)
     }
 }
 

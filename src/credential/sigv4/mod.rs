@@ -181,9 +181,19 @@ impl SigV4 {
                 .map_err(|_| CredentialError::Unsignable)?;
             headers.insert(HOST, host);
         }
-        // Clients rarely send `x-amz-*` fields: one look for any, instead
-        // of one per name set below.
-        let client_amz = headers.client().iter().any(|(name, _)| is_amz(name));
+        // Clients rarely send `x-amz-*` fields or `Authorization`: one
+        // look for any, instead of one per name set below.
+        let (client_amz, client_authorization) =
+            headers
+                .client()
+                .iter()
+                .fold((false, false), |(amz, authorization), (name, _)| {
+                    (
+                        amz || is_amz(name),
+                        authorization
+                            || (name.len() == 13 && name.eq_ignore_ascii_case(b"authorization")),
+                    )
+                });
         let mut set = |name: HeaderName, value: HeaderValue| {
             if client_amz {
                 headers.set_own(name, value);
@@ -216,9 +226,14 @@ impl SigV4 {
         );
         let request_hash = canonical::hex32(&canonical::sha256(canonical));
         let authorization = self.keys.with_day(&date, |day| {
-            let string_to_sign =
-                canonical::string_to_sign_parts(&amz_date, &day.scope_line, &request_hash);
-            let signature = canonical::hex32(&day.sign(&string_to_sign));
+            // The string to sign goes after the canonical request, in
+            // the same buffer, for as long as it is hashed.
+            let end = canonical.len();
+            for part in canonical::string_to_sign_parts(&amz_date, &day.scope_line, &request_hash) {
+                canonical.extend_from_slice(part);
+            }
+            let signature = canonical::hex32(&day.sign(&canonical[end..]));
+            canonical.truncate(end);
             let parts: [&[u8]; 4] = [
                 &day.authorization_prefix,
                 &canonical[signed.clone()],
@@ -234,7 +249,11 @@ impl SigV4 {
         let mut authorization =
             HeaderValue::try_from(authorization).map_err(|_| CredentialError::Unsignable)?;
         authorization.set_sensitive(true);
-        headers.set_own(AUTHORIZATION, authorization);
+        if client_authorization {
+            headers.set_own(AUTHORIZATION, authorization);
+        } else {
+            headers.set_unsent(AUTHORIZATION, authorization);
+        }
         Ok(signed)
     }
 
