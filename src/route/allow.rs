@@ -326,7 +326,7 @@ fn walk<'p>(
         match expected {
             Segment::Rest => return true,
             Segment::One => match segments.next() {
-                Some(s) if !s.is_empty() && !(escaped && has_separator(s)) => {}
+                Some(s) if !s.is_empty() && (!escaped || !has_separator(s)) => {}
                 _ => return false,
             },
             Segment::Literal(literal) => match segments.next() {

@@ -220,6 +220,9 @@ fn push_lower(out: &mut Vec<u8>, name: &[u8]) {
     out[at..].make_ascii_lowercase();
 }
 
+/// A signed field: name, value, whether the name is lower case.
+type Field<'a> = (&'a [u8], &'a [u8], bool);
+
 /// Appends the canonical header lines of `headers` (every one is signed)
 /// and returns the `SignedHeaders` list's place, written after the blank
 /// line that ends them: names in lower case and sorted, values trimmed
@@ -232,7 +235,7 @@ fn push_headers<'a>(
     // Each name with whether it is lower case already (sidekey's own
     // names are, and most clients'): one look that needs no early exit
     // unless known, then a plain copy for those.
-    let mut list: smallvec::SmallVec<[(&[u8], &[u8], bool); 12]> = headers
+    let mut list: smallvec::SmallVec<[Field<'_>; 12]> = headers
         .map(|(name, value, known)| {
             let lower = known
                 || !name
