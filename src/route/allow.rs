@@ -89,8 +89,32 @@ struct Candidate {
 }
 
 impl Candidate {
-    fn allows(&self, bit: u16, method: &Method, path: &str) -> bool {
-        self.methods.contain(bit, method) && self.pattern.as_ref().is_none_or(|p| matches(p, path))
+    fn allows(&self, bit: u16, method: &Method, path: &str, escaped: bool) -> bool {
+        self.methods.contain(bit, method)
+            && self
+                .pattern
+                .as_ref()
+                .is_none_or(|p| matches(p, path, escaped))
+    }
+
+    /// [`Candidate::allows`] for a candidate filed under the path's first
+    /// segment (already compared): the rest of its pattern against the
+    /// path's segments after the first.
+    fn allows_after_first(
+        &self,
+        bit: u16,
+        method: &Method,
+        after: &Segments<'_>,
+        escaped: bool,
+    ) -> bool {
+        self.methods.contain(bit, method)
+            && self.pattern.as_ref().is_none_or(|p| {
+                walk(
+                    p.segments.get(1..).unwrap_or_default(),
+                    after.clone(),
+                    escaped,
+                )
+            })
     }
 }
 
@@ -98,8 +122,11 @@ impl Candidate {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AllowIndex {
     /// Patterns whose first segment is a literal, by that literal and
-    /// its hash (sorted by hash, for a binary search).
+    /// its hash.
     by_first: Vec<(u64, Box<[u8]>, Vec<Candidate>)>,
+    /// A hash table over `by_first` (open addressing, a power of two
+    /// long, at most half full): an index into it plus one, `0` empty.
+    slots: Box<[u32]>,
     /// Patterns starting with `*` or `**`, and rules without paths.
     others: Vec<Candidate>,
 }
@@ -134,19 +161,46 @@ impl AllowIndex {
                 }
             }
         }
-        index.by_first.sort_by_key(|(hash, _, _)| *hash);
+        if !index.by_first.is_empty() {
+            let len = (index.by_first.len() * 2).next_power_of_two();
+            let mut slots = vec![0u32; len];
+            for (i, (hash, _, _)) in index.by_first.iter().enumerate() {
+                let mut at = slot_of(*hash, len);
+                while slots[at] != 0 {
+                    at = (at + 1) & (len - 1);
+                }
+                // Rules come from the config: far fewer than 2^32.
+                slots[at] = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            }
+            index.slots = slots.into_boxed_slice();
+        }
         index
     }
 
     /// The patterns filed under the first segment `first` (unencoded).
     fn under(&self, first: &[u8]) -> &[Candidate] {
+        let len = self.slots.len();
+        if len == 0 {
+            return &[];
+        }
         let hash = fnv1a(first);
-        let start = self.by_first.partition_point(|(h, _, _)| *h < hash);
-        self.by_first[start..]
-            .iter()
-            .take_while(|(h, _, _)| *h == hash)
-            .find(|(_, k, _)| **k == *first)
-            .map_or(&[], |(_, _, list)| list.as_slice())
+        let mut at = slot_of(hash, len);
+        loop {
+            let entry = match self.slots[at] {
+                0 => return &[],
+                i => self.by_first.get(i as usize - 1),
+            };
+            if let Some((h, key, list)) = entry {
+                // Byte by byte: a first segment is short (see segment_is).
+                if *h == hash
+                    && key.len() == first.len()
+                    && key.iter().zip(first).all(|(a, b)| a == b)
+                {
+                    return list;
+                }
+            }
+            at = (at + 1) & (len - 1);
+        }
     }
 
     /// Whether the rules let `method` and `path` through (no rules: yes).
@@ -155,21 +209,30 @@ impl AllowIndex {
         if self.by_first.is_empty() && self.others.is_empty() {
             return true;
         }
-        // One look for what needs a closer one: dots and escapes.
-        let special = path.bytes().any(|b| b == b'.' || b == b'%');
+        // One look at the path for what needs a closer one: dots and
+        // escapes (`%`, `\`). A path without escapes, the usual one, has
+        // no segment to decode or split further.
+        let seen = path
+            .bytes()
+            .fold(0u8, |seen, b| seen | NOTABLE[usize::from(b)]);
+        let special = seen & (DOT | PERCENT) != 0;
+        let escaped = seen & (PERCENT | BACKSLASH) != 0;
         if special && has_dot_segment(path) {
             return false;
         }
         let bit = method_bit(method);
-        let first = path
-            .strip_prefix('/')
-            .map(|rest| Segments::new(rest).next().unwrap_or(rest));
-        match first {
-            Some(first) if !special || !first.contains('%') => self
-                .under(first.as_bytes())
-                .iter()
-                .chain(&self.others)
-                .any(|c| c.allows(bit, method, path)),
+        let mut segments = path.strip_prefix('/').map(Segments::new);
+        let first = segments.as_mut().and_then(Iterator::next);
+        match (first, segments) {
+            (Some(first), Some(after)) if !special || !first.contains('%') => {
+                self.under(first.as_bytes())
+                    .iter()
+                    .any(|c| c.allows_after_first(bit, method, &after, escaped))
+                    || self
+                        .others
+                        .iter()
+                        .any(|c| c.allows(bit, method, path, escaped))
+            }
             // A percent-encoded first segment (compared decoded): every
             // pattern, one by one.
             _ => self
@@ -177,20 +240,41 @@ impl AllowIndex {
                 .iter()
                 .flat_map(|(_, _, list)| list)
                 .chain(&self.others)
-                .any(|c| c.allows(bit, method, path)),
+                .any(|c| c.allows(bit, method, path, escaped)),
         }
     }
 }
 
-/// Whether `path` matches `pattern`.
-fn matches(pattern: &PathPattern, path: &str) -> bool {
+/// Whether `path` matches `pattern` (`escaped`: the path holds a `%` or
+/// a `\`).
+fn matches(pattern: &PathPattern, path: &str, escaped: bool) -> bool {
     path.strip_prefix('/')
-        .is_some_and(|rest| walk(pattern, Segments::new(rest)))
+        .is_some_and(|rest| walk(&pattern.segments, Segments::new(rest), escaped))
+}
+
+/// What [`AllowIndex::allows`] looks for in a path, a bit per byte value.
+const DOT: u8 = 1;
+const PERCENT: u8 = 2;
+const BACKSLASH: u8 = 4;
+const NOTABLE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    table[b'.' as usize] = DOT;
+    table[b'%' as usize] = PERCENT;
+    table[b'\\' as usize] = BACKSLASH;
+    table
+};
+
+/// Where a hash starts its probe in a table of `len` slots (a power of
+/// two).
+fn slot_of(hash: u64, len: usize) -> usize {
+    // Only the low bits are kept: the cast may truncate.
+    (hash as usize) & (len - 1)
 }
 
 /// The `/`-separated segments of a path (after its leading `/`): what
 /// `str::split('/')` yields, with a byte loop that is cheaper for the
 /// short segments of a path.
+#[derive(Clone)]
 struct Segments<'p> {
     rest: Option<&'p str>,
 }
@@ -231,16 +315,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Whether the path's `segments` (after its leading `/`) match
 /// `pattern`, segment by segment.
-fn walk<'p>(pattern: &PathPattern, mut segments: impl Iterator<Item = &'p str>) -> bool {
-    for expected in &pattern.segments {
+/// `escaped`: the path holds a `%` or a `\` (otherwise no segment needs
+/// decoding, nor holds a separator).
+fn walk<'p>(
+    pattern: &[Segment],
+    mut segments: impl Iterator<Item = &'p str>,
+    escaped: bool,
+) -> bool {
+    for expected in pattern {
         match expected {
             Segment::Rest => return true,
             Segment::One => match segments.next() {
-                Some(s) if !s.is_empty() && !has_separator(s) => {}
+                Some(s) if !s.is_empty() && (!escaped || !has_separator(s)) => {}
                 _ => return false,
             },
             Segment::Literal(literal) => match segments.next() {
-                Some(s) if segment_is(s, literal) => {}
+                Some(s) if segment_is(s, literal, escaped) => {}
                 _ => return false,
             },
         }
@@ -251,14 +341,15 @@ fn walk<'p>(pattern: &PathPattern, mut segments: impl Iterator<Item = &'p str>) 
 /// Whether the request segment `s` decodes to `literal`: compared as it
 /// is when it has the same length (the usual, unencoded case), decoded
 /// only when it is longer and holds a `%`.
-fn segment_is(s: &str, literal: &[u8]) -> bool {
+fn segment_is(s: &str, literal: &[u8], escaped: bool) -> bool {
     if s.len() == literal.len() {
         // Byte by byte: segments are short, and this is cheaper than a
         // call to memcmp for each rule.
         return s.bytes().zip(literal).all(|(a, b)| a == *b);
     }
     // Decoding only shortens: a valid escape is 3 bytes for 1.
-    s.len() > literal.len()
+    escaped
+        && s.len() > literal.len()
         && s.contains('%')
         && percent_decode(s.as_bytes()).eq(literal.iter().copied())
 }

@@ -194,8 +194,9 @@ pub struct ForwardHeaders {
     client: RawFields,
     /// Client fields left out (besides the hop-by-hop ones).
     removed: SmallVec<[HeaderName; 4]>,
-    /// sidekey's own fields, written after the client's.
-    added: SmallVec<[(HeaderName, HeaderValue); 3]>,
+    /// sidekey's own fields, written after the client's (inline: `Host`
+    /// and a credential's, up to SigV4's three).
+    added: SmallVec<[(HeaderName, HeaderValue); 4]>,
 }
 
 impl ForwardHeaders {
@@ -226,10 +227,25 @@ impl ForwardHeaders {
     pub(crate) fn set_own(&mut self, name: HeaderName, value: HeaderValue) {
         if self.client.contains(name.as_str()) {
             self.remove(&name);
+            self.added.push((name, value));
         } else {
-            self.added.retain(|(n, _)| *n != name);
+            self.set_unsent(name, value);
+        }
+    }
+
+    /// Sets `name` to `value`, for a name the caller knows the client did
+    /// not send (replacing only what sidekey added before).
+    pub(crate) fn set_unsent(&mut self, name: HeaderName, value: HeaderValue) {
+        if self.added.iter().any(|(n, _)| *n == name) {
+            self.unadd(&name);
         }
         self.added.push((name, value));
+    }
+
+    /// Drops sidekey's own values of `name` (rare: kept out of line).
+    #[cold]
+    fn unadd(&mut self, name: &HeaderName) {
+        self.added.retain(|(n, _)| n != name);
     }
 
     /// The last value sidekey itself set for `name`, if any.
@@ -307,6 +323,27 @@ impl ForwardHeaders {
                 self.added
                     .iter()
                     .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            )
+    }
+
+    /// [`ForwardHeaders::iter`], only the fields whose names `pick`
+    /// says yes to (tested first: cheaper than what is forwarded), each
+    /// with whether its name is known to be lower case (sidekey's own:
+    /// `HeaderName`s are).
+    pub(crate) fn iter_picked(
+        &self,
+        pick: fn(&[u8]) -> bool,
+    ) -> impl Iterator<Item = (&[u8], &[u8], bool)> + '_ {
+        let forwards = self.forwards();
+        self.client
+            .iter()
+            .filter(move |(name, _)| pick(name) && forwards(name))
+            .map(|(name, value)| (name, value, false))
+            .chain(
+                self.added
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes(), true))
+                    .filter(move |(name, _, _)| pick(name)),
             )
     }
 

@@ -10,37 +10,45 @@ pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// `X-Amz-Content-Sha256` for a body that is not hashed (S3).
 pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
-/// `byte` percent-encoded unless it is unreserved (RFC 3986:
-/// `A-Z a-z 0-9 - _ . ~`), or `/` when `keep_slash`; hex digits upper
-/// case. Returns the bytes and how many of them to use.
-fn encoded(byte: u8, keep_slash: bool) -> ([u8; 3], usize) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    if byte.is_ascii_alphanumeric()
-        || matches!(byte, b'-' | b'_' | b'.' | b'~')
-        || (keep_slash && byte == b'/')
-    {
-        ([byte, 0, 0], 1)
-    } else {
-        (
-            [
-                b'%',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 15)],
-            ],
-            3,
-        )
+/// Which bytes are unreserved (RFC 3986: `A-Z a-z 0-9 - _ . ~`): one
+/// table look per byte of a path or query.
+const UNRESERVED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        // b < 256: the cast cannot truncate.
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~');
+        b += 1;
     }
+    table
+};
+
+/// Whether `byte` is written as it is: unreserved, or `/` when
+/// `keep_slash`.
+fn is_kept(byte: u8, keep_slash: bool) -> bool {
+    UNRESERVED[usize::from(byte)] || (keep_slash && byte == b'/')
 }
 
+/// Appends `byte`, percent-encoded unless [`is_kept`]; hex digits upper
+/// case.
 fn push_encoded(out: &mut Vec<u8>, byte: u8, keep_slash: bool) {
-    let (bytes, n) = encoded(byte, keep_slash);
-    out.extend_from_slice(&bytes[..n]);
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if is_kept(byte, keep_slash) {
+        out.push(byte);
+    } else {
+        out.extend_from_slice(&[
+            b'%',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 15)],
+        ]);
+    }
 }
 
 /// Whether `raw` is its own encoding: only unreserved bytes (and `/`
 /// when `keep_slash`), so nothing to decode or encode.
 fn is_plain(raw: &[u8], keep_slash: bool) -> bool {
-    raw.iter().all(|&b| encoded(b, keep_slash).1 == 1)
+    raw.iter().all(|&b| is_kept(b, keep_slash))
 }
 
 /// Appends `raw` encoded as it is (a `%` becomes `%25`).
@@ -87,11 +95,11 @@ pub(crate) fn push_uri(out: &mut Vec<u8>, path: &str, s3: bool) {
         return;
     }
     // Normalised: a stack of the segments kept.
-    let mut kept: smallvec::SmallVec<[&str; 16]> = smallvec::SmallVec::new();
-    for segment in path.split('/') {
+    let mut kept: smallvec::SmallVec<[&[u8]; 16]> = smallvec::SmallVec::new();
+    for segment in path.as_bytes().split(|b| *b == b'/') {
         match segment {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 kept.pop();
             }
             s => kept.push(s),
@@ -105,7 +113,7 @@ pub(crate) fn push_uri(out: &mut Vec<u8>, path: &str, s3: bool) {
     }
     for segment in &kept {
         out.push(b'/');
-        push_component(out, segment.as_bytes());
+        push_component(out, segment);
     }
     if trailing {
         out.push(b'/');
@@ -124,16 +132,29 @@ pub(crate) fn push_query(out: &mut Vec<u8>, query: &str) {
     let base = out.len();
     // (start, end of the name, end of the value) in `out`.
     let mut pairs: smallvec::SmallVec<[(usize, usize, usize); 8]> = smallvec::SmallVec::new();
-    for p in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = p.split_once('=').unwrap_or((p, ""));
+    for p in query
+        .as_bytes()
+        .split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = match p.iter().position(|b| *b == b'=') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (p, &[][..]),
+        };
         if !pairs.is_empty() {
             out.push(b'&');
         }
         let start = out.len();
-        push_reencoded(out, name.as_bytes(), false);
+        if name.len() < p.len() && is_plain(name, false) && is_plain(value, false) {
+            // `name=value` is its own encoding: copied in one piece.
+            out.extend_from_slice(p);
+            pairs.push((start, start + name.len(), out.len()));
+            continue;
+        }
+        push_reencoded(out, name, false);
         let mid = out.len();
         out.push(b'=');
-        push_reencoded(out, value.as_bytes(), false);
+        push_reencoded(out, value, false);
         pairs.push((start, mid, out.len()));
     }
     let sorted = pairs.windows(2).all(|w| {
@@ -163,13 +184,16 @@ pub(crate) fn push_query(out: &mut Vec<u8>, query: &str) {
 }
 
 /// The canonical request, and where its `SignedHeaders` list is in it
-/// (the `Authorization` header repeats that list).
+/// (the `Authorization` header repeats that list). For tests: the
+/// signer writes it to a buffer it reuses ([`write_request`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct CanonicalRequest {
     pub(crate) bytes: Vec<u8>,
     signed: std::ops::Range<usize>,
 }
 
+#[cfg(test)]
 impl CanonicalRequest {
     /// The `SignedHeaders` list: names in lower case, `;`-separated.
     pub(crate) fn signed_headers(&self) -> &[u8] {
@@ -179,10 +203,25 @@ impl CanonicalRequest {
 
 /// Compares two header names as their lower-case spellings.
 fn cmp_lower(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    a.iter()
-        .map(u8::to_ascii_lowercase)
-        .cmp(b.iter().map(u8::to_ascii_lowercase))
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
+
+/// Appends `name` in lower case (copied, then lowered in place: cheaper
+/// than a push per byte).
+fn push_lower(out: &mut Vec<u8>, name: &[u8]) {
+    let at = out.len();
+    out.extend_from_slice(name);
+    out[at..].make_ascii_lowercase();
+}
+
+/// A signed field: name, value, whether the name is lower case.
+type Field<'a> = (&'a [u8], &'a [u8], bool);
 
 /// Appends the canonical header lines of `headers` (every one is signed)
 /// and returns the `SignedHeaders` list's place, written after the blank
@@ -191,9 +230,20 @@ fn cmp_lower(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 /// joined by `,` in the order sent. Nothing is allocated but `out`.
 fn push_headers<'a>(
     out: &mut Vec<u8>,
-    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8], bool)>,
 ) -> std::ops::Range<usize> {
-    let mut list: smallvec::SmallVec<[(&[u8], &[u8]); 12]> = headers.collect();
+    // Each name with whether it is lower case already (sidekey's own
+    // names are, and most clients'): one look that needs no early exit
+    // unless known, then a plain copy for those.
+    let mut list: smallvec::SmallVec<[Field<'_>; 12]> = headers
+        .map(|(name, value, known)| {
+            let lower = known
+                || !name
+                    .iter()
+                    .fold(false, |upper, b| upper | b.is_ascii_uppercase());
+            (name, value, lower)
+        })
+        .collect();
     // Stable: the values of one name keep their order. An insertion
     // sort: a request signs a handful of headers, and the standard
     // library's stable sort costs more to set up than this costs in all.
@@ -204,13 +254,20 @@ fn push_headers<'a>(
             j -= 1;
         }
     }
+    let push_name = |out: &mut Vec<u8>, name: &[u8], lower: bool| {
+        if lower {
+            out.extend_from_slice(name);
+        } else {
+            push_lower(out, name);
+        }
+    };
     let mut previous: Option<&[u8]> = None;
-    for &(name, value) in &list {
+    for &(name, value, lower) in &list {
         if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
             out.pop(); // the '\n'
             out.push(b',');
         } else {
-            out.extend(name.iter().map(u8::to_ascii_lowercase));
+            push_name(out, name, lower);
             out.push(b':');
         }
         push_trimmed(out, value);
@@ -220,14 +277,14 @@ fn push_headers<'a>(
     out.push(b'\n');
     let start = out.len();
     let mut previous: Option<&[u8]> = None;
-    for &(name, _) in &list {
+    for &(name, _, lower) in &list {
         if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
             continue;
         }
         if previous.is_some() {
             out.push(b';');
         }
-        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        push_name(out, name, lower);
         previous = Some(name);
     }
     start..out.len()
@@ -236,6 +293,24 @@ fn push_headers<'a>(
 /// `value` without leading and trailing whitespace, each inner run of
 /// spaces and tabs made one space.
 fn push_trimmed(out: &mut Vec<u8>, value: &[u8]) {
+    // The usual value has no space or tab at all (a date, a hash, a
+    // host): one look that needs no early exit, then one copy.
+    if value.iter().fold(true, |plain, &b| plain & (b > b' ')) {
+        out.extend_from_slice(value);
+        return;
+    }
+    // Otherwise it is often still its trimmed form: no tab, no space at
+    // either end or after another.
+    let mut after_space = true;
+    let as_is = value.iter().all(|&b| {
+        let ok = b != b'\t' && !(b == b' ' && after_space);
+        after_space = b == b' ';
+        ok
+    }) && !after_space;
+    if as_is || value.is_empty() {
+        out.extend_from_slice(value);
+        return;
+    }
     let is_space = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value
         .iter()
@@ -262,6 +337,7 @@ fn push_trimmed(out: &mut Vec<u8>, value: &[u8]) {
 /// The canonical request: method, URI, query, the lines of `headers`
 /// (every one is signed), a blank line, the signed header list and the
 /// payload hash, one per line.
+#[cfg(test)]
 pub(crate) fn request<'a>(
     method: &str,
     path: &str,
@@ -270,29 +346,56 @@ pub(crate) fn request<'a>(
     headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     payload_hash: &str,
 ) -> CanonicalRequest {
-    let mut out = Vec::with_capacity(method.len() + path.len() + query.len() + 384);
+    let mut bytes = Vec::new();
+    let signed = write_request(
+        &mut bytes,
+        method,
+        path,
+        query,
+        s3,
+        headers.map(|(name, value)| (name, value, false)),
+        payload_hash.as_bytes(),
+    );
+    CanonicalRequest { bytes, signed }
+}
+
+/// [`request`], written to `out` (cleared first; the signer reuses one
+/// buffer per thread): returns where the `SignedHeaders` list is in it.
+/// Each header comes with whether its name is known to be lower case.
+pub(crate) fn write_request<'a>(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    query: &str,
+    s3: bool,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8], bool)>,
+    payload_hash: &[u8],
+) -> std::ops::Range<usize> {
+    out.clear();
+    out.reserve(method.len() + path.len() + query.len() + 384);
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
-    push_uri(&mut out, path, s3);
+    push_uri(out, path, s3);
     out.push(b'\n');
-    push_query(&mut out, query);
+    push_query(out, query);
     out.push(b'\n');
-    let signed = push_headers(&mut out, headers);
+    let signed = push_headers(out, headers);
     out.push(b'\n');
-    out.extend_from_slice(payload_hash.as_bytes());
-    CanonicalRequest { bytes: out, signed }
+    out.extend_from_slice(payload_hash);
+    signed
 }
 
-/// `/region/service/aws4_request`: the credential scope after its date
-/// (fixed for a route, so built once).
-pub(crate) fn scope_tail(region: &str, service: &str) -> String {
-    format!("/{region}/{service}/aws4_request")
-}
-
-/// `date/region/service/aws4_request`.
 #[cfg(test)]
+impl CanonicalRequest {
+    /// A canonical request written by [`write_request`].
+    pub(crate) fn new(bytes: Vec<u8>, signed: std::ops::Range<usize>) -> CanonicalRequest {
+        CanonicalRequest { bytes, signed }
+    }
+}
+
+/// `date/region/service/aws4_request`: the credential scope.
 pub(crate) fn scope(date: &str, region: &str, service: &str) -> String {
-    format!("{date}{}", scope_tail(region, service))
+    format!("{date}/{region}/{service}/aws4_request")
 }
 
 /// Lowercase hex of a SHA-256 digest or HMAC, on the stack (the `hex`
@@ -309,10 +412,12 @@ pub(crate) fn hex32(bytes: &[u8]) -> [u8; 64] {
         }
         pairs
     };
-    let mut out = [0u8; 64];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&PAIRS[usize::from(b)]);
+    let mut pairs = [[0u8; 2]; 32];
+    for (pair, &b) in pairs.iter_mut().zip(bytes) {
+        *pair = PAIRS[usize::from(b)];
     }
+    let mut out = [0u8; 64];
+    out.copy_from_slice(pairs.as_flattened());
     out
 }
 
@@ -325,23 +430,19 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// The string to sign, as the parts it is made of: algorithm, time,
-/// scope (`date` then `scope_tail`) and the canonical request's SHA-256
-/// in hex, one per line. The signer hashes the parts one after the other
-/// (the same as hashing them joined), so the string is never built.
+/// scope and the canonical request's SHA-256 in hex, one per line
+/// (`scope_line` ends with its newline). The signer joins them after
+/// the canonical request, in its buffer.
 pub(crate) fn string_to_sign_parts<'a>(
-    amz_date: &'a [u8],
-    date: &'a [u8],
-    scope_tail: &'a [u8],
+    amz_date: &'a [u8; 16],
+    scope_line: &'a [u8],
     request_hash: &'a [u8; 64],
-) -> [&'a [u8]; 8] {
+) -> [&'a [u8]; 5] {
     [
-        ALGORITHM.as_bytes(),
-        b"\n",
+        b"AWS4-HMAC-SHA256\n",
         amz_date,
         b"\n",
-        date,
-        scope_tail,
-        b"\n",
+        scope_line,
         request_hash,
     ]
 }
@@ -350,7 +451,9 @@ pub(crate) fn string_to_sign_parts<'a>(
 #[cfg(test)]
 pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
     let hash = hex32(&sha256(canonical_request));
-    string_to_sign_parts(amz_date.as_bytes(), scope.as_bytes(), b"", &hash)
+    let amz_date: [u8; 16] = amz_date.as_bytes().try_into().unwrap();
+    let scope_line = format!("{scope}\n");
+    string_to_sign_parts(&amz_date, scope_line.as_bytes(), &hash)
         .iter()
         .map(|part| String::from_utf8_lossy(part))
         .collect()

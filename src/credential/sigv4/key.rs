@@ -12,7 +12,7 @@ use ring::hmac::{self, HMAC_SHA256};
 use secrecy::{ExposeSecret, SecretString};
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    tag(&hmac::Key::new(HMAC_SHA256, key), &[data])
+    tag(&hmac::Key::new(HMAC_SHA256, key), data)
 }
 
 /// The signing key of `date` (`YYYYMMDD`), `region` and `service`.
@@ -32,39 +32,57 @@ pub(crate) fn sign_with(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
     hmac(key, data)
 }
 
-/// The HMAC of `parts`, one after the other, under `key`.
-fn tag(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
-    let mut context = hmac::Context::with_key(key);
-    for part in parts {
-        context.update(part);
-    }
+/// The HMAC of `data` under `key`.
+fn tag(key: &hmac::Key, data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    out.copy_from_slice(context.sign().as_ref());
+    out.copy_from_slice(hmac::sign(key, data).as_ref());
     out
 }
 
 /// One day's signing key, as an HMAC key whose inner and outer pads are
 /// already hashed (`ring` keeps both states): signing a request hashes
-/// only the string to sign and one block more.
-struct DayKey {
+/// only the string to sign and one block more. With it, the parts of the
+/// string to sign and of `Authorization` that change only with the day.
+pub(crate) struct Day {
     date: [u8; 8],
     key: hmac::Key,
+    /// `date/region/service/aws4_request` and a newline: the string to
+    /// sign's scope line.
+    pub(crate) scope_line: Box<[u8]>,
+    /// `AWS4-HMAC-SHA256 Credential=<key id>/<scope>, SignedHeaders=`:
+    /// what `Authorization` starts with.
+    pub(crate) authorization_prefix: Box<[u8]>,
+}
+
+impl Day {
+    /// The HMAC-SHA256 of `data` (a string to sign) under the day's
+    /// signing key.
+    pub(crate) fn sign(&self, data: &[u8]) -> [u8; 32] {
+        tag(&self.key, data)
+    }
 }
 
 /// The signing key of one secret, region and service, derived once per
 /// day.
 pub(crate) struct KeyCache {
+    key_id: SecretString,
     secret: SecretString,
     region: String,
     service: String,
-    current: ArcSwapOption<DayKey>,
+    current: ArcSwapOption<Day>,
     /// How many keys were derived (for tests: once per day).
     derived: AtomicU64,
 }
 
 impl KeyCache {
-    pub(crate) fn new(secret: SecretString, region: String, service: String) -> KeyCache {
+    pub(crate) fn new(
+        key_id: SecretString,
+        secret: SecretString,
+        region: String,
+        service: String,
+    ) -> KeyCache {
         KeyCache {
+            key_id,
             secret,
             region,
             service,
@@ -73,25 +91,21 @@ impl KeyCache {
         }
     }
 
-    /// The HMAC-SHA256 of `parts` (one after the other) under the
-    /// signing key of `date` (`YYYYMMDD`).
-    pub(crate) fn sign(&self, date: &[u8; 8], parts: &[&[u8]]) -> [u8; 32] {
+    /// Calls `f` with the signing key of `date` (`YYYYMMDD`).
+    pub(crate) fn with_day<R>(&self, date: &[u8; 8], f: impl FnOnce(&Day) -> R) -> R {
         let guard = self.current.load();
-        let key = match &*guard {
-            Some(day) if day.date == *date => &day.key,
-            _ => {
-                drop(guard);
-                return self.sign_new_day(date, parts);
-            }
-        };
-        tag(key, parts)
+        if let Some(day) = guard.as_deref().filter(|day| day.date == *date) {
+            return f(day);
+        }
+        drop(guard);
+        f(&self.new_day(date))
     }
 
     /// A new day (or the first request): the key is derived here, and
     /// replaced for everyone. Two requests racing at midnight both derive
     /// it, which is harmless.
     #[cold]
-    fn sign_new_day(&self, date: &[u8; 8], parts: &[&[u8]]) -> [u8; 32] {
+    fn new_day(&self, date: &[u8; 8]) -> Arc<Day> {
         let date_str = std::str::from_utf8(date).unwrap_or_default();
         let signing_key = derive(
             self.secret.expose_secret(),
@@ -100,11 +114,21 @@ impl KeyCache {
             &self.service,
         );
         self.derived.fetch_add(1, Ordering::Relaxed);
-        let key = hmac::Key::new(HMAC_SHA256, &signing_key);
-        let signature = tag(&key, parts);
-        self.current
-            .store(Some(Arc::new(DayKey { date: *date, key })));
-        signature
+        let scope = super::canonical::scope(date_str, &self.region, &self.service);
+        let day = Arc::new(Day {
+            date: *date,
+            key: hmac::Key::new(HMAC_SHA256, &signing_key),
+            scope_line: format!("{scope}\n").into_bytes().into(),
+            authorization_prefix: format!(
+                "{} Credential={}/{scope}, SignedHeaders=",
+                super::canonical::ALGORITHM,
+                self.key_id.expose_secret()
+            )
+            .into_bytes()
+            .into(),
+        });
+        self.current.store(Some(Arc::clone(&day)));
+        day
     }
 
     #[cfg(test)]

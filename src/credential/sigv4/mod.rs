@@ -24,9 +24,11 @@ mod time;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use http::Method;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
-use self::canonical::{CanonicalRequest, ALGORITHM, UNSIGNED_PAYLOAD};
+#[cfg(test)]
+use self::canonical::CanonicalRequest;
+use self::canonical::UNSIGNED_PAYLOAD;
 use self::key::KeyCache;
 use super::CredentialError;
 use crate::config::{AwsSigV4Config, PayloadSigning};
@@ -39,13 +41,10 @@ const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security
 
 /// A route's SigV4 signer, built once at load.
 pub struct SigV4 {
-    access_key_id: SecretString,
     /// The `X-Amz-Security-Token` value, marked sensitive.
     session_token: Option<HeaderValue>,
     region: String,
     service: String,
-    /// `/region/service/aws4_request`.
-    scope_tail: String,
     /// S3 signs the path encoded once and not normalised.
     s3: bool,
     payload: PayloadSigning,
@@ -64,9 +63,8 @@ impl std::fmt::Debug for SigV4 {
     }
 }
 
-/// What signing produced, step by step (the steps for tests and
-/// `sidekey sign`; the handler only keeps the headers).
-#[cfg_attr(not(test), allow(dead_code))]
+/// What signing produced besides the headers (for tests).
+#[cfg(test)]
 pub(crate) struct Signed {
     pub(crate) canonical_request: CanonicalRequest,
 }
@@ -86,15 +84,14 @@ impl SigV4 {
             None => None,
         };
         Ok(SigV4 {
-            access_key_id: config.access_key_id.clone(),
             session_token,
             region: config.region.clone(),
             service: config.service.clone(),
-            scope_tail: canonical::scope_tail(&config.region, &config.service),
             s3: config.service == "s3",
             payload: config.payload,
             max_signed_body: config.max_signed_body,
             keys: KeyCache::new(
+                config.access_key_id.clone(),
                 config.secret_access_key.clone(),
                 config.region.clone(),
                 config.service.clone(),
@@ -118,9 +115,24 @@ impl SigV4 {
         body: Option<&[u8]>,
         unix: u64,
     ) -> Result<(), CredentialError> {
-        self.sign(method, target, headers, body, unix).map(drop)
+        use std::cell::RefCell;
+        // The canonical request is written to one buffer per thread,
+        // reused by every request the thread signs.
+        thread_local! {
+            static CANONICAL: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        CANONICAL.with_borrow_mut(|buf| {
+            let signed = self.sign_into(buf, method, target, headers, body, unix);
+            // A long URL made it big: not kept.
+            if buf.capacity() > 16 * 1024 {
+                *buf = Vec::new();
+            }
+            signed.map(drop)
+        })
     }
 
+    /// [`SigV4::apply`], keeping the canonical request (for tests).
+    #[cfg(test)]
     pub(crate) fn sign(
         &self,
         method: &Method,
@@ -129,14 +141,38 @@ impl SigV4 {
         body: Option<&[u8]>,
         unix: u64,
     ) -> Result<Signed, CredentialError> {
-        let amz_date = time::amz_date(unix);
+        let mut bytes = Vec::new();
+        let signed = self.sign_into(&mut bytes, method, target, headers, body, unix)?;
+        Ok(Signed {
+            canonical_request: CanonicalRequest::new(bytes, signed),
+        })
+    }
+
+    /// Signs the request, writing its canonical request to `canonical`;
+    /// returns where the `SignedHeaders` list is in it.
+    fn sign_into(
+        &self,
+        canonical: &mut Vec<u8>,
+        method: &Method,
+        target: &Target,
+        headers: &mut ForwardHeaders,
+        body: Option<&[u8]>,
+        unix: u64,
+    ) -> Result<std::ops::Range<usize>, CredentialError> {
+        let (amz_date, amz_date_value) = amz_date(unix)?;
         let mut date = [0u8; 8];
         date.copy_from_slice(&amz_date[..8]);
-        let payload_hash = match self.payload {
-            PayloadSigning::Unsigned => HeaderValue::from_static(UNSIGNED_PAYLOAD),
+        let body_hash;
+        let (payload_hash, payload_value): (&[u8], HeaderValue) = match self.payload {
+            PayloadSigning::Unsigned => (
+                UNSIGNED_PAYLOAD.as_bytes(),
+                HeaderValue::from_static(UNSIGNED_PAYLOAD),
+            ),
             PayloadSigning::Signed => {
-                let hash = canonical::hex32(&canonical::sha256(body.unwrap_or_default()));
-                HeaderValue::from_bytes(&hash).map_err(|_| CredentialError::Unsignable)?
+                body_hash = canonical::hex32(&canonical::sha256(body.unwrap_or_default()));
+                let value =
+                    HeaderValue::from_bytes(&body_hash).map_err(|_| CredentialError::Unsignable)?;
+                (&body_hash, value)
             }
         };
         // The handler has usually set `Host` to the upstream's already.
@@ -145,58 +181,80 @@ impl SigV4 {
                 .map_err(|_| CredentialError::Unsignable)?;
             headers.insert(HOST, host);
         }
-        headers.set_own(
-            X_AMZ_DATE,
-            HeaderValue::from_bytes(&amz_date).map_err(|_| CredentialError::Unsignable)?,
-        );
-        headers.set_own(X_AMZ_CONTENT_SHA256, payload_hash.clone());
+        // Clients rarely send `x-amz-*` fields or `Authorization`: one
+        // look for any, instead of one per name set below.
+        let (client_amz, client_authorization) =
+            headers
+                .client()
+                .iter()
+                .fold((false, false), |(amz, authorization), (name, _)| {
+                    (
+                        amz || is_amz(name),
+                        authorization
+                            || (name.len() == 13 && name.eq_ignore_ascii_case(b"authorization")),
+                    )
+                });
+        let mut set = |name: HeaderName, value: HeaderValue| {
+            if client_amz {
+                headers.set_own(name, value);
+            } else {
+                headers.set_unsent(name, value);
+            }
+        };
+        // In their canonical order: the headers are sorted as they are.
+        set(X_AMZ_CONTENT_SHA256, payload_value);
+        set(X_AMZ_DATE, amz_date_value);
         match &self.session_token {
-            Some(token) => headers.set_own(X_AMZ_SECURITY_TOKEN, token.clone()),
+            Some(token) => set(X_AMZ_SECURITY_TOKEN, token.clone()),
             // Each name left out costs a comparison per forwarded field:
             // only when the client sent one.
-            None if headers.client().contains(X_AMZ_SECURITY_TOKEN.as_str()) => {
+            None if client_amz && headers.client().contains(X_AMZ_SECURITY_TOKEN.as_str()) => {
                 headers.remove(&X_AMZ_SECURITY_TOKEN)
             }
             None => {}
         }
         // `Authorization` is not among the signed headers: the client's
         // copy is replaced below, after signing.
-        let canonical_request = canonical::request(
+        let signed = canonical::write_request(
+            canonical,
             method.as_str(),
             target.path(),
             target.query(),
             self.s3,
-            headers.iter().filter(|(name, _)| is_signed(name)),
-            payload_hash.to_str().unwrap_or(UNSIGNED_PAYLOAD),
+            headers.iter_picked(is_signed),
+            payload_hash,
         );
-        let request_hash = canonical::hex32(&canonical::sha256(&canonical_request.bytes));
-        let scope_tail = self.scope_tail.as_bytes();
-        let string_to_sign =
-            canonical::string_to_sign_parts(&amz_date, &date, scope_tail, &request_hash);
-        let signature = canonical::hex32(&self.keys.sign(&date, &string_to_sign));
-        let key_id = self.access_key_id.expose_secret().as_bytes();
-        let signed_headers = canonical_request.signed_headers();
-        let parts: [&[u8]; 10] = [
-            ALGORITHM.as_bytes(),
-            b" Credential=",
-            key_id,
-            b"/",
-            &date,
-            scope_tail,
-            b", SignedHeaders=",
-            signed_headers,
-            b", Signature=",
-            &signature,
-        ];
-        let mut authorization = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            authorization.extend_from_slice(part);
-        }
+        let request_hash = canonical::hex32(&canonical::sha256(canonical));
+        let authorization = self.keys.with_day(&date, |day| {
+            // The string to sign goes after the canonical request, in
+            // the same buffer, for as long as it is hashed.
+            let end = canonical.len();
+            for part in canonical::string_to_sign_parts(&amz_date, &day.scope_line, &request_hash) {
+                canonical.extend_from_slice(part);
+            }
+            let signature = canonical::hex32(&day.sign(&canonical[end..]));
+            canonical.truncate(end);
+            let parts: [&[u8]; 4] = [
+                &day.authorization_prefix,
+                &canonical[signed.clone()],
+                b", Signature=",
+                &signature,
+            ];
+            let mut authorization = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+            for part in parts {
+                authorization.extend_from_slice(part);
+            }
+            authorization
+        });
         let mut authorization =
             HeaderValue::try_from(authorization).map_err(|_| CredentialError::Unsignable)?;
         authorization.set_sensitive(true);
-        headers.set_own(AUTHORIZATION, authorization);
-        Ok(Signed { canonical_request })
+        if client_authorization {
+            headers.set_own(AUTHORIZATION, authorization);
+        } else {
+            headers.set_unsent(AUTHORIZATION, authorization);
+        }
+        Ok(signed)
     }
 
     #[cfg(test)]
@@ -205,13 +263,53 @@ impl SigV4 {
     }
 }
 
+/// `X-Amz-Date` of `unix` seconds, as bytes and as a header value, made
+/// once per second per thread (the requests a thread signs in that
+/// second share the value).
+fn amz_date(unix: u64) -> Result<([u8; 16], HeaderValue), CredentialError> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(u64, [u8; 16], HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((at, text, value)) = last.as_ref() {
+            if *at == unix {
+                return Ok((*text, value.clone()));
+            }
+        }
+        let text = time::amz_date(unix);
+        let value = HeaderValue::from_bytes(&text).map_err(|_| CredentialError::Unsignable)?;
+        *last = Some((unix, text, value.clone()));
+        Ok((text, value))
+    })
+}
+
 /// Whether a header sent upstream is signed: `host`, `content-type`,
-/// `content-md5` and every `x-amz-*`.
+/// `content-md5` and every `x-amz-*`. Told apart by length first: this
+/// runs for every field sent.
 fn is_signed(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"host")
-        || name.eq_ignore_ascii_case(b"content-type")
-        || name.eq_ignore_ascii_case(b"content-md5")
-        || (name.len() > 6 && name[..6].eq_ignore_ascii_case(b"x-amz-"))
+    match name.len() {
+        4 => name.eq_ignore_ascii_case(b"host"),
+        11 => name.eq_ignore_ascii_case(b"content-md5") || is_amz(name),
+        12 => name.eq_ignore_ascii_case(b"content-type") || is_amz(name),
+        _ => is_amz(name),
+    }
+}
+
+/// Whether `name` is an `x-amz-*` name (any case).
+fn is_amz(name: &[u8]) -> bool {
+    // Six bytes at once, lowered by setting bit 5: that lowers `A-Z`
+    // and keeps `-`; of the bytes a field name may hold (a token), only
+    // `X` and `x` then read `x`, and so on (CR would read `-`, but no
+    // name holds one).
+    const PREFIX: u64 = u64::from_le_bytes(*b"x-amz-\0\0");
+    const LOWER: u64 = 0x0000_2020_2020_2020;
+    let Some(head) = name.get(..6).filter(|_| name.len() > 6) else {
+        return false;
+    };
+    let mut word = [0u8; 8];
+    word[..6].copy_from_slice(head);
+    u64::from_le_bytes(word) | LOWER == PREFIX
 }
 
 /// What `sidekey sign` prints for a SigV4 route: the request line and

@@ -480,3 +480,34 @@ fn a_client_security_token_is_dropped_without_a_session_token() {
     assert!(map.get("x-amz-security-token").is_none());
     assert_eq!(map["accept"], "*/*");
 }
+
+#[test]
+fn signed_names_are_told_apart_in_any_case() {
+    for name in [
+        "host",
+        "HOST",
+        "Content-Type",
+        "content-md5",
+        "x-amz-date",
+        "X-Amz-Meta-Owner",
+        "X-AMZ-SECURITY-TOKEN",
+        "x-amz-a",
+    ] {
+        assert!(super::is_signed(name.as_bytes()), "{name}");
+    }
+    for name in [
+        "hosts",
+        "accept",
+        "content-length",
+        "x-amz-",
+        "x-amz",
+        "x_amz-date",
+        "x-amy-date",
+        "y-amz-date",
+        "xamz-date",
+        "authorization",
+        "content-typo",
+    ] {
+        assert!(!super::is_signed(name.as_bytes()), "{name}");
+    }
+}
