@@ -661,10 +661,7 @@ mod tests {
         let (Some(&least), Some(&most)) = (least, most) else {
             panic!("no workers");
         };
-        assert!(
-            most - least <= crate::app::workers::SLACK + 2,
-            "connections per worker: {loads:?}"
-        );
+        assert!(most - least <= 2, "connections per worker: {loads:?}");
         drop(clients);
         proxy.shutdown().await;
     }
