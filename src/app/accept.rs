@@ -145,10 +145,7 @@ pub(crate) async fn accept_on_workers<F: Serve>(
         }));
     }
     drop(listener);
-    tokio::select! {
-        () = closed(&mut close) => {}
-        () = closed(&mut shutdown) => {}
-    }
+    closed_or_shutdown(&mut close, &mut shutdown).await;
     shared.stop.fire();
     for accepting in loops {
         let _ = accepting.await;
@@ -156,9 +153,9 @@ pub(crate) async fn accept_on_workers<F: Serve>(
 }
 
 /// One worker's accept loop (see [`accept_on_workers`]). A connection
-/// runs on the worker that accepted it, unless that worker holds clearly
-/// more connections than another (it won the race for a burst of
-/// them): then it is handed to the least loaded one.
+/// runs on the worker that accepted it, unless another worker holds
+/// fewer connections: then it is handed to the least loaded one
+/// ([`Workers::pick`]).
 async fn worker_loop<F: Serve>(
     listener: TcpListener,
     shared: &Arc<Listener<F>>,
@@ -218,12 +215,7 @@ pub(crate) async fn accept_here<F: Serve>(
 ) {
     let mut connections = JoinSet::new();
     let stop = shutdown.clone();
-    let mut signals = pin!(async {
-        tokio::select! {
-            () = closed(&mut close) => {}
-            () = closed(&mut shutdown) => {}
-        }
-    });
+    let mut signals = pin!(closed_or_shutdown(&mut close, &mut shutdown));
     let stopped = |cx: &mut Context<'_>| signals.as_mut().poll(cx);
     accept_until(&listener, stopped, |stream, peer| {
         while connections.try_join_next().is_some() {}
@@ -301,6 +293,18 @@ async fn drain(mut connections: JoinSet<()>, mut shutdown: watch::Receiver<bool>
         );
         connections.abort_all();
         while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Resolves once the listener closes (a reload dropped it) or sidekey
+/// shuts down.
+async fn closed_or_shutdown(
+    close: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    tokio::select! {
+        () = closed(close) => {}
+        () = closed(shutdown) => {}
     }
 }
 

@@ -133,11 +133,7 @@ pub(crate) async fn serve_once_spoken<S, F, B>(
     // The connection's one timer and one wait for the stop signal, here
     // first, then lent to `serve_with` (not made again per connection).
     let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
-    let mut stopping = stop.clone();
-    let mut stopped = pin!(async move {
-        // An error means the sender is gone: stopping as well.
-        let _ = stopping.wait_for(|stop| *stop).await;
-    });
+    let mut stopped = pin!(stop_wait(&stop));
     // `peek`, not `readable`: tokio takes an accepted socket to be
     // readable before any event, so only a peek that finds a byte tells
     // (0 is the client closing).
@@ -200,11 +196,7 @@ pub async fn serve<W, S, F, B>(
     // before the current deadline, not re-armed for every request.
     let timer = pin!(tokio::time::sleep(limits.header_read_timeout));
     // Likewise one wait for the stop signal, not one per request.
-    let mut stopping = stop.clone();
-    let stopped = pin!(async move {
-        // An error means the sender is gone: stopping as well.
-        let _ = stopping.wait_for(|stop| *stop).await;
-    });
+    let stopped = pin!(stop_wait(&stop));
     serve_with(
         read,
         write,
@@ -216,6 +208,15 @@ pub async fn serve<W, S, F, B>(
         stopped,
     )
     .await;
+}
+
+/// The connection's one wait for `stop` to turn true (or for its sender
+/// to be gone: stopping as well).
+fn stop_wait(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut stopping = stop.clone();
+    async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
 }
 
 /// [`serve`] with the connection's timer and stop wait made by the caller.
