@@ -1,6 +1,7 @@
 //! The streams a client connection runs on, and what becomes of one that
 //! switches protocols: [`ReadHalf`] (a TCP socket's read side, or any
-//! other stream's), [`Upgraded`] (the whole connection once a `CONNECT`
+//! other stream's), [`WriteHalf`] (a TCP socket's write side that does
+//! not shut down when dropped), [`Upgraded`] (the whole connection once a `CONNECT`
 //! tunnel or an `Upgrade` was accepted, with the bytes the client already
 //! sent) and [`splice`] (bytes both ways until either side closes or both
 //! stay silent for the idle timeout).
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 /// The read side of a client connection: a TCP socket's (read without a
@@ -36,6 +37,65 @@ impl AsyncRead for ReadHalf {
             ReadHalf::Tcp(read) => Pin::new(read).poll_read(cx, buf),
             ReadHalf::Other(read) => Pin::new(read).poll_read(cx, buf),
         }
+    }
+}
+
+/// The write side of a client's TCP socket. Unlike tokio's
+/// `OwnedWriteHalf`, dropping it does not shut the socket's write side
+/// down (a `shutdown` call per connection): the socket closes, FIN and
+/// all, when the read side is dropped too. An explicit
+/// [`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown) still
+/// sends the FIN at once.
+pub struct WriteHalf(Option<OwnedWriteHalf>);
+
+impl WriteHalf {
+    pub fn new(write: OwnedWriteHalf) -> WriteHalf {
+        WriteHalf(Some(write))
+    }
+
+    fn inner(&mut self) -> io::Result<Pin<&mut OwnedWriteHalf>> {
+        match &mut self.0 {
+            Some(write) => Ok(Pin::new(write)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        if let Some(write) = self.0.take() {
+            write.forget();
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().inner()?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().inner()?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().inner()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().inner()?.poll_shutdown(cx)
     }
 }
 

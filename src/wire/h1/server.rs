@@ -19,11 +19,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::deadline::{IdleTimer, Progress, Stalled};
 pub use crate::wire::io::ReadHalf;
-use crate::wire::io::Upgraded;
+use crate::wire::io::{Upgraded, WriteHalf};
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -134,39 +134,55 @@ pub(crate) async fn serve_once_spoken<S, F, B>(
     // first, then lent to `serve_with` (not made again per connection).
     let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
     let mut stopped = pin!(stop_wait(&stop));
-    // `peek`, not `readable`: tokio takes an accepted socket to be
-    // readable before any event, so only a peek that finds a byte tells
-    // (0 is the client closing).
-    let mut byte = [0u8; 1];
-    //
     // The socket first: a client that has spoken already (the usual case)
     // is served without the timer or the stop wait ever being registered.
-    // `poll_peek`: its wake-up is the socket's own slot, not a waiter
-    // list entry as `peek()`'s is.
-    let peek = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut ReadBuf::new(&mut byte)));
+    // Read, not peeked: tokio takes an accepted socket to be readable
+    // before any event, so a read (into one of the worker's spare
+    // buffers, given back while nothing has arrived) finds the request
+    // that came with the connection without a `recv` that only looks.
+    let mut stream = stream;
+    let mut first = BytesMut::new();
+    let max_head = limits.max_header_bytes.max(1);
+    let read = std::future::poll_fn(|cx| {
+        if first.capacity() == 0 {
+            first = spare::read_buffer(HEAD_READ_SIZE);
+        }
+        let room = HEAD_READ_SIZE.min(max_head);
+        let read =
+            tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut (&mut first).limit(room));
+        if read.is_pending() {
+            spare::give_read(std::mem::take(&mut first), HEAD_READ_SIZE);
+        }
+        read
+    });
     let spoke = tokio::select! {
         biased;
-        peeked = peek => matches!(peeked, Ok(n) if n > 0),
+        read = read => matches!(read, Ok(n) if n > 0),
         () = stopped.as_mut() => false,
         () = timer.as_mut() => false,
     };
-    if spoke {
-        // Boxed: allocated only now, not for every silent connection.
-        let (read, write) = stream.into_split();
-        // Built in its box, in a statement of its own: a temporary of
-        // the `.await` statement would be kept in this future too.
-        let serving = Box::pin(serve_with(
-            ReadHalf::Tcp(read),
-            write,
-            limits,
-            stop,
-            on_bad_request,
-            service,
-            timer,
-            stopped,
-        ));
-        serving.await;
+    if !spoke {
+        spare::give_read(first, HEAD_READ_SIZE);
+        return;
     }
+    // Boxed: allocated only now, not for every silent connection.
+    let (read, write) = stream.into_split();
+    // Built in its box, in a statement of its own: a temporary of the
+    // `.await` statement would be kept in this future too.
+    let serving = Box::pin(serve_with(
+        Reader {
+            read: ReadHalf::Tcp(read),
+            buf: first,
+        },
+        WriteHalf::new(write),
+        limits,
+        stop,
+        on_bad_request,
+        service,
+        timer,
+        stopped,
+    ));
+    serving.await;
 }
 
 /// Serves one client connection until it closes, errs, stays silent past
@@ -198,7 +214,10 @@ pub async fn serve<W, S, F, B>(
     // Likewise one wait for the stop signal, not one per request.
     let stopped = pin!(stop_wait(&stop));
     serve_with(
-        read,
+        Reader {
+            read,
+            buf: BytesMut::new(),
+        },
         write,
         limits,
         stop,
@@ -222,7 +241,7 @@ fn stop_wait(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 
 /// [`serve`] with the connection's timer and stop wait made by the caller.
 #[allow(clippy::too_many_arguments)]
 fn serve_with<'a, W, S, F, B>(
-    read: ReadHalf,
+    reader: Reader,
     write: W,
     limits: Limits,
     stop: watch::Receiver<bool>,
@@ -238,10 +257,7 @@ where
     B: Body<Data = Bytes> + Unpin + 'a,
     B::Error: std::fmt::Display,
 {
-    let reader = Some(Reader {
-        read,
-        buf: BytesMut::new(),
-    });
+    let reader = Some(reader);
     let parser = RequestParser::new(limits.max_headers, limits.max_header_bytes);
     let idle = IdleTimer::new(limits.body_idle_timeout);
     let state = State {
@@ -406,7 +422,13 @@ where
                 match (reader.take(), finished) {
                     (Some(r), false) => Box::pin(linger(r, state.write)).await,
                     (Some(mut r), true) => give_back(&mut r, &mut state.out),
-                    (None, _) => {}
+                    // The request body is still out (an HTTP/2 upstream
+                    // is reading it) and holds the read side, so the
+                    // socket stays open: the FIN that ends the response
+                    // is sent now.
+                    (None, _) => {
+                        let _ = state.idle.bound(state.write.shutdown()).await;
+                    }
                 }
                 return;
             }
