@@ -49,6 +49,8 @@ struct Listener<F> {
     shutdown: watch::Receiver<bool>,
     drain: Duration,
     active: Option<Gauge>,
+    /// The drain timeout was reached and said so (once, not per worker).
+    drain_warned: AtomicBool,
     serve: F,
 }
 
@@ -123,6 +125,7 @@ pub(crate) async fn accept_on_workers<F: Serve>(
         shutdown: shutdown.clone(),
         drain,
         active: active.cloned(),
+        drain_warned: AtomicBool::new(false),
         serve,
     });
     let mut loops = Vec::with_capacity(workers.len());
@@ -201,7 +204,13 @@ async fn worker_loop<F: Serve>(
     })
     .await;
     drop(listener);
-    drain(connections, shared.shutdown.clone(), shared.drain).await;
+    drain(
+        connections,
+        shared.shutdown.clone(),
+        shared.drain,
+        &shared.drain_warned,
+    )
+    .await;
 }
 
 /// Accepts on the admin listener, serving each connection on this
@@ -228,7 +237,7 @@ pub(crate) async fn accept_here<F: Serve>(
     })
     .await;
     drop(listener);
-    drain(connections, stop, drain_for).await;
+    drain(connections, stop, drain_for, &AtomicBool::new(false)).await;
 }
 
 /// Accepts until `stopped` is ready, giving each connection (with
@@ -274,8 +283,14 @@ async fn accept_until(
 
 /// After the accepting stopped: waits for `connections` to end; at
 /// shutdown (now or later) for at most `drain`, then closes those still
-/// open.
-async fn drain(mut connections: JoinSet<()>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+/// open, saying so unless `warned` (shared by a listener's workers) is
+/// set already.
+async fn drain(
+    mut connections: JoinSet<()>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    warned: &AtomicBool,
+) {
     let stopping = *shutdown.borrow();
     if !stopping {
         tokio::select! {
@@ -287,10 +302,12 @@ async fn drain(mut connections: JoinSet<()>, mut shutdown: watch::Receiver<bool>
         while connections.join_next().await.is_some() {}
     });
     if drained.await.is_err() {
-        tracing::warn!(
-            ?drain,
-            "drain timeout reached; closing the remaining connections"
-        );
+        if !warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                ?drain,
+                "drain timeout reached; closing the remaining connections"
+            );
+        }
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
