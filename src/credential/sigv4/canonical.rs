@@ -372,7 +372,7 @@ pub(crate) fn write_request<'a>(
     payload_hash: &[u8],
 ) -> std::ops::Range<usize> {
     out.clear();
-    out.reserve(method.len() + path.len() + query.len() + 384);
+    out.reserve(method.len() + path.len() + query.len() + 640);
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
     push_uri(out, path, s3);

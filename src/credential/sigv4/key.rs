@@ -11,6 +11,8 @@ use arc_swap::ArcSwapOption;
 use ring::hmac::{self, HMAC_SHA256};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::sha::{Backend, HmacKey};
+
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     tag(&hmac::Key::new(HMAC_SHA256, key), data)
 }
@@ -40,26 +42,21 @@ fn tag(key: &hmac::Key, data: &[u8]) -> [u8; 32] {
 }
 
 /// One day's signing key, as an HMAC key whose inner and outer pads are
-/// already hashed (`ring` keeps both states): signing a request hashes
-/// only the string to sign and one block more. With it, the parts of the
-/// string to sign and of `Authorization` that change only with the day.
+/// already hashed ([`HmacKey`]): signing a request hashes only the string
+/// to sign and one block more. With it, the parts of the string to sign
+/// and of `Authorization` that change only with the day.
 pub(crate) struct Day {
+    /// Told apart from every other day of every signer (by the state
+    /// kept per thread for the string to sign's first block).
+    pub(crate) id: u64,
     date: [u8; 8],
-    key: hmac::Key,
+    pub(crate) key: HmacKey,
     /// `date/region/service/aws4_request` and a newline: the string to
     /// sign's scope line.
     pub(crate) scope_line: Box<[u8]>,
     /// `AWS4-HMAC-SHA256 Credential=<key id>/<scope>, SignedHeaders=`:
     /// what `Authorization` starts with.
     pub(crate) authorization_prefix: Box<[u8]>,
-}
-
-impl Day {
-    /// The HMAC-SHA256 of `data` (a string to sign) under the day's
-    /// signing key.
-    pub(crate) fn sign(&self, data: &[u8]) -> [u8; 32] {
-        tag(&self.key, data)
-    }
 }
 
 /// The signing key of one secret, region and service, derived once per
@@ -69,6 +66,8 @@ pub(crate) struct KeyCache {
     secret: SecretString,
     region: String,
     service: String,
+    /// What hashes the string to sign.
+    pub(crate) backend: Backend,
     current: ArcSwapOption<Day>,
     /// How many keys were derived (for tests: once per day).
     derived: AtomicU64,
@@ -86,6 +85,7 @@ impl KeyCache {
             secret,
             region,
             service,
+            backend: Backend::detect(),
             current: ArcSwapOption::empty(),
             derived: AtomicU64::new(0),
         }
@@ -115,9 +115,11 @@ impl KeyCache {
         );
         self.derived.fetch_add(1, Ordering::Relaxed);
         let scope = super::canonical::scope(date_str, &self.region, &self.service);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let day = Arc::new(Day {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             date: *date,
-            key: hmac::Key::new(HMAC_SHA256, &signing_key),
+            key: HmacKey::new(&signing_key, self.backend),
             scope_line: format!("{scope}\n").into_bytes().into(),
             authorization_prefix: format!(
                 "{} Credential={}/{scope}, SignedHeaders=",

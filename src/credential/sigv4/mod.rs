@@ -11,13 +11,15 @@
 //! `X-Amz-Content-Sha256` is the body's SHA-256 (`payload = "signed"`:
 //! the handler reads the body first, up to `max_signed_body`) or
 //! `UNSIGNED-PAYLOAD` (the body streams). The signing key is derived once
-//! per day ([`key`]).
+//! per day ([`key`]); the canonical request and the string to sign are
+//! hashed in the buffer they are written to ([`sha`]).
 //!
 //! Never printed: the secret key, the session token, the signature
 //! (`Debug` shows the region, service and payload mode only).
 
 pub(crate) mod canonical;
 mod key;
+mod sha;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -224,7 +226,7 @@ impl SigV4 {
             headers.iter_picked(is_signed),
             payload_hash,
         );
-        let request_hash = canonical::hex32(&canonical::sha256(canonical));
+        let request_hash = canonical::hex32(&sha::sha256_in_place(self.keys.backend, canonical, 0));
         let authorization = self.keys.with_day(&date, |day| {
             // The string to sign goes after the canonical request, in
             // the same buffer, for as long as it is hashed.
@@ -232,7 +234,7 @@ impl SigV4 {
             for part in canonical::string_to_sign_parts(&amz_date, &day.scope_line, &request_hash) {
                 canonical.extend_from_slice(part);
             }
-            let signature = canonical::hex32(&day.sign(&canonical[end..]));
+            let signature = canonical::hex32(&sign_string_to_sign(day, unix, canonical, end));
             canonical.truncate(end);
             let parts: [&[u8]; 4] = [
                 &day.authorization_prefix,
@@ -255,6 +257,14 @@ impl SigV4 {
             headers.set_unsent(AUTHORIZATION, authorization);
         }
         Ok(signed)
+    }
+
+    /// The signer with `backend` hashing (for tests: both are checked
+    /// on any CPU).
+    #[cfg(test)]
+    pub(crate) fn with_backend(mut self, backend: sha::Backend) -> SigV4 {
+        self.keys.backend = backend;
+        self
     }
 
     #[cfg(test)]
@@ -282,6 +292,33 @@ fn amz_date(unix: u64) -> Result<([u8; 16], HeaderValue), CredentialError> {
         *last = Some((unix, text, value.clone()));
         Ok((text, value))
     })
+}
+
+/// The HMAC of the string to sign, `buf[from..]`, under the day's key.
+/// Its first block (the algorithm, `X-Amz-Date`, the start of the scope)
+/// changes once a second: the hash's state after it is kept per thread,
+/// for the second and the day it was made for, so the requests a thread
+/// signs in one second hash it once.
+fn sign_string_to_sign(day: &key::Day, unix: u64, buf: &mut Vec<u8>, from: usize) -> [u8; 32] {
+    use std::cell::Cell;
+    thread_local! {
+        static FIRST_BLOCK: Cell<Option<(u64, u64, [u32; 8])>> = const { Cell::new(None) };
+    }
+    // `ring` hashes (no SHA extensions): it takes the whole string. A
+    // scope shorter than 30 bytes leaves less than a block: no state kept.
+    let first = match buf.get(from..from + 64) {
+        Some(first) if day.key.hashes_blocks() => first,
+        _ => return day.key.sign_in_place(buf, from),
+    };
+    let state = FIRST_BLOCK.with(|kept| match kept.get() {
+        Some((id, at, state)) if id == day.id && at == unix => state,
+        _ => {
+            let state = day.key.after_first_block(first);
+            kept.set(Some((day.id, unix, state)));
+            state
+        }
+    });
+    day.key.sign_rest_in_place(state, buf, from + 64)
 }
 
 /// Whether a header sent upstream is signed: `host`, `content-type`,

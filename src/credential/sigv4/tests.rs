@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::canonical::{self, ALGORITHM};
-use super::{key, SigV4};
+use super::{key, sha, SigV4};
 use crate::config::{AwsSigV4Config, PayloadSigning};
 use crate::target::Target;
 use crate::wire::h1::fields::RawFields;
@@ -283,7 +283,12 @@ fn authorization(headers: &ForwardHeaders) -> String {
 /// own copies of those headers replaced.
 #[test]
 fn the_signer_reproduces_s3_bucket_examples() {
-    let signer = s3_signer(PayloadSigning::Signed, None);
+    for backend in [sha::Backend::Blocks, sha::Backend::Ring] {
+        s3_bucket_examples(s3_signer(PayloadSigning::Signed, None).with_backend(backend));
+    }
+}
+
+fn s3_bucket_examples(signer: SigV4) {
     for (query, signature) in [
         (
             "lifecycle",
@@ -509,5 +514,56 @@ fn signed_names_are_told_apart_in_any_case() {
         "content-typo",
     ] {
         assert!(!super::is_signed(name.as_bytes()), "{name}");
+    }
+}
+
+/// Two signers with different secrets, signing in turn on one thread in
+/// the same second (the string to sign's first block is the same text
+/// for both, its hash state is not): each signature is its own key's.
+#[test]
+fn signers_in_the_same_second_keep_their_own_keys() {
+    let aws = s3_signer(PayloadSigning::Signed, None).with_backend(sha::Backend::Blocks);
+    let other_secret = "an0ther/Secret+Key/0f/forty/characters!!";
+    let other = SigV4::new(&AwsSigV4Config {
+        access_key_id: SecretString::from("AKIAOTHEREXAMPLE0000"),
+        secret_access_key: SecretString::from(other_secret),
+        session_token: None,
+        region: "us-east-1".into(),
+        service: "s3".into(),
+        payload: PayloadSigning::Signed,
+        max_signed_body: 1024,
+    })
+    .unwrap()
+    .with_backend(sha::Backend::Blocks);
+    for _ in 0..2 {
+        let mut headers = ForwardHeaders::new(RawFields::parse(b"\r\n").unwrap());
+        aws.sign(
+            &Method::GET,
+            &s3_target("/", "lifecycle"),
+            &mut headers,
+            None,
+            S3_UNIX,
+        )
+        .unwrap();
+        assert!(authorization(&headers).ends_with(
+            "Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
+        ));
+        let mut headers = ForwardHeaders::new(RawFields::parse(b"\r\n").unwrap());
+        let signed = other
+            .sign(
+                &Method::GET,
+                &s3_target("/", "lifecycle"),
+                &mut headers,
+                None,
+                S3_UNIX,
+            )
+            .unwrap();
+        let sts = canonical::string_to_sign(
+            "20130524T000000Z",
+            "20130524/us-east-1/s3/aws4_request",
+            &signed.canonical_request.bytes,
+        );
+        let expected = signature(other_secret, "20130524", "us-east-1", "s3", &sts);
+        assert!(authorization(&headers).ends_with(&format!("Signature={expected}")));
     }
 }
