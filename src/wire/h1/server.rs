@@ -23,7 +23,7 @@ use crate::wire::io::{Upgraded, WriteHalf};
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -119,7 +119,7 @@ impl Slot {
 /// One that stays silent past `header_read_timeout`, or until `stop`, is
 /// closed.
 pub(crate) async fn serve_once_spoken<S, F, B>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     limits: Limits,
     stop: watch::Receiver<bool>,
     on_bad_request: OnBadRequest<B>,
@@ -140,21 +140,9 @@ pub(crate) async fn serve_once_spoken<S, F, B>(
     // before any event, so a read (into one of the worker's spare
     // buffers, given back while nothing has arrived) finds the request
     // that came with the connection without a `recv` that only looks.
-    let mut stream = stream;
     let mut first = BytesMut::new();
-    let max_head = limits.max_header_bytes.max(1);
-    let read = std::future::poll_fn(|cx| {
-        if first.capacity() == 0 {
-            first = spare::read_buffer(HEAD_READ_SIZE);
-        }
-        let room = HEAD_READ_SIZE.min(max_head);
-        let read =
-            tokio_util::io::poll_read_buf(Pin::new(&mut stream), cx, &mut (&mut first).limit(room));
-        if read.is_pending() {
-            spare::give_read(std::mem::take(&mut first), HEAD_READ_SIZE);
-        }
-        read
-    });
+    let room = limits.max_header_bytes.max(1);
+    let read = std::future::poll_fn(|cx| poll_read_spare(&mut stream, &mut first, room, cx));
     let spoke = tokio::select! {
         biased;
         read = read => matches!(read, Ok(n) if n > 0),
@@ -530,26 +518,10 @@ async fn read_head(
         // Stopping ends only a connection between requests.
         let idle = r.buf.is_empty();
         let read = std::future::poll_fn(|cx| {
-            if r.buf.capacity() == 0 {
-                r.buf = spare::read_buffer(HEAD_READ_SIZE);
-            }
-            if r.buf.capacity() - r.buf.len() < HEAD_READ_SIZE.min(room) {
-                r.buf.reserve(HEAD_READ_SIZE.min(room));
-            }
-            // Through AsyncRead, which marks the socket drained after a
-            // short read: the next head is waited for without a read that
-            // can only say "nothing yet".
-            let read = tokio_util::io::poll_read_buf(
-                Pin::new(&mut r.read),
-                cx,
-                &mut (&mut r.buf).limit(room),
-            );
+            let read = poll_read_spare(&mut r.read, &mut r.buf, room, cx);
             if read.is_pending() && r.buf.is_empty() {
-                // Nothing arrived and nothing is held: the connection waits
-                // without buffers (the read registered the wake-up), and
-                // gets them again (its worker's spares) when the client
-                // speaks.
-                spare::give_read(std::mem::take(&mut r.buf), HEAD_READ_SIZE);
+                // Nothing arrived and nothing is held: the response
+                // buffer goes back to the spares too.
                 spare::give_out(std::mem::take(out), OUT_SIZE);
             }
             read
@@ -570,6 +542,34 @@ async fn read_head(
             () = waits.stopped.as_mut(), if idle => return Ok(None),
         }
     }
+}
+
+/// Reads at most `room` bytes of a request head into `buf`, which takes
+/// one of the worker's spare buffers if it has none. While nothing has
+/// arrived (pending, `buf` empty) the buffer goes back to the spares: the
+/// connection waits without it (the read registered the wake-up) and
+/// gets one again when the client speaks. Through `AsyncRead`, which
+/// marks the socket drained after a short read: the next head is waited
+/// for without a read that can only say "nothing yet". `Ok(0)`: the
+/// client closed.
+fn poll_read_spare<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    room: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == 0 {
+        *buf = spare::read_buffer(HEAD_READ_SIZE);
+    }
+    let want = HEAD_READ_SIZE.min(room);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    let read = tokio_util::io::poll_read_buf(Pin::new(read), cx, &mut buf.limit(room));
+    if read.is_pending() && buf.is_empty() {
+        spare::give_read(std::mem::take(buf), HEAD_READ_SIZE);
+    }
+    read
 }
 
 /// Who stayed silent past `body_idle_timeout`.
