@@ -255,27 +255,15 @@ impl RawFields {
 
     /// The fields as a header map with room for `extra` more entries.
     pub(crate) fn to_header_map(&self, extra: usize) -> Option<HeaderMap> {
-        header_map(&self.bytes, &self.spans, extra)
+        header_map(&self.bytes, &self.spans, extra, |_| true)
     }
 
     /// The fields whose name `keep` says yes to as a header map, values
     /// sharing the head's memory: what [`RawFields::to_header_map`] and
     /// removing the others would give, without the removals. `None` when a
     /// kept name or value is not valid in a header map.
-    pub(crate) fn to_header_map_where(
-        &self,
-        mut keep: impl FnMut(&[u8]) -> bool,
-    ) -> Option<HeaderMap> {
-        let mut headers = HeaderMap::with_capacity(self.spans.len());
-        for &[ns, ne, vs, ve] in &self.spans {
-            let name = &self.bytes[ns..ne];
-            if keep(name) {
-                let name = HeaderName::from_bytes(name).ok()?;
-                let value = HeaderValue::from_maybe_shared(self.bytes.slice(vs..ve)).ok()?;
-                headers.append(name, value);
-            }
-        }
-        Some(headers)
+    pub(crate) fn to_header_map_where(&self, keep: impl FnMut(&[u8]) -> bool) -> Option<HeaderMap> {
+        header_map(&self.bytes, &self.spans, 0, keep)
     }
 }
 
@@ -287,15 +275,24 @@ fn flush_run(buf: &mut Vec<u8>, bytes: &[u8], run: Option<(usize, usize)>) {
     }
 }
 
-/// The header map of `head` at `spans`, with room for `extra` more
-/// entries; values share `head`'s memory. `None` when a name or value is
-/// not valid in a header map.
-pub(crate) fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Option<HeaderMap> {
+/// The header map of the fields of `head` at `spans` whose names `keep`
+/// says yes to, with room for `extra` more entries; values share
+/// `head`'s memory. `None` when a kept name or value is not valid in a
+/// header map.
+pub(crate) fn header_map(
+    head: &Bytes,
+    spans: &[Span],
+    extra: usize,
+    mut keep: impl FnMut(&[u8]) -> bool,
+) -> Option<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for &[ns, ne, vs, ve] in spans {
-        let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
-        headers.append(name, value);
+        let name = &head[ns..ne];
+        if keep(name) {
+            let name = HeaderName::from_bytes(name).ok()?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
+            headers.append(name, value);
+        }
     }
     Some(headers)
 }
