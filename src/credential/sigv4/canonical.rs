@@ -195,6 +195,11 @@ pub(crate) struct CanonicalRequest {
 
 #[cfg(test)]
 impl CanonicalRequest {
+    /// A canonical request written by [`write_request`].
+    pub(crate) fn new(bytes: Vec<u8>, signed: std::ops::Range<usize>) -> CanonicalRequest {
+        CanonicalRequest { bytes, signed }
+    }
+
     /// The `SignedHeaders` list: names in lower case, `;`-separated.
     pub(crate) fn signed_headers(&self) -> &[u8] {
         &self.bytes[self.signed.clone()]
@@ -383,14 +388,6 @@ pub(crate) fn write_request<'a>(
     out.push(b'\n');
     out.extend_from_slice(payload_hash);
     signed
-}
-
-#[cfg(test)]
-impl CanonicalRequest {
-    /// A canonical request written by [`write_request`].
-    pub(crate) fn new(bytes: Vec<u8>, signed: std::ops::Range<usize>) -> CanonicalRequest {
-        CanonicalRequest { bytes, signed }
-    }
 }
 
 /// `date/region/service/aws4_request`: the credential scope.

@@ -304,21 +304,25 @@ fn sign_string_to_sign(day: &key::Day, unix: u64, buf: &mut Vec<u8>, from: usize
     thread_local! {
         static FIRST_BLOCK: Cell<Option<(u64, u64, [u32; 8])>> = const { Cell::new(None) };
     }
-    // `ring` hashes (no SHA extensions): it takes the whole string. A
-    // scope shorter than 30 bytes leaves less than a block: no state kept.
-    let first = match buf.get(from..from + 64) {
-        Some(first) if day.key.hashes_blocks() => first,
-        _ => return day.key.sign_in_place(buf, from),
+    // A scope shorter than 30 bytes leaves less than a block: no state
+    // kept.
+    let Some(first) = buf.get(from..from + 64) else {
+        return day.key.sign_in_place(buf, from);
     };
+    // `None` when `ring` hashes (no SHA extensions): it takes the whole
+    // string.
     let state = FIRST_BLOCK.with(|kept| match kept.get() {
-        Some((id, at, state)) if id == day.id && at == unix => state,
+        Some((id, at, state)) if id == day.id && at == unix => Some(state),
         _ => {
-            let state = day.key.after_first_block(first);
+            let state = day.key.after_first_block(first)?;
             kept.set(Some((day.id, unix, state)));
-            state
+            Some(state)
         }
     });
-    day.key.sign_rest_in_place(state, buf, from + 64)
+    match state {
+        Some(state) => day.key.sign_rest_in_place(state, buf, from + 64),
+        None => day.key.sign_in_place(buf, from),
+    }
 }
 
 /// Whether a header sent upstream is signed: `host`, `content-type`,

@@ -110,21 +110,16 @@ fn finish_in_place(buf: &mut Vec<u8>, from: usize, mut state: [u32; 8], before: 
 pub(crate) fn sha256_in_place(backend: Backend, buf: &mut Vec<u8>, from: usize) -> [u8; 32] {
     match backend {
         Backend::Blocks => finish_in_place(buf, from, IV, 0),
-        Backend::Ring => {
-            let mut out = [0u8; 32];
-            out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &buf[from..]).as_ref());
-            out
-        }
+        Backend::Ring => super::canonical::sha256(&buf[from..]),
     }
 }
 
-/// An HMAC-SHA256 key of one SigV4 signing key (32 bytes): for
-/// [`Backend::Blocks`], the states after its inner and outer pad blocks.
-pub(crate) struct HmacKey {
-    backend: Backend,
-    inner: [u32; 8],
-    outer: [u32; 8],
-    ring: ring::hmac::Key,
+/// An HMAC-SHA256 key of one SigV4 signing key (32 bytes), kept for
+/// its [`Backend`]: for [`Backend::Blocks`], the states after its inner
+/// and outer pad blocks.
+pub(crate) enum HmacKey {
+    Blocks { inner: [u32; 8], outer: [u32; 8] },
+    Ring(ring::hmac::Key),
 }
 
 impl HmacKey {
@@ -138,45 +133,42 @@ impl HmacKey {
             compress(&mut state, &block);
             state
         };
-        let (inner, outer) = match backend {
-            Backend::Blocks => (pad_state(0x36), pad_state(0x5c)),
-            Backend::Ring => ([0; 8], [0; 8]),
-        };
-        HmacKey {
-            backend,
-            inner,
-            outer,
-            ring: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+        match backend {
+            Backend::Blocks => HmacKey::Blocks {
+                inner: pad_state(0x36),
+                outer: pad_state(0x5c),
+            },
+            Backend::Ring => HmacKey::Ring(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)),
         }
     }
 
     /// The HMAC of `buf[from..]`; `buf` is left as it was.
     pub(crate) fn sign_in_place(&self, buf: &mut Vec<u8>, from: usize) -> [u8; 32] {
-        match self.backend {
-            Backend::Blocks => self.finish(finish_in_place(buf, from, self.inner, 64)),
-            Backend::Ring => {
+        match self {
+            HmacKey::Blocks { inner, outer } => {
+                finish(outer, finish_in_place(buf, from, *inner, 64))
+            }
+            HmacKey::Ring(key) => {
                 let mut out = [0u8; 32];
-                out.copy_from_slice(ring::hmac::sign(&self.ring, &buf[from..]).as_ref());
+                out.copy_from_slice(ring::hmac::sign(key, &buf[from..]).as_ref());
                 out
             }
         }
     }
 
-    /// Whether the backend is [`Backend::Blocks`] (so that
-    /// [`HmacKey::after_first_block`] may be used).
-    pub(crate) fn hashes_blocks(&self) -> bool {
-        self.backend == Backend::Blocks
-    }
-
     /// The inner hash's state after a message's first block `block`, for
     /// [`HmacKey::sign_rest_in_place`] (a signer whose messages start
-    /// with the same block hashes it once). Only for
-    /// [`Backend::Blocks`] ([`HmacKey::hashes_blocks`]).
-    pub(crate) fn after_first_block(&self, block: &[u8]) -> [u32; 8] {
-        debug_assert!(self.hashes_blocks());
-        let mut state = self.inner;
-        compress(&mut state, &block[..64]);
-        state
+    /// with the same block hashes it once). `None` for [`Backend::Ring`],
+    /// which takes whole messages only.
+    pub(crate) fn after_first_block(&self, block: &[u8]) -> Option<[u32; 8]> {
+        match self {
+            HmacKey::Blocks { inner, .. } => {
+                let mut state = *inner;
+                compress(&mut state, &block[..64]);
+                Some(state)
+            }
+            HmacKey::Ring(_) => None,
+        }
     }
 
     /// The HMAC of a message whose first block is in `state`
@@ -188,21 +180,26 @@ impl HmacKey {
         buf: &mut Vec<u8>,
         from: usize,
     ) -> [u8; 32] {
-        self.finish(finish_in_place(buf, from, state, 128))
+        match self {
+            HmacKey::Blocks { outer, .. } => finish(outer, finish_in_place(buf, from, state, 128)),
+            // Not reached: no state is made for a `ring` key.
+            HmacKey::Ring(_) => self.sign_in_place(buf, from - 64),
+        }
     }
+}
 
-    /// The outer hash over the inner digest.
-    fn finish(&self, inner: [u8; 32]) -> [u8; 32] {
-        // The outer message: the pad block (in `outer`), then the inner
-        // digest, padded to one block for 96 bytes (768 bits).
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&inner);
-        block[32] = 0x80;
-        block[62..].copy_from_slice(&768u16.to_be_bytes());
-        let mut state = self.outer;
-        compress(&mut state, &block);
-        output(&state)
-    }
+/// The outer hash, from the outer pad's state `outer`, over the inner
+/// digest.
+fn finish(outer: &[u32; 8], inner: [u8; 32]) -> [u8; 32] {
+    // The outer message: the pad block (in `outer`), then the inner
+    // digest, padded to one block for 96 bytes (768 bits).
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(&inner);
+    block[32] = 0x80;
+    block[62..].copy_from_slice(&768u16.to_be_bytes());
+    let mut state = *outer;
+    compress(&mut state, &block);
+    output(&state)
 }
 
 #[cfg(test)]
@@ -248,9 +245,15 @@ mod tests {
                 let got = ours.sign_in_place(&mut buf, from);
                 assert_eq!(got.as_slice(), want.as_ref(), "{backend:?} len {len}");
                 assert_eq!(buf.len(), from + len);
-                assert_eq!(ours.hashes_blocks(), backend == Backend::Blocks);
-                if len >= 64 && ours.hashes_blocks() {
-                    let state = ours.after_first_block(&message[..64]);
+                let state = (len >= 64)
+                    .then(|| ours.after_first_block(&message[..64]))
+                    .flatten();
+                assert_eq!(
+                    state.is_some(),
+                    len >= 64 && backend == Backend::Blocks,
+                    "a first-block state only for sha2 blocks"
+                );
+                if let Some(state) = state {
                     let got = ours.sign_rest_in_place(state, &mut buf, from + 64);
                     assert_eq!(got.as_slice(), want.as_ref(), "len {len}");
                     assert_eq!(buf.len(), from + len);
