@@ -87,7 +87,7 @@ impl AsyncWrite for WriteHalf {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.0.as_ref().is_some_and(|w| w.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
