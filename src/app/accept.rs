@@ -240,10 +240,11 @@ pub(crate) async fn accept_here<F: Serve>(
     drain(connections, stop, drain_for, &AtomicBool::new(false)).await;
 }
 
-/// Accepts until `stopped` is ready, giving each connection (with
-/// `TCP_NODELAY` set) to `start`. The listener comes first: `stopped` is
-/// polled when it has nothing (and at least every 128 connections, when
-/// tokio's budget for the task runs out).
+/// Accepts until `stopped` is ready, giving each connection to `start`
+/// (`TCP_NODELAY` is the server's to set: see `wire::io::WriteHalf`).
+/// The listener comes first: `stopped` is polled when it has nothing (and
+/// at least every 128 connections, when tokio's budget for the task runs
+/// out).
 async fn accept_until(
     listener: &TcpListener,
     mut stopped: impl FnMut(&mut Context<'_>) -> Poll<()>,
@@ -259,10 +260,7 @@ async fn accept_until(
         .await;
         match accepted {
             None => return,
-            Some(Ok((stream, peer))) => {
-                let _ = stream.set_nodelay(true);
-                start(stream, peer);
-            }
+            Some(Ok((stream, peer))) => start(stream, peer),
             Some(Err(e)) => {
                 // E.g. out of file descriptors: back off briefly instead
                 // of spinning.

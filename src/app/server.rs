@@ -502,6 +502,10 @@ async fn tls_accept_loop(
             let limits = limits(&runtime.settings, stalls.clone());
             async move {
                 let _active = active;
+                // The handshake's flights and every response after it
+                // go out at once (the plain listener's `WriteHalf` sets
+                // this on its second write).
+                let _ = stream.set_nodelay(true);
                 let Some(leaves) = runtime.leaves.clone() else {
                     return;
                 };

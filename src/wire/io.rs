@@ -46,24 +46,70 @@ impl AsyncRead for ReadHalf {
 /// all, when the read side is dropped too. An explicit
 /// [`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown) still
 /// sends the FIN at once.
-pub struct WriteHalf(Option<OwnedWriteHalf>);
+///
+/// `TCP_NODELAY` is turned on just before the connection's second write,
+/// not at accept: a connection that gets one response (a client that
+/// opens a connection per request) costs one `setsockopt` less. The first
+/// write is never held back by Nagle's algorithm (nothing sent is waiting
+/// for an acknowledgement yet); from the second on (a `100 Continue`'s
+/// response, a streamed body, the next keep-alive response, a tunnel's
+/// TLS handshake) nothing is delayed either.
+pub struct WriteHalf {
+    write: Option<OwnedWriteHalf>,
+    nagle: Nagle,
+}
+
+/// Where a [`WriteHalf`] is in turning Nagle's algorithm off.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Nagle {
+    /// Nothing written yet.
+    Unwritten,
+    /// Written once, with Nagle's algorithm still on.
+    WrittenOnce,
+    /// `TCP_NODELAY` is set (or failed to be: not tried again).
+    Off,
+}
 
 impl WriteHalf {
     pub fn new(write: OwnedWriteHalf) -> WriteHalf {
-        WriteHalf(Some(write))
+        WriteHalf {
+            write: Some(write),
+            nagle: Nagle::Unwritten,
+        }
     }
 
     fn inner(&mut self) -> io::Result<Pin<&mut OwnedWriteHalf>> {
-        match &mut self.0 {
+        match &mut self.write {
             Some(write) => Ok(Pin::new(write)),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
+    }
+
+    /// Writes with `write`, turning Nagle's algorithm off first if this is
+    /// not the connection's first write.
+    fn write_with(
+        &mut self,
+        write: impl FnOnce(Pin<&mut OwnedWriteHalf>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.nagle == Nagle::WrittenOnce {
+            if let Some(w) = &self.write {
+                // Best effort, as at accept before: a socket that refuses
+                // it still carries the bytes.
+                let _ = w.as_ref().set_nodelay(true);
+            }
+            self.nagle = Nagle::Off;
+        }
+        let written = write(self.inner()?);
+        if self.nagle == Nagle::Unwritten && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.nagle = Nagle::WrittenOnce;
+        }
+        written
     }
 }
 
 impl Drop for WriteHalf {
     fn drop(&mut self) {
-        if let Some(write) = self.0.take() {
+        if let Some(write) = self.write.take() {
             write.forget();
         }
     }
@@ -75,7 +121,7 @@ impl AsyncWrite for WriteHalf {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().inner()?.poll_write(cx, buf)
+        self.get_mut().write_with(|w| w.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -83,11 +129,12 @@ impl AsyncWrite for WriteHalf {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().inner()?.poll_write_vectored(cx, bufs)
+        self.get_mut()
+            .write_with(|w| w.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.as_ref().is_some_and(|w| w.is_write_vectored())
+        self.write.as_ref().is_some_and(|w| w.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -293,6 +340,27 @@ mod tests {
             tokio::spawn(async move { splice(&mut a, &mut b, Duration::from_secs(5)).await });
         client.write_all(b"x").await.unwrap();
         assert_eq!(spliced.await.unwrap(), Spliced::Idle);
+    }
+
+    #[tokio::test]
+    async fn write_half_turns_nagle_off_from_the_second_write_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let (read, write) = accepted.into_split();
+        let mut write = WriteHalf::new(write);
+        let nodelay = |w: &WriteHalf| w.write.as_ref().unwrap().as_ref().nodelay().unwrap();
+        assert!(!nodelay(&write), "a fresh socket has Nagle on");
+        write.write_all(b"first").await.unwrap();
+        assert!(!nodelay(&write), "one response: no setsockopt");
+        write.write_all(b" second").await.unwrap();
+        assert!(nodelay(&write), "the second write goes out undelayed");
+        // The socket closes with both halves gone.
+        drop((read, write));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"first second");
     }
 
     #[tokio::test]
