@@ -1,20 +1,20 @@
 //! Accept loops: every worker thread accepts on the proxy's listeners
 //! itself ([`accept_on_workers`]), so that an accepted socket is
 //! registered once, in the reactor of the thread that serves it, and no
-//! other thread is woken for it. On shutdown each loop drains its
-//! connections for at most `drain_timeout`.
+//! other thread is woken for it. On shutdown a listener's connections
+//! drain for at most `drain_timeout`.
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use super::workers::{Load, Workers};
@@ -47,11 +47,47 @@ struct Listener<F> {
     /// Turns on when the listener closes or sidekey shuts down.
     stop: Stop,
     shutdown: watch::Receiver<bool>,
-    drain: Duration,
     active: Option<Gauge>,
-    /// The drain timeout was reached and said so (once, not per worker).
-    drain_warned: AtomicBool,
+    /// The listener's open connections, on every worker.
+    open: Arc<Open>,
     serve: F,
+}
+
+/// Counts a listener's open connections so that its end can wait for
+/// them: an increment and a decrement per connection, where a `JoinSet`
+/// of their tasks cost ~700 instructions per connection (an `Arc`'d list
+/// entry, a wake-up of it when the task ends, and reaping it). The
+/// connections past the drain timeout end with their worker's runtime
+/// (`RunningProxy::shutdown` stops the workers right after).
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    /// Set once something waits for `count` to reach 0.
+    draining: AtomicBool,
+    ended: Notify,
+}
+
+impl Open {
+    fn enter(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        // SeqCst, with `all_ended`'s: either the last connection sees the
+        // waiter's flag, or the waiter sees the count at 0.
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst) {
+            // A permit, kept if the waiter is not waiting at this moment.
+            self.ended.notify_one();
+        }
+    }
+
+    /// Resolves once no connection is open (at once if none is).
+    async fn all_ended(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        while self.count.load(Ordering::SeqCst) > 0 {
+            self.ended.notified().await;
+        }
+    }
 }
 
 /// Tells a listener's accept loops to stop accepting: a flag, and each
@@ -107,15 +143,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Accepts on `listener` on every worker thread at once (each on its own
 /// clone of the socket, registered in its own reactor) until `shutdown`,
-/// then lets the connections finish for at most `drain` before closing
-/// those still open. `close` (a reload that dropped this listener) stops
-/// only the accepting: the connections run on until they end or sidekey
-/// shuts down. Returns once every worker's loop has.
+/// then lets the connections finish for at most `drain_for` (those still
+/// open then are closed when the workers stop). `close` (a reload that
+/// dropped this listener) stops only the accepting: the connections run
+/// on until they end or sidekey shuts down.
 pub(crate) async fn accept_on_workers<F: Serve>(
     listener: std::net::TcpListener,
     mut close: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
+    drain_for: Duration,
     active: Option<&Gauge>,
     workers: Arc<Workers>,
     serve: F,
@@ -123,9 +159,8 @@ pub(crate) async fn accept_on_workers<F: Serve>(
     let shared = Arc::new(Listener {
         stop: Stop::new(workers.len()),
         shutdown: shutdown.clone(),
-        drain,
         active: active.cloned(),
-        drain_warned: AtomicBool::new(false),
+        open: Arc::new(Open::default()),
         serve,
     });
     let mut loops = Vec::with_capacity(workers.len());
@@ -153,6 +188,9 @@ pub(crate) async fn accept_on_workers<F: Serve>(
     for accepting in loops {
         let _ = accepting.await;
     }
+    // Those still open past the drain timeout end with their workers'
+    // runtimes.
+    drain(shared.open.all_ended(), shutdown, drain_for).await;
 }
 
 /// One worker's accept loop (see [`accept_on_workers`]). A connection
@@ -165,18 +203,19 @@ async fn worker_loop<F: Serve>(
     workers: &Arc<Workers>,
     me: usize,
 ) {
-    let mut connections = JoinSet::new();
     let stopped = |cx: &mut Context<'_>| shared.stop.poll(me, cx);
     accept_until(&listener, stopped, |stream, peer| {
-        // The connections that ended since the last one.
-        while connections.try_join_next().is_some() {}
         let target = workers.pick(me);
-        let active = ActiveConnection::new(shared.active.as_ref(), Some(workers.load(target)));
+        let active = ActiveConnection::new(
+            shared.active.as_ref(),
+            Some(workers.load(target)),
+            Some(shared.open.clone()),
+        );
         if target == me {
             // Boxed: the task then holds a pointer, and tokio's moves of
             // its future (spawning, setting its stage, reading its output)
             // copy 8 bytes, not the connection's whole state.
-            connections.spawn(Box::pin((shared.serve)(
+            tokio::spawn(Box::pin((shared.serve)(
                 stream,
                 peer,
                 shared.shutdown.clone(),
@@ -193,23 +232,12 @@ async fn worker_loop<F: Serve>(
             }
         };
         let shared = shared.clone();
-        connections.spawn_on(
-            Box::pin(async move {
-                if let Ok(stream) = TcpStream::from_std(stream) {
-                    (shared.serve)(stream, peer, shared.shutdown.clone(), active).await;
-                }
-            }),
-            workers.handle(target),
-        );
+        workers.handle(target).spawn(Box::pin(async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                (shared.serve)(stream, peer, shared.shutdown.clone(), active).await;
+            }
+        }));
     })
-    .await;
-    drop(listener);
-    drain(
-        connections,
-        shared.shutdown.clone(),
-        shared.drain,
-        &shared.drain_warned,
-    )
     .await;
 }
 
@@ -232,12 +260,16 @@ pub(crate) async fn accept_here<F: Serve>(
             stream,
             peer,
             stop.clone(),
-            ActiveConnection::new(None, None),
+            ActiveConnection::new(None, None, None),
         ));
     })
     .await;
     drop(listener);
-    drain(connections, stop, drain_for, &AtomicBool::new(false)).await;
+    let ended = async { while connections.join_next().await.is_some() {} };
+    if !drain(ended, stop, drain_for).await {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 /// Accepts until `stopped` is ready, giving each connection to `start`
@@ -279,36 +311,31 @@ async fn accept_until(
     }
 }
 
-/// After the accepting stopped: waits for `connections` to end; at
-/// shutdown (now or later) for at most `drain`, then closes those still
-/// open, saying so unless `warned` (shared by a listener's workers) is
-/// set already.
+/// After the accepting stopped: waits for `ended` (the connections'
+/// end); at shutdown (now or later) for at most `drain`. False (and said
+/// in the log) when the timeout cut it short: the connections still open
+/// are then closed.
 async fn drain(
-    mut connections: JoinSet<()>,
+    ended: impl Future<Output = ()>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
-    warned: &AtomicBool,
-) {
+) -> bool {
+    let mut ended = pin!(ended);
     let stopping = *shutdown.borrow();
     if !stopping {
         tokio::select! {
-            () = async { while connections.join_next().await.is_some() {} } => return,
+            () = ended.as_mut() => return true,
             () = closed(&mut shutdown) => {}
         }
     }
-    let drained = tokio::time::timeout(drain, async {
-        while connections.join_next().await.is_some() {}
-    });
-    if drained.await.is_err() {
-        if !warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                ?drain,
-                "drain timeout reached; closing the remaining connections"
-            );
-        }
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
+    if tokio::time::timeout(drain, ended).await.is_ok() {
+        return true;
     }
+    tracing::warn!(
+        ?drain,
+        "drain timeout reached; closing the remaining connections"
+    );
+    false
 }
 
 /// Resolves once the listener closes (a reload dropped it) or sidekey
@@ -328,25 +355,31 @@ pub(crate) async fn closed(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|on| *on).await;
 }
 
-/// Counts one open client connection in `active_connections` and in its
-/// worker's [`Load`] while alive (also when its task is aborted); nothing
-/// for a listener without them (the admin listener).
+/// Counts one open client connection in `active_connections`, in its
+/// worker's [`Load`] and in its listener's [`Open`] while alive (also
+/// when its task is dropped unfinished); nothing for a listener without
+/// them (the admin listener).
 pub(crate) struct ActiveConnection {
     gauge: Option<Gauge>,
     load: Option<Load>,
+    open: Option<Arc<Open>>,
 }
 
 impl ActiveConnection {
-    fn new(gauge: Option<&Gauge>, load: Option<Load>) -> ActiveConnection {
+    fn new(gauge: Option<&Gauge>, load: Option<Load>, open: Option<Arc<Open>>) -> ActiveConnection {
         if let Some(gauge) = gauge {
             gauge.inc();
         }
         if let Some(load) = &load {
             load.inc();
         }
+        if let Some(open) = &open {
+            open.enter();
+        }
         ActiveConnection {
             gauge: gauge.cloned(),
             load,
+            open,
         }
     }
 }
@@ -359,5 +392,47 @@ impl Drop for ActiveConnection {
         if let Some(load) = &self.load {
             load.dec();
         }
+        if let Some(open) = &self.open {
+            open.leave();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_connections_are_waited_for_until_the_last_one_ends() {
+        let open = Arc::new(Open::default());
+        // None open: done at once.
+        open.all_ended().await;
+
+        let a = ActiveConnection::new(None, None, Some(open.clone()));
+        let b = ActiveConnection::new(None, None, Some(open.clone()));
+        let mut ended = tokio_test::task::spawn(open.all_ended());
+        assert!(ended.poll().is_pending());
+        drop(a);
+        assert!(ended.poll().is_pending(), "one connection is still open");
+        drop(b);
+        assert!(ended.is_woken(), "the last one wakes the waiter");
+        assert!(ended.poll().is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_connection_ending_on_another_thread_wakes_the_drain() {
+        let open = Arc::new(Open::default());
+        let conn = ActiveConnection::new(None, None, Some(open.clone()));
+        let (started, ready) = tokio::sync::oneshot::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = ready.blocking_recv();
+            drop(conn);
+        });
+        let waiting = open.all_ended();
+        let _ = started.send(());
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the drain ends with the last connection");
+        other.join().unwrap();
     }
 }
