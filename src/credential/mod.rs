@@ -9,9 +9,10 @@
 
 mod basic;
 mod header;
+mod hex;
 mod query;
 mod signed_url;
-pub mod sigv4;
+mod sigv4;
 
 use crate::wire::headers::ForwardHeaders;
 use thiserror::Error;

@@ -212,18 +212,8 @@ fn hmac_hex<'a, M: Mac>(mut mac: M, parts: &[&str], out: &'a mut [u8; MAX_HEX]) 
     for part in parts {
         mac.update(part.as_bytes());
     }
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = mac.finalize().into_bytes();
     // SHA-1 and SHA-256 digests are 20 and 32 bytes: `out` has room.
-    let hex = out.chunks_exact_mut(2).zip(digest.iter());
-    let mut len = 0;
-    for (pair, byte) in hex {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-        len += 2;
-    }
-    // Hex digits are ASCII.
-    std::str::from_utf8(&out[..len]).unwrap_or_default()
+    super::hex::encode_into(&mac.finalize().into_bytes(), out)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! can check each step on its own (`tests.rs`).
 
 /// `AWS4-HMAC-SHA256`, the only algorithm sidekey signs with.
-pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub(crate) const ALGORITHM: &str = ALGORITHM_LINE.trim_ascii_end();
+/// [`ALGORITHM`] as the string to sign's first line.
+const ALGORITHM_LINE: &str = "AWS4-HMAC-SHA256\n";
 
 /// `X-Amz-Content-Sha256` for a body that is not hashed (S3).
 pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -395,28 +397,7 @@ pub(crate) fn scope(date: &str, region: &str, service: &str) -> String {
     format!("{date}/{region}/{service}/aws4_request")
 }
 
-/// Lowercase hex of a SHA-256 digest or HMAC, on the stack (the `hex`
-/// crate's `encode` collects chars into a `String`: ~20× the cost).
-pub(crate) fn hex32(bytes: &[u8]) -> [u8; 64] {
-    // Both digits of every byte value, looked up once per byte.
-    const PAIRS: [[u8; 2]; 256] = {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut pairs = [[0u8; 2]; 256];
-        let mut i = 0;
-        while i < 256 {
-            pairs[i] = [HEX[i >> 4], HEX[i & 15]];
-            i += 1;
-        }
-        pairs
-    };
-    let mut pairs = [[0u8; 2]; 32];
-    for (pair, &b) in pairs.iter_mut().zip(bytes) {
-        *pair = PAIRS[usize::from(b)];
-    }
-    let mut out = [0u8; 64];
-    out.copy_from_slice(pairs.as_flattened());
-    out
-}
+pub(crate) use crate::credential::hex::hex32;
 
 /// The SHA-256 of `data`.
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
@@ -436,7 +417,7 @@ pub(crate) fn string_to_sign_parts<'a>(
     request_hash: &'a [u8; 64],
 ) -> [&'a [u8]; 5] {
     [
-        b"AWS4-HMAC-SHA256\n",
+        ALGORITHM_LINE.as_bytes(),
         amz_date,
         b"\n",
         scope_line,

@@ -410,16 +410,6 @@ fn the_signing_key_is_derived_once_per_day() {
     assert!(first.contains("/20130524/") && next_day.contains("/20130525/"));
 }
 
-#[test]
-fn hex32_is_lowercase_hex_of_every_byte() {
-    let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37)).collect();
-    let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        std::str::from_utf8(&super::canonical::hex32(&bytes)).unwrap(),
-        expected
-    );
-}
-
 /// A name sent more than once, in any case, is one line with its values
 /// joined in the order sent, and once in `SignedHeaders`.
 #[test]
