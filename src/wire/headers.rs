@@ -233,6 +233,22 @@ impl ForwardHeaders {
         }
     }
 
+    /// [`ForwardHeaders::set_own`] if the client may have sent `name`, else
+    /// [`ForwardHeaders::set_unsent`]: for a caller that looked once
+    /// whether the client sent any of several names.
+    pub(crate) fn set_where(
+        &mut self,
+        client_may_have: bool,
+        name: HeaderName,
+        value: HeaderValue,
+    ) {
+        if client_may_have {
+            self.set_own(name, value);
+        } else {
+            self.set_unsent(name, value);
+        }
+    }
+
     /// Sets `name` to `value`, for a name the caller knows the client did
     /// not send (replacing only what sidekey added before).
     pub(crate) fn set_unsent(&mut self, name: HeaderName, value: HeaderValue) {

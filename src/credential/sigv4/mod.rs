@@ -196,13 +196,8 @@ impl SigV4 {
                             || (name.len() == 13 && name.eq_ignore_ascii_case(b"authorization")),
                     )
                 });
-        let mut set = |name: HeaderName, value: HeaderValue| {
-            if client_amz {
-                headers.set_own(name, value);
-            } else {
-                headers.set_unsent(name, value);
-            }
-        };
+        let mut set =
+            |name: HeaderName, value: HeaderValue| headers.set_where(client_amz, name, value);
         // In their canonical order: the headers are sorted as they are.
         set(X_AMZ_CONTENT_SHA256, payload_value);
         set(X_AMZ_DATE, amz_date_value);
@@ -251,11 +246,7 @@ impl SigV4 {
         let mut authorization =
             HeaderValue::try_from(authorization).map_err(|_| CredentialError::Unsignable)?;
         authorization.set_sensitive(true);
-        if client_authorization {
-            headers.set_own(AUTHORIZATION, authorization);
-        } else {
-            headers.set_unsent(AUTHORIZATION, authorization);
-        }
+        headers.set_where(client_authorization, AUTHORIZATION, authorization);
         Ok(signed)
     }
 
