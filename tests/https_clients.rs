@@ -129,12 +129,8 @@ fn intercept_config(env: &TestEnv, copilot: &CopilotApi, extra: &str) -> (String
 /// reqwest, as an app would set it up: `HTTPS_PROXY` pointing at sidekey
 /// and sidekey's CA as the only root.
 fn https_client(proxy: std::net::SocketAddr, ca_pem: &str, http2: bool) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("the CA certificate");
-    let mut builder = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::https(format!("http://{proxy}")).expect("proxy URL"))
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca);
-    builder = if http2 {
+    let builder = seeds::via_https_proxy(proxy, ca_pem);
+    let builder = if http2 {
         builder.http2_prior_knowledge()
     } else {
         builder.http1_only()
@@ -267,9 +263,7 @@ async fn the_tls_listener_serves_routed_hosts_by_sni_and_refuses_others() {
     let tls_addr = proxy.intercept_addr().expect("the TLS listener");
 
     // An app whose https://api.copilot.cx resolves to sidekey.
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+    let client = seeds::trusting_only(&ca)
         .resolve("api.copilot.cx", tls_addr)
         .http1_only()
         .build()
@@ -280,9 +274,7 @@ async fn the_tls_listener_serves_routed_hosts_by_sni_and_refuses_others() {
     assert_eq!(copilot.accepted(), 1);
 
     // A name no route has: no certificate, no handshake.
-    let other = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+    let other = seeds::trusting_only(&ca)
         .resolve("unknown.example.test", tls_addr)
         .build()
         .expect("a client");

@@ -53,11 +53,7 @@ fn intercept_config(env: &TestEnv, copilot: &CopilotApi, extra: &str) -> (String
 /// reqwest speaking HTTP/2 only, with `HTTPS_PROXY` pointing at sidekey
 /// and sidekey's CA as the only root.
 fn h2_client(proxy: std::net::SocketAddr, ca_pem: &str) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("the CA certificate");
-    reqwest::Client::builder()
-        .proxy(reqwest::Proxy::https(format!("http://{proxy}")).expect("proxy URL"))
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
+    seeds::via_https_proxy(proxy, ca_pem)
         .http2_prior_knowledge()
         .build()
         .expect("a client")
@@ -253,9 +249,7 @@ async fn the_tls_listener_serves_h2() {
     let tls_addr = proxy.intercept_addr().expect("the TLS listener");
 
     // An app whose https://api.copilot.cx resolves to sidekey.
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+    let client = seeds::trusting_only(&ca)
         .resolve("api.copilot.cx", tls_addr)
         .http2_prior_knowledge()
         .build()

@@ -134,14 +134,25 @@ pub fn intercept_ca(dir: &Path, extra: &str) -> InterceptCa {
     }
 }
 
+/// reqwest with sidekey's CA (`ca_pem`) as its only root, as an app set
+/// up to trust sidekey has it.
+pub fn trusting_only(ca_pem: &str) -> reqwest::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("the CA certificate");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+}
+
+/// [`trusting_only`], behind `HTTPS_PROXY=http://{proxy}`.
+pub fn via_https_proxy(proxy: std::net::SocketAddr, ca_pem: &str) -> reqwest::ClientBuilder {
+    trusting_only(ca_pem)
+        .proxy(reqwest::Proxy::https(format!("http://{proxy}")).expect("a proxy URL"))
+}
+
 /// reqwest as an `https://` app behind `HTTPS_PROXY=http://{proxy}` sets
 /// it up: sidekey's CA (`ca_pem`) as its only root, HTTP/1.1.
 pub fn https_proxy_client(proxy: std::net::SocketAddr, ca_pem: &str) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("the CA certificate");
-    reqwest::Client::builder()
-        .proxy(reqwest::Proxy::https(format!("http://{proxy}")).expect("a proxy URL"))
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
+    via_https_proxy(proxy, ca_pem)
         .http1_only()
         .build()
         .expect("a client")
