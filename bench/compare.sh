@@ -36,6 +36,11 @@
 #   CLOSE_CONNS=16    connections of the close load (wrk -t2)
 #   PACE_MS=1         pause before each request of the c1p load (wrk delay())
 #   CALLGRIND=1       0 skips the instructions/request measurement
+#   SYSCALLS=0        1: after the loads, one more `close` load of DURATION
+#                     seconds per proxy (plain scenario) with `strace -c -f`
+#                     attached to it (nginx: master and workers): system calls
+#                     per new connection, by name (strace slows the proxy, so
+#                     that load's req/s is not reported)
 #   CONN_IR=1         with CALLGRIND=1: instructions per accepted connection
 #                     (accept, one request with `Connection: close`, close),
 #                     plain and tls scenarios, nginx and sidekey
@@ -87,6 +92,7 @@ CLOSE_CONNS=${CLOSE_CONNS:-16}
 CONN_IR=${CONN_IR:-1}
 PACE_MS=${PACE_MS:-1}
 CALLGRIND=${CALLGRIND:-1}
+SYSCALLS=${SYSCALLS:-0}
 HTTPS_CLIENTS=${HTTPS_CLIENTS:-1}
 HS_N=${HS_N:-200}
 HS_M=${HS_M:-50}
@@ -116,6 +122,7 @@ install_missing() {
     command -v python3 >/dev/null || pkgs+=(python3)
     [[ -e $ECHO_MODULE ]] || pkgs+=(libnginx-mod-http-echo)
     command -v pgrep >/dev/null || pkgs+=(procps)
+    [[ ${SYSCALLS:-0} != 1 ]] || command -v strace >/dev/null || pkgs+=(strace)
     [[ ${#pkgs[@]} -eq 0 ]] && return
     log "installing ${pkgs[*]} (apt-get)"
     local sudo=()
@@ -569,6 +576,61 @@ run_wrk() {
     }' <<<"$out"
 }
 
+# System calls per new connection, by proxy (see SYSCALLS).
+declare -A SYSCALLS_PER_CONN=()
+
+# strace_close TARGET: one `close` load of the plain scenario with
+# `strace -c -f` on TARGET's processes -> "total (name n.n, ...)" per
+# accepted connection (successful accept4 calls).
+strace_close() {
+    local t=$1 pid p out tracer
+    pid=$(pid_of "$t")
+    [[ -n $pid ]] || return 0
+    local -a attach=()
+    for p in $(tree_pids "$pid"); do attach+=(-p "$p"); done
+    out="$WORK/strace.$t.txt"
+    strace -c -f -o "$out" "${attach[@]}" 2>/dev/null &
+    tracer=$!
+    # Wait until every process is traced (TracerPid set), not a fixed time.
+    for _ in $(seq 1 100); do
+        local all=1
+        for p in $(tree_pids "$pid"); do
+            [[ $(awk '/^TracerPid:/ { print $2 }' "/proc/$p/status" 2>/dev/null) != 0 ]] || all=0
+        done
+        [[ $all == 1 ]] && break
+        sleep 0.1
+    done
+    run_wrk plain "$t" close "$DURATION" >/dev/null
+    kill -INT "$tracer" 2>/dev/null || true
+    wait "$tracer" 2>/dev/null || true
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+    awk '
+        $1 ~ /^[0-9.]+$/ && $NF != "total" {
+            calls[$NF] = $4; errs = (NF == 6) ? $5 : 0; total += $4
+            if ($NF == "accept4" || $NF == "accept") conns += $4 - errs
+        }
+        END {
+            if (conns == 0) exit
+            printf "%.1f\n", total / conns
+            for (k in calls) if (calls[k] / conns >= 0.05) printf "%s %.1f\n", k, calls[k] / conns
+        }' "$out" | {
+        local total names
+        read -r total || return 0
+        names=$(sort | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
+        echo "$total ($names)"
+    }
+}
+
+measure_syscalls() {
+    [[ $SYSCALLS == 1 ]] || return 0
+    local t
+    for t in nginx sidekey; do
+        [[ ${AUTH_OK[plain.$t]:-0} == 1 ]] || continue
+        log "strace -c: $t, plain close load"
+        SYSCALLS_PER_CONN[$t]=$(strace_close "$t")
+    done
+}
+
 # requests_of RUN_WRK_OUTPUT: the requests wrk completed (field 8).
 requests_of() { awk '{ print $8 + 0 }' <<<"$1"; }
 
@@ -1006,6 +1068,7 @@ IDLE_RSS[sidekey]=$(mem_kib VmRSS "$SIDEKEY_PID")
 run_loads
 PEAK_RSS[nginx]=$(mem_kib VmHWM "$NGINX_PID")
 PEAK_RSS[sidekey]=$(mem_kib VmHWM "$SIDEKEY_PID")
+measure_syscalls
 stop_nginx
 stop_sidekey
 
@@ -1106,6 +1169,12 @@ https_tables() {
         echo "| instructions per request inside a CONNECT tunnel (one client TLS connection), HTTP/1.1 | - | $(us "${HS_IR[tunnel.sidekey]:-}")$ratio |"
         echo "| the same over HTTP/2 | - | $(us "${HS_IR[tunnel_h2.sidekey]:-}")$ratio2 |"
         echo "| instructions per new client TLS connection (full ECDSA P-256 handshake + one request) | $(us "${HS_IR[handshake.nginx]:-}") | $(us "${HS_IR[handshake.sidekey]:-}") |"
+    fi
+    if [[ ${#SYSCALLS_PER_CONN[@]} -gt 0 ]]; then
+        echo
+        echo "| system calls per new connection (strace -c -f, plain close load, CLOSE_CONNS=$CLOSE_CONNS) | nginx | sidekey |"
+        echo "| --- | ---: | ---: |"
+        echo "| all, and by name (≥ 0.05 per connection) | $(us "${SYSCALLS_PER_CONN[nginx]:-}") | $(us "${SYSCALLS_PER_CONN[sidekey]:-}") |"
     fi
     if [[ ${#LEAF_RSS[@]} -gt 1 ]]; then
         echo
