@@ -485,6 +485,76 @@ token = "{ODD_TOKEN}"
     }
 }
 
+/// A `kind = "header"` token an upstream copies into a redirect's URL is
+/// removed too, in any encoding, template (`Bearer `) left out.
+#[tokio::test]
+async fn a_header_token_copied_into_a_redirect_is_scrubbed() {
+    const TOKEN: &str = "abc/DEF+ghi=";
+    let env = TestEnv::new();
+    let server = StandIn::spawn_fn(None, |rec| {
+        if rec.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+            return empty_reply(StatusCode::UNAUTHORIZED);
+        }
+        let (name, value) = match rec.path() {
+            "/raw" => ("location", format!("/p/{TOKEN}/q?keep=1")),
+            "/once" => (
+                "location",
+                format!("/cb?access_token={}&keep=1", pct(TOKEN)),
+            ),
+            "/form" => (
+                "link",
+                format!("</cb?t={}&keep=1>; rel=\"next\"", form(TOKEN)),
+            ),
+            "/clean" => ("location", "/elsewhere?keep=1".to_string()),
+            _ => return empty_reply(StatusCode::NOT_FOUND),
+        };
+        http::Response::builder()
+            .status(StatusCode::FOUND)
+            .header(name, value)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("valid reply")
+    });
+    let config = proxy_toml(
+        &env,
+        "",
+        &[connect_to("header.example.test:80", server.addr())],
+    ) + &format!(
+        r#"
+[[route]]
+name = "header"
+host = "header.example.test"
+upstream = "http://header.example.test"
+[route.auth]
+kind = "header"
+name = "Authorization"
+value = "Bearer {{token}}"
+token = "{TOKEN}"
+"#
+    );
+    let proxy = start_sidekey(&env, &config).await;
+
+    for (path, name, want) in [
+        ("/raw", "location", "/p//q?keep=1"),
+        ("/once", "location", "/cb?access_token=&keep=1"),
+        ("/form", "link", "</cb?t=&keep=1>; rel=\"next\""),
+        ("/clean", "location", "/elsewhere?keep=1"),
+    ] {
+        let resp = get(
+            proxy.proxy_addr(),
+            &format!("http://header.example.test{path}"),
+        )
+        .await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "{path}: {}",
+            body_text(&resp)
+        );
+        let got = resp.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(want), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn a_signature_is_scrubbed_from_a_redirect_that_nests_the_signed_url() {
     let env = TestEnv::new();

@@ -65,6 +65,16 @@ impl HeaderInjector {
         &self.source
     }
 
+    /// The token this injector put in `headers` (its value without the
+    /// template around it), to keep it out of what comes back.
+    pub(crate) fn token_in<'a>(&self, headers: &'a ForwardHeaders) -> Option<&'a str> {
+        let value = headers.added(&self.name)?.to_str().ok()?;
+        let token = value
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
+        (!token.is_empty()).then_some(token)
+    }
+
     pub async fn apply(&self, headers: &mut ForwardHeaders) -> Result<Applied, CredentialError> {
         if let Some(fixed) = &self.fixed {
             headers.insert(self.name.clone(), fixed.clone());

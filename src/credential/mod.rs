@@ -165,6 +165,27 @@ impl Credential {
         }
     }
 
+    /// Whether responses are checked for this credential echoed in a URL
+    /// (see `proxy::scrub`): the kinds that put a secret in the URL, and
+    /// `header` tokens.
+    pub(crate) fn scrubs_responses(&self) -> bool {
+        matches!(
+            self,
+            Credential::Query(_) | Credential::SignedUrl(_) | Credential::Header(_)
+        )
+    }
+
+    /// The token a `header` credential put in `headers` (see
+    /// [`HeaderInjector::token_in`]); `None` for other kinds, whose
+    /// secrets are in the URL ([`Credential::secret_params`]) or not a
+    /// token (Basic, SigV4's signature).
+    pub(crate) fn header_token<'a>(&self, headers: &'a ForwardHeaders) -> Option<&'a str> {
+        match self {
+            Credential::Header(h) => h.token_in(headers),
+            _ => None,
+        }
+    }
+
     /// The token source, for kinds that have one.
     pub(crate) fn token_source(&self) -> Option<&TokenSource> {
         match self {

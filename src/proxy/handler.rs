@@ -406,7 +406,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         let bytes = read_signed_body(runtime, out, limit).await?;
         out.body = ProxyBody::full(bytes.clone());
         let (response, _) = attempt(runtime, route, target, out, Some(&bytes)).await?;
-        return clean_response(response, Some(&route.credential), &out.target);
+        return clean_routed(response, &route.credential, out);
     }
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
@@ -425,7 +425,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         if response.status == StatusCode::UNAUTHORIZED {
             route.credential.reject(&applied);
         }
-        return clean_response(response, Some(&route.credential), &out.target);
+        return clean_routed(response, &route.credential, out);
     };
     let bytes = if len == 0 {
         // Nothing to read (and nothing to wait for).
@@ -463,9 +463,9 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         target.restore_origin_form(std::mem::take(&mut out.target));
         out.body = ProxyBody::full(bytes);
         let (response, _) = attempt(runtime, route, target, out, None).await?;
-        return clean_response(response, Some(&route.credential), &out.target);
+        return clean_routed(response, &route.credential, out);
     }
-    clean_response(response, Some(&route.credential), &out.target)
+    clean_routed(response, &route.credential, out)
 }
 
 /// Reads the whole request body for a credential that signs it: at most
@@ -587,7 +587,7 @@ async fn passthrough(runtime: &Runtime, mut plan: Passthrough) -> Result<Reply, 
         )
         .await
         .map_err(|e| send_error(e, timeout))?;
-    clean_response(response, None, "")
+    clean_response(response, None)
 }
 
 fn add_forwarded(headers: &mut ForwardHeaders, mode: Forwarded, conn: &ConnInfo, host: &str) {
@@ -637,23 +637,31 @@ fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
     }
 }
 
-/// Strips hop-by-hop headers and removes what the route injected into
-/// the URL from the URLs the upstream sends back ([`scrub`]): the injected
-/// parameters, and the values of the secret ones found in `sent` (the
-/// origin form sent). An HTTP/1.1 upstream's fields are passed on as they
-/// came (the connection leaves out the hop-by-hop ones as it writes them)
-/// unless a URL in them needs scrubbing.
+/// [`clean_response`] for the response to `out`, sent with `credential`.
+fn clean_routed(
+    response: UpstreamResponse,
+    credential: &Credential,
+    out: &Outgoing,
+) -> Result<Reply, ProxyError> {
+    clean_response(response, Some((credential, out)))
+}
+
+/// Strips hop-by-hop headers and removes what the route injected from
+/// the URLs the upstream sends back ([`scrub`]): the injected parameters,
+/// the values of the secret ones found in the origin form sent, and a
+/// `header` credential's token (which an upstream could copy into a URL).
+/// An HTTP/1.1 upstream's fields are passed on as they came (the
+/// connection leaves out the hop-by-hop ones as it writes them) unless a
+/// URL in them needs scrubbing.
 fn clean_response(
     response: UpstreamResponse,
-    credential: Option<&Credential>,
-    sent: &str,
+    sent: Option<(&Credential, &Outgoing)>,
 ) -> Result<Reply, ProxyError> {
     let UpstreamResponse { status, head, body } = response;
-    let injected = credential.map_or(&[][..], Credential::injected_params);
+    let sent = sent.filter(|(credential, _)| credential.scrubs_responses());
     let mut headers = match head {
         ReplyHead::Upstream(raw)
-            if injected.is_empty()
-                || !scrub::FIELDS.iter().any(|name| raw.contains(name.as_str())) =>
+            if sent.is_none() || !raw.iter().any(|(name, _)| scrub::is_url_field(name)) =>
         {
             return Ok(Reply {
                 status,
@@ -669,8 +677,14 @@ fn clean_response(
         ReplyHead::Map(headers) => headers,
     };
     strip_hop_by_hop(&mut headers);
-    if let Some(credential) = credential.filter(|_| !injected.is_empty()) {
-        scrub::scrub(&mut headers, injected, credential.secret_params(), sent);
+    if let Some((credential, out)) = sent {
+        scrub::scrub(
+            &mut headers,
+            credential.injected_params(),
+            credential.secret_params(),
+            &out.target,
+            credential.header_token(&out.headers),
+        );
     }
     Ok(Reply {
         status,

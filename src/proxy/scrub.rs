@@ -1,6 +1,6 @@
 //! What an upstream's response must not carry back to the client: the
 //! credential a route put in the URL (`kind = "query"` tokens, the
-//! `signed_url` parameters).
+//! `signed_url` parameters), or a `kind = "header"` token copied into one.
 //!
 //! An upstream that redirects may echo the URL it was called with, in
 //! `Location`, `Content-Location`, `Link` or `Refresh`: at the top level
@@ -27,12 +27,32 @@ pub(crate) const FIELDS: [HeaderName; 4] = [
     header::REFRESH,
 ];
 
+/// Whether a field named `name` (any case) is one of the [`FIELDS`]: one
+/// pass over a response's fields, not one per name.
+pub(crate) fn is_url_field(name: &[u8]) -> bool {
+    let is = |field: &HeaderName| name.eq_ignore_ascii_case(field.as_str().as_bytes());
+    match name.len() {
+        4 => is(&header::LINK),
+        7 => is(&header::REFRESH),
+        8 => is(&header::LOCATION),
+        16 => is(&header::CONTENT_LOCATION),
+        _ => false,
+    }
+}
+
 /// Removes, in the [`FIELDS`] of `headers`, the query parameters named in
 /// `injected` and every value of a `secret` parameter found in `sent`
-/// (the origin form sent upstream), in any encoding. A value that is not
-/// text cannot be checked, and is dropped.
-pub(crate) fn scrub(headers: &mut HeaderMap, injected: &[String], secret: &[String], sent: &str) {
-    let secrets = secret_values(sent, secret);
+/// (the origin form sent upstream), and `header_token`, in any encoding.
+/// A value that is not text cannot be checked, and is dropped.
+pub(crate) fn scrub(
+    headers: &mut HeaderMap,
+    injected: &[String],
+    secret: &[String],
+    sent: &str,
+    header_token: Option<&str>,
+) {
+    let mut secrets = secret_values(sent, secret);
+    secrets.extend(header_token.map(str::to_owned));
     for name in FIELDS {
         let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
         if values.is_empty() {
@@ -181,6 +201,17 @@ mod tests {
     const TOKEN: &str = "tok/en+1 x";
 
     #[test]
+    fn url_fields_are_recognised_in_any_case_and_nothing_else() {
+        for name in FIELDS {
+            assert!(is_url_field(name.as_str().as_bytes()));
+            assert!(is_url_field(name.as_str().to_ascii_uppercase().as_bytes()));
+        }
+        for other in ["lint", "location2", "content-type", "etag", "", "refreshx"] {
+            assert!(!is_url_field(other.as_bytes()), "{other}");
+        }
+    }
+
+    #[test]
     fn a_secret_is_stripped_in_every_encoding() {
         for (text, want) in [
             ("https://a/?t=tok/en+1 x&y=1", "https://a/?t=&y=1"),
@@ -238,7 +269,13 @@ mod tests {
         );
         headers.insert(header::ETAG, HeaderValue::from_static("s3cr3t"));
         let names = ["access_token".to_string()];
-        scrub(&mut headers, &names, &names, "/next?access_token=s3cr3t");
+        scrub(
+            &mut headers,
+            &names,
+            &names,
+            "/next?access_token=s3cr3t",
+            None,
+        );
         assert_eq!(headers[header::REFRESH], "0; URL=https://a/next?k=1");
         assert_eq!(
             headers[header::LOCATION],
