@@ -398,6 +398,31 @@ fn form(s: &str) -> String {
     s.split(' ').map(pct).collect::<Vec<_>>().join("+")
 }
 
+/// A `302 Found` with one field, `name: value`, and no body.
+fn found(name: &str, value: String) -> Reply {
+    http::Response::builder()
+        .status(StatusCode::FOUND)
+        .header(name, value)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("valid reply")
+}
+
+/// Checks, for each `(path, name, want)`, that `GET http://{host}{path}`
+/// through `proxy` comes back as a `302` whose `name` field is `want`.
+async fn assert_redirects(proxy: &sidekey::RunningProxy, host: &str, cases: &[(&str, &str, &str)]) {
+    for &(path, name, want) in cases {
+        let resp = get(proxy.proxy_addr(), &format!("http://{host}{path}")).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "{path}: {}",
+            body_text(&resp)
+        );
+        let got = resp.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(want), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn an_applied_token_is_scrubbed_from_redirects_in_every_encoding() {
     let env = TestEnv::new();
@@ -441,11 +466,7 @@ async fn an_applied_token_is_scrubbed_from_redirects_in_every_encoding() {
             ),
             _ => return empty_reply(StatusCode::NOT_FOUND),
         };
-        http::Response::builder()
-            .status(StatusCode::FOUND)
-            .header(name, value)
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .expect("valid reply")
+        found(name, value)
     });
     let config = proxy_toml(
         &env,
@@ -465,7 +486,7 @@ token = "{ODD_TOKEN}"
     );
     let proxy = start_sidekey(&env, &config).await;
 
-    for (path, name, want) in [
+    let cases = [
         ("/raw", "location", "/p//q?keep=1"),
         ("/once", "content-location", "/login?r=&keep=1"),
         ("/twice", "location", "/login?r=&keep=1"),
@@ -477,12 +498,8 @@ token = "{ODD_TOKEN}"
             "refresh",
             "0; url=/login?return_to=http%3A%2F%2Fquery%2Eexample%2Etest%2Fa%3Faccess%5Ftoken%3D&keep=1",
         ),
-    ] {
-        let resp = get(proxy.proxy_addr(), &format!("http://query.example.test{path}")).await;
-        assert_eq!(resp.status(), StatusCode::FOUND, "{path}: {}", body_text(&resp));
-        let got = resp.headers().get(name).and_then(|v| v.to_str().ok());
-        assert_eq!(got, Some(want), "{path}");
-    }
+    ];
+    assert_redirects(&proxy, "query.example.test", &cases).await;
 }
 
 /// A `kind = "header"` token an upstream copies into a redirect's URL is
@@ -508,11 +525,7 @@ async fn a_header_token_copied_into_a_redirect_is_scrubbed() {
             "/clean" => ("location", "/elsewhere?keep=1".to_string()),
             _ => return empty_reply(StatusCode::NOT_FOUND),
         };
-        http::Response::builder()
-            .status(StatusCode::FOUND)
-            .header(name, value)
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .expect("valid reply")
+        found(name, value)
     });
     let config = proxy_toml(
         &env,
@@ -533,26 +546,13 @@ token = "{TOKEN}"
     );
     let proxy = start_sidekey(&env, &config).await;
 
-    for (path, name, want) in [
+    let cases = [
         ("/raw", "location", "/p//q?keep=1"),
         ("/once", "location", "/cb?access_token=&keep=1"),
         ("/form", "link", "</cb?t=&keep=1>; rel=\"next\""),
         ("/clean", "location", "/elsewhere?keep=1"),
-    ] {
-        let resp = get(
-            proxy.proxy_addr(),
-            &format!("http://header.example.test{path}"),
-        )
-        .await;
-        assert_eq!(
-            resp.status(),
-            StatusCode::FOUND,
-            "{path}: {}",
-            body_text(&resp)
-        );
-        let got = resp.headers().get(name).and_then(|v| v.to_str().ok());
-        assert_eq!(got, Some(want), "{path}");
-    }
+    ];
+    assert_redirects(&proxy, "header.example.test", &cases).await;
 }
 
 #[tokio::test]
