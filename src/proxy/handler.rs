@@ -406,7 +406,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         let bytes = read_signed_body(runtime, out, limit).await?;
         out.body = ProxyBody::full(bytes.clone());
         let (response, _) = attempt(runtime, route, target, out, Some(&bytes)).await?;
-        return clean_routed(response, &route.credential, out);
+        return clean_response(response, Some((&route.credential, out)));
     }
     // Keep small bodies when a 401 could be retried with a fresh token.
     let len = match route.credential.retries_on_401() {
@@ -425,7 +425,7 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         if response.status == StatusCode::UNAUTHORIZED {
             route.credential.reject(&applied);
         }
-        return clean_routed(response, &route.credential, out);
+        return clean_response(response, Some((&route.credential, out)));
     };
     let bytes = if len == 0 {
         // Nothing to read (and nothing to wait for).
@@ -463,9 +463,9 @@ async fn forward(runtime: &Runtime, plan: &mut Plan) -> Result<Reply, ProxyError
         target.restore_origin_form(std::mem::take(&mut out.target));
         out.body = ProxyBody::full(bytes);
         let (response, _) = attempt(runtime, route, target, out, None).await?;
-        return clean_routed(response, &route.credential, out);
+        return clean_response(response, Some((&route.credential, out)));
     }
-    clean_routed(response, &route.credential, out)
+    clean_response(response, Some((&route.credential, out)))
 }
 
 /// Reads the whole request body for a credential that signs it: at most
@@ -637,19 +637,11 @@ fn send_error(e: SendError, timeout: std::time::Duration) -> ProxyError {
     }
 }
 
-/// [`clean_response`] for the response to `out`, sent with `credential`.
-fn clean_routed(
-    response: UpstreamResponse,
-    credential: &Credential,
-    out: &Outgoing,
-) -> Result<Reply, ProxyError> {
-    clean_response(response, Some((credential, out)))
-}
-
-/// Strips hop-by-hop headers and removes what the route injected from
-/// the URLs the upstream sends back ([`scrub`]): the injected parameters,
-/// the values of the secret ones found in the origin form sent, and a
-/// `header` credential's token (which an upstream could copy into a URL).
+/// Strips hop-by-hop headers and removes what the route injected (`sent`:
+/// its credential and the request it went into) from the URLs the
+/// upstream sends back ([`scrub`]): the injected parameters, the values
+/// of the secret ones found in the origin form sent, and a `header`
+/// credential's token (which an upstream could copy into a URL).
 /// An HTTP/1.1 upstream's fields are passed on as they came (the
 /// connection leaves out the hop-by-hop ones as it writes them) unless a
 /// URL in them needs scrubbing.
