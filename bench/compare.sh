@@ -1151,9 +1151,19 @@ print_tables() {
     [[ $ACCESS_LOG == 1 ]] && echo "Access logs on: nginx \`combined\` with buffer=64k flush=1s, sidekey \`info\` ($LOG_FORMAT), both to files."
     log_table
     conn_table
+    syscalls_table
     https_tables
     shared_table
     route_vs_basic
+}
+
+# The SYSCALLS=1 measurement, when it ran.
+syscalls_table() {
+    [[ ${#SYSCALLS_PER_CONN[@]} -gt 0 ]] || return 0
+    echo
+    echo "| system calls per new connection (strace -c -f, plain close load, CLOSE_CONNS=$CLOSE_CONNS) | nginx | sidekey |"
+    echo "| --- | ---: | ---: |"
+    echo "| all, and by name (≥ 0.05 per connection) | $(us "${SYSCALLS_PER_CONN[nginx]:-}") | $(us "${SYSCALLS_PER_CONN[sidekey]:-}") |"
 }
 
 https_tables() {
@@ -1169,12 +1179,6 @@ https_tables() {
         echo "| instructions per request inside a CONNECT tunnel (one client TLS connection), HTTP/1.1 | - | $(us "${HS_IR[tunnel.sidekey]:-}")$ratio |"
         echo "| the same over HTTP/2 | - | $(us "${HS_IR[tunnel_h2.sidekey]:-}")$ratio2 |"
         echo "| instructions per new client TLS connection (full ECDSA P-256 handshake + one request) | $(us "${HS_IR[handshake.nginx]:-}") | $(us "${HS_IR[handshake.sidekey]:-}") |"
-    fi
-    if [[ ${#SYSCALLS_PER_CONN[@]} -gt 0 ]]; then
-        echo
-        echo "| system calls per new connection (strace -c -f, plain close load, CLOSE_CONNS=$CLOSE_CONNS) | nginx | sidekey |"
-        echo "| --- | ---: | ---: |"
-        echo "| all, and by name (≥ 0.05 per connection) | $(us "${SYSCALLS_PER_CONN[nginx]:-}") | $(us "${SYSCALLS_PER_CONN[sidekey]:-}") |"
     fi
     if [[ ${#LEAF_RSS[@]} -gt 1 ]]; then
         echo
