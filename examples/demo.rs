@@ -18,7 +18,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::{Request, Uri};
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::algonomy::ALGONOMY_HOST;
 use support::copernica::WWW_HOST;
 use support::seeds::*;

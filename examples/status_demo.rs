@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         .apis
         .algonomy
         .go_down(StatusCode::SERVICE_UNAVAILABLE);
-    let proxy = sidekey::RunningProxy::start(sources.config(&env)).await?;
+    let proxy = sidekey::app::RunningProxy::start(sources.config(&env)).await?;
     std::fs::write(&sources.token_file, "")?;
     let admin = proxy
         .admin_addr()

@@ -20,7 +20,7 @@
 //! | [`token`] | token sources: fetched, cached, one-time, from files, OAuth2, printed by a command; shared by replicas through Redis (`[proxy.shared_cache]`) | `client`, `config`, `wire`, leaves |
 //! | [`credential`] | the injectors: `basic`, `header`, `query`, `signed_url`, `aws_sigv4` | `token` and below |
 //! | [`route`] | the route matcher ([`route::RouteTable::find`]) and the `[[route.allow]]` check | `credential` and below |
-//! | [`proxy`] | one request: route, rewrite, inject, forward, clean the response; every error → status + JSON ([`proxy::error`]) | `route` and below |
+//! | [`proxy`] | a client connection's requests (HTTP/1.1, HTTP/2, the connection inside a tunnel); one request: route, rewrite, inject, forward, clean the response; every error → status + JSON ([`proxy::error`]) | `route` and below |
 //! | [`redact`] | what `check` and logs may print of a config | `config`, `target` |
 //! | [`app`], [`authorize`] | the composition root: building a runtime from a config, listeners, reload, shutdown, worker threads, the admin listener; `sidekey authorize` | everything above |
 //!
@@ -45,5 +45,4 @@ pub mod token;
 pub mod traffic;
 pub mod wire;
 
-pub use app::RunningProxy;
 pub use config::Config;

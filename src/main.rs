@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sidekey::app::RunningProxy;
 use sidekey::config::Config;
-use sidekey::RunningProxy;
 
 /// mimalloc instead of glibc's malloc: fewer instructions per allocation
 /// (tokio's 128-byte-aligned tasks are glibc's slow path); see the README's

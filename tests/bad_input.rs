@@ -21,7 +21,7 @@ async fn plain_proxy(
     extra: &str,
     more_connect_to: &[String],
     more_routes: &str,
-) -> ::sidekey::RunningProxy {
+) -> ::sidekey::app::RunningProxy {
     let mut to = vec![connect_to("plain.example.test:80", server.addr())];
     to.extend_from_slice(more_connect_to);
     let config = proxy_toml(env, extra, &to)
@@ -39,7 +39,7 @@ token = "plain-key"
 }
 
 /// A normal request still works, and nothing panicked so far.
-async fn still_serves(proxy: &::sidekey::RunningProxy, server: &StandIn) {
+async fn still_serves(proxy: &::sidekey::app::RunningProxy, server: &StandIn) {
     let before = server.request_count();
     let resp = get(proxy.proxy_addr(), "http://plain.example.test/after").await;
     assert_eq!(resp.status(), StatusCode::OK, "{}", body_text(&resp));
@@ -48,7 +48,7 @@ async fn still_serves(proxy: &::sidekey::RunningProxy, server: &StandIn) {
 }
 
 /// Writes `bytes`, then reads until the first complete response or EOF.
-async fn raw_response(proxy: &::sidekey::RunningProxy, bytes: &[u8]) -> RawResponse {
+async fn raw_response(proxy: &::sidekey::app::RunningProxy, bytes: &[u8]) -> RawResponse {
     let got = raw(proxy.proxy_addr(), bytes).await;
     parse_response(&got)
 }
@@ -377,7 +377,7 @@ token = "untrusted-key"
 
 /// A chunked POST whose body is `chunks` is answered 400
 /// `bad_request_body`, and the proxy keeps serving.
-async fn chunked_post_is_refused(proxy: &::sidekey::RunningProxy, chunks: &str, name: &str) {
+async fn chunked_post_is_refused(proxy: &::sidekey::app::RunningProxy, chunks: &str, name: &str) {
     let bytes = format!(
         "POST http://plain.example.test/up HTTP/1.1\r\nHost: plain.example.test\r\n\
          Transfer-Encoding: chunked\r\n\r\n{chunks}"

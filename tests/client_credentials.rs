@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::oauth2::{ClientAuth, AUTH_HOST};
 use support::*;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::StatusCode;
-use sidekey::RunningProxy;
+use sidekey::app::RunningProxy;
 use support::harness::*;
 use support::*;
 

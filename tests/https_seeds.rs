@@ -29,7 +29,7 @@ async fn every_seed_api_is_reached_through_a_connect_tunnel() {
     let toml = apis.config(&env, &ca.table);
     let config = sidekey::Config::parse(&toml, env.dir(), &|name: &str| vars.get(name).cloned())
         .unwrap_or_else(|e| panic!("config: {}\n{toml}", e.problems().join("\n")));
-    let proxy = sidekey::RunningProxy::start(config)
+    let proxy = sidekey::app::RunningProxy::start(config)
         .await
         .expect("sidekey starts");
     let client = https_proxy_client(proxy.proxy_addr(), &ca.cert_pem);

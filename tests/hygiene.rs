@@ -409,7 +409,11 @@ fn found(name: &str, value: String) -> Reply {
 
 /// Checks, for each `(path, name, want)`, that `GET http://{host}{path}`
 /// through `proxy` comes back as a `302` whose `name` field is `want`.
-async fn assert_redirects(proxy: &sidekey::RunningProxy, host: &str, cases: &[(&str, &str, &str)]) {
+async fn assert_redirects(
+    proxy: &sidekey::app::RunningProxy,
+    host: &str,
+    cases: &[(&str, &str, &str)],
+) {
     for &(path, name, want) in cases {
         let resp = get(proxy.proxy_addr(), &format!("http://{host}{path}")).await;
         assert_eq!(

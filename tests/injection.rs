@@ -12,7 +12,7 @@ fn koupon_rules() -> koupon::Rules {
     koupon::Rules::new(KOUPON_KEY, KOUPON_SECRET)
 }
 
-async fn koupon_proxy(env: &TestEnv, api: &KouponApi) -> ::sidekey::RunningProxy {
+async fn koupon_proxy(env: &TestEnv, api: &KouponApi) -> ::sidekey::app::RunningProxy {
     start_sidekey(
         env,
         &(proxy_toml(env, "", &[api.connect_to_toml()]) + &koupon_route()),

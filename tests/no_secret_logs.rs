@@ -416,7 +416,7 @@ async fn status_views_hold_no_secret() {
     for failing in [false, true] {
         let env = TestEnv::new();
         let sources = AllSources::new(&env, failing);
-        let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+        let proxy = ::sidekey::app::RunningProxy::start(sources.config(&env))
             .await
             .expect("sidekey starts");
         sources.traffic(proxy.proxy_addr()).await;

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::copernica::{Tamper, API_HOST, WWW_HOST};
 use support::*;
 

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::StatusCode;
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::harness::{assert_no_foreign_panic, metric, watch_panics};
 use support::oauth2::{ClientAuth, AUTH_HOST};
 use support::*;

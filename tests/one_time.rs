@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use http::StatusCode;
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::harness::{proxy_toml, start_sidekey};
 use support::invoca::{self, INVOCA_HOST};
 use support::*;

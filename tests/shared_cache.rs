@@ -9,7 +9,8 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::harness::{admin_get, assert_no_foreign_panic, metric, watch_panics};
 use support::oauth2::{ClientAuth, AUTH_HOST};
 use support::status::status_json;

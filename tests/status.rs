@@ -19,7 +19,7 @@ use support::*;
 async fn every_token_source_reports_valid_with_its_times() {
     let env = TestEnv::new();
     let sources = AllSources::new(&env, false);
-    let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+    let proxy = ::sidekey::app::RunningProxy::start(sources.config(&env))
         .await
         .expect("sidekey starts");
     sources.traffic(proxy.proxy_addr()).await;
@@ -102,7 +102,7 @@ async fn every_token_source_reports_valid_with_its_times() {
 async fn failing_sources_report_the_cause_a_client_gets() {
     let env = TestEnv::new();
     let sources = AllSources::new(&env, true);
-    let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+    let proxy = ::sidekey::app::RunningProxy::start(sources.config(&env))
         .await
         .expect("sidekey starts");
     sources.traffic(proxy.proxy_addr()).await;
@@ -170,7 +170,7 @@ async fn failing_sources_report_the_cause_a_client_gets() {
 async fn traffic_counts_classes_retries_and_latency_of_the_last_minute() {
     let env = TestEnv::new();
     let sources = AllSources::new(&env, false);
-    let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+    let proxy = ::sidekey::app::RunningProxy::start(sources.config(&env))
         .await
         .expect("sidekey starts");
     wait_for_states(&proxy, &sources).await;
@@ -270,7 +270,7 @@ async fn the_status_command_exits_0_only_when_every_route_is_usable() {
     for failing in [false, true] {
         let env = TestEnv::new();
         let sources = AllSources::new(&env, failing);
-        let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+        let proxy = ::sidekey::app::RunningProxy::start(sources.config(&env))
             .await
             .expect("sidekey starts");
         sources.traffic(proxy.proxy_addr()).await;

@@ -146,7 +146,7 @@ async fn the_status_page_shows_every_route_and_its_state_in_chromium() {
         .apis
         .algonomy
         .go_down(StatusCode::SERVICE_UNAVAILABLE);
-    let proxy = ::sidekey::RunningProxy::start(sources.config(&env))
+    let proxy = ::sidekey::app::RunningProxy::start(sources.config(&env))
         .await
         .expect("sidekey starts");
     sources.traffic(proxy.proxy_addr()).await;

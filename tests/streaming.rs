@@ -252,7 +252,7 @@ async fn a_small_body_kept_for_a_retry_is_bounded_by_request_timeout_too() {
 
 /// `max_request_body = "100"` in front of a stand-in that records what
 /// reaches it.
-async fn capped_echo(env: &TestEnv) -> (StandIn, sidekey::RunningProxy) {
+async fn capped_echo(env: &TestEnv) -> (StandIn, sidekey::app::RunningProxy) {
     let server = StandIn::ok(None);
     let config = echo_config(env, server.addr(), r#"max_request_body = "100""#);
     let proxy = start_sidekey(env, &config).await;

@@ -11,7 +11,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::algonomy::{ALGONOMY_HOST, CREATE_PATH};
 use support::harness::*;
 use support::*;

@@ -4,7 +4,8 @@
 mod support;
 
 use http::StatusCode;
-use sidekey::{Config, RunningProxy};
+use sidekey::app::RunningProxy;
+use sidekey::Config;
 use support::*;
 
 async fn start(env: &TestEnv, upstream: &StandIn) -> RunningProxy {

@@ -116,7 +116,7 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<
 }
 
 /// Waits (bounded) until `series` is `value`; returns what it last was.
-async fn metric_becomes(proxy: &sidekey::RunningProxy, series: &str, value: f64) -> f64 {
+async fn metric_becomes(proxy: &sidekey::app::RunningProxy, series: &str, value: f64) -> f64 {
     let waited = tokio::time::timeout(STEP, async {
         loop {
             let v = metric(proxy, series).await;

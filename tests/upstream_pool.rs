@@ -14,7 +14,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn get_echo(proxy: &sidekey::RunningProxy, path: &str) -> http::Response<bytes::Bytes> {
+async fn get_echo(proxy: &sidekey::app::RunningProxy, path: &str) -> http::Response<bytes::Bytes> {
     get(
         proxy.proxy_addr(),
         &format!("http://echo.example.test{path}"),

@@ -25,8 +25,9 @@ use crate::client::pool;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::metrics::StallLabels;
+use crate::proxy::conn;
 use crate::proxy::error::bad_request;
-use crate::proxy::handler::{handle, serve_tls, ConnInfo};
+use crate::proxy::handler::{handle, ConnInfo};
 use crate::proxy::tunnel;
 use crate::proxy::{Runtime, Shared};
 use crate::tls::SniResolver;
@@ -181,6 +182,7 @@ impl RunningProxy {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             listening: AtomicBool::new(false),
+            serve_tunnel: conn::serve_tunnel,
         });
         let (shutdown, _) = watch::channel(false);
         let workers = Arc::new(Workers::start(config.proxy.workers).map_err(StartError::Workers)?);
@@ -535,7 +537,7 @@ async fn tls_accept_loop(
                     let Some(host) = tls.get_ref().1.server_name().map(Arc::<str>::from) else {
                         return;
                     };
-                    Box::pin(serve_tls(shared, tls, host, peer, limits, stop))
+                    Box::pin(conn::serve_tls(shared, tls, host, peer, limits, stop))
                 };
                 serving.await;
             }

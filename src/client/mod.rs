@@ -1,5 +1,5 @@
 //! The client layer: how sidekey reaches an upstream. [`connector`] dials
-//! (with `connect_to`, or through [`upstream_proxy`]) and handshakes TLS
+//! ([`dial`], with `connect_to`, or through [`upstream_proxy`]) and handshakes TLS
 //! (with a client certificate for mutual TLS), [`pool`] keeps each worker
 //! thread's idle connections and sends a request on one (HTTP/1.1 through
 //! [`crate::wire::h1::client`], HTTP/2 through hyper), [`body`] is the
@@ -8,6 +8,7 @@
 
 pub(crate) mod body;
 pub(crate) mod connector;
+pub(crate) mod dial;
 pub(crate) mod idle;
 pub(crate) mod pool;
 pub(crate) mod upstream_proxy;

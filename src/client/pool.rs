@@ -38,7 +38,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 
 use super::body::{BodyTooLarge, ProxyBody};
-use super::connector::{ConnectError, Connector, Identity, Io};
+use super::connector::{Connector, Identity, Io};
+use super::dial::ConnectError;
 use super::idle::{IdlePool, Key, Lent, Owner, Pooled, Shared};
 use crate::wire::deadline::{Deadline, Stalled};
 use crate::wire::h1::chunked::ChunkError;

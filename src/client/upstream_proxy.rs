@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::connector::{ConnectError, Dialer};
+use super::dial::{ConnectError, Dialer};
 use crate::config::UpstreamProxy;
 
 /// The longest `CONNECT` answer head read from the proxy.

@@ -222,7 +222,7 @@ mod tests {
             ),
             (
                 ProxyError::UpstreamConnect(SendError::Connect(
-                    crate::client::connector::ConnectError::DialTimeout,
+                    crate::client::dial::ConnectError::DialTimeout,
                 )),
                 502,
                 "upstream_unreachable",

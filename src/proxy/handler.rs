@@ -34,7 +34,7 @@ use crate::route::Route;
 use crate::target::Target;
 use crate::wire::deadline::Deadline;
 use crate::wire::h1::response::HeadError;
-use crate::wire::h1::server::{serve, ClientRequest, Limits, ReadHalf};
+use crate::wire::h1::server::{ClientRequest, Limits};
 use crate::wire::headers::{strip_hop_by_hop, ForwardHeaders};
 use crate::wire::reply::ReplyHead;
 use tokio::sync::watch;
@@ -102,51 +102,11 @@ fn open_tunnel(
     tunnel: Tunnel,
 ) -> Reply {
     let shared = shared.clone();
-    let limits = conn.limits.clone();
-    let stop = conn.stop.clone();
-    let peer = conn.peer;
+    let conn = conn.clone();
     tunnel.into_reply(runtime.clone(), shared.clone(), move |tls, host| {
-        Box::pin(serve_tls(shared, tls, host, peer, limits, stop))
+        let serve = shared.serve_tunnel;
+        serve(shared, tls, host, &conn)
     })
-}
-
-/// Serves the requests of a TLS connection sidekey terminated for `host`
-/// (inside a tunnel, or on the TLS listener): HTTP/2 when the client
-/// chose `h2` by ALPN (see [`super::h2_server`]), else HTTP/1.1.
-pub(crate) async fn serve_tls<S>(
-    shared: Arc<Shared>,
-    tls: tokio_rustls::server::TlsStream<S>,
-    host: Arc<str>,
-    peer: SocketAddr,
-    limits: Limits,
-    stop: watch::Receiver<bool>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let conn = ConnInfo {
-        peer,
-        route: None,
-        tls_host: Some(host),
-        limits: limits.clone(),
-        stop: stop.clone(),
-    };
-    if h2 {
-        // Boxed: HTTP/2's state would otherwise size every TLS
-        // connection's future, HTTP/1.1 ones too.
-        return Box::pin(super::h2_server::serve(shared, tls, conn, stop)).await;
-    }
-    let (read, write) = tokio::io::split(tls);
-    let service = |req| Box::pin(handle(&shared, &conn, req));
-    serve(
-        ReadHalf::Other(Box::new(read)),
-        write,
-        limits,
-        stop,
-        super::error::bad_request,
-        service,
-    )
-    .await;
 }
 
 /// Logs, counts and returns the outcome of a request.

@@ -1,4 +1,5 @@
-//! The proxy layer: one request from a client to its upstream and back
+//! The proxy layer: a client connection's requests ([`conn`], HTTP/2 in
+//! [`h2_server`]), one request from a client to its upstream and back
 //! ([`handler`], routed by its [`host`]; client fields with `_` in their
 //! names dealt with by [`underscores`], credentials kept out of the
 //! response by [`scrub`]), and the one mapping from a failed request to
@@ -6,6 +7,7 @@
 //! needs is a [`Runtime`], built from a config by `app`; a connection's
 //! shared state is [`Shared`].
 
+pub(crate) mod conn;
 pub(crate) mod error;
 pub(crate) mod h2_server;
 pub(crate) mod handler;
@@ -15,6 +17,8 @@ pub(crate) mod tunnel;
 pub(crate) mod underscores;
 pub(crate) mod upgrade;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -52,4 +56,18 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// Set once every listener is bound.
     pub(crate) listening: AtomicBool,
+    /// How the connection inside an intercepted tunnel is served
+    /// ([`conn::serve_tunnel`]): the request that opened the tunnel hands
+    /// it back up to the connection layer.
+    pub(crate) serve_tunnel: ServeTunnel,
 }
+
+/// Serves a TLS connection sidekey terminated inside a `CONNECT` tunnel,
+/// for the tunnel's host, as a connection of the client connection
+/// (`&ConnInfo`) that sent the `CONNECT`.
+pub(crate) type ServeTunnel = fn(
+    Arc<Shared>,
+    tokio_rustls::server::TlsStream<crate::wire::io::Upgraded>,
+    Arc<str>,
+    &handler::ConnInfo,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>;

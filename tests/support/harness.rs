@@ -103,16 +103,16 @@ pub fn parse_config(env: &TestEnv, toml: &str) -> ::sidekey::Config {
 }
 
 /// Starts sidekey in-process with `toml`; panics when it cannot start.
-pub async fn start_sidekey(env: &TestEnv, toml: &str) -> ::sidekey::RunningProxy {
+pub async fn start_sidekey(env: &TestEnv, toml: &str) -> ::sidekey::app::RunningProxy {
     watch_panics();
     let config = parse_config(env, toml);
-    ::sidekey::RunningProxy::start(config)
+    ::sidekey::app::RunningProxy::start(config)
         .await
         .unwrap_or_else(|e| panic!("sidekey did not start: {e}\n--- config ---\n{toml}"))
 }
 
 /// `GET path` on the admin listener.
-pub async fn admin_get(proxy: &::sidekey::RunningProxy, path: &str) -> Response<Bytes> {
+pub async fn admin_get(proxy: &::sidekey::app::RunningProxy, path: &str) -> Response<Bytes> {
     let addr = proxy
         .admin_addr()
         .expect("the test config has an admin listener");
@@ -163,7 +163,7 @@ pub fn assert_no_foreign_panic() {
 
 /// A `sidekey_...` series' value from the admin listener's `/metrics` (0
 /// when absent).
-pub async fn metric(proxy: &::sidekey::RunningProxy, series: &str) -> f64 {
+pub async fn metric(proxy: &::sidekey::app::RunningProxy, series: &str) -> f64 {
     let resp = admin_get(proxy, "/metrics").await;
     String::from_utf8_lossy(resp.body())
         .lines()
@@ -174,7 +174,7 @@ pub async fn metric(proxy: &::sidekey::RunningProxy, series: &str) -> f64 {
 /// Waits (at most 10 s) until the metric `series` reaches `value`, for
 /// what sidekey counts just after the client has seen it; returns the last
 /// value read.
-pub async fn metric_reaches(proxy: &::sidekey::RunningProxy, series: &str, value: f64) -> f64 {
+pub async fn metric_reaches(proxy: &::sidekey::app::RunningProxy, series: &str, value: f64) -> f64 {
     let reached = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             let v = metric(proxy, series).await;

@@ -255,7 +255,7 @@ service = "s3"
 }
 
 /// `/status`, parsed (asserting 200 and JSON).
-pub async fn status_json(proxy: &sidekey::RunningProxy) -> Value {
+pub async fn status_json(proxy: &sidekey::app::RunningProxy) -> Value {
     let resp = admin_get(proxy, "/status").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
@@ -276,7 +276,7 @@ pub fn route<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 /// Waits (at most 20 s) until every route of `sources` shows its expected
 /// state (and a pool, when it has one, is full); returns that `/status`.
-pub async fn wait_for_states(proxy: &sidekey::RunningProxy, sources: &AllSources) -> Value {
+pub async fn wait_for_states(proxy: &sidekey::app::RunningProxy, sources: &AllSources) -> Value {
     wait_until(
         "every route shows its state",
         Duration::from_secs(20),
