@@ -28,9 +28,7 @@ use crate::metrics::StallLabels;
 use crate::proxy::conn;
 use crate::proxy::error::bad_request;
 use crate::proxy::handler::{handle, ConnInfo};
-use crate::proxy::tunnel;
 use crate::proxy::{Runtime, Shared};
-use crate::tls::SniResolver;
 use crate::wire::h1;
 use crate::wire::h1::server::{Limits, Stalls};
 
@@ -429,15 +427,7 @@ async fn proxy_accept_loop(
         return;
     };
     let metrics = shared.metrics.clone();
-    // One statement each: the family's lock guard lives to the end of
-    // its statement, and creating the second entry needs that lock.
-    let upstream = metrics
-        .body_stalls
-        .get_or_create_owned(&StallLabels { side: "upstream" });
-    let client = metrics
-        .body_stalls
-        .get_or_create_owned(&StallLabels { side: "client" });
-    let stalls = Stalls { upstream, client };
+    let stalls = stalls(&metrics);
     accept_on_workers(
         listener,
         close,
@@ -468,10 +458,21 @@ async fn proxy_accept_loop(
     .await;
 }
 
+/// The counters of bodies stalled past `body_idle_timeout`, by side.
+fn stalls(metrics: &Metrics) -> Stalls {
+    // One statement each: the family's lock guard lives to the end of
+    // its statement, and creating the second entry needs that lock.
+    let upstream = metrics
+        .body_stalls
+        .get_or_create_owned(&StallLabels { side: "upstream" });
+    let client = metrics
+        .body_stalls
+        .get_or_create_owned(&StallLabels { side: "client" });
+    Stalls { upstream, client }
+}
+
 /// The TLS listener: an app whose `https://api.example.com` resolves to
-/// sidekey. The leaf is picked by SNI among the hosts routes name (an
-/// unknown or missing SNI fails the handshake); the requests inside are
-/// served like plain ones, for that host only.
+/// sidekey. Each connection is served by [`conn::serve_sni`].
 async fn tls_accept_loop(
     listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
@@ -484,13 +485,7 @@ async fn tls_accept_loop(
         return;
     };
     let metrics = shared.metrics.clone();
-    let upstream = metrics
-        .body_stalls
-        .get_or_create_owned(&StallLabels { side: "upstream" });
-    let client = metrics
-        .body_stalls
-        .get_or_create_owned(&StallLabels { side: "client" });
-    let stalls = Stalls { upstream, client };
+    let stalls = stalls(&metrics);
     accept_on_workers(
         listener,
         close,
@@ -504,42 +499,7 @@ async fn tls_accept_loop(
             let limits = limits(&runtime.settings, stalls.clone());
             async move {
                 let _active = active;
-                // The handshake's flights and every response after it
-                // go out at once (the plain listener's `WriteHalf` sets
-                // this on its second write).
-                let _ = stream.set_nodelay(true);
-                let Some(leaves) = runtime.leaves.clone() else {
-                    return;
-                };
-                let timeout = runtime.settings.header_read_timeout;
-                drop(runtime);
-                let routes = shared.clone();
-                let allowed: Arc<dyn Fn(&str) -> bool + Send + Sync> =
-                    Arc::new(move |sni: &str| routes.runtime.load().table.serves_host(sni));
-                let config = tunnel::server_config(Arc::new(SniResolver::new(
-                    leaves.clone(),
-                    allowed.clone(),
-                )));
-                // Only a name a route serves may have a leaf minted.
-                let leaf_for =
-                    |sni: Option<&str>| sni.filter(|sni| allowed(sni)).map(str::to_owned);
-                // The handshake and the connection are boxed, each for its
-                // own time: inline, this task would hold the handshake's
-                // state (~9 KB) for the connection's whole life.
-                let serving = {
-                    let metrics = &shared.metrics;
-                    let handshake = Box::pin(tunnel::handshake(
-                        config, stream, timeout, &leaves, metrics, "tls", leaf_for,
-                    ));
-                    let Some(tls) = handshake.await else {
-                        return;
-                    };
-                    let Some(host) = tls.get_ref().1.server_name().map(Arc::<str>::from) else {
-                        return;
-                    };
-                    Box::pin(conn::serve_tls(shared, tls, host, peer, limits, stop))
-                };
-                serving.await;
+                conn::serve_sni(shared, runtime, stream, peer, limits, stop).await;
             }
         },
     )

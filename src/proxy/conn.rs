@@ -1,5 +1,5 @@
-//! A TLS connection sidekey terminated for a host (inside a `CONNECT`
-//! tunnel, or on the TLS listener): its requests are served over HTTP/1.1
+//! A TLS connection sidekey terminates for a host (on the TLS listener,
+//! [`serve_sni`], or inside a `CONNECT` tunnel): its requests are served over HTTP/1.1
 //! or HTTP/2 (by ALPN, see [`super::h2_server`]), each by
 //! [`handler::handle`]. A `CONNECT` that the handler accepts comes back
 //! here through [`serve_tunnel`] (the [`Shared::serve_tunnel`] the app
@@ -13,11 +13,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
 use super::handler::{self, ConnInfo};
-use super::Shared;
+use super::{tunnel, Runtime, Shared};
+use crate::tls::SniResolver;
 use crate::wire::h1::server::{serve, Limits, ReadHalf};
 use crate::wire::io::Upgraded;
 
@@ -58,6 +60,52 @@ pub(crate) async fn serve_tls<S>(
         service,
     )
     .await;
+}
+
+/// A connection on the TLS listener (an app whose `https://api.example.com`
+/// resolves to sidekey): the leaf is picked by SNI among the hosts routes
+/// name (an unknown or missing SNI fails the handshake, within
+/// `header_read_timeout`), then the requests inside are served like plain
+/// ones, for that host only.
+pub(crate) async fn serve_sni(
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
+    // The handshake's flights and every response after it go out at once
+    // (the plain listener's `WriteHalf` sets this on its second write).
+    let _ = stream.set_nodelay(true);
+    let Some(leaves) = runtime.leaves.clone() else {
+        return;
+    };
+    let timeout = runtime.settings.header_read_timeout;
+    drop(runtime);
+    let routes = shared.clone();
+    let allowed: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+        Arc::new(move |sni: &str| routes.runtime.load().table.serves_host(sni));
+    let config = tunnel::server_config(Arc::new(SniResolver::new(leaves.clone(), allowed.clone())));
+    // Only a name a route serves may have a leaf minted.
+    let leaf_for = |sni: Option<&str>| sni.filter(|sni| allowed(sni)).map(str::to_owned);
+    // The handshake and the connection are boxed, each for its own time:
+    // inline, this task would hold the handshake's state (~9 KB) for the
+    // connection's whole life.
+    let serving = {
+        let metrics = &shared.metrics;
+        let handshake = Box::pin(tunnel::handshake(
+            config, stream, timeout, &leaves, metrics, "tls", leaf_for,
+        ));
+        let Some(tls) = handshake.await else {
+            return;
+        };
+        let Some(host) = tls.get_ref().1.server_name().map(Arc::<str>::from) else {
+            return;
+        };
+        Box::pin(serve_tls(shared, tls, host, peer, limits, stop))
+    };
+    serving.await;
 }
 
 /// A connection inside an intercepted `CONNECT` tunnel, once its TLS is
