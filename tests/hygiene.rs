@@ -175,18 +175,7 @@ async fn redirects_are_not_followed_and_injected_parameters_are_scrubbed() {
             connect_to("other.example:443", hole.tls.addr()),
             connect_to("other.example:80", hole.plain.addr()),
         ],
-    ) + &format!(
-        r#"
-[[route]]
-name = "query"
-host = "query.example.test"
-upstream = "http://query.example.test"
-[route.auth]
-kind = "query"
-param = "access_token"
-token = "{TOKEN}"
-"#
-    );
+    ) + &query_route(TOKEN);
     let proxy = start_sidekey(&env, &config).await;
 
     let resp = get(proxy.proxy_addr(), "http://query.example.test/start").await;
@@ -476,18 +465,7 @@ async fn an_applied_token_is_scrubbed_from_redirects_in_every_encoding() {
         &env,
         "",
         &[connect_to("query.example.test:80", server.addr())],
-    ) + &format!(
-        r#"
-[[route]]
-name = "query"
-host = "query.example.test"
-upstream = "http://query.example.test"
-[route.auth]
-kind = "query"
-param = "access_token"
-token = "{ODD_TOKEN}"
-"#
-    );
+    ) + &query_route(ODD_TOKEN);
     let proxy = start_sidekey(&env, &config).await;
 
     let cases = [
@@ -535,19 +513,7 @@ async fn a_header_token_copied_into_a_redirect_is_scrubbed() {
         &env,
         "",
         &[connect_to("header.example.test:80", server.addr())],
-    ) + &format!(
-        r#"
-[[route]]
-name = "header"
-host = "header.example.test"
-upstream = "http://header.example.test"
-[route.auth]
-kind = "header"
-name = "Authorization"
-value = "Bearer {{token}}"
-token = "{TOKEN}"
-"#
-    );
+    ) + &header_route(TOKEN);
     let proxy = start_sidekey(&env, &config).await;
 
     let cases = [

@@ -209,19 +209,7 @@ async fn a_query_route_appends_its_static_token_exactly_once() {
         other => Err(format!("access_token values {other:?}")),
     });
     let config = proxy_toml(&env, "", &[connect_to("query.example.test:80", api.addr())])
-        + &format!(
-            r#"
-[[route]]
-name = "query"
-host = "query.example.test"
-upstream = "http://query.example.test"
-[route.auth]
-kind = "query"
-param = "access_token"
-token = {token}
-"#,
-            token = toml_str(TOKEN)
-        );
+        + &query_route(TOKEN);
     let proxy = start_sidekey(&env, &config).await;
 
     for url in [
@@ -253,17 +241,7 @@ async fn a_header_route_fills_its_template() {
         &env,
         "",
         &[connect_to("header.example.test:80", api.addr())],
-    ) + r#"
-[[route]]
-name = "header"
-host = "header.example.test"
-upstream = "http://header.example.test"
-[route.auth]
-kind = "header"
-name = "Authorization"
-value = "Bearer {token}"
-token = "hdr-token-123"
-"#;
+    ) + &header_route("hdr-token-123");
     let proxy = start_sidekey(&env, &config).await;
 
     let req = Request::get("http://header.example.test/segments")

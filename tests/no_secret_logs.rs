@@ -141,19 +141,7 @@ password = "{STALE_SECRET}"
 "#
         )
         + &koupon_route()
-        + &format!(
-            r#"
-[[route]]
-name = "query"
-host = "query.example.test"
-upstream = "http://query.example.test"
-[route.auth]
-kind = "query"
-param = "access_token"
-token = {}
-"#,
-            toml_str(QUERY_TOKEN)
-        )
+        + &query_route(QUERY_TOKEN)
 }
 
 /// Requests of every outcome through the proxy at `addr`.

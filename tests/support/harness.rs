@@ -91,6 +91,44 @@ secret = "{KOUPON_SECRET}"
     )
 }
 
+/// A `query` route for `http://query.example.test` that appends
+/// `access_token=<token>` (dial it with `connect_to("query.example.test:80", ...)`).
+pub fn query_route(token: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "query"
+host = "query.example.test"
+upstream = "http://query.example.test"
+[route.auth]
+kind = "query"
+param = "access_token"
+token = {}
+"#,
+        toml_str(token)
+    )
+}
+
+/// A `header` route for `http://header.example.test` that sends
+/// `Authorization: Bearer <token>` (dial it with
+/// `connect_to("header.example.test:80", ...)`).
+pub fn header_route(token: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "header"
+host = "header.example.test"
+upstream = "http://header.example.test"
+[route.auth]
+kind = "header"
+name = "Authorization"
+value = "Bearer {{token}}"
+token = {}
+"#,
+        toml_str(token)
+    )
+}
+
 /// Parses config text as sidekey would (relative paths against the test's
 /// directory, no environment variables); panics listing every problem.
 pub fn parse_config(env: &TestEnv, toml: &str) -> ::sidekey::Config {
