@@ -397,8 +397,6 @@ pub(crate) fn scope(date: &str, region: &str, service: &str) -> String {
     format!("{date}/{region}/{service}/aws4_request")
 }
 
-pub(crate) use crate::credential::hex::hex32;
-
 /// The SHA-256 of `data`.
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
@@ -428,7 +426,7 @@ pub(crate) fn string_to_sign_parts<'a>(
 /// The string to sign of `canonical_request`, joined (for tests).
 #[cfg(test)]
 pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    let hash = hex32(&sha256(canonical_request));
+    let hash = crate::credential::hex::hex32(&sha256(canonical_request));
     let amz_date: [u8; 16] = amz_date.as_bytes().try_into().unwrap();
     let scope_line = format!("{scope}\n");
     string_to_sign_parts(&amz_date, scope_line.as_bytes(), &hash)

@@ -32,6 +32,7 @@ use secrecy::ExposeSecret;
 use self::canonical::CanonicalRequest;
 use self::canonical::UNSIGNED_PAYLOAD;
 use self::key::KeyCache;
+use super::hex::hex32;
 use super::CredentialError;
 use crate::config::{AwsSigV4Config, PayloadSigning};
 use crate::target::Target;
@@ -171,7 +172,7 @@ impl SigV4 {
                 HeaderValue::from_static(UNSIGNED_PAYLOAD),
             ),
             PayloadSigning::Signed => {
-                body_hash = canonical::hex32(&canonical::sha256(body.unwrap_or_default()));
+                body_hash = hex32(&canonical::sha256(body.unwrap_or_default()));
                 let value =
                     HeaderValue::from_bytes(&body_hash).map_err(|_| CredentialError::Unsignable)?;
                 (&body_hash, value)
@@ -221,7 +222,7 @@ impl SigV4 {
             headers.iter_picked(is_signed),
             payload_hash,
         );
-        let request_hash = canonical::hex32(&sha::sha256_in_place(self.keys.backend, canonical, 0));
+        let request_hash = hex32(&sha::sha256_in_place(self.keys.backend, canonical, 0));
         let authorization = self.keys.with_day(&date, |day| {
             // The string to sign goes after the canonical request, in
             // the same buffer, for as long as it is hashed.
@@ -229,7 +230,7 @@ impl SigV4 {
             for part in canonical::string_to_sign_parts(&amz_date, &day.scope_line, &request_hash) {
                 canonical.extend_from_slice(part);
             }
-            let signature = canonical::hex32(&sign_string_to_sign(day, unix, canonical, end));
+            let signature = hex32(&sign_string_to_sign(day, unix, canonical, end));
             canonical.truncate(end);
             let parts: [&[u8]; 4] = [
                 &day.authorization_prefix,

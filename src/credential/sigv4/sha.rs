@@ -272,7 +272,7 @@ mod tests {
             let mut buf = b"what do ya want for nothing?".to_vec();
             let tag = HmacKey::new(&key, backend).sign_in_place(&mut buf, 0);
             assert_eq!(
-                super::super::canonical::hex32(&tag),
+                crate::credential::hex::hex32(&tag),
                 *b"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
                 "{backend:?}"
             );
